@@ -1,0 +1,109 @@
+//! Wiring: build every component from a config and run until shutdown.
+
+use crate::admin::{self, AdminState};
+use crate::config::Config;
+use crate::proxy::Gateway;
+use crate::server;
+use crate::telemetry::Metrics;
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Pre-bound listeners for the data plane and the admin API.
+pub struct Listeners {
+    /// Data plane.
+    pub data: TcpListener,
+    /// Admin API.
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses the config names.
+    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+        let data = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let admin = TcpListener::bind(config.admin.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (admin)", config.admin.listen))?;
+        Ok(Self { data, admin })
+    }
+}
+
+/// How long in-flight work may take to finish after shutdown is asked.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs Junction until `shutdown` is cancelled, then drains.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let metrics = Metrics::new();
+    let gateway = Arc::new(Gateway::build(&config, metrics.clone())?);
+    let token = match &config.admin.token_env {
+        Some(var) => Some(
+            std::env::var(var)
+                .with_context(|| format!("admin.token_env names {var}, which is not set"))?
+                .into(),
+        ),
+        None => None,
+    };
+    let ready = Arc::new(AtomicBool::new(false));
+    let admin_router = admin::router(AdminState {
+        gateway: gateway.clone(),
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+        token,
+    });
+    let data_addr = listeners.data.local_addr()?;
+    let admin_addr = listeners.admin.local_addr()?;
+    let admin_shutdown = shutdown.clone();
+    let admin_task = tokio::spawn(async move {
+        axum::serve(listeners.admin, admin_router)
+            .with_graceful_shutdown(async move { admin_shutdown.cancelled().await })
+            .await
+    });
+    let data_task = tokio::spawn(server::serve_data(
+        listeners.data,
+        gateway,
+        shutdown.clone(),
+        SHUTDOWN_GRACE,
+    ));
+    ready.store(true, Ordering::Release);
+    tracing::info!(data = %data_addr, admin = %admin_addr, "junction is serving");
+    data_task.await?;
+    admin_task.await??;
+    tracing::info!("junction stopped");
+    Ok(())
+}
+
+/// A running Junction started in-process (tests, the demo).
+pub struct Running {
+    /// Data-plane address.
+    pub data: SocketAddr,
+    /// Admin address.
+    pub admin: SocketAddr,
+    /// Cancel to stop.
+    pub shutdown: CancellationToken,
+    /// Resolves when stopped.
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Starts Junction in the background on the given listeners.
+pub fn spawn(config: Config, listeners: Listeners) -> anyhow::Result<Running> {
+    let data = listeners.data.local_addr()?;
+    let admin = listeners.admin.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(run(config, listeners, shutdown.clone()));
+    Ok(Running {
+        data,
+        admin,
+        shutdown,
+        task,
+    })
+}

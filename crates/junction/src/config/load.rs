@@ -1,0 +1,257 @@
+//! Loading a config file: every error, each with `FILE:LINE:COL` and its key.
+
+use super::yaml::{self, join, Node, NodeKind, Pos};
+use super::{Config, RouteConfig, UpstreamConfig};
+use serde::de::DeserializeOwned;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fmt;
+use std::path::Path;
+
+/// One problem in a config file, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file as the user named it.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub col: usize,
+    /// Dotted key path, e.g. `routes[2].match.method`; empty for syntax errors.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file, self.line, self.col, self.message
+            )
+        } else {
+            write!(
+                f,
+                "{}:{}:{}: {}: {}",
+                self.file, self.line, self.col, self.key, self.message
+            )
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads and validates a config file.
+pub fn load_file(path: &Path) -> Result<Config, Vec<ConfigError>> {
+    let name = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => load_str(&text, &name),
+        Err(e) => Err(vec![ConfigError {
+            file: name,
+            line: 0,
+            col: 0,
+            key: String::new(),
+            message: format!("cannot read config: {e}"),
+        }]),
+    }
+}
+
+/// Parses and validates config text; `file` names it in errors.
+pub fn load_str(text: &str, file: &str) -> Result<Config, Vec<ConfigError>> {
+    let mut errs = Errors {
+        file: file.to_string(),
+        list: Vec::new(),
+    };
+    let root = match yaml::parse(text) {
+        Ok(root) => root,
+        Err(e) => {
+            errs.push(e.pos, "", format!("YAML syntax error: {}", e.message));
+            return Err(errs.list);
+        }
+    };
+    if root.as_map().is_none() {
+        errs.push(root.pos, "", "the config must be a mapping of keys".into());
+        return Err(errs.list);
+    }
+    let mut dups = Vec::new();
+    root.duplicate_keys("", &mut dups);
+    for (key, pos) in dups {
+        errs.push(pos, &key, "duplicate key".into());
+    }
+
+    // Deserialize the simple sections as one document without the two lists, so
+    // their errors come one by one, then each upstream and route on its own.
+    let mut top = root.to_json();
+    let obj = top.as_object_mut().expect("checked mapping");
+    let upstream_nodes = obj.remove("upstreams");
+    let route_nodes = obj.remove("routes");
+    let mut config: Option<Config> = errs.de(&root, "", top);
+
+    let mut upstreams = BTreeMap::new();
+    if let Some((_, node)) = root.get("upstreams") {
+        match node.as_map() {
+            Some(entries) => {
+                for (k, v) in entries {
+                    let name = k.as_str().unwrap_or_default().to_string();
+                    let path = join("upstreams", &name);
+                    if let Some(u) = errs.de::<UpstreamConfig>(v, &path, v.to_json()) {
+                        upstreams.insert(name, u);
+                    }
+                }
+            }
+            None if upstream_nodes.as_ref().is_some_and(|v| !v.is_null()) => errs.push(
+                node.pos,
+                "upstreams",
+                "expected a mapping of name: upstream".into(),
+            ),
+            None => {}
+        }
+    }
+    let mut routes = Vec::new();
+    let mut routes_ok = true;
+    if let Some((_, node)) = root.get("routes") {
+        match &node.kind {
+            NodeKind::Seq(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    match errs.de::<RouteConfig>(item, &format!("routes[{i}]"), item.to_json()) {
+                        Some(r) => routes.push((i, r)),
+                        None => routes_ok = false,
+                    }
+                }
+            }
+            _ if route_nodes.as_ref().is_some_and(|v| !v.is_null()) => {
+                errs.push(node.pos, "routes", "expected a list of routes".into())
+            }
+            _ => {}
+        }
+    }
+
+    // References are checked against every upstream named in the file, even ones
+    // that failed to deserialize, so one typo is not reported twice.
+    let upstream_names: BTreeSet<String> = root
+        .get("upstreams")
+        .and_then(|(_, n)| n.as_map())
+        .map(|entries| {
+            entries
+                .iter()
+                .filter_map(|(k, _)| k.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    super::validate::check(&root, &upstream_names, &upstreams, &routes, &mut errs);
+    if let Some(c) = config.as_mut() {
+        c.upstreams = upstreams;
+        c.routes = routes.into_iter().map(|(_, r)| r).collect();
+    }
+    match config {
+        Some(c) if errs.list.is_empty() && routes_ok => Ok(c),
+        _ => {
+            errs.list.sort_by_key(|e| (e.line, e.col));
+            Err(errs.list)
+        }
+    }
+}
+
+/// Errors collected while loading one file.
+pub(super) struct Errors {
+    file: String,
+    pub(super) list: Vec<ConfigError>,
+}
+
+impl Errors {
+    pub(super) fn push(&mut self, pos: Pos, key: &str, message: String) {
+        self.list.push(ConfigError {
+            file: self.file.clone(),
+            line: pos.line,
+            col: pos.col,
+            key: key.to_string(),
+            message,
+        });
+    }
+
+    /// Deserializes `value` (the JSON form of `node`, at `base`), recording a located error on failure.
+    fn de<T: DeserializeOwned>(
+        &mut self,
+        node: &Node,
+        base: &str,
+        value: serde_json::Value,
+    ) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let segments: Vec<String> = e
+                    .path()
+                    .iter()
+                    .filter_map(|s| match s {
+                        serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                        serde_path_to_error::Segment::Seq { index } => Some(format!("[{index}]")),
+                        _ => None,
+                    })
+                    .collect();
+                let message = e.inner().to_string();
+                let (mut pos, mut key) = locate(node, base, &segments);
+                // serde reports an unknown field at its parent; point at the field itself.
+                if let Some(field) = message
+                    .strip_prefix("unknown field `")
+                    .and_then(|m| m.split('`').next())
+                    .filter(|f| segments.last().map(String::as_str) != Some(*f))
+                {
+                    let (p, k) = locate(
+                        node,
+                        base,
+                        &[segments.clone(), vec![field.to_string()]].concat(),
+                    );
+                    pos = p;
+                    key = k;
+                }
+                self.push(pos, &key, message);
+                None
+            }
+        }
+    }
+}
+
+/// Finds the deepest node along `segments` from `node`; returns its position and the dotted path.
+fn locate(node: &Node, base: &str, segments: &[String]) -> (Pos, String) {
+    let mut cur = node;
+    let mut pos = node.pos;
+    let mut path = base.to_string();
+    for seg in segments {
+        if let Some(index) = seg.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+            path.push_str(seg);
+            match (&cur.kind, index.parse::<usize>()) {
+                (NodeKind::Seq(items), Ok(i)) if i < items.len() => {
+                    cur = &items[i];
+                    pos = cur.pos;
+                }
+                _ => break,
+            }
+        } else {
+            path = join(&path, seg);
+            match cur.get(seg) {
+                Some((k, v)) => {
+                    pos = k.pos;
+                    cur = v;
+                }
+                None => break,
+            }
+        }
+    }
+    (pos, path)
+}
+
+/// Position of the value at a dotted `key` under `node` (used by validation).
+pub(super) fn pos_of(node: &Node, segments: &[&str]) -> Pos {
+    let owned: Vec<String> = segments.iter().map(|s| s.to_string()).collect();
+    locate(node, "", &owned).0
+}
+
+/// Names seen twice in an iterator, in order of the second sighting.
+pub(super) fn repeated<'a>(names: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut seen = HashSet::new();
+    names.filter(|n| !seen.insert(*n)).collect()
+}
+
+#[cfg(test)]
+mod tests;

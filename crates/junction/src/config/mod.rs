@@ -1,0 +1,513 @@
+//! The typed configuration: what a YAML file may say, with defaults.
+//!
+//! Every struct denies unknown keys. Loading ([`load`]) parses the file into a
+//! position-aware tree, deserializes it section by section so that every error is
+//! reported, then checks references between sections.
+
+mod load;
+mod validate;
+mod values;
+mod yaml;
+
+pub use load::{load_file, load_str, ConfigError};
+pub use values::{ByteSize, Dur, KeySource, OneOrMany, Rate};
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A whole Junction config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Data-plane listen address.
+    #[serde(default = "defaults::listen")]
+    pub listen: SocketAddr,
+    /// Admin API listen address and auth.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Durable queue backend for async routes.
+    #[serde(default)]
+    pub queue: QueueConfig,
+    /// Response cache backend.
+    #[serde(default)]
+    pub cache: CacheConfig,
+    /// Request limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Tracing and dependency-graph settings.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    /// Named upstream services.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// Routes, matched by method and path template.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// The admin listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Admin listen address.
+    #[serde(default = "defaults::admin_listen")]
+    pub listen: SocketAddr,
+    /// Name of the environment variable holding the bearer token; no auth when absent.
+    #[serde(default)]
+    pub token_env: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: defaults::admin_listen(),
+            token_env: None,
+        }
+    }
+}
+
+/// Which durable queue holds accepted events.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "backend", rename_all = "lowercase", deny_unknown_fields)]
+pub enum QueueConfig {
+    /// The embedded on-disk queue (default).
+    Embedded {
+        /// Directory of the queue's files.
+        #[serde(default = "defaults::queue_path")]
+        path: PathBuf,
+        /// Undelivered messages past which new events get 503.
+        #[serde(default)]
+        max_depth: Option<u64>,
+    },
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig::Embedded {
+            path: defaults::queue_path(),
+            max_depth: None,
+        }
+    }
+}
+
+/// Which store holds cached responses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "backend", rename_all = "lowercase", deny_unknown_fields)]
+pub enum CacheConfig {
+    /// In-process, bounded by entries and bytes (default).
+    Memory {
+        /// Most entries held.
+        #[serde(default = "defaults::max_entries")]
+        max_entries: u64,
+        /// Most bytes held.
+        #[serde(default = "defaults::max_cache_bytes")]
+        max_bytes: ByteSize,
+    },
+    /// Shared by every instance using the same Redis and prefix.
+    Redis {
+        /// e.g. `redis://127.0.0.1:6379`
+        url: String,
+        /// Key prefix of this instance group.
+        #[serde(default = "defaults::redis_prefix")]
+        prefix: String,
+    },
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig::Memory {
+            max_entries: defaults::max_entries(),
+            max_bytes: defaults::max_cache_bytes(),
+        }
+    }
+}
+
+/// Request limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest request body; 413 past it.
+    #[serde(default = "defaults::max_body")]
+    pub max_body: ByteSize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_body: defaults::max_body(),
+        }
+    }
+}
+
+/// Tracing and dependency-graph settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Header naming the calling system, for the dependency graph.
+    #[serde(default = "defaults::caller_header")]
+    pub caller_header: String,
+    /// OTLP endpoint for traces; off when absent.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            caller_header: defaults::caller_header(),
+            otlp_endpoint: None,
+        }
+    }
+}
+
+/// One upstream service and the policies protecting it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Base URL, `http://host:port` with an optional path prefix.
+    pub url: String,
+    /// Per-attempt timeout (to response headers).
+    #[serde(default = "defaults::timeout")]
+    pub timeout: Dur,
+    /// Calls in flight past which callers get 503 at once.
+    #[serde(default = "defaults::max_concurrency")]
+    pub max_concurrency: usize,
+    /// Retry policy; no retries when absent.
+    #[serde(default)]
+    pub retry: Option<RetryConfig>,
+    /// What is retryable.
+    #[serde(default = "defaults::retry_on")]
+    pub retry_on: Vec<RetryOn>,
+    /// Circuit breaker; always on, with defaults when absent.
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+}
+
+/// Retries with exponential backoff, full jitter and a budget.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Total attempts including the first.
+    #[serde(default = "defaults::attempts")]
+    pub attempts: u32,
+    /// Ceiling of the first retry's wait.
+    #[serde(default = "defaults::backoff")]
+    pub backoff: Dur,
+    /// Largest wait.
+    #[serde(default = "defaults::max_backoff")]
+    pub max_backoff: Dur,
+    /// Retries allowed as a percentage of requests over the last 10 s.
+    #[serde(default = "defaults::budget_percent")]
+    pub budget_percent: f64,
+    /// Retries always allowed per second.
+    #[serde(default = "defaults::budget_min_per_sec")]
+    pub budget_min_per_sec: u32,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            attempts: defaults::attempts(),
+            backoff: defaults::backoff(),
+            max_backoff: defaults::max_backoff(),
+            budget_percent: defaults::budget_percent(),
+            budget_min_per_sec: defaults::budget_min_per_sec(),
+        }
+    }
+}
+
+/// A retryable condition: a status code, `connect-failure` or `timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum RetryOn {
+    /// An upstream status.
+    Status(u16),
+    /// A named condition.
+    Named(RetryCondition),
+}
+
+/// Named retryable conditions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RetryCondition {
+    /// The TCP connection could not be made.
+    ConnectFailure,
+    /// The attempt timed out.
+    Timeout,
+}
+
+/// Circuit-breaker knobs (the seed's opossum names plus window and min_requests).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Calls slower than this count as failures (and are cut); defaults to the upstream timeout.
+    #[serde(default)]
+    pub timeout: Option<Dur>,
+    /// Failure percentage over the window at which it opens.
+    #[serde(default = "defaults::error_threshold")]
+    pub error_threshold_percentage: f64,
+    /// Calls needed in the window before it may open.
+    #[serde(default = "defaults::min_requests")]
+    pub min_requests: u64,
+    /// Rolling window length.
+    #[serde(default = "defaults::window")]
+    pub window: Dur,
+    /// Time open before probes.
+    #[serde(default = "defaults::reset_timeout")]
+    pub reset_timeout: Dur,
+    /// Probes allowed at once while half-open.
+    #[serde(default = "defaults::half_open_probes")]
+    pub half_open_probes: u32,
+    /// Statuses counted as failures; default every 5xx.
+    #[serde(default)]
+    pub failure_statuses: Option<Vec<u16>>,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            timeout: None,
+            error_threshold_percentage: defaults::error_threshold(),
+            min_requests: defaults::min_requests(),
+            window: defaults::window(),
+            reset_timeout: defaults::reset_timeout(),
+            half_open_probes: defaults::half_open_probes(),
+            failure_statuses: None,
+        }
+    }
+}
+
+/// One route: a match, and either an upstream (sync) or an async topic.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Name used in metrics and logs.
+    pub name: String,
+    /// Method and path template.
+    #[serde(rename = "match")]
+    pub matcher: MatchConfig,
+    /// Upstream for sync routes.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// Upstream path template (defaults to the request path).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Response caching for GET/HEAD.
+    #[serde(default)]
+    pub cache: Option<RouteCacheConfig>,
+    /// Cache tags dropped after a 2xx answer.
+    #[serde(default)]
+    pub invalidate: Vec<String>,
+    /// Per-route rate limit.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Sync writes executed once per `Idempotency-Key`.
+    #[serde(default)]
+    pub idempotency: Option<IdempotencyConfig>,
+    /// Allow retries of non-idempotent methods.
+    #[serde(default)]
+    pub retry_non_idempotent: bool,
+    /// Default JSON projection.
+    #[serde(default)]
+    pub fields: Option<Vec<String>>,
+    /// Makes this an async route.
+    #[serde(default, rename = "async")]
+    pub async_: Option<AsyncConfig>,
+}
+
+/// Method and path template of a route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// HTTP method; any when absent.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Path template such as `/products/{id}`.
+    pub path: String,
+}
+
+/// Caching of one route's responses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteCacheConfig {
+    /// Freshness when the upstream gives none.
+    pub ttl: Dur,
+    /// Tag templates such as `product:{id}`.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Request headers that split the cache key.
+    #[serde(default)]
+    pub vary: Vec<String>,
+    /// Serve stale while refreshing in the background for this long.
+    #[serde(default)]
+    pub stale_while_revalidate: Option<Dur>,
+    /// Serve stale when the upstream fails (or its breaker is open) for this long.
+    #[serde(default)]
+    pub stale_if_error: Option<Dur>,
+    /// Also cache non-2xx answers.
+    #[serde(default)]
+    pub cache_errors: bool,
+}
+
+/// A token-bucket rate limit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Requests allowed per period.
+    pub requests: u32,
+    /// The period.
+    pub per: Dur,
+}
+
+/// Idempotency window for sync writes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdempotencyConfig {
+    /// How long a key is remembered.
+    pub ttl: Dur,
+}
+
+/// An async route: enqueue durably, answer 202, fan out to subscribers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AsyncConfig {
+    /// Topic name.
+    pub topic: String,
+    /// How long an `Idempotency-Key` is remembered.
+    #[serde(default = "defaults::idempotency_window")]
+    pub idempotency_window: Dur,
+    /// Where the event is delivered.
+    pub subscribers: Vec<SubscriberConfig>,
+}
+
+/// A subscriber of an async topic.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriberConfig {
+    /// Unique name (metrics, DLQ).
+    pub name: String,
+    /// Upstream receiving deliveries.
+    pub upstream: String,
+    /// Path on the upstream.
+    pub path: String,
+    /// Backoff between attempts (attempts from `max_attempts`).
+    #[serde(default)]
+    pub retry: Option<RetryConfig>,
+    /// Attempts before dead-lettering.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Age past which a message is dead-lettered.
+    #[serde(default)]
+    pub max_age: Option<Dur>,
+    /// Delivery rate cap.
+    #[serde(default)]
+    pub rate: Option<Rate>,
+    /// Per-key ordering source.
+    #[serde(default)]
+    pub ordering_key: Option<KeySource>,
+    /// Standard Webhooks signing secrets (env var names; first signs, all listed for rotation).
+    #[serde(default)]
+    pub secret_env: Option<OneOrMany>,
+    /// Stop delivering (dead-letter at once) after failing continuously this long.
+    #[serde(default)]
+    pub disable_after: Option<Dur>,
+    /// Deliveries in flight at once.
+    #[serde(default = "defaults::subscriber_concurrency")]
+    pub concurrency: usize,
+}
+
+impl BreakerConfig {
+    /// Converts to the policy crate's breaker tuning.
+    pub fn to_policy(&self) -> junction_policy::BreakerConfig {
+        junction_policy::BreakerConfig {
+            error_threshold: self.error_threshold_percentage / 100.0,
+            min_requests: self.min_requests,
+            window: self.window.0,
+            reset_timeout: self.reset_timeout.0,
+            half_open_probes: self.half_open_probes.max(1),
+        }
+    }
+}
+
+mod defaults {
+    use super::*;
+
+    pub fn listen() -> SocketAddr {
+        "127.0.0.1:8080".parse().expect("valid")
+    }
+    pub fn admin_listen() -> SocketAddr {
+        "127.0.0.1:9090".parse().expect("valid")
+    }
+    pub fn queue_path() -> PathBuf {
+        PathBuf::from("./data/queue")
+    }
+    pub fn max_entries() -> u64 {
+        100_000
+    }
+    pub fn max_cache_bytes() -> ByteSize {
+        ByteSize(256 << 20)
+    }
+    pub fn redis_prefix() -> String {
+        "junction".into()
+    }
+    pub fn max_body() -> ByteSize {
+        ByteSize(10 << 20)
+    }
+    pub fn caller_header() -> String {
+        "x-junction-caller".into()
+    }
+    pub fn timeout() -> Dur {
+        Dur(Duration::from_secs(30))
+    }
+    pub fn max_concurrency() -> usize {
+        1024
+    }
+    pub fn retry_on() -> Vec<RetryOn> {
+        vec![
+            RetryOn::Named(RetryCondition::ConnectFailure),
+            RetryOn::Named(RetryCondition::Timeout),
+            RetryOn::Status(502),
+            RetryOn::Status(503),
+            RetryOn::Status(504),
+        ]
+    }
+    pub fn attempts() -> u32 {
+        3
+    }
+    pub fn backoff() -> Dur {
+        Dur(Duration::from_millis(100))
+    }
+    pub fn max_backoff() -> Dur {
+        Dur(Duration::from_secs(2))
+    }
+    pub fn budget_percent() -> f64 {
+        20.0
+    }
+    pub fn budget_min_per_sec() -> u32 {
+        10
+    }
+    pub fn error_threshold() -> f64 {
+        50.0
+    }
+    pub fn min_requests() -> u64 {
+        20
+    }
+    pub fn window() -> Dur {
+        Dur(Duration::from_secs(10))
+    }
+    pub fn reset_timeout() -> Dur {
+        Dur(Duration::from_secs(10))
+    }
+    pub fn half_open_probes() -> u32 {
+        1
+    }
+    pub fn idempotency_window() -> Dur {
+        Dur(Duration::from_secs(24 * 3600))
+    }
+    pub fn subscriber_concurrency() -> usize {
+        32
+    }
+}

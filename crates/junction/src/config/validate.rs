@@ -1,0 +1,239 @@
+//! Checks that span sections: references, route conflicts, value ranges.
+
+use super::load::{pos_of, repeated, Errors};
+use super::yaml::Node;
+use super::{RouteConfig, UpstreamConfig};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+/// Records every cross-section problem in `errs`. `routes` holds the routes that
+/// deserialized, with their index in the file.
+pub(super) fn check(
+    root: &Node,
+    upstream_names: &BTreeSet<String>,
+    upstreams: &BTreeMap<String, UpstreamConfig>,
+    routes: &[(usize, RouteConfig)],
+    errs: &mut Errors,
+) {
+    let at = |i: usize, rest: &[&str]| -> super::yaml::Pos {
+        let idx = format!("[{i}]");
+        let mut segs = vec!["routes", idx.as_str()];
+        segs.extend_from_slice(rest);
+        pos_of(root, &segs)
+    };
+
+    for (name, u) in upstreams {
+        let key = format!("upstreams.{name}");
+        if let Err(msg) = check_url(&u.url) {
+            errs.push(
+                pos_of(root, &["upstreams", name, "url"]),
+                &format!("{key}.url"),
+                msg,
+            );
+        }
+        let pct = u.breaker.error_threshold_percentage;
+        if !(0.0..=100.0).contains(&pct) || pct == 0.0 {
+            errs.push(
+                pos_of(
+                    root,
+                    &["upstreams", name, "breaker", "error_threshold_percentage"],
+                ),
+                &format!("{key}.breaker.error_threshold_percentage"),
+                format!("must be above 0 and at most 100, got {pct}"),
+            );
+        }
+        if u.max_concurrency == 0 {
+            errs.push(
+                pos_of(root, &["upstreams", name, "max_concurrency"]),
+                &format!("{key}.max_concurrency"),
+                "must be at least 1".into(),
+            );
+        }
+        if let Some(r) = &u.retry {
+            if r.attempts == 0 {
+                errs.push(
+                    pos_of(root, &["upstreams", name, "retry", "attempts"]),
+                    &format!("{key}.retry.attempts"),
+                    "must be at least 1 (the first attempt counts)".into(),
+                );
+            }
+        }
+    }
+
+    for dup in repeated(routes.iter().map(|(_, r)| r.name.as_str())) {
+        let (i, _) = routes
+            .iter()
+            .rev()
+            .find(|(_, r)| r.name == dup)
+            .expect("present");
+        errs.push(
+            at(*i, &["name"]),
+            &format!("routes[{i}].name"),
+            format!("route name {dup:?} is used twice"),
+        );
+    }
+    let subscriber_names = routes
+        .iter()
+        .filter_map(|(_, r)| r.async_.as_ref())
+        .flat_map(|a| a.subscribers.iter().map(|s| s.name.as_str()));
+    for dup in repeated(subscriber_names) {
+        for (i, r) in routes {
+            if let Some(a) = &r.async_ {
+                if let Some(j) = a.subscribers.iter().rposition(|s| s.name == dup) {
+                    let j = format!("[{j}]");
+                    errs.push(
+                        at(*i, &["async", "subscribers", &j, "name"]),
+                        &format!("routes[{i}].async.subscribers{j}.name"),
+                        format!("subscriber name {dup:?} is used twice; names must be unique"),
+                    );
+                    break;
+                }
+            }
+        }
+    }
+
+    let mut matchers: HashMap<String, matchit::Router<usize>> = HashMap::new();
+    for (i, r) in routes {
+        let key = format!("routes[{i}]");
+        let method = r.matcher.method.as_deref().map(str::to_ascii_uppercase);
+        if let Some(m) = &method {
+            if !METHODS.contains(&m.as_str()) {
+                errs.push(
+                    at(*i, &["match", "method"]),
+                    &format!("{key}.match.method"),
+                    format!(
+                        "unknown method {m:?}; expected one of {}",
+                        METHODS.join(", ")
+                    ),
+                );
+            }
+        }
+        if !r.matcher.path.starts_with('/') {
+            errs.push(
+                at(*i, &["match", "path"]),
+                &format!("{key}.match.path"),
+                "must start with /".into(),
+            );
+        } else {
+            let router = matchers
+                .entry(method.clone().unwrap_or_else(|| "*".into()))
+                .or_default();
+            if let Err(e) = router.insert(r.matcher.path.as_str(), *i) {
+                errs.push(
+                    at(*i, &["match", "path"]),
+                    &format!("{key}.match.path"),
+                    format!("invalid or conflicting path: {e}"),
+                );
+            }
+        }
+        match (&r.upstream, &r.async_) {
+            (None, None) => errs.push(
+                at(*i, &[]),
+                &key,
+                "a route needs `upstream` (sync) or `async` (events)".into(),
+            ),
+            (Some(_), Some(_)) => errs.push(
+                at(*i, &["async"]),
+                &format!("{key}.async"),
+                "a route is either sync (`upstream`) or `async`, not both".into(),
+            ),
+            _ => {}
+        }
+        if let Some(u) = &r.upstream {
+            if !upstream_names.contains(u) {
+                errs.push(
+                    at(*i, &["upstream"]),
+                    &format!("{key}.upstream"),
+                    unknown_upstream(u, upstream_names),
+                );
+            }
+        }
+        if r.cache.is_some() && !matches!(method.as_deref(), Some("GET") | Some("HEAD")) {
+            errs.push(
+                at(*i, &["cache"]),
+                &format!("{key}.cache"),
+                "only GET or HEAD routes can be cached".into(),
+            );
+        }
+        if let Some(rl) = &r.rate_limit {
+            if rl.requests == 0 || rl.per.0.is_zero() {
+                errs.push(
+                    at(*i, &["rate_limit"]),
+                    &format!("{key}.rate_limit"),
+                    "requests and per must be above zero".into(),
+                );
+            }
+        }
+        if let Some(a) = &r.async_ {
+            if a.subscribers.is_empty() {
+                errs.push(
+                    at(*i, &["async", "subscribers"]),
+                    &format!("{key}.async.subscribers"),
+                    "an async route needs at least one subscriber".into(),
+                );
+            }
+            for (j, s) in a.subscribers.iter().enumerate() {
+                let idx = format!("[{j}]");
+                if !upstream_names.contains(&s.upstream) {
+                    errs.push(
+                        at(*i, &["async", "subscribers", &idx, "upstream"]),
+                        &format!("{key}.async.subscribers{idx}.upstream"),
+                        unknown_upstream(&s.upstream, upstream_names),
+                    );
+                }
+                if s.concurrency == 0 {
+                    errs.push(
+                        at(*i, &["async", "subscribers", &idx, "concurrency"]),
+                        &format!("{key}.async.subscribers{idx}.concurrency"),
+                        "must be at least 1".into(),
+                    );
+                }
+                for env in s.secret_env.iter().flat_map(|e| e.0.iter()) {
+                    if std::env::var_os(env).is_none() {
+                        errs.push(
+                            at(*i, &["async", "subscribers", &idx, "secret_env"]),
+                            &format!("{key}.async.subscribers{idx}.secret_env"),
+                            format!("environment variable {env} is not set"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn unknown_upstream(name: &str, upstreams: &BTreeSet<String>) -> String {
+    let known: Vec<&str> = upstreams.iter().map(String::as_str).collect();
+    if known.is_empty() {
+        format!("unknown upstream {name:?}: no upstreams are defined")
+    } else {
+        format!("unknown upstream {name:?}; defined: {}", known.join(", "))
+    }
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some(other) => {
+            return Err(format!(
+                "unsupported scheme {other:?} in {url:?}: Junction speaks http:// to upstreams"
+            ))
+        }
+        None => {
+            return Err(format!(
+                "URL {url:?} needs a scheme, e.g. http://127.0.0.1:7001"
+            ))
+        }
+    }
+    if uri.host().is_none() {
+        return Err(format!("URL {url:?} has no host"));
+    }
+    if uri.query().is_some() {
+        return Err(format!("URL {url:?} must not have a query"));
+    }
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! Errors of the data plane, classified where they happen and turned into
+//! RFC 9457 `application/problem+json` responses in exactly one place
+//! ([`GatewayError::into_response`]).
+
+use crate::body::{full, Body};
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use std::time::Duration;
+
+/// Something Junction answers itself instead of an upstream response.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// No route matches the method and path.
+    #[error("no route matches {method} {path}")]
+    NoRoute { method: String, path: String },
+    /// The request body is larger than `limits.max_body`.
+    #[error("request body exceeds the limit of {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    /// The request could not be read (client went away, bad framing).
+    #[error("could not read the request body: {0}")]
+    BadBody(String),
+    /// The body of a JSON route is not JSON.
+    #[error("request body is not valid JSON: {0}")]
+    BadJson(String),
+    /// A query or header the gateway interprets is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The upstream did not answer within its timeout.
+    #[error("upstream {upstream} did not answer within {timeout:?}")]
+    UpstreamTimeout { upstream: String, timeout: Duration },
+    /// The upstream could not be reached or broke the connection.
+    #[error("upstream {upstream} is unreachable: {cause}")]
+    UpstreamUnreachable { upstream: String, cause: String },
+    /// The upstream's circuit breaker is open.
+    #[error(
+        "upstream {upstream} is failing; its circuit breaker is open (next probe in {retry_in:?})"
+    )]
+    BreakerOpen {
+        upstream: String,
+        retry_in: Duration,
+    },
+    /// The upstream's concurrency limit is reached.
+    #[error("upstream {upstream} has {max} calls in flight, its limit")]
+    Overloaded { upstream: String, max: usize },
+    /// The route's rate limit is exceeded.
+    #[error("rate limit of route {route} exceeded")]
+    RateLimited {
+        route: String,
+        retry_after: Duration,
+    },
+    /// The queue is over `queue.max_depth`.
+    #[error("the queue is full ({depth} undelivered of at most {max}); retry later")]
+    QueueFull { depth: u64, max: u64 },
+    /// The queue could not store the event.
+    #[error("the queue could not store the event: {0}")]
+    QueueUnavailable(String),
+    /// An admin-level resource is missing.
+    #[error("{0}")]
+    NotFound(String),
+}
+
+impl GatewayError {
+    /// The HTTP status this error maps to.
+    pub fn status(&self) -> StatusCode {
+        use GatewayError::*;
+        match self {
+            NoRoute { .. } | NotFound(_) => StatusCode::NOT_FOUND,
+            BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            BadBody(_) | BadJson(_) | BadRequest(_) => StatusCode::BAD_REQUEST,
+            UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
+            BreakerOpen { .. } | Overloaded { .. } | QueueFull { .. } | QueueUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        }
+    }
+
+    /// A short, stable slug naming the problem type (the `type` URI ends with it).
+    pub fn kind(&self) -> &'static str {
+        use GatewayError::*;
+        match self {
+            NoRoute { .. } => "no-route",
+            BodyTooLarge { .. } => "body-too-large",
+            BadBody(_) => "bad-body",
+            BadJson(_) => "bad-json",
+            BadRequest(_) => "bad-request",
+            UpstreamTimeout { .. } => "upstream-timeout",
+            UpstreamUnreachable { .. } => "upstream-unreachable",
+            BreakerOpen { .. } => "breaker-open",
+            Overloaded { .. } => "upstream-overloaded",
+            RateLimited { .. } => "rate-limited",
+            QueueFull { .. } => "queue-full",
+            QueueUnavailable(_) => "queue-unavailable",
+            NotFound(_) => "not-found",
+        }
+    }
+
+    /// The problem+json response, with `Retry-After` and `x-junction-breaker` where they apply.
+    pub fn into_response(self) -> Response<Body> {
+        let status = self.status();
+        let body = serde_json::json!({
+            "type": format!("https://junction.dev/problems/{}", self.kind()),
+            "title": status.canonical_reason().unwrap_or("Error"),
+            "status": status.as_u16(),
+            "detail": self.to_string(),
+        });
+        let mut resp = Response::new(full(Bytes::from(body.to_string())));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        let retry_after = match &self {
+            GatewayError::BreakerOpen { retry_in, .. } => {
+                h.insert("x-junction-breaker", HeaderValue::from_static("open"));
+                Some(*retry_in)
+            }
+            GatewayError::RateLimited { retry_after, .. } => Some(*retry_after),
+            GatewayError::QueueFull { .. } | GatewayError::QueueUnavailable(_) => {
+                Some(Duration::from_secs(1))
+            }
+            GatewayError::Overloaded { .. } => Some(Duration::from_secs(1)),
+            _ => None,
+        };
+        if let Some(d) = retry_after {
+            let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn breaker_open_is_503_problem_json_with_header() {
+        let resp = GatewayError::BreakerOpen {
+            upstream: "inventory".into(),
+            retry_in: Duration::from_millis(1500),
+        }
+        .into_response();
+        assert_eq!(resp.status(), 503);
+        assert_eq!(resp.headers()["x-junction-breaker"], "open");
+        assert_eq!(resp.headers()["retry-after"], "2");
+        assert_eq!(resp.headers()["content-type"], "application/problem+json");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["status"], 503);
+        assert!(v["detail"].as_str().unwrap().contains("inventory"));
+    }
+}

@@ -1,0 +1,155 @@
+//! Forwarding a sync route's request to its upstream and streaming the answer back.
+
+use super::upstream::{CallOptions, RequestBody, Upstream};
+use super::{router::render_path, Gateway, Outcome, Route};
+use crate::body::{Body, BoxError};
+use crate::problem::GatewayError;
+use crate::telemetry::trace::next_traceparent;
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+
+/// Request bodies up to this size are buffered so that a retry can send them again.
+const REPLAY_CAP: u64 = 64 * 1024;
+
+/// Headers that describe one connection, not the message; never forwarded.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Sends the request to `upstream` with its policies; returns the upstream's answer, body streaming.
+pub async fn forward(
+    gw: &Gateway,
+    route: &Route,
+    upstream: &Upstream,
+    params: &[(String, String)],
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    outcome: &mut Outcome,
+) -> Result<Response<Body>, GatewayError> {
+    outcome.upstream = Some(upstream.name().to_string());
+    let (parts, body) = req.into_parts();
+    let retry_allowed = is_idempotent(&parts.method) || route.retry_non_idempotent;
+    let body = read_body(body, gw.max_body, retry_allowed).await?;
+    let path = match &route.upstream_path {
+        Some(t) => render_path(t, params),
+        None => parts.uri.path().to_string(),
+    };
+    let path_and_query = match parts.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let uri = upstream.uri_for(&path_and_query)?;
+    let headers = upstream_headers(&parts.headers, peer);
+    let opts = CallOptions {
+        retry_allowed,
+        body_limit: gw.max_body,
+    };
+    let (resp, attempts) = upstream
+        .call(parts.method, uri, headers, body, opts)
+        .await
+        .inspect_err(|_| {
+            outcome.attempts = outcome.attempts.max(1);
+        })?;
+    outcome.attempts = attempts;
+    Ok(client_response(resp))
+}
+
+/// Whether retrying `m` cannot repeat a side effect (RFC 9110 idempotent methods).
+pub fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// Applies the body limit and decides whether the body is buffered for replay.
+async fn read_body(body: Incoming, max: u64, may_retry: bool) -> Result<RequestBody, GatewayError> {
+    let hint = body.size_hint();
+    if hint.lower() > max {
+        return Err(GatewayError::BodyTooLarge { limit: max });
+    }
+    if hint.exact() == Some(0) {
+        return Ok(RequestBody::Replayable(Bytes::new()));
+    }
+    let fits_replay = hint.upper().is_some_and(|u| u <= REPLAY_CAP.min(max));
+    let limited = Limited::new(body, max as usize);
+    if may_retry && fits_replay {
+        let bytes = limited
+            .collect()
+            .await
+            .map_err(|e| body_error(e, max))?
+            .to_bytes();
+        return Ok(RequestBody::Replayable(bytes));
+    }
+    Ok(RequestBody::Once(limited.map_err(BoxError::from).boxed()))
+}
+
+/// Buffers a request body whole (async routes, JSON checks), within `max`.
+pub async fn collect_body(body: Incoming, max: u64) -> Result<Bytes, GatewayError> {
+    if body.size_hint().lower() > max {
+        return Err(GatewayError::BodyTooLarge { limit: max });
+    }
+    Limited::new(body, max as usize)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| body_error(e, max))
+}
+
+fn body_error(e: BoxError, max: u64) -> GatewayError {
+    if crate::body::is_length_limit(e.as_ref()) {
+        GatewayError::BodyTooLarge { limit: max }
+    } else {
+        GatewayError::BadBody(e.to_string())
+    }
+}
+
+/// The request headers as the upstream should see them.
+fn upstream_headers(incoming: &HeaderMap, peer: SocketAddr) -> HeaderMap {
+    let mut h = HeaderMap::with_capacity(incoming.len() + 3);
+    for (name, value) in incoming {
+        if name == header::HOST || HOP_BY_HOP.contains(&name.as_str()) {
+            continue;
+        }
+        h.append(name.clone(), value.clone());
+    }
+    if let Some(host) = incoming.get(header::HOST) {
+        h.insert("x-forwarded-host", host.clone());
+    }
+    let xff = match incoming
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(prev) => format!("{prev}, {}", peer.ip()),
+        None => peer.ip().to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert("x-forwarded-for", v);
+    }
+    let tp = next_traceparent(incoming.get("traceparent").and_then(|v| v.to_str().ok()));
+    if let Ok(v) = HeaderValue::from_str(&tp) {
+        h.insert("traceparent", v);
+    }
+    h
+}
+
+/// The upstream's response as the client should see it: hop-by-hop headers dropped, body streaming.
+pub fn client_response(resp: Response<Incoming>) -> Response<Body> {
+    let (mut parts, body) = resp.into_parts();
+    for name in HOP_BY_HOP {
+        parts.headers.remove(*name);
+    }
+    Response::from_parts(parts, body.map_err(BoxError::from).boxed())
+}

@@ -1,0 +1,239 @@
+//! The data plane: match a route, apply its policies, answer.
+//!
+//! [`Gateway::handle`] is the whole request path. It stays thin: routing,
+//! per-route limits, then the route kind's handler ([`forward`] for sync routes),
+//! then metrics and the access log. Errors are [`GatewayError`]s, answered as
+//! problem+json in one place.
+
+pub mod forward;
+pub mod router;
+pub mod upstream;
+
+use crate::body::Body;
+use crate::config::{Config, RouteConfig};
+use crate::problem::GatewayError;
+use crate::telemetry::metrics::RouteLabel;
+use crate::telemetry::Metrics;
+use anyhow::Context;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use http::{HeaderName, Method, Request, Response};
+use hyper::body::Incoming;
+use prometheus_client::metrics::histogram::Histogram;
+use router::Router;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use upstream::Upstream;
+
+/// Everything the data plane needs, built once from the config.
+pub struct Gateway {
+    router: Router<Route>,
+    metrics: Metrics,
+    upstreams: BTreeMap<String, Arc<Upstream>>,
+    /// `limits.max_body` in bytes.
+    pub max_body: u64,
+    /// Header naming the calling system.
+    pub caller_header: HeaderName,
+    no_route_duration: Histogram,
+}
+
+/// One configured route.
+pub struct Route {
+    /// Name for metrics and logs.
+    pub name: String,
+    /// What serves it.
+    pub kind: RouteKind,
+    /// Upstream path template, when it differs from the request path.
+    pub upstream_path: Option<String>,
+    /// Retries allowed for POST/PATCH too.
+    pub retry_non_idempotent: bool,
+    rate_limiter: Option<DefaultDirectRateLimiter>,
+    duration: Histogram,
+}
+
+/// How a route is served.
+pub enum RouteKind {
+    /// Proxied to an upstream.
+    Sync { upstream: Arc<Upstream> },
+}
+
+/// What the handler learned, for the access log.
+#[derive(Default)]
+pub struct Outcome {
+    /// Upstream that served (or refused) the request.
+    pub upstream: Option<String>,
+    /// Attempts sent upstream.
+    pub attempts: u32,
+}
+
+impl Gateway {
+    /// Builds routes and upstreams from a validated config.
+    pub fn build(config: &Config, metrics: Metrics) -> anyhow::Result<Self> {
+        let client = upstream::http_client();
+        let mut upstreams = BTreeMap::new();
+        for (name, cfg) in &config.upstreams {
+            let u = Upstream::new(name, cfg, client.clone(), &metrics)?;
+            upstreams.insert(name.clone(), Arc::new(u));
+        }
+        let mut router = Router::default();
+        for rc in &config.routes {
+            let route = Arc::new(Self::build_route(rc, &upstreams, &metrics)?);
+            let method = match &rc.matcher.method {
+                Some(m) => Some(Method::from_bytes(m.to_ascii_uppercase().as_bytes())?),
+                None => None,
+            };
+            router
+                .insert(method, &rc.matcher.path, route)
+                .with_context(|| format!("route {}", rc.name))?;
+        }
+        let no_route_duration = metrics
+            .request_duration
+            .get_or_create(&RouteLabel {
+                route: "none".into(),
+            })
+            .clone();
+        Ok(Self {
+            router,
+            no_route_duration,
+            metrics,
+            upstreams,
+            max_body: config.limits.max_body.0,
+            caller_header: HeaderName::from_bytes(config.telemetry.caller_header.as_bytes())?,
+        })
+    }
+
+    fn build_route(
+        rc: &RouteConfig,
+        upstreams: &BTreeMap<String, Arc<Upstream>>,
+        metrics: &Metrics,
+    ) -> anyhow::Result<Route> {
+        let kind = match &rc.upstream {
+            Some(name) => RouteKind::Sync {
+                upstream: upstreams
+                    .get(name)
+                    .cloned()
+                    .with_context(|| format!("unknown upstream {name}"))?,
+            },
+            None => anyhow::bail!("route {}: async routes need the pipeline", rc.name),
+        };
+        let rate_limiter = rc.rate_limit.as_ref().map(|rl| {
+            let burst = NonZeroU32::new(rl.requests.max(1)).expect("non-zero");
+            let period = rl.per.0 / rl.requests.max(1);
+            let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
+                .expect("non-zero period")
+                .allow_burst(burst);
+            RateLimiter::direct(quota)
+        });
+        Ok(Route {
+            name: rc.name.clone(),
+            kind,
+            upstream_path: rc.path.clone(),
+            retry_non_idempotent: rc.retry_non_idempotent,
+            rate_limiter,
+            duration: metrics
+                .request_duration
+                .get_or_create(&RouteLabel {
+                    route: rc.name.clone(),
+                })
+                .clone(),
+        })
+    }
+
+    /// Upstreams by name (admin API, metrics).
+    pub fn upstreams(&self) -> &BTreeMap<String, Arc<Upstream>> {
+        &self.upstreams
+    }
+
+    /// Answers one request.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let start = Instant::now();
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let Some(matched) = self.router.find(&method, &path) else {
+            let resp = GatewayError::NoRoute {
+                method: method.to_string(),
+                path: path.clone(),
+            }
+            .into_response();
+            self.record(
+                "none",
+                &self.no_route_duration,
+                &method,
+                &path,
+                &resp,
+                &Outcome::default(),
+                start,
+            );
+            return resp;
+        };
+        let route = matched.route;
+        let mut outcome = Outcome::default();
+        let result = match route.rate_limiter.as_ref().map(|l| l.check()) {
+            Some(Err(not_until)) => Err(GatewayError::RateLimited {
+                route: route.name.clone(),
+                retry_after: not_until.wait_time_from(governor::clock::Clock::now(
+                    &governor::clock::DefaultClock::default(),
+                )),
+            }),
+            _ => match &route.kind {
+                RouteKind::Sync { upstream } => {
+                    forward::forward(
+                        &self,
+                        &route,
+                        upstream,
+                        &matched.params,
+                        req,
+                        peer,
+                        &mut outcome,
+                    )
+                    .await
+                }
+            },
+        };
+        let resp = result.unwrap_or_else(GatewayError::into_response);
+        self.record(
+            &route.name,
+            &route.duration,
+            &method,
+            &path,
+            &resp,
+            &outcome,
+            start,
+        );
+        resp
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        route: &str,
+        duration: &Histogram,
+        method: &Method,
+        path: &str,
+        resp: &Response<Body>,
+        outcome: &Outcome,
+        start: Instant,
+    ) {
+        let elapsed = start.elapsed();
+        let status = resp.status().as_u16();
+        self.metrics.request_counter(route, status).inc();
+        duration.observe(elapsed.as_secs_f64());
+        tracing::info!(
+            target: "junction::access",
+            method = %method,
+            path,
+            route,
+            status,
+            upstream = outcome.upstream.as_deref().unwrap_or("-"),
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            attempts = outcome.attempts,
+            cache = resp.headers().get("x-junction-cache").and_then(|v| v.to_str().ok()).unwrap_or("-"),
+        );
+    }
+}

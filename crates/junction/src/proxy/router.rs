@@ -1,0 +1,110 @@
+//! Matching a request's method and path to a route, with path parameters.
+
+use http::Method;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Routes indexed by method, then by path template (matchit's radix tree).
+pub struct Router<R> {
+    by_method: HashMap<Method, matchit::Router<Arc<R>>>,
+    any_method: matchit::Router<Arc<R>>,
+}
+
+/// A matched route and its path parameters in template order.
+pub struct Matched<R> {
+    /// The route.
+    pub route: Arc<R>,
+    /// `(name, value)` of each `{param}`.
+    pub params: Vec<(String, String)>,
+}
+
+impl<R> Default for Router<R> {
+    fn default() -> Self {
+        Self {
+            by_method: HashMap::new(),
+            any_method: matchit::Router::new(),
+        }
+    }
+}
+
+impl<R> Router<R> {
+    /// Adds a route for `method` (any method when `None`) and a template such as `/products/{id}`.
+    pub fn insert(
+        &mut self,
+        method: Option<Method>,
+        template: &str,
+        route: Arc<R>,
+    ) -> Result<(), matchit::InsertError> {
+        match method {
+            Some(m) => self.by_method.entry(m).or_default().insert(template, route),
+            None => self.any_method.insert(template, route),
+        }
+    }
+
+    /// The route for a request; method-specific routes win over any-method ones.
+    pub fn find(&self, method: &Method, path: &str) -> Option<Matched<R>> {
+        let hit = self
+            .by_method
+            .get(method)
+            .and_then(|r| r.at(path).ok())
+            .or_else(|| self.any_method.at(path).ok())?;
+        Some(Matched {
+            route: hit.value.clone(),
+            params: hit
+                .params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        })
+    }
+}
+
+/// Fills `{name}` placeholders of `template` from `params` (`{*rest}` too).
+pub fn render_path(template: &str, params: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(template.len() + 16);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let Some(close) = rest[open..].find('}') else {
+            out.push_str(&rest[open..]);
+            return out;
+        };
+        let name = rest[open + 1..open + close].trim_start_matches('*');
+        match params.iter().find(|(k, _)| k == name) {
+            Some((_, v)) => out.push_str(v),
+            None => out.push_str(&rest[open..=open + close]),
+        }
+        rest = &rest[open + close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_specific_routes_win_and_params_are_extracted() {
+        let mut r = Router::default();
+        r.insert(Some(Method::GET), "/products/{id}", Arc::new("get"))
+            .unwrap();
+        r.insert(None, "/products/{id}", Arc::new("any")).unwrap();
+        let m = r.find(&Method::GET, "/products/42").unwrap();
+        assert_eq!(*m.route, "get");
+        assert_eq!(m.params, vec![("id".to_string(), "42".to_string())]);
+        assert_eq!(*r.find(&Method::PUT, "/products/42").unwrap().route, "any");
+        assert!(r.find(&Method::GET, "/nothing").is_none());
+    }
+
+    #[test]
+    fn renders_templates() {
+        let p = vec![
+            ("id".to_string(), "7".to_string()),
+            ("rest".to_string(), "a/b".to_string()),
+        ];
+        assert_eq!(render_path("/v2/items/{id}", &p), "/v2/items/7");
+        assert_eq!(render_path("/files/{*rest}", &p), "/files/a/b");
+        assert_eq!(render_path("/x/{missing}", &p), "/x/{missing}");
+    }
+}

@@ -1,0 +1,393 @@
+//! An upstream service and the policies protecting it.
+//!
+//! One call goes through, in order:
+//! 1. the retry loop (outermost, so each retry passes every check below again);
+//! 2. the bulkhead (refuse at once when too many calls are in flight);
+//! 3. the circuit breaker (refuse at once while open; count the outcome);
+//! 4. the timeout (to response headers), then the pooled HTTP client.
+//!
+//! Retries happen only before a response is handed to the client, so never
+//! after its body started; they need a replayable request body (see
+//! [`RequestBody`]), a retryable outcome, an allowed method, and budget.
+
+use crate::body::{Body, BoxError};
+use crate::config::{RetryCondition, RetryOn, UpstreamConfig};
+use crate::problem::GatewayError;
+use crate::telemetry::metrics::{UpstreamLabel, UpstreamOutcome};
+use crate::telemetry::Metrics;
+use bytes::Bytes;
+use http::{header, HeaderMap, Method, Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use junction_policy::{
+    parse_retry_after, Backoff, Bulkhead, CircuitBreaker, RetryBudget, RetryBudgetConfig,
+};
+use prometheus_client::metrics::counter::Counter;
+use std::time::Duration;
+
+/// The HTTP client shared by every upstream: pooled keep-alive HTTP/1.1.
+pub type HttpClient = Client<HttpConnector, Body>;
+
+/// Builds the shared client.
+pub fn http_client() -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .build(connector)
+}
+
+/// A request body as the retry loop sees it.
+pub enum RequestBody {
+    /// Buffered: can be sent again.
+    Replayable(Bytes),
+    /// Streaming: can be sent once.
+    Once(Body),
+}
+
+/// How a call may be retried, decided by the route.
+#[derive(Debug, Clone, Copy)]
+pub struct CallOptions {
+    /// Whether the method (or the route's opt-in) allows retries.
+    pub retry_allowed: bool,
+    /// The request body limit, reported when a streamed body exceeds it.
+    pub body_limit: u64,
+}
+
+/// Per-upstream retry settings.
+struct RetryPolicy {
+    attempts: u32,
+    backoff: Backoff,
+    budget: RetryBudget,
+}
+
+/// One upstream: its address, client, and policies. Shared by every route using it.
+pub struct Upstream {
+    name: String,
+    scheme_authority: String,
+    base_path: String,
+    client: HttpClient,
+    timeout: Duration,
+    breaker: CircuitBreaker,
+    bulkhead: Bulkhead,
+    retry: Option<RetryPolicy>,
+    retry_on: Vec<RetryOn>,
+    failure_statuses: Option<Vec<u16>>,
+    outcomes: Outcomes,
+    retries: Counter,
+}
+
+/// Pre-resolved `junction_upstream_requests_total` counters.
+struct Outcomes {
+    success: Counter,
+    failure: Counter,
+    timeout: Counter,
+    connect_error: Counter,
+    error: Counter,
+    breaker_open: Counter,
+    rejected: Counter,
+}
+
+impl Upstream {
+    /// Builds an upstream from its config; `url` was validated by config loading.
+    pub fn new(
+        name: &str,
+        cfg: &UpstreamConfig,
+        client: HttpClient,
+        metrics: &Metrics,
+    ) -> anyhow::Result<Self> {
+        let uri: Uri = cfg.url.parse()?;
+        let authority = uri
+            .authority()
+            .ok_or_else(|| anyhow::anyhow!("upstream {name}: URL has no host"))?;
+        let base_path = uri.path().trim_end_matches('/').to_string();
+        let timeout = match cfg.breaker.timeout {
+            Some(t) => t.0.min(cfg.timeout.0),
+            None => cfg.timeout.0,
+        };
+        let retry = cfg
+            .retry
+            .as_ref()
+            .filter(|r| r.attempts > 1)
+            .map(|r| RetryPolicy {
+                attempts: r.attempts,
+                backoff: Backoff {
+                    base: r.backoff.0,
+                    max: r.max_backoff.0,
+                },
+                budget: RetryBudget::new(RetryBudgetConfig {
+                    ratio: r.budget_percent / 100.0,
+                    min_per_sec: r.budget_min_per_sec,
+                    window: Duration::from_secs(10),
+                }),
+            });
+        let outcome = |o: &'static str| {
+            metrics
+                .upstream_requests
+                .get_or_create(&UpstreamOutcome {
+                    upstream: name.to_string(),
+                    outcome: o,
+                })
+                .clone()
+        };
+        let outcomes = Outcomes {
+            success: outcome("success"),
+            failure: outcome("failure"),
+            timeout: outcome("timeout"),
+            connect_error: outcome("connect_error"),
+            error: outcome("error"),
+            breaker_open: outcome("breaker_open"),
+            rejected: outcome("rejected"),
+        };
+        let retries = metrics
+            .upstream_retries
+            .get_or_create(&UpstreamLabel {
+                upstream: name.to_string(),
+            })
+            .clone();
+        Ok(Self {
+            name: name.to_string(),
+            scheme_authority: format!("{}://{}", uri.scheme_str().unwrap_or("http"), authority),
+            base_path,
+            client,
+            timeout,
+            breaker: CircuitBreaker::new(cfg.breaker.to_policy()),
+            bulkhead: Bulkhead::new(cfg.max_concurrency),
+            retry,
+            retry_on: cfg.retry_on.clone(),
+            failure_statuses: cfg.breaker.failure_statuses.clone(),
+            outcomes,
+            retries,
+        })
+    }
+
+    /// The upstream's configured name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The upstream's breaker (for the admin API and metrics).
+    pub fn breaker(&self) -> &CircuitBreaker {
+        &self.breaker
+    }
+
+    /// The upstream's bulkhead.
+    pub fn bulkhead(&self) -> &Bulkhead {
+        &self.bulkhead
+    }
+
+    /// The per-attempt timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Whether responses with `status` count as failures for the breaker.
+    pub fn is_failure_status(&self, status: u16) -> bool {
+        match &self.failure_statuses {
+            Some(list) => list.contains(&status),
+            None => status >= 500,
+        }
+    }
+
+    /// The absolute URI for `path_and_query` on this upstream.
+    pub fn uri_for(&self, path_and_query: &str) -> Result<Uri, GatewayError> {
+        format!(
+            "{}{}{}",
+            self.scheme_authority, self.base_path, path_and_query
+        )
+        .parse()
+        .map_err(|e| GatewayError::BadRequest(format!("cannot build upstream URI: {e}")))
+    }
+
+    fn retryable(&self, cond: RetryCondition) -> bool {
+        self.retry_on.contains(&RetryOn::Named(cond))
+    }
+
+    /// Sends a request with every policy applied; returns the response and the attempts made.
+    pub async fn call(
+        &self,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: RequestBody,
+        opts: CallOptions,
+    ) -> Result<(Response<Incoming>, u32), GatewayError> {
+        let max_attempts = match (&self.retry, &body) {
+            (Some(r), RequestBody::Replayable(_)) => r.attempts,
+            _ => 1,
+        };
+        if let Some(r) = &self.retry {
+            r.budget.deposit();
+        }
+        let (replay, mut once) = match body {
+            RequestBody::Replayable(b) => (Some(b), None),
+            RequestBody::Once(b) => (None, Some(b)),
+        };
+        let mut attempt = 1u32;
+        loop {
+            let body = match (&replay, once.take()) {
+                (Some(bytes), _) => crate::body::full(bytes.clone()),
+                (None, Some(stream)) => stream,
+                // A streamed body allows one attempt only (max_attempts is 1).
+                (None, None) => crate::body::empty(),
+            };
+            let outcome = self.attempt(&method, &uri, &headers, body).await;
+            let (retry_wanted, retry_after) = match &outcome {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let wanted = self.retry_on.contains(&RetryOn::Status(status));
+                    let after = resp
+                        .headers()
+                        .get(header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(parse_retry_after);
+                    (wanted && opts.retry_allowed, after)
+                }
+                // Nothing reached the upstream: safe to retry whatever the method.
+                Err(AttemptError::Connect(_)) => {
+                    (self.retryable(RetryCondition::ConnectFailure), None)
+                }
+                Err(AttemptError::Timeout) => (
+                    self.retryable(RetryCondition::Timeout) && opts.retry_allowed,
+                    None,
+                ),
+                Err(AttemptError::Rejected(_)) | Err(AttemptError::Other(_)) => (false, None),
+            };
+            if retry_wanted && attempt < max_attempts {
+                let policy = self
+                    .retry
+                    .as_ref()
+                    .expect("max_attempts > 1 implies a policy");
+                let mut wait = policy.backoff.delay(attempt);
+                let honoured = match retry_after {
+                    Some(after) if after > policy.backoff.max => false,
+                    Some(after) => {
+                        wait = wait.max(after);
+                        true
+                    }
+                    None => true,
+                };
+                if honoured && policy.budget.try_withdraw() {
+                    self.retries.inc();
+                    tracing::debug!(upstream = %self.name, attempt, ?wait, "retrying");
+                    drop(outcome);
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                    continue;
+                }
+            }
+            return match outcome {
+                Ok(resp) => Ok((resp, attempt)),
+                Err(e) => Err(e.into_gateway_error(&self.name, self.timeout, opts.body_limit)),
+            };
+        }
+    }
+
+    /// One attempt through bulkhead, breaker and timeout.
+    async fn attempt(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<Response<Incoming>, AttemptError> {
+        let _slot = self.bulkhead.try_acquire().map_err(|full| {
+            self.outcomes.rejected.inc();
+            AttemptError::Rejected(GatewayError::Overloaded {
+                upstream: self.name.clone(),
+                max: full.max,
+            })
+        })?;
+        let permit = self.breaker.try_acquire().map_err(|open| {
+            self.outcomes.breaker_open.inc();
+            AttemptError::Rejected(GatewayError::BreakerOpen {
+                upstream: self.name.clone(),
+                retry_in: open.retry_in,
+            })
+        })?;
+        let mut req = Request::new(body);
+        *req.method_mut() = method.clone();
+        *req.uri_mut() = uri.clone();
+        *req.headers_mut() = headers.clone();
+        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+            Ok(Ok(resp)) => {
+                if self.is_failure_status(resp.status().as_u16()) {
+                    self.outcomes.failure.inc();
+                    permit.failure();
+                } else {
+                    self.outcomes.success.inc();
+                    permit.success();
+                }
+                Ok(resp)
+            }
+            Ok(Err(e)) if e.is_connect() => {
+                self.outcomes.connect_error.inc();
+                permit.failure();
+                Err(AttemptError::Connect(error_chain(&e)))
+            }
+            Ok(Err(e)) => {
+                self.outcomes.error.inc();
+                permit.failure();
+                Err(AttemptError::Other(e.into()))
+            }
+            Err(_elapsed) => {
+                self.outcomes.timeout.inc();
+                permit.failure();
+                Err(AttemptError::Timeout)
+            }
+        }
+    }
+}
+
+/// Why one attempt produced no response.
+enum AttemptError {
+    Connect(String),
+    Timeout,
+    Rejected(GatewayError),
+    Other(BoxError),
+}
+
+impl AttemptError {
+    fn into_gateway_error(
+        self,
+        upstream: &str,
+        timeout: Duration,
+        body_limit: u64,
+    ) -> GatewayError {
+        match self {
+            AttemptError::Connect(cause) => GatewayError::UpstreamUnreachable {
+                upstream: upstream.to_string(),
+                cause,
+            },
+            AttemptError::Timeout => GatewayError::UpstreamTimeout {
+                upstream: upstream.to_string(),
+                timeout,
+            },
+            AttemptError::Rejected(e) => e,
+            AttemptError::Other(e) => {
+                if crate::body::is_length_limit(e.as_ref()) {
+                    return GatewayError::BodyTooLarge { limit: body_limit };
+                }
+                GatewayError::UpstreamUnreachable {
+                    upstream: upstream.to_string(),
+                    cause: error_chain(e.as_ref()),
+                }
+            }
+        }
+    }
+}
+
+/// The error and its causes, joined, for a useful `detail`.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,114 @@
+//! Serving the data plane on a pre-bound listener, with graceful shutdown.
+//!
+//! Listeners are bound by the caller (the CLI, or a test on port 0), so tests
+//! run many gateways in parallel without port races.
+
+use crate::body::{Body, BoxError};
+use crate::proxy::Gateway;
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
+use tower_http::compression::CompressionBody;
+use tower_http::compression::CompressionLayer;
+
+/// Responses smaller than this are not worth compressing.
+const COMPRESS_ABOVE: u16 = 1024;
+
+/// Accepts connections until `shutdown`, then lets in-flight requests finish for up to `grace`.
+pub async fn serve_data(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: CancellationToken,
+    grace: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    // Compress by Accept-Encoding (gzip, br, zstd), never already-compressed types.
+    let compression = CompressionLayer::new().compress_when(
+        SizeAbove::new(COMPRESS_ABOVE)
+            .and(NotForContentType::IMAGES)
+            .and(NotForContentType::GRPC)
+            .and(NotForContentType::SSE)
+            .and(NotForContentType::const_new("application/zip"))
+            .and(NotForContentType::const_new("application/gzip"))
+            .and(NotForContentType::const_new("video/"))
+            .and(NotForContentType::const_new("audio/")),
+    );
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Usually EMFILE: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let gw = gateway.clone();
+        let svc = ServiceBuilder::new()
+            // Box the compressed body back into our `Body` so hyper sees one concrete type.
+            .map_response(box_compressed)
+            .layer(compression.clone())
+            .service(Handler { gateway: gw, peer });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc))
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("data plane drained"),
+        _ = tokio::time::sleep(grace) => tracing::warn!(?grace, "grace period over; closing remaining connections"),
+    }
+}
+
+fn box_compressed(resp: Response<CompressionBody<Body>>) -> Response<Body> {
+    resp.map(|b| b.map_err(|e| -> BoxError { e }).boxed())
+}
+
+/// The data plane as a `tower::Service` for one connection.
+#[derive(Clone)]
+struct Handler {
+    gateway: Arc<Gateway>,
+    peer: SocketAddr,
+}
+
+impl tower::Service<Request<Incoming>> for Handler {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = futures::future::BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let gateway = self.gateway.clone();
+        let peer = self.peer;
+        Box::pin(async move { Ok(gateway.handle(req, peer).await) })
+    }
+}

@@ -1,0 +1,283 @@
+//! Prometheus metrics, named as the contract says (`junction_*`).
+//!
+//! Handles for hot-path series are resolved once (per route, per upstream) and
+//! cached, so a request touches a few atomics, not a label hash map.
+
+use parking_lot::RwLock;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Labels `{route, status}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteStatus {
+    /// Route name (or `none` when nothing matched).
+    pub route: String,
+    /// HTTP status code.
+    pub status: u16,
+}
+
+/// Label `{route}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    /// Route name.
+    pub route: String,
+}
+
+/// Labels `{upstream, outcome}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamOutcome {
+    /// Upstream name.
+    pub upstream: String,
+    /// `success`, `failure` (a failure status), `timeout`, `connect_error`, `error`, `breaker_open`, `rejected`.
+    pub outcome: &'static str,
+}
+
+/// Label `{upstream}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabel {
+    /// Upstream name.
+    pub upstream: String,
+}
+
+/// Labels `{topic}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabel {
+    /// Topic name.
+    pub topic: String,
+}
+
+/// Labels `{subscriber, outcome}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SubscriberOutcome {
+    /// Subscriber name.
+    pub subscriber: String,
+    /// `delivered`, `retry`, `dead`.
+    pub outcome: &'static str,
+}
+
+/// Label `{subscriber}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SubscriberLabel {
+    /// Subscriber name.
+    pub subscriber: String,
+}
+
+/// Every metric family Junction exports.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<RwLock<Registry>>,
+    pub requests: Family<RouteStatus, Counter>,
+    pub request_duration: Family<RouteLabel, Histogram>,
+    pub upstream_requests: Family<UpstreamOutcome, Counter>,
+    pub upstream_retries: Family<UpstreamLabel, Counter>,
+    pub breaker_state: Family<UpstreamLabel, Gauge>,
+    pub cache_hits: Family<RouteLabel, Counter>,
+    pub cache_misses: Family<RouteLabel, Counter>,
+    pub cache_stale: Family<RouteLabel, Counter>,
+    pub cache_degraded: Counter,
+    pub cache_evictions: Gauge,
+    pub cache_bytes: Gauge,
+    pub cache_entries: Gauge,
+    pub bytes_in: Family<RouteLabel, Counter>,
+    pub bytes_out: Family<RouteLabel, Counter>,
+    pub queue_depth: Family<TopicLabel, Gauge>,
+    pub dlq_depth: Family<TopicLabel, Gauge>,
+    pub events_accepted: Family<TopicLabel, Counter>,
+    pub deliveries: Family<SubscriberOutcome, Counter>,
+    pub delivery_latency: Family<SubscriberLabel, Histogram>,
+    pub delivery_attempts: Family<SubscriberLabel, Histogram>,
+    status_cache: Arc<RwLock<HashMap<(String, u16), Counter>>>,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(
+        [
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            30.0,
+        ],
+    )
+}
+
+fn delivery_histogram() -> Histogram {
+    Histogram::new(
+        [
+            0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+        ],
+    )
+}
+
+fn attempts_histogram() -> Histogram {
+    Histogram::new([1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0])
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every family registered.
+    pub fn new() -> Self {
+        let mut r = Registry::default();
+        let m = Metrics {
+            registry: Arc::new(RwLock::new(Registry::default())),
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(latency_histogram),
+            upstream_requests: Family::default(),
+            upstream_retries: Family::default(),
+            breaker_state: Family::default(),
+            cache_hits: Family::default(),
+            cache_misses: Family::default(),
+            cache_stale: Family::default(),
+            cache_degraded: Counter::default(),
+            cache_evictions: Gauge::default(),
+            cache_bytes: Gauge::default(),
+            cache_entries: Gauge::default(),
+            bytes_in: Family::default(),
+            bytes_out: Family::default(),
+            queue_depth: Family::default(),
+            dlq_depth: Family::default(),
+            events_accepted: Family::default(),
+            deliveries: Family::default(),
+            delivery_latency: Family::new_with_constructor(delivery_histogram),
+            delivery_attempts: Family::new_with_constructor(attempts_histogram),
+            status_cache: Arc::default(),
+        };
+        // Names are registered without the `_total` suffix; the OpenMetrics
+        // encoder appends it to counters.
+        r.register(
+            "junction_requests",
+            "Requests answered, by route and status",
+            m.requests.clone(),
+        );
+        r.register(
+            "junction_request_duration_seconds",
+            "Time to answer a request, by route",
+            m.request_duration.clone(),
+        );
+        r.register(
+            "junction_upstream_requests",
+            "Attempts sent to upstreams, by outcome",
+            m.upstream_requests.clone(),
+        );
+        r.register(
+            "junction_upstream_retries",
+            "Retries sent to upstreams",
+            m.upstream_retries.clone(),
+        );
+        r.register(
+            "junction_breaker_state",
+            "Circuit breaker state: 0 closed, 1 open, 2 half-open",
+            m.breaker_state.clone(),
+        );
+        r.register(
+            "junction_cache_hits",
+            "Responses served from cache",
+            m.cache_hits.clone(),
+        );
+        r.register(
+            "junction_cache_misses",
+            "Cacheable requests that went upstream",
+            m.cache_misses.clone(),
+        );
+        r.register(
+            "junction_cache_stale_serves",
+            "Stale responses served (revalidating or upstream failing)",
+            m.cache_stale.clone(),
+        );
+        r.register(
+            "junction_cache_degraded",
+            "Cache backend errors answered by passing through",
+            m.cache_degraded.clone(),
+        );
+        r.register(
+            "junction_cache_evictions",
+            "Entries evicted from the cache",
+            m.cache_evictions.clone(),
+        );
+        r.register(
+            "junction_cache_bytes",
+            "Bytes held by the cache",
+            m.cache_bytes.clone(),
+        );
+        r.register(
+            "junction_cache_entries",
+            "Entries held by the cache",
+            m.cache_entries.clone(),
+        );
+        r.register(
+            "junction_upstream_bytes_in",
+            "Response body bytes received from upstreams, by route",
+            m.bytes_in.clone(),
+        );
+        r.register(
+            "junction_client_bytes_out",
+            "Response body bytes sent to clients, by route",
+            m.bytes_out.clone(),
+        );
+        r.register(
+            "junction_queue_depth",
+            "Undelivered messages, by topic",
+            m.queue_depth.clone(),
+        );
+        r.register(
+            "junction_dlq_depth",
+            "Dead letters, by topic",
+            m.dlq_depth.clone(),
+        );
+        r.register(
+            "junction_events_accepted",
+            "Events accepted (durable), by topic",
+            m.events_accepted.clone(),
+        );
+        r.register(
+            "junction_deliveries",
+            "Delivery attempts, by subscriber and outcome",
+            m.deliveries.clone(),
+        );
+        r.register(
+            "junction_delivery_latency_seconds",
+            "Enqueue to acknowledgement, by subscriber",
+            m.delivery_latency.clone(),
+        );
+        r.register(
+            "junction_delivery_attempts",
+            "Attempts a message needed, by subscriber",
+            m.delivery_attempts.clone(),
+        );
+        *m.registry.write() = r;
+        m
+    }
+
+    /// The `{route,status}` request counter, resolved once per pair.
+    pub fn request_counter(&self, route: &str, status: u16) -> Counter {
+        let key = (route.to_string(), status);
+        if let Some(c) = self.status_cache.read().get(&key) {
+            return c.clone();
+        }
+        let c = self
+            .requests
+            .get_or_create(&RouteStatus {
+                route: route.to_string(),
+                status,
+            })
+            .clone();
+        self.status_cache.write().insert(key, c.clone());
+        c
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry.read())
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

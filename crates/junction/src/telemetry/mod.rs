@@ -1,0 +1,6 @@
+//! What Junction measures: Prometheus metrics, the access log, trace context.
+
+pub mod metrics;
+pub mod trace;
+
+pub use metrics::Metrics;

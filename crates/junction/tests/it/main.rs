@@ -1,0 +1,61 @@
+//! Black-box tests: real Junction on port 0, real upstream servers, real HTTP.
+
+mod breaker;
+mod cli;
+mod proxy;
+mod retry;
+
+use junction::app::{self, Listeners, Running};
+use tokio::net::TcpListener;
+
+/// Starts Junction in-process from config text, on fresh port-0 listeners.
+pub async fn start(yaml: &str) -> Running {
+    let config = junction::config::load_str(yaml, "test.yaml")
+        .unwrap_or_else(|e| panic!("bad test config: {e:?}"));
+    let listeners = Listeners {
+        data: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        admin: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let running = app::spawn(config, listeners).unwrap();
+    // Wait until the admin API answers, so tests never race start-up.
+    let client = reqwest::Client::new();
+    for _ in 0..100 {
+        if client
+            .get(format!("http://{}/readyz", running.admin))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    running
+}
+
+/// A client that does not pool across tests and never follows redirects.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The value of one metric sample line (exact label text), or 0 when absent.
+pub async fn metric(admin: std::net::SocketAddr, series: &str) -> f64 {
+    let text = client()
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0.0)
+}

@@ -1,0 +1,202 @@
+use super::{client, metric, start};
+use junction_testkit::{closed_port, Behavior, FakeUpstream};
+use std::time::{Duration, Instant};
+
+fn config(url: &str, extra_upstream: &str, extra_route: &str) -> String {
+    format!(
+        r#"
+limits: {{ max_body: 1KiB }}
+upstreams:
+  inv:
+    url: {url}
+    timeout: 300ms
+{extra_upstream}
+routes:
+  - name: product
+    match: {{ method: GET, path: /products/{{id}} }}
+    upstream: inv
+  - name: rewrite
+    match: {{ method: GET, path: /v1/items/{{id}} }}
+    upstream: inv
+    path: /internal/items/{{id}}
+  - name: create
+    match: {{ method: POST, path: /products }}
+    upstream: inv
+{extra_route}
+"#
+    )
+}
+
+#[tokio::test]
+async fn proxies_with_path_query_headers_and_trace() {
+    let up = FakeUpstream::start().await;
+    let gw = start(&config(&up.url(), "", "")).await;
+    let resp = client()
+        .get(format!("http://{}/products/42?x=1", gw.data))
+        .header("x-custom", "yes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), r#"{"ok":true}"#);
+    let seen = up.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].uri, "/products/42?x=1");
+    assert_eq!(seen[0].headers["x-custom"], "yes");
+    assert_eq!(seen[0].headers["x-forwarded-for"], "127.0.0.1");
+    assert!(seen[0].headers["traceparent"]
+        .to_str()
+        .unwrap()
+        .starts_with("00-"));
+
+    client()
+        .get(format!("http://{}/v1/items/7", gw.data))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(up.seen()[1].uri, "/internal/items/7");
+    assert_eq!(
+        metric(
+            gw.admin,
+            r#"junction_requests_total{route="product",status="200"}"#
+        )
+        .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn no_route_is_404_problem_json() {
+    let up = FakeUpstream::start().await;
+    let gw = start(&config(&up.url(), "", "")).await;
+    let resp = client()
+        .get(format!("http://{}/nope", gw.data))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["status"], 404);
+    assert!(v["detail"].as_str().unwrap().contains("/nope"));
+    assert_eq!(up.calls(), 0);
+}
+
+#[tokio::test]
+async fn body_over_the_limit_is_413_and_not_sent() {
+    let up = FakeUpstream::start().await;
+    let gw = start(&config(&up.url(), "", "")).await;
+    let resp = client()
+        .post(format!("http://{}/products", gw.data))
+        .body(vec![b'x'; 2048])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    // A chunked body without a length is cut at the limit too.
+    let chunks = futures::stream::iter((0..8).map(|_| Ok::<_, std::io::Error>(vec![b'y'; 512])));
+    let resp = client()
+        .post(format!("http://{}/products", gw.data))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    let small = client()
+        .post(format!("http://{}/products", gw.data))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(small.status(), 200);
+    assert_eq!(up.seen().last().unwrap().body.as_ref(), b"{}");
+}
+
+#[tokio::test]
+async fn unreachable_upstream_is_502() {
+    let down = closed_port().await;
+    let gw = start(&config(&format!("http://{down}"), "", "")).await;
+    let resp = client()
+        .get(format!("http://{}/products/1", gw.data))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert!(v["detail"].as_str().unwrap().contains("unreachable"), "{v}");
+    assert_eq!(
+        metric(
+            gw.admin,
+            r#"junction_upstream_requests_total{upstream="inv",outcome="connect_error"}"#
+        )
+        .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn timeout_is_504_within_timeout_plus_margin() {
+    let up = FakeUpstream::with(Behavior::Hang).await;
+    let gw = start(&config(&up.url(), "", "")).await;
+    let t0 = Instant::now();
+    let resp = client()
+        .get(format!("http://{}/products/1", gw.data))
+        .send()
+        .await
+        .unwrap();
+    let took = t0.elapsed();
+    assert_eq!(resp.status(), 504);
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    assert!(took < Duration::from_millis(800), "{took:?}");
+    assert_eq!(
+        metric(
+            gw.admin,
+            r#"junction_upstream_requests_total{upstream="inv",outcome="timeout"}"#
+        )
+        .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn bulkhead_refuses_past_max_concurrency() {
+    let up = FakeUpstream::with(Behavior::Slow(Duration::from_millis(250))).await;
+    let gw = start(&config(&up.url(), "    max_concurrency: 2", "")).await;
+    let url = format!("http://{}/products/1", gw.data);
+    let c = client();
+    let slow: Vec<_> = (0..2).map(|_| tokio::spawn(c.get(&url).send())).collect();
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let resp = c.get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    for s in slow {
+        assert_eq!(s.await.unwrap().unwrap().status(), 200);
+    }
+    assert_eq!(up.calls(), 2);
+}
+
+#[tokio::test]
+async fn rate_limit_answers_429_with_retry_after() {
+    let up = FakeUpstream::start().await;
+    let route = "  - name: search\n    match: { method: GET, path: /search }\n    upstream: inv\n    rate_limit: { requests: 3, per: 10s }";
+    let gw = start(&config(&up.url(), "", route)).await;
+    let url = format!("http://{}/search", gw.data);
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let r = client().get(&url).send().await.unwrap();
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 {
+            assert!(
+                r.headers()["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap()
+                    >= 1
+            );
+        }
+    }
+    assert_eq!(statuses, vec![200, 200, 200, 429, 429]);
+    assert_eq!(up.calls(), 3);
+}
