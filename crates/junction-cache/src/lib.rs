@@ -1,0 +1,35 @@
+//! Junction's response cache and payload trimming, as plain types the gateway calls.
+//!
+//! Why it exists: the gateway must cache rarely-changing upstream data (TTLs,
+//! stale-while-revalidate, stale-if-error, tag invalidation), share that cache
+//! between instances through Redis, collapse concurrent misses into one upstream
+//! call, and trim JSON bodies to the fields a client asked for. None of that needs
+//! an HTTP server, so it lives here, testable on its own.
+//!
+//! What it promises:
+//! - [`CacheKey::build`] never maps two requests the upstream could answer
+//!   differently onto one key (normalisation only merges equivalent spellings).
+//! - [`CacheStore`] backends ([`MemoryStore`], [`RedisStore`]) are bounded and fail
+//!   fast: an unreachable backend answers [`CacheError::Unavailable`] within its
+//!   timeout, and the gateway treats every error as a miss.
+//! - [`Coalescer::run`] runs one computation per key at a time, and a cancelled
+//!   leader never leaves waiters hanging.
+//! - [`FieldSet`] projection keeps exactly the requested paths and is cheap on
+//!   large bodies (unselected parts are skipped without being built).
+
+pub mod cache_control;
+pub mod coalesce;
+pub mod entry;
+pub mod key;
+pub mod project;
+pub mod store;
+pub mod tags;
+
+pub use coalesce::Coalescer;
+pub use entry::{CachedResponse, DecodeError, Freshness};
+pub use key::CacheKey;
+pub use project::{project_json_bytes, FieldSet, InvalidJson, ProjectionError};
+pub use store::{
+    CacheError, CacheStats, CacheStore, Invalidation, MemoryStore, RedisOptions, RedisStore,
+};
+pub use tags::render_tag;
