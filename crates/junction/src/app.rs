@@ -2,7 +2,8 @@
 
 use crate::admin::{self, AdminState};
 use crate::config::Config;
-use crate::proxy::Gateway;
+use crate::pipeline;
+use crate::proxy::{build_upstreams, Gateway};
 use crate::server;
 use crate::telemetry::Metrics;
 use anyhow::Context;
@@ -44,7 +45,36 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let metrics = Metrics::new();
-    let gateway = Arc::new(Gateway::build(&config, metrics.clone())?);
+    let upstreams = build_upstreams(&config, &metrics)?;
+    let has_async = config.routes.iter().any(|r| r.async_.is_some());
+    // The queue is opened only when a route needs it, so sync-only configs touch no disk.
+    let broker = if has_async {
+        Some(pipeline::open_broker(&config).await?)
+    } else {
+        None
+    };
+    let async_routes = broker
+        .as_ref()
+        .map(|b| pipeline::async_routes(&config, b))
+        .unwrap_or_default();
+    let gateway = Arc::new(Gateway::build(
+        &config,
+        metrics.clone(),
+        upstreams.clone(),
+        &async_routes,
+    )?);
+    let dispatch_stop = CancellationToken::new();
+    let dispatchers = match &broker {
+        Some(b) => pipeline::start_dispatchers(
+            &config,
+            b,
+            &upstreams,
+            &metrics,
+            None,
+            dispatch_stop.clone(),
+        )?,
+        None => Vec::new(),
+    };
     let token = match &config.admin.token_env {
         Some(var) => Some(
             std::env::var(var)
@@ -56,6 +86,7 @@ pub async fn run(
     let ready = Arc::new(AtomicBool::new(false));
     let admin_router = admin::router(AdminState {
         gateway: gateway.clone(),
+        broker: broker.clone(),
         metrics: metrics.clone(),
         ready: ready.clone(),
         token,
@@ -77,6 +108,11 @@ pub async fn run(
     ready.store(true, Ordering::Release);
     tracing::info!(data = %data_addr, admin = %admin_addr, "junction is serving");
     data_task.await?;
+    // Stop accepting first (above), then let dispatchers drain their in-flight deliveries.
+    dispatch_stop.cancel();
+    for d in dispatchers {
+        let _ = d.await;
+    }
     admin_task.await??;
     tracing::info!("junction stopped");
     Ok(())

@@ -11,6 +11,7 @@ pub mod upstream;
 
 use crate::body::Body;
 use crate::config::{Config, RouteConfig};
+use crate::pipeline::AsyncRoute;
 use crate::problem::GatewayError;
 use crate::telemetry::metrics::RouteLabel;
 use crate::telemetry::Metrics;
@@ -26,6 +27,22 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use upstream::Upstream;
+
+/// Builds every upstream (shared by sync routes and subscribers) from the config.
+pub fn build_upstreams(
+    config: &Config,
+    metrics: &Metrics,
+) -> anyhow::Result<BTreeMap<String, Arc<Upstream>>> {
+    let client = upstream::http_client();
+    let mut upstreams = BTreeMap::new();
+    for (name, cfg) in &config.upstreams {
+        upstreams.insert(
+            name.clone(),
+            Arc::new(Upstream::new(name, cfg, client.clone(), metrics)?),
+        );
+    }
+    Ok(upstreams)
+}
 
 /// Everything the data plane needs, built once from the config.
 pub struct Gateway {
@@ -57,6 +74,8 @@ pub struct Route {
 pub enum RouteKind {
     /// Proxied to an upstream.
     Sync { upstream: Arc<Upstream> },
+    /// Enqueued durably and fanned out to subscribers.
+    Async(Arc<AsyncRoute>),
 }
 
 /// What the handler learned, for the access log.
@@ -70,16 +89,15 @@ pub struct Outcome {
 
 impl Gateway {
     /// Builds routes and upstreams from a validated config.
-    pub fn build(config: &Config, metrics: Metrics) -> anyhow::Result<Self> {
-        let client = upstream::http_client();
-        let mut upstreams = BTreeMap::new();
-        for (name, cfg) in &config.upstreams {
-            let u = Upstream::new(name, cfg, client.clone(), &metrics)?;
-            upstreams.insert(name.clone(), Arc::new(u));
-        }
+    pub fn build(
+        config: &Config,
+        metrics: Metrics,
+        upstreams: BTreeMap<String, Arc<Upstream>>,
+        async_routes: &BTreeMap<String, Arc<AsyncRoute>>,
+    ) -> anyhow::Result<Self> {
         let mut router = Router::default();
         for rc in &config.routes {
-            let route = Arc::new(Self::build_route(rc, &upstreams, &metrics)?);
+            let route = Arc::new(Self::build_route(rc, &upstreams, async_routes, &metrics)?);
             let method = match &rc.matcher.method {
                 Some(m) => Some(Method::from_bytes(m.to_ascii_uppercase().as_bytes())?),
                 None => None,
@@ -107,16 +125,21 @@ impl Gateway {
     fn build_route(
         rc: &RouteConfig,
         upstreams: &BTreeMap<String, Arc<Upstream>>,
+        async_routes: &BTreeMap<String, Arc<AsyncRoute>>,
         metrics: &Metrics,
     ) -> anyhow::Result<Route> {
-        let kind = match &rc.upstream {
-            Some(name) => RouteKind::Sync {
+        let kind = match (&rc.upstream, async_routes.get(&rc.name)) {
+            (Some(name), _) => RouteKind::Sync {
                 upstream: upstreams
                     .get(name)
                     .cloned()
                     .with_context(|| format!("unknown upstream {name}"))?,
             },
-            None => anyhow::bail!("route {}: async routes need the pipeline", rc.name),
+            (None, Some(a)) => RouteKind::Async(a.clone()),
+            (None, None) => anyhow::bail!(
+                "route {} has neither an upstream nor an async topic",
+                rc.name
+            ),
         };
         let rate_limiter = rc.rate_limit.as_ref().map(|rl| {
             let burst = NonZeroU32::new(rl.requests.max(1)).expect("non-zero");
@@ -193,6 +216,10 @@ impl Gateway {
                         &mut outcome,
                     )
                     .await
+                }
+                RouteKind::Async(a) => {
+                    outcome.upstream = Some(format!("topic:{}", a.topic));
+                    crate::pipeline::ingest::accept(a, req, self.max_body).await
                 }
             },
         };

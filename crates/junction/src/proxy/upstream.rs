@@ -286,6 +286,19 @@ impl Upstream {
         }
     }
 
+    /// One attempt, no retries (the dispatcher retries through the queue instead).
+    pub async fn send_once(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<Response<Incoming>, GatewayError> {
+        self.attempt(method, uri, headers, body)
+            .await
+            .map_err(|e| e.into_gateway_error(&self.name, self.timeout, u64::MAX))
+    }
+
     /// One attempt through bulkhead, breaker and timeout.
     async fn attempt(
         &self,

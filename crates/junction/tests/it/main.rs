@@ -2,6 +2,7 @@
 
 mod breaker;
 mod cli;
+mod pipeline;
 mod proxy;
 mod retry;
 

@@ -1,0 +1,423 @@
+//! The backend-neutral `Broker` contract and the plain types it speaks.
+//!
+//! Every queue backend (embedded, redis, rabbitmq, ...) implements [`Broker`]; the
+//! gateway's dispatcher and admin API only ever see this module. What a caller may
+//! rely on, whatever the backend:
+//! - `enqueue` returning `Ok` means the message is durable (survives a crash);
+//! - delivery is at-least-once: an ack that is lost (crash, restart) causes a
+//!   redelivery, never a loss;
+//! - back-pressure is explicit: past `max_depth`, `enqueue` fails with
+//!   [`QueueError::Full`], nothing is dropped silently.
+
+use std::collections::BTreeMap;
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+/// Most attempts kept in a delivery's history; older ones are dropped first.
+pub const MAX_HISTORY: usize = 20;
+
+/// A message id: a UUID v7 in its hyphenated lowercase form, so ids sort by time.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MessageId(String);
+
+impl MessageId {
+    /// Wraps an id string as received (e.g. from an admin URL).
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<String> for MessageId {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+/// A durable message: what was accepted once and is fanned out to its subscribers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// Time-ordered unique id.
+    pub id: MessageId,
+    /// Topic it was published to.
+    pub topic: String,
+    /// The original body, delivered unchanged.
+    pub body: Bytes,
+    /// The original content type, if any.
+    pub content_type: Option<String>,
+    /// Headers to forward (e.g. `traceparent`).
+    pub headers: Vec<(String, String)>,
+    /// Messages sharing a key are delivered one at a time, oldest first, per subscriber.
+    pub ordering_key: Option<String>,
+    /// When it was accepted (unix ms).
+    pub enqueued_at_ms: u64,
+    /// Subscribers it must reach, fixed at enqueue.
+    pub subscribers: Vec<String>,
+}
+
+/// What a publisher asks to enqueue.
+#[derive(Clone, Debug)]
+pub struct EnqueueRequest {
+    /// Topic to publish to.
+    pub topic: String,
+    /// Body to deliver.
+    pub body: Bytes,
+    /// Content type to deliver with the body.
+    pub content_type: Option<String>,
+    /// Headers to forward to subscribers.
+    pub headers: Vec<(String, String)>,
+    /// Optional per-key ordering.
+    pub ordering_key: Option<String>,
+    /// Subscribers to deliver to (duplicates ignored; none: recorded as completed at once).
+    pub subscribers: Vec<String>,
+    /// A repeat with the same (topic, key) within `idempotency_ttl` returns the first id.
+    pub idempotency_key: Option<String>,
+    /// How long an idempotency key is remembered.
+    pub idempotency_ttl: std::time::Duration,
+}
+
+/// Result of an enqueue that did not fail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EnqueueOutcome {
+    /// A new message was stored durably.
+    Accepted(MessageId),
+    /// The idempotency key was seen before; nothing was created.
+    Duplicate(MessageId),
+}
+
+impl EnqueueOutcome {
+    /// The message id, new or original.
+    pub fn id(&self) -> &MessageId {
+        match self {
+            Self::Accepted(id) | Self::Duplicate(id) => id,
+        }
+    }
+}
+
+/// One delivery attempt, as recorded in a delivery's history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// Attempt number since the last reset (the broker assigns it: attempts so far + 1).
+    pub attempt: u32,
+    /// When the attempt started (unix ms).
+    pub at_ms: u64,
+    /// What happened: "status 200", "status 503", "timeout", "connect error", ...
+    pub outcome: String,
+    /// How long the attempt took.
+    pub duration_ms: u64,
+}
+
+/// State of one (message, subscriber) delivery.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Waiting to be (re)delivered, not before `next_attempt_at_ms`.
+    Pending {
+        /// Earliest time of the next attempt (unix ms).
+        next_attempt_at_ms: u64,
+    },
+    /// Acknowledged by the subscriber.
+    Delivered,
+    /// Given up; the delivery sits in the dead-letter queue.
+    Dead {
+        /// Why it was given up.
+        reason: String,
+    },
+}
+
+/// A leased delivery handed to the dispatcher.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    /// The message to deliver (shared, cheap to clone).
+    pub message: Arc<Message>,
+    /// Who to deliver it to.
+    pub subscriber: String,
+    /// Attempts made so far (since the last replay).
+    pub attempts: u32,
+    /// When the message was first enqueued (unix ms), for `max_age`.
+    pub first_enqueued_ms: u64,
+}
+
+/// Per-subscriber view of a message, for admins.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SubscriberStatus {
+    /// Subscriber name.
+    pub subscriber: String,
+    /// Current state.
+    pub state: DeliveryState,
+    /// Attempts since the last replay.
+    pub attempts: u32,
+    /// Last attempts, oldest first (at most [`MAX_HISTORY`]).
+    pub history: Vec<AttemptRecord>,
+    /// When the next attempt is due, if pending.
+    pub next_attempt_at_ms: Option<u64>,
+    /// Whether a dispatcher holds it right now.
+    pub leased: bool,
+}
+
+/// Delivery state of a message across its subscribers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MessageStatus {
+    /// Message id.
+    pub id: MessageId,
+    /// Topic.
+    pub topic: String,
+    /// Ordering key, if any.
+    pub ordering_key: Option<String>,
+    /// When it was accepted (unix ms).
+    pub enqueued_at_ms: u64,
+    /// When every delivery reached a final state (the body is gone by then).
+    pub completed_at_ms: Option<u64>,
+    /// One entry per subscriber.
+    pub subscribers: Vec<SubscriberStatus>,
+}
+
+/// A dead delivery with everything needed to replay it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Dead-letter id: `"<message id>:<subscriber>"`.
+    pub id: String,
+    /// The message, body included.
+    pub message: Message,
+    /// Subscriber that gave up.
+    pub subscriber: String,
+    /// Attempt history at the time it died.
+    pub attempts: Vec<AttemptRecord>,
+    /// Why it died.
+    pub reason: String,
+    /// When it died (unix ms).
+    pub dead_at_ms: u64,
+}
+
+/// Which dead letters to list or replay; `None` matches everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DlqFilter {
+    /// Only this topic.
+    pub topic: Option<String>,
+    /// Only this subscriber.
+    pub subscriber: Option<String>,
+}
+
+impl DlqFilter {
+    /// Whether a dead letter of `topic` for `subscriber` matches.
+    pub fn matches(&self, topic: &str, subscriber: &str) -> bool {
+        self.topic.as_deref().map_or(true, |t| t == topic)
+            && self.subscriber.as_deref().map_or(true, |s| s == subscriber)
+    }
+}
+
+/// One page of dead letters, oldest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DlqPage {
+    /// The dead letters of this page.
+    pub items: Vec<DeadLetter>,
+    /// Cursor for the next page (`after`), `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// Queue depth counters, for metrics and admission. A topic whose count dropped to
+/// zero may stay listed at zero (so gauges fall to 0) or be omitted after a restart.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DepthSnapshot {
+    /// Undelivered messages (at least one delivery pending) per topic.
+    pub topics: BTreeMap<String, u64>,
+    /// Dead letters per topic.
+    pub dlq: BTreeMap<String, u64>,
+    /// Sum of `topics`.
+    pub total: u64,
+    /// Sum of `dlq`.
+    pub dlq_total: u64,
+}
+
+/// Why a queue operation failed.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum QueueError {
+    /// Too many undelivered messages; retry later (503 + Retry-After).
+    #[error("queue full: {depth} undelivered messages (max {max})")]
+    Full {
+        /// Undelivered messages now.
+        depth: u64,
+        /// Configured maximum.
+        max: u64,
+    },
+    /// The backend's storage failed; the operation did not take effect.
+    #[error("queue storage failed: {0}")]
+    Storage(#[source] StorageError),
+    /// The broker was closed.
+    #[error("queue is closed")]
+    Closed,
+    /// No such message or dead letter.
+    #[error("not found")]
+    NotFound,
+}
+
+/// A backend storage failure, keeping the backend's own error as the cause.
+#[derive(Clone, Debug)]
+pub struct StorageError {
+    context: String,
+    source: Arc<dyn StdError + Send + Sync + 'static>,
+}
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.context)
+    }
+}
+
+impl StdError for StorageError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+impl StorageError {
+    /// Wraps a backend error with what was being done.
+    pub fn new(context: impl Into<String>, source: impl StdError + Send + Sync + 'static) -> Self {
+        Self {
+            context: context.into(),
+            source: Arc::new(source),
+        }
+    }
+}
+
+/// A durable, fan-out, at-least-once queue backend.
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// Stores a message for every subscriber; durable when it returns `Ok`.
+    async fn enqueue(&self, req: EnqueueRequest) -> Result<EnqueueOutcome, QueueError>;
+
+    /// Leases up to `max` deliveries due at `now_ms` that no one holds yet.
+    async fn lease_due(
+        &self,
+        subscriber: &str,
+        now_ms: u64,
+        max: usize,
+    ) -> Result<Vec<Delivery>, QueueError>;
+
+    /// Earliest due time among unleased pending deliveries, for sleeping.
+    async fn next_due_at(&self, subscriber: &str) -> Result<Option<u64>, QueueError>;
+
+    /// Records a successful delivery and drops the lease (idempotent).
+    async fn ack(&self, d: &Delivery, attempt: AttemptRecord) -> Result<(), QueueError>;
+
+    /// Records a failed attempt and schedules the next one; drops the lease.
+    async fn retry_later(
+        &self,
+        d: &Delivery,
+        attempt: AttemptRecord,
+        next_attempt_at_ms: u64,
+    ) -> Result<(), QueueError>;
+
+    /// Records a final failed attempt and moves the delivery to the DLQ; drops the lease.
+    async fn dead_letter(
+        &self,
+        d: &Delivery,
+        attempt: AttemptRecord,
+        reason: String,
+    ) -> Result<(), QueueError>;
+
+    /// Drops the lease without recording anything (shutdown): the delivery is due again.
+    async fn release(&self, d: &Delivery);
+
+    /// Per-subscriber delivery state of a message, while it or its completed record exists.
+    async fn message_status(&self, id: &str) -> Result<Option<MessageStatus>, QueueError>;
+
+    /// Dead letters matching `filter`, oldest first, starting after the cursor `after`.
+    async fn dlq_list(
+        &self,
+        filter: DlqFilter,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<DlqPage, QueueError>;
+
+    /// Puts a dead delivery back to pending, due now, attempts reset; `NotFound` if absent.
+    async fn dlq_replay(&self, dead_letter_id: &str) -> Result<(), QueueError>;
+
+    /// Replays every dead letter matching `filter`; returns how many.
+    async fn dlq_replay_all(&self, filter: DlqFilter) -> Result<u64, QueueError>;
+
+    /// Exact depth counters (undelivered and dead per topic).
+    fn depth(&self) -> DepthSnapshot;
+
+    /// Woken when something becomes due for `subscriber`.
+    ///
+    /// Every waiting task is woken and one permit is stored, so a check-then-wait loop
+    /// never misses a wake-up (it may see a spurious one).
+    fn notifier(&self, subscriber: &str) -> Arc<Notify>;
+}
+
+/// Dead-letter id of a (message, subscriber) delivery.
+pub fn dead_letter_id(message_id: &str, subscriber: &str) -> String {
+    format!("{message_id}:{subscriber}")
+}
+
+/// Splits a dead-letter id into (message id, subscriber); message ids never hold ':'.
+pub fn split_dead_letter_id(id: &str) -> Option<(&str, &str)> {
+    id.split_once(':')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letter_ids_round_trip_even_with_colons_in_subscriber() {
+        let id = dead_letter_id("0190-abc", "team:billing");
+        assert_eq!(
+            split_dead_letter_id(&id),
+            Some(("0190-abc", "team:billing"))
+        );
+        assert_eq!(split_dead_letter_id("no-colon"), None);
+    }
+
+    #[test]
+    fn filter_matches_on_each_field() {
+        let f = DlqFilter {
+            topic: Some("orders".into()),
+            subscriber: None,
+        };
+        assert!(f.matches("orders", "a"));
+        assert!(!f.matches("users", "a"));
+        let f = DlqFilter {
+            topic: None,
+            subscriber: Some("b".into()),
+        };
+        assert!(f.matches("x", "b"));
+        assert!(!f.matches("x", "a"));
+        assert!(DlqFilter::default().matches("x", "y"));
+    }
+
+    #[test]
+    fn storage_error_keeps_its_cause() {
+        let io = std::io::Error::other("disk on fire");
+        let e = QueueError::Storage(StorageError::new("commit", io));
+        let cause = StdError::source(&e)
+            .and_then(StdError::source)
+            .expect("cause chain");
+        assert!(cause.downcast_ref::<std::io::Error>().is_some());
+    }
+
+    #[test]
+    fn outcome_id_is_the_same_for_both_variants() {
+        let id = MessageId::new("x");
+        assert_eq!(EnqueueOutcome::Accepted(id.clone()).id(), &id);
+        assert_eq!(EnqueueOutcome::Duplicate(id.clone()).id(), &id);
+    }
+}

@@ -1,0 +1,134 @@
+//! The conformance suite every [`Broker`] backend must pass.
+//!
+//! Each check is a public async function taking a factory that builds a fresh,
+//! empty broker (with the given [`BrokerOptions`]); [`crate::conformance_suite!`] turns
+//! them into one `#[tokio::test]` each, so a backend's test file is one line:
+//! `junction_queue::conformance_suite!(my_factory);`.
+//! The checks only use the trait, never backend internals, and use explicit
+//! `now_ms` values rather than sleeping, so they are fast and deterministic.
+
+use std::any::Any;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use crate::broker::*;
+
+mod delivery;
+mod features;
+
+pub use delivery::*;
+pub use features::*;
+
+/// Options a check needs from the broker it gets.
+#[derive(Clone, Debug, Default)]
+pub struct BrokerOptions {
+    /// Back-pressure limit on undelivered messages.
+    pub max_depth: Option<u64>,
+}
+
+/// A broker under test plus whatever must live as long as it (e.g. a temp dir).
+pub struct Harness {
+    /// The broker to test.
+    pub broker: Arc<dyn Broker>,
+    _guard: Box<dyn Any + Send + Sync>,
+}
+
+impl Harness {
+    /// Wraps a broker and the resources it needs.
+    pub fn new(broker: Arc<dyn Broker>, guard: impl Any + Send + Sync) -> Self {
+        Self {
+            broker,
+            _guard: Box::new(guard),
+        }
+    }
+}
+
+/// Expands to one `#[tokio::test]` per conformance check, each calling `$factory`.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($factory:path) => {
+        $crate::conformance_suite!(@tests $factory;
+            enqueue_lease_ack, fan_out, retry_later, release, dead_letter_and_replay,
+            idempotency, ordering, full, notifier, unknown_ids);
+    };
+    (@tests $factory:path; $($check:ident),*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $check() {
+            $crate::conformance::$check(&$factory).await;
+        }
+    )*};
+}
+
+/// Current time in unix ms.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A plain request to `topic` for `subscribers`.
+pub fn request(topic: &str, subscribers: &[&str], body: &str) -> EnqueueRequest {
+    EnqueueRequest {
+        topic: topic.to_owned(),
+        body: Bytes::from(body.to_owned()),
+        content_type: Some("application/json".to_owned()),
+        headers: vec![(
+            "traceparent".to_owned(),
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned(),
+        )],
+        ordering_key: None,
+        subscribers: subscribers.iter().map(|s| (*s).to_owned()).collect(),
+        idempotency_key: None,
+        idempotency_ttl: Duration::from_secs(3600),
+    }
+}
+
+pub(crate) fn attempt(outcome: &str) -> AttemptRecord {
+    AttemptRecord {
+        attempt: 0,
+        at_ms: now_ms(),
+        outcome: outcome.to_owned(),
+        duration_ms: 3,
+    }
+}
+
+pub(crate) async fn make<F, Fut>(factory: &F, opts: BrokerOptions) -> Harness
+where
+    F: Fn(BrokerOptions) -> Fut,
+    Fut: Future<Output = Harness>,
+{
+    factory(opts).await
+}
+
+pub(crate) async fn accepted(b: &dyn Broker, req: EnqueueRequest) -> MessageId {
+    match b.enqueue(req).await.expect("enqueue") {
+        EnqueueOutcome::Accepted(id) => id,
+        other => panic!("expected Accepted, got {other:?}"),
+    }
+}
+
+pub(crate) async fn lease(b: &dyn Broker, sub: &str, now: u64) -> Vec<Delivery> {
+    b.lease_due(sub, now, 100).await.expect("lease_due")
+}
+
+pub(crate) fn ids(ds: &[Delivery]) -> Vec<&str> {
+    let mut v: Vec<&str> = ds.iter().map(|d| d.message.id.as_str()).collect();
+    v.sort_unstable();
+    v
+}
+
+pub(crate) async fn state_of(b: &dyn Broker, id: &MessageId, sub: &str) -> SubscriberStatus {
+    let status = b
+        .message_status(id.as_str())
+        .await
+        .expect("status")
+        .expect("message known");
+    status
+        .subscribers
+        .into_iter()
+        .find(|s| s.subscriber == sub)
+        .expect("subscriber known")
+}

@@ -1,0 +1,239 @@
+//! In-memory state of the embedded broker: depth counters, leases, notifiers, id source.
+//!
+//! Only small things live here, so memory stays bounded however many messages are
+//! pending: counters per topic, the set of leased deliveries (in flight, bounded by
+//! dispatcher concurrency) and one `Notify` per subscriber. Messages and the due
+//! index live in redb. Leases are deliberately not persisted: after a restart every
+//! pending delivery is due again (at-least-once).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Mutex, MutexGuard, RwLock};
+use tokio::sync::Notify;
+use uuid::{Builder, Uuid};
+
+use crate::broker::DepthSnapshot;
+
+/// Current wall-clock time in unix milliseconds.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Exact depth counters; the writer keeps a working copy and publishes it after commit.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counters {
+    /// Undelivered messages per topic.
+    pub depth: BTreeMap<String, u64>,
+    /// Dead letters per topic.
+    pub dlq: BTreeMap<String, u64>,
+}
+
+impl Counters {
+    /// Sum of undelivered messages over all topics.
+    pub fn total(&self) -> u64 {
+        self.depth.values().sum()
+    }
+
+    /// Adds `delta` to one counter, never going below zero.
+    pub fn add(map: &mut BTreeMap<String, u64>, topic: &str, delta: i64) {
+        let v = map.entry(topic.to_owned()).or_insert(0);
+        *v = v.saturating_add_signed(delta);
+    }
+
+    /// The public snapshot.
+    pub fn snapshot(&self) -> DepthSnapshot {
+        DepthSnapshot {
+            total: self.total(),
+            dlq_total: self.dlq.values().sum(),
+            topics: self.depth.clone(),
+            dlq: self.dlq.clone(),
+        }
+    }
+}
+
+/// Per-subscriber in-memory state.
+#[derive(Debug, Default)]
+pub(crate) struct SubscriberState {
+    /// Message ids leased to a dispatcher. Held while scanning the due index so a
+    /// scan and a post-commit lease removal never interleave (see `lease_due`).
+    leases: Mutex<HashSet<String>>,
+    /// Woken when something becomes due.
+    notify: Arc<Notify>,
+}
+
+impl SubscriberState {
+    /// Locks the lease set.
+    pub fn leases(&self) -> MutexGuard<'_, HashSet<String>> {
+        self.leases.lock()
+    }
+
+    /// The subscriber's notifier.
+    pub fn notifier(&self) -> Arc<Notify> {
+        Arc::clone(&self.notify)
+    }
+
+    /// Wakes every waiter and leaves one permit for the next one to wait.
+    pub fn wake(&self) {
+        self.notify.notify_waiters();
+        self.notify.notify_one();
+    }
+}
+
+/// Counts of the writer's work, to see group commit at work (and export as metrics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Write transactions committed.
+    pub commits: u64,
+    /// Of which fsynced (`Durability::Immediate`).
+    pub fsyncs: u64,
+    /// Operations (enqueues, acks, ...) committed.
+    pub ops: u64,
+}
+
+/// State shared by the broker handle and its writer.
+#[derive(Debug, Default)]
+pub(crate) struct MemState {
+    /// Published counters (as of the last commit).
+    pub counters: RwLock<Counters>,
+    /// Writer statistics.
+    pub commit_stats: Mutex<CommitStats>,
+    subscribers: Mutex<HashMap<String, Arc<SubscriberState>>>,
+}
+
+impl MemState {
+    /// State of `name`, created on first use.
+    pub fn subscriber(&self, name: &str) -> Arc<SubscriberState> {
+        let mut subs = self.subscribers.lock();
+        if let Some(s) = subs.get(name) {
+            return Arc::clone(s);
+        }
+        let s = Arc::new(SubscriberState::default());
+        subs.insert(name.to_owned(), Arc::clone(&s));
+        s
+    }
+
+    /// State of `name` if it was ever used.
+    pub fn existing_subscriber(&self, name: &str) -> Option<Arc<SubscriberState>> {
+        self.subscribers.lock().get(name).cloned()
+    }
+
+    /// Drops a lease (no-op when absent) and wakes the subscriber if asked.
+    pub fn unlease(&self, subscriber: &str, id: &str, wake: bool) {
+        if let Some(s) = self.existing_subscriber(subscriber) {
+            let removed = s.leases().remove(id);
+            if wake && removed {
+                s.wake();
+            }
+        }
+    }
+
+    /// Wakes a subscriber's dispatcher.
+    pub fn wake(&self, subscriber: &str) {
+        self.subscriber(subscriber).wake();
+    }
+}
+
+/// Strictly increasing UUID v7 ids (time ordered even within one millisecond and when
+/// the clock steps back: the 74 random bits then act as a counter).
+#[derive(Debug, Default)]
+pub(crate) struct IdGen {
+    last: u128,
+}
+
+const RAND_B_BITS: u32 = 62;
+const COUNTER_MASK: u128 = (1 << 74) - 1;
+
+impl IdGen {
+    /// Starts after `last` (the greatest id on disk), if any.
+    pub fn after(last: Option<&str>) -> Self {
+        let last = last
+            .and_then(|s| Uuid::parse_str(s).ok())
+            .map_or(0, |u| u.as_u128());
+        Self { last }
+    }
+
+    /// Next id, greater than every id handed out before.
+    pub fn next(&mut self, now_ms: u64) -> Uuid {
+        let candidate =
+            Builder::from_unix_timestamp_millis(now_ms, &rand::random::<[u8; 10]>()).into_uuid();
+        let id = if candidate.as_u128() > self.last {
+            candidate.as_u128()
+        } else {
+            bump(self.last)
+        };
+        self.last = id;
+        Uuid::from_u128(id)
+    }
+}
+
+/// The v7 id right after `v`: counter (rand_a ++ rand_b) + 1, carrying into the time.
+fn bump(v: u128) -> u128 {
+    let ts = v >> 80;
+    let rand_a = (v >> 64) & 0xfff;
+    let rand_b = v & ((1 << RAND_B_BITS) - 1);
+    let mut counter = ((rand_a << RAND_B_BITS) | rand_b) + 1;
+    let mut ts = ts;
+    if counter > COUNTER_MASK {
+        counter = 0;
+        ts += 1;
+    }
+    (ts << 80)
+        | (0x7 << 76)
+        | ((counter >> RAND_B_BITS) << 64)
+        | (0b10 << 62)
+        | (counter & ((1 << RAND_B_BITS) - 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_v7_and_strictly_increasing_even_when_the_clock_steps_back() {
+        let mut gen = IdGen::default();
+        let mut prev = String::new();
+        for now in [1_000u64, 1_000, 1_000, 999, 5, 2_000, 2_000] {
+            let id = gen.next(now);
+            assert_eq!(id.get_version_num(), 7);
+            assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
+            let s = id.to_string();
+            assert!(s > prev, "{s} must sort after {prev}");
+            prev = s;
+        }
+    }
+
+    #[test]
+    fn bump_carries_into_the_timestamp() {
+        let max_counter = Builder::from_unix_timestamp_millis(7, &[0xff; 10])
+            .into_uuid()
+            .as_u128();
+        let next = Uuid::from_u128(bump(max_counter));
+        assert_eq!(next.get_version_num(), 7);
+        assert_eq!(next.as_u128() >> 80, 8);
+        assert!(next.as_u128() > max_counter);
+    }
+
+    #[test]
+    fn idgen_resumes_after_the_last_stored_id() {
+        let mut a = IdGen::default();
+        let far = a.next(u64::from(u32::MAX) * 10).to_string();
+        let mut b = IdGen::after(Some(&far));
+        assert!(b.next(1).to_string() > far);
+    }
+
+    #[test]
+    fn counters_never_go_negative() {
+        let mut c = Counters::default();
+        Counters::add(&mut c.depth, "t", 2);
+        Counters::add(&mut c.depth, "t", -5);
+        Counters::add(&mut c.dlq, "t", 1);
+        let s = c.snapshot();
+        assert_eq!(s.total, 0);
+        assert_eq!(s.dlq_total, 1);
+    }
+}

@@ -1,0 +1,307 @@
+//! Embedded-backend behaviour beyond the shared suite: restarts, crashes, group
+//! commit under concurrency, retention.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use junction_queue::conformance::{now_ms, request};
+use junction_queue::{
+    dead_letter_id, Broker, DeliveryState, DlqFilter, EmbeddedBroker, EmbeddedConfig,
+    EnqueueOutcome, QueueError,
+};
+
+use junction_queue::embedded::DB_FILE;
+
+use crate::support::{attempt, open};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopen_recovers_pending_dlq_ordering_and_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(&dir, Some(100)).await;
+    let id = |o: EnqueueOutcome| o.id().clone();
+    let acked = id(b.enqueue(request("t", &["s"], "acked")).await.unwrap());
+    let later = id(b.enqueue(request("t", &["s"], "later")).await.unwrap());
+    let fan = id(b.enqueue(request("u", &["s", "x"], "fan")).await.unwrap());
+    let dead = id(b.enqueue(request("t", &["s"], "dead")).await.unwrap());
+    let mut keyed = request("t", &["s"], "k1");
+    keyed.ordering_key = Some("k".into());
+    let k1 = id(b.enqueue(keyed.clone()).await.unwrap());
+    keyed.body = "k2".into();
+    let k2 = id(b.enqueue(keyed).await.unwrap());
+    let mut idem = request("t", &["x"], "idem");
+    idem.idempotency_key = Some("once".into());
+    let idem_id = id(b.enqueue(idem.clone()).await.unwrap());
+
+    let now = now_ms();
+    let leased = b.lease_due("s", now, 100).await.unwrap();
+    assert_eq!(leased.len(), 5, "k2 waits behind k1");
+    for d in &leased {
+        let mid = &d.message.id;
+        if *mid == acked {
+            b.ack(d, attempt("status 200")).await.unwrap();
+        } else if *mid == later {
+            b.retry_later(d, attempt("status 503"), now + 3_600_000)
+                .await
+                .unwrap();
+        } else if *mid == dead {
+            b.dead_letter(d, attempt("status 400"), "rejected".into())
+                .await
+                .unwrap();
+        }
+    }
+    let before = b.depth();
+    b.close().await.unwrap();
+    assert!(matches!(
+        b.enqueue(request("t", &["s"], "late")).await,
+        Err(QueueError::Closed)
+    ));
+    drop(b);
+
+    let b = open(&dir, Some(100)).await;
+    assert_eq!(b.depth(), before, "counters survive a restart exactly");
+    assert_eq!(b.verify().await.unwrap(), before, "and match the records");
+    let again = b.lease_due("s", now_ms(), 100).await.unwrap();
+    let got: HashSet<_> = again.iter().map(|d| d.message.id.clone()).collect();
+    assert_eq!(
+        got,
+        HashSet::from([fan.clone(), k1.clone()]),
+        "leases are gone after restart"
+    );
+    let later_d = b.lease_due("s", now + 3_600_000, 100).await.unwrap();
+    assert_eq!(
+        later_d.iter().map(|d| &d.message.id).collect::<Vec<_>>(),
+        vec![&later]
+    );
+    assert_eq!(later_d[0].attempts, 1);
+    let dlq = b.dlq_list(DlqFilter::default(), None, 10).await.unwrap();
+    assert_eq!(dlq.items.len(), 1);
+    assert_eq!(dlq.items[0].id, dead_letter_id(dead.as_str(), "s"));
+    assert_eq!(dlq.items[0].message.body, "dead");
+    let st = b.message_status(acked.as_str()).await.unwrap().unwrap();
+    assert_eq!(st.subscribers[0].state, DeliveryState::Delivered);
+    assert_eq!(
+        b.enqueue(idem).await.unwrap(),
+        EnqueueOutcome::Duplicate(idem_id)
+    );
+    let k1_d = again.iter().find(|d| d.message.id == k1).unwrap();
+    b.ack(k1_d, attempt("status 200")).await.unwrap();
+    let next = b.lease_due("s", now_ms(), 100).await.unwrap();
+    assert_eq!(
+        next.iter().map(|d| &d.message.id).collect::<Vec<_>>(),
+        vec![&k2],
+        "ordering is stored state"
+    );
+    let fresh = b.enqueue(request("t", &["s"], "fresh")).await.unwrap();
+    assert!(
+        fresh.id().as_str() > k2.as_str(),
+        "ids keep increasing after a restart"
+    );
+    b.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_keeps_every_accepted_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(&dir, None).await;
+    let mut accepted = HashSet::new();
+    for i in 0..40 {
+        let o = b
+            .enqueue(request("t", &["s"], &format!("m{i}")))
+            .await
+            .unwrap();
+        accepted.insert(o.id().clone());
+    }
+    let leased = b.lease_due("s", now_ms(), 10).await.unwrap();
+    for d in &leased {
+        b.ack(d, attempt("status 200")).await.unwrap();
+    }
+    // Copy the file while the broker still has it open and never closed it: what a
+    // killed process leaves behind. Enqueues were fsynced; acks may or may not be there.
+    let crashed = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(crashed.path().join("queue")).unwrap();
+    std::fs::copy(
+        dir.path().join("queue").join(DB_FILE),
+        crashed.path().join("queue").join(DB_FILE),
+    )
+    .unwrap();
+    let c = open(&crashed, None).await;
+    let counts = c.verify().await.unwrap();
+    assert_eq!(c.depth(), counts);
+    assert!((30..=40).contains(&counts.total), "depth {}", counts.total);
+    let mut seen = HashSet::new();
+    for d in c.lease_due("s", now_ms(), 100).await.unwrap() {
+        seen.insert(d.message.id.clone());
+    }
+    for id in &accepted {
+        if !seen.contains(id) {
+            let st = c
+                .message_status(id.as_str())
+                .await
+                .unwrap()
+                .expect("accepted message survived");
+            assert_eq!(st.subscribers[0].state, DeliveryState::Delivered);
+        }
+    }
+    c.close().await.unwrap();
+    b.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_enqueues_share_fsyncs_and_every_one_is_delivered_once() {
+    const TASKS: usize = 64;
+    const EACH: usize = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(&dir, None).await;
+    let mut handles = Vec::new();
+    for t in 0..TASKS {
+        let b = Arc::clone(&b);
+        handles.push(tokio::spawn(async move {
+            let mut ids = Vec::with_capacity(EACH);
+            for i in 0..EACH {
+                let o = b
+                    .enqueue(request("load", &["s"], &format!("{t}-{i}")))
+                    .await
+                    .unwrap();
+                ids.push(o.id().clone());
+            }
+            ids
+        }));
+    }
+    let mut all = HashSet::new();
+    for h in handles {
+        all.extend(h.await.unwrap());
+    }
+    let total = TASKS * EACH;
+    assert_eq!(all.len(), total, "ids are unique");
+    assert_eq!(b.depth().total, total as u64);
+    let stats = b.commit_stats();
+    assert!(
+        stats.fsyncs * 4 < total as u64,
+        "group commit shares fsyncs: {stats:?}"
+    );
+
+    // Four competing consumers of one subscriber: nobody gets a delivery someone holds.
+    let mut consumers = Vec::new();
+    for _ in 0..4 {
+        let b = Arc::clone(&b);
+        consumers.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            for _ in 0..(2 * total) {
+                let batch = b.lease_due("s", now_ms(), 64).await.unwrap();
+                if batch.is_empty() && b.next_due_at("s").await.unwrap().is_none() {
+                    break;
+                }
+                // Ack a whole batch concurrently, as a dispatcher does.
+                let acks = batch.iter().map(|d| b.ack(d, attempt("status 200")));
+                for res in futures::future::join_all(acks).await {
+                    res.unwrap();
+                }
+                got.extend(batch.iter().map(|d| d.message.id.clone()));
+            }
+            got
+        }));
+    }
+    let mut delivered = Vec::new();
+    for c in consumers {
+        delivered.extend(c.await.unwrap());
+    }
+    let unique: HashSet<_> = delivered.iter().cloned().collect();
+    assert_eq!(
+        delivered.len(),
+        unique.len(),
+        "no delivery was leased twice"
+    );
+    assert_eq!(unique, all);
+    assert_eq!(b.depth().total, 0);
+    assert_eq!(b.verify().await.unwrap().total, 0);
+    b.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completed_records_are_pruned_but_dead_letters_still_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = EmbeddedConfig::new(dir.path().join("queue"));
+    cfg.completed_retention = Duration::ZERO;
+    let b: Arc<EmbeddedBroker> = EmbeddedBroker::open(cfg).await.unwrap();
+    let done = b
+        .enqueue(request("t", &["s"], "done"))
+        .await
+        .unwrap()
+        .id()
+        .clone();
+    let dead = b
+        .enqueue(request("t", &["s"], "dead"))
+        .await
+        .unwrap()
+        .id()
+        .clone();
+    for d in b.lease_due("s", now_ms(), 10).await.unwrap() {
+        if d.message.id == done {
+            b.ack(&d, attempt("status 200")).await.unwrap();
+        } else {
+            b.dead_letter(&d, attempt("status 422"), "unprocessable".into())
+                .await
+                .unwrap();
+        }
+    }
+    let mut pruned = false;
+    for _ in 0..50 {
+        b.flush().await.unwrap();
+        let gone = b.message_status(done.as_str()).await.unwrap().is_none()
+            && b.message_status(dead.as_str()).await.unwrap().is_none();
+        if gone {
+            pruned = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(pruned, "completed records are pruned after the retention");
+    b.dlq_replay(&dead_letter_id(dead.as_str(), "s"))
+        .await
+        .unwrap();
+    let d = b
+        .lease_due("s", now_ms(), 10)
+        .await
+        .unwrap()
+        .pop()
+        .expect("replayed");
+    assert_eq!(
+        (d.message.id.clone(), d.message.body.clone()),
+        (dead.clone(), "dead".into())
+    );
+    let st = b.message_status(dead.as_str()).await.unwrap().unwrap();
+    assert_eq!(
+        st.subscribers[0].history.len(),
+        1,
+        "history comes back from the dead letter"
+    );
+    assert_eq!(b.depth().total, 1);
+    assert_eq!(b.verify().await.unwrap(), b.depth());
+    b.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_is_enforced_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(&dir, Some(2)).await;
+    for i in 0..2 {
+        b.enqueue(request("t", &["s"], &format!("{i}")))
+            .await
+            .unwrap();
+    }
+    b.close().await.unwrap();
+    drop(b);
+    let b = open(&dir, Some(2)).await;
+    assert!(matches!(
+        b.enqueue(request("t", &["s"], "x")).await,
+        Err(QueueError::Full { depth: 2, max: 2 })
+    ));
+    b.close().await.unwrap();
+    drop(b);
+    let b = open(&dir, None).await;
+    b.enqueue(request("t", &["s"], "x"))
+        .await
+        .expect("no limit configured");
+    b.close().await.unwrap();
+}

@@ -1,0 +1,6 @@
+//! Integration tests of junction-queue, compiled into one binary to keep link time down.
+
+mod conformance;
+mod embedded;
+mod model;
+mod support;

@@ -1,0 +1,80 @@
+//! Read-only views: Prometheus metrics and breaker states.
+
+use super::AdminState;
+use crate::telemetry::metrics::{TopicLabel, UpstreamLabel};
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+pub(super) async fn metrics(State(state): State<AdminState>) -> Response {
+    // Gauges that mirror state are refreshed at scrape time.
+    if let Some(broker) = &state.broker {
+        let depth = broker.depth();
+        for (topic, n) in &depth.topics {
+            state
+                .metrics
+                .queue_depth
+                .get_or_create(&TopicLabel {
+                    topic: topic.clone(),
+                })
+                .set(*n as i64);
+        }
+        for (topic, n) in &depth.dlq {
+            state
+                .metrics
+                .dlq_depth
+                .get_or_create(&TopicLabel {
+                    topic: topic.clone(),
+                })
+                .set(*n as i64);
+        }
+    }
+    for (name, u) in state.gateway.upstreams() {
+        state
+            .metrics
+            .breaker_state
+            .get_or_create(&UpstreamLabel {
+                upstream: name.clone(),
+            })
+            .set(u.breaker().state().as_gauge());
+    }
+    let mut resp = state.metrics.encode().into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    resp
+}
+
+pub(super) async fn breakers(State(state): State<AdminState>) -> Json<serde_json::Value> {
+    let list: Vec<_> = state
+        .gateway
+        .upstreams()
+        .iter()
+        .map(|(name, u)| {
+            let s = u.breaker().snapshot();
+            let cfg = u.breaker().config();
+            json!({
+                "upstream": name,
+                "state": s.state.as_str(),
+                "error_ratio": s.error_ratio,
+                "calls_in_window": s.calls_in_window,
+                "failures_in_window": s.failures_in_window,
+                "next_probe_in_ms": s.next_probe_in.map(|d| d.as_millis() as u64),
+                "next_probe_at": s.next_probe_in.map(|d| httpdate::fmt_http_date(std::time::SystemTime::now() + d)),
+                "times_opened": s.times_opened,
+                "in_flight": u.bulkhead().in_flight(),
+                "max_concurrency": u.bulkhead().max(),
+                "config": {
+                    "error_threshold_percentage": cfg.error_threshold * 100.0,
+                    "min_requests": cfg.min_requests,
+                    "window_ms": cfg.window.as_millis() as u64,
+                    "reset_timeout_ms": cfg.reset_timeout.as_millis() as u64,
+                },
+            })
+        })
+        .collect();
+    Json(json!({ "breakers": list }))
+}

@@ -1,0 +1,418 @@
+//! One dispatcher per subscriber: lease due deliveries, send them, record the outcome.
+//!
+//! A subscriber's dispatcher never waits on another's: each has its own task,
+//! concurrency cap and rate limit, so one slow or dead subscriber delays no one
+//! else. While the upstream's breaker is open the dispatcher leases nothing and
+//! sleeps until the next probe, so an outage does not burn attempts.
+
+use super::signing::Signer;
+use crate::body::full;
+use crate::config::SubscriberConfig;
+use crate::problem::GatewayError;
+use crate::proxy::upstream::Upstream;
+use crate::telemetry::metrics::{SubscriberLabel, SubscriberOutcome};
+use crate::telemetry::trace::next_traceparent;
+use crate::telemetry::Metrics;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use junction_policy::{parse_retry_after, Backoff, BreakerState};
+use junction_queue::{AttemptRecord, Broker, Delivery};
+use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// Called after each attempt: (topic, subscriber, latency, failed, was a retry).
+pub type DeliveryObserver = Arc<dyn Fn(&str, &str, Duration, bool, bool) + Send + Sync>;
+
+/// Attempts before dead-lettering when `max_attempts` is not set.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 20;
+/// Backoff when a subscriber has no `retry`: long enough to ride out a vendor outage.
+const DEFAULT_BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(500),
+    max: Duration::from_secs(60),
+};
+/// Most deliveries leased in one call.
+const LEASE_BATCH: usize = 256;
+/// Longest sleep between polls when nothing is due (a wake-up comes earlier on new work).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+/// How long in-flight deliveries may finish after shutdown.
+const DRAIN_GRACE: Duration = Duration::from_secs(10);
+
+/// Delivers one subscriber's messages.
+pub struct Dispatcher {
+    topic: String,
+    name: String,
+    uri: Uri,
+    upstream: Arc<Upstream>,
+    broker: Arc<dyn Broker>,
+    max_attempts: u32,
+    backoff: Backoff,
+    max_age: Option<Duration>,
+    disable_after: Option<Duration>,
+    failing_since: Mutex<Option<Instant>>,
+    concurrency: Arc<Semaphore>,
+    max_concurrency: usize,
+    rate: Option<DefaultDirectRateLimiter>,
+    signer: Option<Signer>,
+    observer: Option<DeliveryObserver>,
+    delivered: Counter,
+    retried: Counter,
+    dead: Counter,
+    latency: Histogram,
+    attempts_hist: Histogram,
+}
+
+impl Dispatcher {
+    /// Builds the dispatcher of `sub` (a subscriber of `topic`).
+    pub fn new(
+        topic: &str,
+        sub: &SubscriberConfig,
+        upstream: Arc<Upstream>,
+        broker: Arc<dyn Broker>,
+        metrics: &Metrics,
+        observer: Option<DeliveryObserver>,
+    ) -> anyhow::Result<Self> {
+        let outcome = |o: &'static str| {
+            metrics
+                .deliveries
+                .get_or_create(&SubscriberOutcome {
+                    subscriber: sub.name.clone(),
+                    outcome: o,
+                })
+                .clone()
+        };
+        let label = SubscriberLabel {
+            subscriber: sub.name.clone(),
+        };
+        let rate = sub.rate.map(|r| {
+            let burst = NonZeroU32::new(r.count).expect("validated non-zero");
+            let quota = Quota::with_period((r.per / r.count).max(Duration::from_nanos(1)))
+                .expect("non-zero")
+                .allow_burst(burst);
+            RateLimiter::direct(quota)
+        });
+        let signer = match &sub.secret_env {
+            Some(names) => Some(Signer::from_env(&names.0)?),
+            None => None,
+        };
+        let backoff = match &sub.retry {
+            Some(r) => Backoff {
+                base: r.backoff.0,
+                max: r.max_backoff.0,
+            },
+            None => DEFAULT_BACKOFF,
+        };
+        let max_attempts = sub
+            .max_attempts
+            .or(sub.retry.as_ref().map(|r| r.attempts))
+            .unwrap_or(DEFAULT_MAX_ATTEMPTS)
+            .max(1);
+        Ok(Self {
+            topic: topic.to_string(),
+            name: sub.name.clone(),
+            uri: upstream
+                .uri_for(&sub.path)
+                .map_err(|e| anyhow::anyhow!("subscriber {}: {e}", sub.name))?,
+            upstream,
+            broker,
+            max_attempts,
+            backoff,
+            max_age: sub.max_age.map(|d| d.0),
+            disable_after: sub.disable_after.map(|d| d.0),
+            failing_since: Mutex::new(None),
+            concurrency: Arc::new(Semaphore::new(sub.concurrency)),
+            max_concurrency: sub.concurrency,
+            rate,
+            signer,
+            observer,
+            delivered: outcome("delivered"),
+            retried: outcome("retry"),
+            dead: outcome("dead"),
+            latency: metrics.delivery_latency.get_or_create(&label).clone(),
+            attempts_hist: metrics.delivery_attempts.get_or_create(&label).clone(),
+        })
+    }
+
+    /// Leases and delivers until `shutdown`, then drains in-flight deliveries.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let this = Arc::new(self);
+        let notify = this.broker.notifier(&this.name);
+        tracing::info!(subscriber = %this.name, topic = %this.topic, "dispatcher started");
+        while !shutdown.is_cancelled() {
+            // An open breaker pauses this subscriber until the next probe is allowed.
+            let snap = this.upstream.breaker().snapshot();
+            if snap.state == BreakerState::Open {
+                let wait = snap
+                    .next_probe_in
+                    .unwrap_or(IDLE_POLL)
+                    .max(Duration::from_millis(5));
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+                continue;
+            }
+            let free = this.concurrency.available_permits();
+            if free == 0 {
+                // Wait for one in-flight delivery to finish.
+                tokio::select! {
+                    p = this.concurrency.clone().acquire_owned() => drop(p),
+                    _ = shutdown.cancelled() => break,
+                }
+                continue;
+            }
+            let batch = match this
+                .broker
+                .lease_due(&this.name, now_ms(), free.min(LEASE_BATCH))
+                .await
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(subscriber = %this.name, error = %e, "lease failed; retrying");
+                    tokio::time::sleep(IDLE_POLL).await;
+                    continue;
+                }
+            };
+            if batch.is_empty() {
+                let wait = match this.broker.next_due_at(&this.name).await {
+                    Ok(Some(at)) => {
+                        Duration::from_millis(at.saturating_sub(now_ms())).min(IDLE_POLL)
+                    }
+                    _ => IDLE_POLL,
+                };
+                tokio::select! {
+                    _ = notify.notified() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+                continue;
+            }
+            for d in batch {
+                let permit = this
+                    .concurrency
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("semaphore never closed");
+                let me = this.clone();
+                tokio::spawn(async move {
+                    me.deliver(d).await;
+                    drop(permit);
+                });
+            }
+        }
+        // Drain: wait until every permit is back, bounded by the grace period.
+        let all = this
+            .concurrency
+            .clone()
+            .acquire_many_owned(this.max_concurrency as u32);
+        if tokio::time::timeout(DRAIN_GRACE, all).await.is_err() {
+            tracing::warn!(subscriber = %this.name, "deliveries still in flight after the grace period; they will be redelivered");
+        }
+        tracing::info!(subscriber = %this.name, "dispatcher stopped");
+    }
+
+    /// One attempt for one delivery, and its recording.
+    async fn deliver(&self, d: Delivery) {
+        let attempt = d.attempts + 1;
+        let started_ms = now_ms();
+        if let Some(max_age) = self.max_age {
+            if started_ms.saturating_sub(d.first_enqueued_ms) > max_age.as_millis() as u64 {
+                let rec = record(
+                    attempt,
+                    started_ms,
+                    "not attempted: max age exceeded".into(),
+                    Duration::ZERO,
+                );
+                return self
+                    .finish_dead(
+                        &d,
+                        rec,
+                        format!("older than max_age {}", humantime::format_duration(max_age)),
+                    )
+                    .await;
+            }
+        }
+        if let Some(limit) = self.disable_after {
+            if self
+                .failing_since
+                .lock()
+                .is_some_and(|t| t.elapsed() > limit)
+            {
+                let rec = record(
+                    attempt,
+                    started_ms,
+                    "not attempted: subscriber disabled".into(),
+                    Duration::ZERO,
+                );
+                return self
+                    .finish_dead(
+                        &d,
+                        rec,
+                        format!(
+                            "subscriber failing for over {}",
+                            humantime::format_duration(limit)
+                        ),
+                    )
+                    .await;
+            }
+        }
+        if let Some(rate) = &self.rate {
+            rate.until_ready().await;
+        }
+        let t0 = Instant::now();
+        let result = self.send(&d, attempt).await;
+        let took = t0.elapsed();
+        let (ok, outcome, retry_after) = match &result {
+            Ok((status, retry_after)) => (
+                (200..300).contains(status),
+                format!("status {status}"),
+                *retry_after,
+            ),
+            Err(e) => (false, describe(e), None),
+        };
+        if let Some(obs) = &self.observer {
+            obs(&self.topic, &self.name, took, !ok, attempt > 1);
+        }
+        let rec = record(attempt, started_ms, outcome.clone(), took);
+        if ok {
+            *self.failing_since.lock() = None;
+            self.delivered.inc();
+            self.latency
+                .observe(now_ms().saturating_sub(d.first_enqueued_ms) as f64 / 1000.0);
+            self.attempts_hist.observe(attempt as f64);
+            if let Err(e) = self.broker.ack(&d, rec).await {
+                tracing::warn!(subscriber = %self.name, error = %e, "could not record an ack; the message will be redelivered");
+            }
+            return;
+        }
+        self.failing_since.lock().get_or_insert_with(Instant::now);
+        if attempt >= self.max_attempts {
+            return self
+                .finish_dead(
+                    &d,
+                    rec,
+                    format!("{} attempts failed; last: {outcome}", attempt),
+                )
+                .await;
+        }
+        let wait = retry_after
+            .unwrap_or_default()
+            .max(self.backoff.delay(attempt));
+        self.retried.inc();
+        tracing::debug!(subscriber = %self.name, id = %d.message.id, attempt, ?wait, %outcome, "delivery failed; will retry");
+        if let Err(e) = self
+            .broker
+            .retry_later(&d, rec, now_ms() + wait.as_millis() as u64)
+            .await
+        {
+            tracing::warn!(subscriber = %self.name, error = %e, "could not schedule a retry; releasing");
+            self.broker.release(&d).await;
+        }
+    }
+
+    async fn finish_dead(&self, d: &Delivery, rec: AttemptRecord, reason: String) {
+        self.dead.inc();
+        self.attempts_hist.observe(rec.attempt as f64);
+        tracing::warn!(subscriber = %self.name, id = %d.message.id, %reason, "dead-lettered");
+        if let Err(e) = self.broker.dead_letter(d, rec, reason).await {
+            tracing::warn!(subscriber = %self.name, error = %e, "could not dead-letter; releasing");
+            self.broker.release(d).await;
+        }
+    }
+
+    /// Sends the message; returns the status and any Retry-After.
+    async fn send(
+        &self,
+        d: &Delivery,
+        attempt: u32,
+    ) -> Result<(u16, Option<Duration>), GatewayError> {
+        let msg = &d.message;
+        let mut h = HeaderMap::new();
+        if let Some(ct) = msg
+            .content_type
+            .as_deref()
+            .and_then(|v| HeaderValue::from_str(v).ok())
+        {
+            h.insert(header::CONTENT_TYPE, ct);
+        }
+        for (k, v) in &msg.headers {
+            let value = if k == "traceparent" {
+                next_traceparent(Some(v))
+            } else {
+                v.clone()
+            };
+            if let (Ok(k), Ok(v)) = (
+                HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(&value),
+            ) {
+                h.insert(k, v);
+            }
+        }
+        h.insert(
+            "x-junction-message-id",
+            HeaderValue::from_str(msg.id.as_str()).expect("uuid is ASCII"),
+        );
+        h.insert("x-junction-attempt", HeaderValue::from(attempt));
+        h.insert(
+            "x-junction-topic",
+            HeaderValue::from_str(&msg.topic).unwrap_or(HeaderValue::from_static("-")),
+        );
+        if let Some(signer) = &self.signer {
+            let ts = now_ms() / 1000;
+            h.insert(
+                "webhook-id",
+                HeaderValue::from_str(msg.id.as_str()).expect("uuid is ASCII"),
+            );
+            h.insert("webhook-timestamp", HeaderValue::from(ts));
+            if let Ok(v) = HeaderValue::from_str(&signer.sign(msg.id.as_str(), ts, &msg.body)) {
+                h.insert("webhook-signature", v);
+            }
+        }
+        let resp = self
+            .upstream
+            .send_once(&Method::POST, &self.uri, &h, full(msg.body.clone()))
+            .await?;
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        // Read (and drop) the body so the connection returns to the pool.
+        let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+        Ok((status, retry_after))
+    }
+}
+
+fn record(attempt: u32, at_ms: u64, outcome: String, took: Duration) -> AttemptRecord {
+    AttemptRecord {
+        attempt,
+        at_ms,
+        outcome,
+        duration_ms: took.as_millis() as u64,
+    }
+}
+
+fn describe(e: &GatewayError) -> String {
+    match e {
+        GatewayError::UpstreamTimeout { .. } => "timeout".into(),
+        GatewayError::UpstreamUnreachable { cause, .. } => format!("connect error: {cause}"),
+        GatewayError::BreakerOpen { .. } => "breaker open".into(),
+        GatewayError::Overloaded { .. } => "upstream concurrency limit".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

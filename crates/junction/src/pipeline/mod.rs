@@ -1,0 +1,111 @@
+//! The async pipeline: accept an event durably, answer 202, deliver it to every
+//! subscriber on our own.
+//!
+//! - [`ingest`]: the data-plane side of an async route (validate, extract the
+//!   ordering and idempotency keys, enqueue, 202).
+//! - [`dispatcher`]: one task per subscriber leasing due deliveries from the
+//!   [`Broker`] and sending them with the subscriber's retry policy, the
+//!   upstream's breaker and bulkhead, and a concurrency cap.
+//! - [`signing`]: Standard Webhooks signatures for subscribers with secrets.
+//!
+//! The dispatcher is written here, not taken from a library, because its
+//! semantics are the product: fan-out with independent retries per subscriber,
+//! an open breaker pausing (not burning attempts of) a subscriber, and
+//! at-least-once delivery across restarts.
+
+pub mod dispatcher;
+pub mod ingest;
+pub mod signing;
+
+use crate::config::{Config, KeySource, QueueConfig};
+use crate::proxy::upstream::Upstream;
+use crate::telemetry::Metrics;
+use anyhow::Context;
+use junction_queue::{Broker, EmbeddedBroker, EmbeddedConfig};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a delivered message's record stays visible in `GET /admin/messages/{id}`.
+const COMPLETED_RETENTION: Duration = Duration::from_secs(3600);
+
+/// What an async route needs at ingest time.
+pub struct AsyncRoute {
+    /// Topic the route publishes to.
+    pub topic: String,
+    /// Subscriber names, fixed into each message.
+    pub subscribers: Vec<String>,
+    /// Where the ordering key comes from, if any subscriber wants ordering.
+    pub ordering_key: Option<KeySource>,
+    /// How long an `Idempotency-Key` is remembered.
+    pub idempotency_window: Duration,
+    /// The queue.
+    pub broker: Arc<dyn Broker>,
+}
+
+/// Opens the configured queue backend.
+pub async fn open_broker(config: &Config) -> anyhow::Result<Arc<dyn Broker>> {
+    match &config.queue {
+        QueueConfig::Embedded { path, max_depth } => {
+            let mut cfg = EmbeddedConfig::new(path.clone());
+            cfg.max_depth = *max_depth;
+            cfg.completed_retention = COMPLETED_RETENTION;
+            let broker = EmbeddedBroker::open(cfg)
+                .await
+                .with_context(|| format!("cannot open the embedded queue at {}", path.display()))?;
+            Ok(broker)
+        }
+    }
+}
+
+/// Builds the ingest side of every async route, keyed by route name.
+pub fn async_routes(
+    config: &Config,
+    broker: &Arc<dyn Broker>,
+) -> BTreeMap<String, Arc<AsyncRoute>> {
+    config
+        .routes
+        .iter()
+        .filter_map(|r| Some((r.name.clone(), r.async_.as_ref()?)))
+        .map(|(name, a)| {
+            let route = AsyncRoute {
+                topic: a.topic.clone(),
+                subscribers: a.subscribers.iter().map(|s| s.name.clone()).collect(),
+                ordering_key: a.subscribers.iter().find_map(|s| s.ordering_key.clone()),
+                idempotency_window: a.idempotency_window.0,
+                broker: broker.clone(),
+            };
+            (name, Arc::new(route))
+        })
+        .collect()
+}
+
+/// Starts one dispatcher per subscriber; they stop when `shutdown` is cancelled.
+pub fn start_dispatchers(
+    config: &Config,
+    broker: &Arc<dyn Broker>,
+    upstreams: &BTreeMap<String, Arc<Upstream>>,
+    metrics: &Metrics,
+    graph: Option<dispatcher::DeliveryObserver>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut tasks = Vec::new();
+    for route in &config.routes {
+        let Some(a) = &route.async_ else { continue };
+        for sub in &a.subscribers {
+            let upstream = upstreams.get(&sub.upstream).cloned().with_context(|| {
+                format!("subscriber {}: unknown upstream {}", sub.name, sub.upstream)
+            })?;
+            let d = dispatcher::Dispatcher::new(
+                &a.topic,
+                sub,
+                upstream,
+                broker.clone(),
+                metrics,
+                graph.clone(),
+            )?;
+            tasks.push(tokio::spawn(d.run(shutdown.clone())));
+        }
+    }
+    Ok(tasks)
+}

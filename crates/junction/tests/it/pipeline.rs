@@ -1,0 +1,345 @@
+use super::{client, metric};
+use junction::app::{self, Listeners, Running};
+use junction_testkit::{closed_port, Behavior, FakeUpstream};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+/// Starts Junction with an embedded queue in `dir`.
+async fn start_in(dir: &std::path::Path, yaml: &str) -> Running {
+    let yaml = format!(
+        "queue: {{ backend: embedded, path: {} }}\n{yaml}",
+        dir.join("q").display()
+    );
+    let config = junction::config::load_str(&yaml, "test.yaml").unwrap_or_else(|e| panic!("{e:?}"));
+    let listeners = Listeners {
+        data: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        admin: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let running = app::spawn(config, listeners).unwrap();
+    for _ in 0..200 {
+        if client()
+            .get(format!("http://{}/readyz", running.admin))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    running
+}
+
+/// Waits (bounded) until `f` holds.
+pub async fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < timeout, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn two_subscribers(a: &str, b: &str, sub_extra: &str) -> String {
+    format!(
+        r#"
+upstreams:
+  a: {{ url: "{a}", timeout: 500ms, breaker: {{ min_requests: 1000 }} }}
+  b: {{ url: "{b}", timeout: 500ms, breaker: {{ min_requests: 1000 }} }}
+routes:
+  - name: orders
+    match: {{ method: POST, path: /orders }}
+    async:
+      topic: orders
+      subscribers:
+        - {{ name: sub-a, upstream: a, path: /hook {sub_extra} }}
+        - {{ name: sub-b, upstream: b, path: /events {sub_extra} }}
+"#
+    )
+}
+
+#[tokio::test]
+async fn accepted_events_reach_every_subscriber_with_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    let gw = start_in(dir.path(), &two_subscribers(&a.url(), &b.url(), "")).await;
+    let resp = client()
+        .post(format!("http://{}/orders", gw.data))
+        .header("content-type", "application/json")
+        .body(r#"{"orderId":"o-1"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["topic"], "orders");
+    assert_eq!(v["status"], "accepted");
+    let id = v["id"].as_str().unwrap().to_string();
+    eventually("both subscribers got it", Duration::from_secs(5), || {
+        a.calls() == 1 && b.calls() == 1
+    })
+    .await;
+    for (up, path) in [(&a, "/hook"), (&b, "/events")] {
+        let seen = &up.seen()[0];
+        assert_eq!(seen.uri, path);
+        assert_eq!(seen.body.as_ref(), br#"{"orderId":"o-1"}"#);
+        assert_eq!(seen.headers["content-type"], "application/json");
+        assert_eq!(seen.headers["x-junction-message-id"], id.as_str());
+        assert_eq!(seen.headers["x-junction-attempt"], "1");
+        assert!(seen.headers.contains_key("traceparent"));
+    }
+    // The message record shows both delivered.
+    let mut status = serde_json::Value::Null;
+    for _ in 0..50 {
+        status = client()
+            .get(format!("http://{}/admin/messages/{id}", gw.admin))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if status["subscribers"]
+            .as_array()
+            .is_some_and(|s| s.iter().all(|x| x["state"]["state"] == "delivered"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        status["subscribers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["state"]["state"] == "delivered"),
+        "{status}"
+    );
+    assert_eq!(
+        metric(
+            gw.admin,
+            r#"junction_deliveries_total{subscriber="sub-a",outcome="delivered"}"#
+        )
+        .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn bad_json_is_400_and_nothing_is_enqueued() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    let gw = start_in(dir.path(), &two_subscribers(&a.url(), &b.url(), "")).await;
+    let resp = client()
+        .post(format!("http://{}/orders", gw.data))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(a.calls() + b.calls(), 0);
+}
+
+#[tokio::test]
+async fn a_failing_subscriber_retries_then_dead_letters_and_replay_delivers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        FakeUpstream::start().await,
+        FakeUpstream::with(Behavior::Status(500)).await,
+    );
+    let extra = ", max_attempts: 3, retry: { backoff: 20ms, max_backoff: 100ms }";
+    let gw = start_in(dir.path(), &two_subscribers(&a.url(), &b.url(), extra)).await;
+    let resp = client()
+        .post(format!("http://{}/orders", gw.data))
+        .body("e1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    // The healthy subscriber is not held back by the failing one.
+    eventually("sub-a delivered", Duration::from_secs(5), || a.calls() == 1).await;
+    eventually("sub-b tried 3 times", Duration::from_secs(5), || {
+        b.calls() == 3
+    })
+    .await;
+    let attempts: Vec<String> = b
+        .seen()
+        .iter()
+        .map(|s| {
+            s.headers["x-junction-attempt"]
+                .to_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(attempts, vec!["1", "2", "3"]);
+
+    let mut dlq = serde_json::Value::Null;
+    for _ in 0..100 {
+        dlq = client()
+            .get(format!("http://{}/admin/dlq?subscriber=sub-b", gw.admin))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if dlq["items"].as_array().is_some_and(|i| i.len() == 1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let items = dlq["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{dlq}");
+    assert_eq!(items[0]["subscriber"], "sub-b");
+    assert_eq!(
+        metric(gw.admin, r#"junction_dlq_depth{topic="orders"}"#).await,
+        1.0
+    );
+
+    b.set(Behavior::Ok("{}".into()));
+    let dl_id = items[0]["id"].as_str().unwrap();
+    let r = client()
+        .post(format!("http://{}/admin/dlq/{dl_id}/replay", gw.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    eventually("replayed delivery arrives", Duration::from_secs(5), || {
+        b.calls() == 4
+    })
+    .await;
+    assert_eq!(b.seen()[3].body.as_ref(), b"e1");
+    let r = client()
+        .post(format!("http://{}/admin/dlq/{dl_id}/replay", gw.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "a replayed dead letter is gone");
+}
+
+#[tokio::test]
+async fn idempotent_repeats_return_the_same_id_and_deliver_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    let gw = start_in(dir.path(), &two_subscribers(&a.url(), &b.url(), "")).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let r = client()
+            .post(format!("http://{}/orders", gw.data))
+            .header("idempotency-key", "order-77")
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        ids.push(
+            r.json::<serde_json::Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert!(ids.iter().all(|i| *i == ids[0]), "{ids:?}");
+    eventually("delivered", Duration::from_secs(5), || a.calls() == 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(a.calls(), 1);
+    assert_eq!(b.calls(), 1);
+}
+
+#[tokio::test]
+async fn per_key_order_holds_under_parallel_load() {
+    let dir = tempfile::tempdir().unwrap();
+    // The subscriber fails now and then, which would reorder deliveries without per-key ordering.
+    let a = FakeUpstream::with(Behavior::FailTimes {
+        status: 503,
+        times: 5,
+        retry_after: None,
+    })
+    .await;
+    let b = FakeUpstream::start().await;
+    let extra = ", ordering_key: \"json:/key\", concurrency: 16, retry: { backoff: 5ms, max_backoff: 20ms }";
+    let gw = start_in(dir.path(), &two_subscribers(&a.url(), &b.url(), extra)).await;
+    let keys = 4;
+    let per_key = 15;
+    let mut tasks = Vec::new();
+    for k in 0..keys {
+        let url = format!("http://{}/orders", gw.data);
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            for n in 0..per_key {
+                let body = format!(r#"{{"key":"k{k}","n":{n}}}"#);
+                let r = c
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 202);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let total = (keys * per_key) as u64;
+    eventually("all delivered to a", Duration::from_secs(10), || {
+        let acked: std::collections::HashSet<_> = a.seen().iter().map(|s| s.body.clone()).collect();
+        acked.len() as u64 == total
+    })
+    .await;
+    // Successful deliveries per key arrive in publish order.
+    let mut last: HashMap<String, i64> = HashMap::new();
+    let seen = a.seen();
+    let mut failures_left = 5;
+    for s in &seen {
+        // The first 5 calls were answered 503 (not acknowledged); skip them.
+        if failures_left > 0 {
+            failures_left -= 1;
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&s.body).unwrap();
+        let key = v["key"].as_str().unwrap().to_string();
+        let n = v["n"].as_i64().unwrap();
+        let prev = last.insert(key.clone(), n).unwrap_or(-1);
+        assert!(n > prev, "key {key}: {n} delivered after {prev}");
+    }
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_503_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let down = closed_port().await;
+    let yaml = two_subscribers(&format!("http://{down}"), &format!("http://{down}"), "");
+    let dirq = dir.path().join("q");
+    let full = format!(
+        "queue: {{ backend: embedded, path: {}, max_depth: 3 }}\n{yaml}",
+        dirq.display()
+    );
+    let config = junction::config::load_str(&full, "t.yaml").unwrap();
+    let listeners = Listeners {
+        data: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        admin: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let gw = app::spawn(config, listeners).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let r = client()
+            .post(format!("http://{}/orders", gw.data))
+            .body(format!("m{i}"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 503 {
+            assert!(r.headers().contains_key("retry-after"));
+            assert_eq!(r.headers()["content-type"], "application/problem+json");
+        }
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses, vec![202, 202, 202, 503, 503]);
+}
