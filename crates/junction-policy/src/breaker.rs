@@ -210,7 +210,11 @@ impl CircuitBreaker {
             .then(|| (inner.opened_at + cfg.reset_timeout).saturating_duration_since(now));
         BreakerSnapshot {
             state: inner.state,
-            error_ratio: if calls == 0 { 0.0 } else { failed as f64 / calls as f64 },
+            error_ratio: if calls == 0 {
+                0.0
+            } else {
+                failed as f64 / calls as f64
+            },
             calls_in_window: calls,
             failures_in_window: failed,
             next_probe_in,

@@ -17,6 +17,8 @@ pub mod bulkhead;
 pub mod retry;
 mod window;
 
-pub use breaker::{BreakerConfig, BreakerOpen, BreakerPermit, BreakerSnapshot, BreakerState, CircuitBreaker};
+pub use breaker::{
+    BreakerConfig, BreakerOpen, BreakerPermit, BreakerSnapshot, BreakerState, CircuitBreaker,
+};
 pub use bulkhead::{Bulkhead, BulkheadFull, BulkheadPermit};
 pub use retry::{parse_retry_after, Backoff, RetryBudget, RetryBudgetConfig};

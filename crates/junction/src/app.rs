@@ -1,12 +1,13 @@
 //! Wiring: build every component from a config and run until shutdown.
 
 use crate::admin::{self, AdminState};
-use crate::config::Config;
+use crate::config::{CacheConfig, Config};
 use crate::pipeline;
 use crate::proxy::{build_upstreams, Gateway};
 use crate::server;
 use crate::telemetry::Metrics;
 use anyhow::Context;
+use junction_cache::{CacheStore, MemoryStore, RedisStore};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -57,11 +58,13 @@ pub async fn run(
         .as_ref()
         .map(|b| pipeline::async_routes(&config, b))
         .unwrap_or_default();
+    let cache = open_cache(&config).await?;
     let gateway = Arc::new(Gateway::build(
         &config,
         metrics.clone(),
         upstreams.clone(),
         &async_routes,
+        cache,
     )?);
     let dispatch_stop = CancellationToken::new();
     let dispatchers = match &broker {
@@ -116,6 +119,22 @@ pub async fn run(
     admin_task.await??;
     tracing::info!("junction stopped");
     Ok(())
+}
+
+/// Opens the configured cache backend. A Redis that is down at start-up is not
+/// fatal: the store starts degraded (pass-through) and reconnects by itself.
+async fn open_cache(config: &Config) -> anyhow::Result<Arc<dyn CacheStore>> {
+    Ok(match &config.cache {
+        CacheConfig::Memory {
+            max_entries,
+            max_bytes,
+        } => Arc::new(MemoryStore::new(*max_entries, max_bytes.0)),
+        CacheConfig::Redis { url, prefix } => {
+            Arc::new(RedisStore::connect(url, prefix).await.map_err(|e| {
+                anyhow::anyhow!("cache: {}", crate::proxy::upstream::error_chain(&e))
+            })?)
+        }
+    })
 }
 
 /// A running Junction started in-process (tests, the demo).

@@ -98,6 +98,11 @@ impl GatewayError {
 
     /// The problem+json response, with `Retry-After` and `x-junction-breaker` where they apply.
     pub fn into_response(self) -> Response<Body> {
+        self.to_response()
+    }
+
+    /// Same as [`into_response`](Self::into_response), for errors shared between coalesced requests.
+    pub fn to_response(&self) -> Response<Body> {
         let status = self.status();
         let body = serde_json::json!({
             "type": format!("https://junction.dev/problems/{}", self.kind()),
@@ -112,7 +117,7 @@ impl GatewayError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        let retry_after = match &self {
+        let retry_after = match self {
             GatewayError::BreakerOpen { retry_in, .. } => {
                 h.insert("x-junction-breaker", HeaderValue::from_static("open"));
                 Some(*retry_in)

@@ -66,7 +66,10 @@ async fn failed_probe_reopens_for_another_reset_timeout() {
     advance(Duration::from_secs(5)).await;
     b.try_acquire().unwrap().failure();
     assert_eq!(b.state(), BreakerState::Open);
-    assert_eq!(b.try_acquire().unwrap_err().retry_in, Duration::from_secs(5));
+    assert_eq!(
+        b.try_acquire().unwrap_err().retry_in,
+        Duration::from_secs(5)
+    );
     assert_eq!(b.snapshot().times_opened, 2);
 }
 

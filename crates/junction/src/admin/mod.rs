@@ -13,7 +13,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use junction_queue::Broker;
 use serde_json::json;
@@ -40,6 +40,7 @@ pub fn router(state: AdminState) -> Router {
     let protected = Router::new()
         .route("/metrics", get(observe::metrics))
         .route("/admin/breakers", get(observe::breakers))
+        .route("/admin/cache", delete(observe::invalidate_cache))
         .route("/admin/messages/{id}", get(queue::message))
         .route("/admin/dlq", get(queue::dlq_list))
         .route("/admin/dlq/replay", post(queue::dlq_replay_all))

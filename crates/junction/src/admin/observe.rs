@@ -1,4 +1,4 @@
-//! Read-only views: Prometheus metrics and breaker states.
+//! Views of live state (Prometheus metrics, breakers) and cache invalidation.
 
 use super::AdminState;
 use crate::telemetry::metrics::{TopicLabel, UpstreamLabel};
@@ -10,6 +10,16 @@ use serde_json::json;
 
 pub(super) async fn metrics(State(state): State<AdminState>) -> Response {
     // Gauges that mirror state are refreshed at scrape time.
+    let stats = state.gateway.cache.stats();
+    state.metrics.cache_evictions.set(stats.evictions as i64);
+    state
+        .metrics
+        .cache_entries
+        .set(stats.entries.unwrap_or(0) as i64);
+    state
+        .metrics
+        .cache_bytes
+        .set(stats.bytes.unwrap_or(0) as i64);
     if let Some(broker) = &state.broker {
         let depth = broker.depth();
         for (topic, n) in &depth.topics {
@@ -77,4 +87,42 @@ pub(super) async fn breakers(State(state): State<AdminState>) -> Json<serde_json
         })
         .collect();
     Json(json!({ "breakers": list }))
+}
+
+/// Query of `DELETE /admin/cache`.
+#[derive(serde::Deserialize)]
+pub(super) struct InvalidateQuery {
+    tag: Option<String>,
+    key: Option<String>,
+}
+
+/// `DELETE /admin/cache?tag=T` or `?key=K`: drops entries on every instance sharing the store.
+pub(super) async fn invalidate_cache(
+    State(state): State<AdminState>,
+    axum::extract::Query(q): axum::extract::Query<InvalidateQuery>,
+) -> Response {
+    let cache = &state.gateway.cache;
+    let result = match (&q.tag, &q.key) {
+        (Some(tag), None) => cache
+            .invalidate_tag(tag)
+            .await
+            .map(|n| json!({ "tag": tag, "dropped": n })),
+        (None, Some(key)) => cache
+            .invalidate_key(key)
+            .await
+            .map(|found| json!({ "key": key, "dropped": u64::from(found) })),
+        _ => {
+            return super::problem(
+                axum::http::StatusCode::BAD_REQUEST,
+                "give exactly one of ?tag= or ?key=",
+            );
+        }
+    };
+    match result {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => super::problem(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            &crate::proxy::upstream::error_chain(&e),
+        ),
+    }
 }

@@ -1,5 +1,7 @@
 //! Forwarding a sync route's request to its upstream and streaming the answer back.
 
+use super::cached;
+use super::trim::{requested_fields, shape_streamed, Shaped};
 use super::upstream::{CallOptions, RequestBody, Upstream};
 use super::{router::render_path, Gateway, Outcome, Route};
 use crate::body::{Body, BoxError};
@@ -11,6 +13,7 @@ use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// Request bodies up to this size are buffered so that a retry can send them again.
 const REPLAY_CAP: u64 = 64 * 1024;
@@ -28,16 +31,30 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-/// Sends the request to `upstream` with its policies; returns the upstream's answer, body streaming.
+/// Serves a sync route: from the cache when the route has one, else by calling
+/// `upstream` with its policies, then invalidates tags and shapes the answer.
 pub async fn forward(
-    gw: &Gateway,
-    route: &Route,
-    upstream: &Upstream,
+    gw: &Arc<Gateway>,
+    route: &Arc<Route>,
+    upstream: &Arc<Upstream>,
     params: &[(String, String)],
     req: Request<Incoming>,
     peer: SocketAddr,
     outcome: &mut Outcome,
 ) -> Result<Response<Body>, GatewayError> {
+    let shaped = Shaped {
+        fields: requested_fields(req.uri().query(), route.fields.as_ref())?,
+        bytes_in: route.traffic.bytes_in.clone(),
+        bytes_out: route.traffic.bytes_out.clone(),
+    };
+    if let Some(cache) = &route.cache {
+        if matches!(*req.method(), Method::GET | Method::HEAD) {
+            return cached::serve(
+                gw, route, cache, upstream, params, req, peer, &shaped, outcome,
+            )
+            .await;
+        }
+    }
     outcome.upstream = Some(upstream.name().to_string());
     let (parts, body) = req.into_parts();
     let retry_allowed = is_idempotent(&parts.method) || route.retry_non_idempotent;
@@ -46,7 +63,7 @@ pub async fn forward(
         Some(t) => render_path(t, params),
         None => parts.uri.path().to_string(),
     };
-    let path_and_query = match parts.uri.query() {
+    let path_and_query = match strip_fields_param(parts.uri.query()) {
         Some(q) => format!("{path}?{q}"),
         None => path,
     };
@@ -57,13 +74,33 @@ pub async fn forward(
         body_limit: gw.max_body,
     };
     let (resp, attempts) = upstream
-        .call(parts.method, uri, headers, body, opts)
+        .call(parts.method.clone(), uri, headers, body, opts)
         .await
         .inspect_err(|_| {
             outcome.attempts = outcome.attempts.max(1);
         })?;
     outcome.attempts = attempts;
-    Ok(client_response(resp))
+    if resp.status().is_success() && !route.invalidate.is_empty() {
+        gw.invalidate_tags(&cached::render_tags(&route.invalidate, params))
+            .await;
+    }
+    Ok(shape_streamed(resp, &parts.method, &parts.headers, &shaped).await)
+}
+
+/// The query without the `fields` parameter, which Junction applies itself; `None` when empty.
+pub fn strip_fields_param(query: Option<&str>) -> Option<String> {
+    let q = query?;
+    if !q
+        .split('&')
+        .any(|p| p == "fields" || p.starts_with("fields="))
+    {
+        return (!q.is_empty()).then(|| q.to_string());
+    }
+    let kept: Vec<&str> = q
+        .split('&')
+        .filter(|p| !(p.is_empty() || *p == "fields" || p.starts_with("fields=")))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("&"))
 }
 
 /// Whether retrying `m` cannot repeat a side effect (RFC 9110 idempotent methods).
@@ -117,7 +154,7 @@ fn body_error(e: BoxError, max: u64) -> GatewayError {
 }
 
 /// The request headers as the upstream should see them.
-fn upstream_headers(incoming: &HeaderMap, peer: SocketAddr) -> HeaderMap {
+pub fn upstream_headers(incoming: &HeaderMap, peer: SocketAddr) -> HeaderMap {
     let mut h = HeaderMap::with_capacity(incoming.len() + 3);
     for (name, value) in incoming {
         if name == header::HOST || HOP_BY_HOP.contains(&name.as_str()) {
@@ -152,4 +189,20 @@ pub fn client_response(resp: Response<Incoming>) -> Response<Body> {
         parts.headers.remove(*name);
     }
     Response::from_parts(parts, body.map_err(BoxError::from).boxed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_is_removed_from_the_upstream_query() {
+        assert_eq!(strip_fields_param(None), None);
+        assert_eq!(strip_fields_param(Some("a=1")), Some("a=1".into()));
+        assert_eq!(
+            strip_fields_param(Some("fields=a,b&x=2")),
+            Some("x=2".into())
+        );
+        assert_eq!(strip_fields_param(Some("fields=a")), None);
+    }
 }

@@ -5,8 +5,10 @@
 //! then metrics and the access log. Errors are [`GatewayError`]s, answered as
 //! problem+json in one place.
 
+pub mod cached;
 pub mod forward;
 pub mod router;
+pub mod trim;
 pub mod upstream;
 
 use crate::body::Body;
@@ -19,6 +21,8 @@ use anyhow::Context;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use http::{HeaderName, Method, Request, Response};
 use hyper::body::Incoming;
+use junction_cache::{CacheStore, Coalescer, FieldSet};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use router::Router;
 use std::collections::BTreeMap;
@@ -53,6 +57,10 @@ pub struct Gateway {
     pub max_body: u64,
     /// Header naming the calling system.
     pub caller_header: HeaderName,
+    /// Response cache shared by cached routes.
+    pub cache: Arc<dyn CacheStore>,
+    /// Collapses concurrent misses per cache key.
+    pub coalescer: Coalescer<cached::Fetched>,
     no_route_duration: Histogram,
 }
 
@@ -66,8 +74,46 @@ pub struct Route {
     pub upstream_path: Option<String>,
     /// Retries allowed for POST/PATCH too.
     pub retry_non_idempotent: bool,
+    /// Response caching, for GET/HEAD.
+    pub cache: Option<RouteCache>,
+    /// Tag templates dropped after a 2xx answer.
+    pub invalidate: Vec<String>,
+    /// Default JSON projection.
+    pub fields: Option<Arc<FieldSet>>,
+    /// Body bytes in from the upstream and out to clients.
+    pub traffic: Traffic,
     rate_limiter: Option<DefaultDirectRateLimiter>,
     duration: Histogram,
+}
+
+/// A route's cache settings and counters.
+pub struct RouteCache {
+    /// Freshness when the upstream gives none.
+    pub ttl: Duration,
+    /// Tag templates.
+    pub tags: Vec<String>,
+    /// Request headers in the key.
+    pub vary: Vec<HeaderName>,
+    /// Serve stale while refreshing, this long past freshness.
+    pub stale_while_revalidate: Duration,
+    /// Serve stale on upstream failure, this long past freshness.
+    pub stale_if_error: Duration,
+    /// Cache non-2xx answers too.
+    pub cache_errors: bool,
+    /// `junction_cache_hits_total{route}`.
+    pub hits: Counter,
+    /// `junction_cache_misses_total{route}`.
+    pub misses: Counter,
+    /// `junction_cache_stale_serves_total{route}`.
+    pub stale: Counter,
+}
+
+/// Per-route byte counters (the payload saving is bytes_in − bytes_out).
+pub struct Traffic {
+    /// Response bytes received from the upstream.
+    pub bytes_in: Counter,
+    /// Response bytes sent to clients.
+    pub bytes_out: Counter,
 }
 
 /// How a route is served.
@@ -94,6 +140,7 @@ impl Gateway {
         metrics: Metrics,
         upstreams: BTreeMap<String, Arc<Upstream>>,
         async_routes: &BTreeMap<String, Arc<AsyncRoute>>,
+        cache: Arc<dyn CacheStore>,
     ) -> anyhow::Result<Self> {
         let mut router = Router::default();
         for rc in &config.routes {
@@ -115,6 +162,8 @@ impl Gateway {
         Ok(Self {
             router,
             no_route_duration,
+            cache,
+            coalescer: Coalescer::new(),
             metrics,
             upstreams,
             max_body: config.limits.max_body.0,
@@ -149,11 +198,47 @@ impl Gateway {
                 .allow_burst(burst);
             RateLimiter::direct(quota)
         });
+        let label = RouteLabel {
+            route: rc.name.clone(),
+        };
+        let cache = match &rc.cache {
+            Some(c) => Some(RouteCache {
+                ttl: c.ttl.0,
+                tags: c.tags.clone(),
+                vary: c
+                    .vary
+                    .iter()
+                    .map(|h| HeaderName::from_bytes(h.as_bytes()))
+                    .collect::<Result<_, _>>()?,
+                stale_while_revalidate: c.stale_while_revalidate.map(|d| d.0).unwrap_or_default(),
+                stale_if_error: c.stale_if_error.map(|d| d.0).unwrap_or_default(),
+                cache_errors: c.cache_errors,
+                hits: metrics.cache_hits.get_or_create(&label).clone(),
+                misses: metrics.cache_misses.get_or_create(&label).clone(),
+                stale: metrics.cache_stale.get_or_create(&label).clone(),
+            }),
+            None => None,
+        };
+        let fields = match &rc.fields {
+            Some(list) => {
+                Some(Arc::new(FieldSet::parse(&list.join(",")).map_err(|e| {
+                    anyhow::anyhow!("route {}: fields: {e}", rc.name)
+                })?))
+            }
+            None => None,
+        };
         Ok(Route {
             name: rc.name.clone(),
             kind,
             upstream_path: rc.path.clone(),
             retry_non_idempotent: rc.retry_non_idempotent,
+            cache,
+            invalidate: rc.invalidate.clone(),
+            fields,
+            traffic: Traffic {
+                bytes_in: metrics.bytes_in.get_or_create(&label).clone(),
+                bytes_out: metrics.bytes_out.get_or_create(&label).clone(),
+            },
             rate_limiter,
             duration: metrics
                 .request_duration
@@ -162,6 +247,27 @@ impl Gateway {
                 })
                 .clone(),
         })
+    }
+
+    /// Drops every cache entry with one of `tags` (errors degrade to a warning and a metric).
+    pub async fn invalidate_tags(&self, tags: &[String]) {
+        for tag in tags {
+            match self.cache.invalidate_tag(tag).await {
+                Ok(n) => tracing::debug!(%tag, dropped = n, "cache tag invalidated"),
+                Err(e) => self.degraded(&e),
+            }
+        }
+    }
+
+    /// Records a cache backend failure; the request goes on without the cache.
+    pub fn degraded(&self, e: &junction_cache::CacheError) {
+        self.metrics.cache_degraded.inc();
+        tracing::warn!(error = %crate::proxy::upstream::error_chain(e), "cache backend failed; passing through");
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Upstreams by name (admin API, metrics).

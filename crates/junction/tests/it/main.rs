@@ -1,6 +1,7 @@
 //! Black-box tests: real Junction on port 0, real upstream servers, real HTTP.
 
 mod breaker;
+mod cache;
 mod cli;
 mod pipeline;
 mod proxy;

@@ -1,0 +1,165 @@
+//! Payload trimming on the way out: `?fields=` projection of JSON bodies, ETags
+//! and `If-None-Match` → 304, and bytes-in/bytes-out accounting per route.
+//! (Compression is a layer around the whole data plane; see `server`.)
+
+use super::forward::client_response;
+use crate::body::{full, Body};
+use crate::pipeline::ingest::is_json_type;
+use crate::problem::GatewayError;
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use junction_cache::{entry::etag_for, project_json_bytes, FieldSet};
+use prometheus_client::metrics::counter::Counter;
+use std::sync::Arc;
+
+/// Largest JSON body buffered for projection; larger ones pass through untouched.
+const MAX_PROJECTED_BODY: u64 = 32 << 20;
+
+/// How this request wants its response shaped.
+pub struct Shaped {
+    /// Fields to keep (`?fields=` or the route's default).
+    pub fields: Option<Arc<FieldSet>>,
+    /// Bytes sent to the client on this route.
+    pub bytes_out: Counter,
+    /// Bytes received from the upstream on this route.
+    pub bytes_in: Counter,
+}
+
+/// The projection a request asks for: `?fields=a,b.c` over the route default. Bad syntax is a 400.
+pub fn requested_fields(
+    query: Option<&str>,
+    default: Option<&Arc<FieldSet>>,
+) -> Result<Option<Arc<FieldSet>>, GatewayError> {
+    let param = query.and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "fields")
+            .map(|(_, v)| v.into_owned())
+    });
+    match param {
+        Some(list) => FieldSet::parse(&list)
+            .map(|f| Some(Arc::new(f)))
+            .map_err(|e| {
+                GatewayError::BadRequest(format!("invalid fields parameter {list:?}: {e}"))
+            }),
+        None => Ok(default.cloned()),
+    }
+}
+
+/// Builds the client response from a whole body: projection, ETag, 304, HEAD, byte counts.
+pub fn finish(
+    status: u16,
+    mut headers: HeaderMap,
+    body: Bytes,
+    etag: Option<&str>,
+    method: &Method,
+    req_headers: &HeaderMap,
+    shaped: &Shaped,
+) -> Response<Body> {
+    let mut body = body;
+    let mut etag = etag.map(str::to_string);
+    if let Some(fields) = &shaped.fields {
+        let json = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(is_json_type);
+        if (200..300).contains(&status) && json {
+            if let Ok(projected) = project_json_bytes(&body, fields) {
+                // A projection is its own representation: it gets its own validator.
+                etag = etag.map(|_| etag_for(&projected));
+                body = projected;
+            }
+        }
+    }
+    headers.remove(header::CONTENT_LENGTH);
+    headers.remove(header::TRANSFER_ENCODING);
+    if let Some(tag) = etag.as_deref().and_then(|t| HeaderValue::from_str(t).ok()) {
+        let matches = req_headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|inm| {
+                inm.split(',')
+                    .any(|c| c.trim() == "*" || weak_eq(c.trim(), tag.to_str().unwrap_or("")))
+            });
+        headers.insert(header::ETAG, tag);
+        if matches && (200..300).contains(&status) {
+            headers.remove(header::CONTENT_TYPE);
+            let mut resp = Response::new(crate::body::empty());
+            *resp.status_mut() = StatusCode::NOT_MODIFIED;
+            *resp.headers_mut() = headers;
+            return resp;
+        }
+    }
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    shaped.bytes_out.inc_by(body.len() as u64);
+    let body = if method == Method::HEAD {
+        crate::body::empty()
+    } else {
+        full(body)
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    *resp.headers_mut() = headers;
+    resp
+}
+
+/// Weak comparison of entity tags (RFC 9110 §8.8.3.2).
+fn weak_eq(a: &str, b: &str) -> bool {
+    a.trim_start_matches("W/") == b.trim_start_matches("W/")
+}
+
+/// An upstream response on an uncached route: streamed through, unless a JSON
+/// projection needs the whole body.
+pub async fn shape_streamed(
+    resp: Response<Incoming>,
+    method: &Method,
+    req_headers: &HeaderMap,
+    shaped: &Shaped,
+) -> Response<Body> {
+    let length = resp
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(is_json_type);
+    let wants_projection = shaped.fields.is_some()
+        && json
+        && resp.status().is_success()
+        && length.is_none_or(|l| l <= MAX_PROJECTED_BODY);
+    if !wants_projection {
+        if let Some(l) = length {
+            shaped.bytes_in.inc_by(l);
+            shaped.bytes_out.inc_by(l);
+        }
+        return client_response(resp);
+    }
+    let (parts, body) = resp.into_parts();
+    match Limited::new(body, MAX_PROJECTED_BODY as usize)
+        .collect()
+        .await
+    {
+        Ok(collected) => {
+            let bytes = collected.to_bytes();
+            shaped.bytes_in.inc_by(bytes.len() as u64);
+            finish(
+                parts.status.as_u16(),
+                parts.headers,
+                bytes,
+                None,
+                method,
+                req_headers,
+                shaped,
+            )
+        }
+        Err(e) => GatewayError::UpstreamUnreachable {
+            upstream: "upstream".into(),
+            cause: format!("reading the response body failed: {e}"),
+        }
+        .into_response(),
+    }
+}
