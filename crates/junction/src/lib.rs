@@ -8,6 +8,7 @@ pub mod admin;
 pub mod app;
 pub mod body;
 pub mod config;
+pub mod demo;
 pub mod pipeline;
 pub mod problem;
 pub mod proxy;

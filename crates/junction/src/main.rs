@@ -40,11 +40,32 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Run the ERP case study before/after Junction, print the table, write the plot.
+    Demo {
+        /// Built-in scenario (erp-peak) or a scenario file.
+        #[arg(long, default_value = "erp-peak")]
+        scenario: String,
+        /// Length of each run (e.g. 30s); when given, the demo exits after the report.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<std::time::Duration>,
+        /// Order syncs started per second.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Scale every latency and outage window (0.1 runs ten times faster).
+        #[arg(long)]
+        time_scale: Option<f64>,
+        /// Where the report, plot, generated config and queue are written.
+        #[arg(long, default_value = "junction-demo")]
+        out_dir: PathBuf,
+        /// Hide progress bars.
+        #[arg(long)]
+        quiet: bool,
+    },
 }
 
-fn init_logs(format: LogFormat) {
+fn init_logs(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -56,7 +77,13 @@ fn init_logs(format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs(cli.log_format);
+    // The demo draws progress bars and a table; per-request logs would drown them.
+    let default_level = if matches!(cli.command, Command::Demo { .. }) {
+        "warn"
+    } else {
+        "info"
+    };
+    init_logs(cli.log_format, default_level);
     match cli.command {
         Command::Check { config } => match config::load_file(&config) {
             Ok(c) => {
@@ -76,6 +103,31 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Demo {
+            scenario,
+            duration,
+            rate,
+            time_scale,
+            out_dir,
+            quiet,
+        } => {
+            let args = junction::demo::DemoArgs {
+                scenario,
+                duration,
+                rate,
+                time_scale,
+                out_dir,
+                progress: !quiet,
+            };
+            let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+            match rt.block_on(junction::demo::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve { config } => {
             let cfg = match config::load_file(&config) {
                 Ok(c) => c,

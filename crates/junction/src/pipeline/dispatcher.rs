@@ -40,6 +40,8 @@ const DEFAULT_BACKOFF: Backoff = Backoff {
 const LEASE_BATCH: usize = 256;
 /// Longest sleep between polls when nothing is due (a wake-up comes earlier on new work).
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Pause after the upstream refused a delivery without sending it (breaker, bulkhead).
+const REFUSED_PAUSE: Duration = Duration::from_millis(50);
 /// How long in-flight deliveries may finish after shutdown.
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
 
@@ -146,18 +148,23 @@ impl Dispatcher {
         while !shutdown.is_cancelled() {
             // An open breaker pauses this subscriber until the next probe is allowed.
             let snap = this.upstream.breaker().snapshot();
-            if snap.state == BreakerState::Open {
-                let wait = snap
-                    .next_probe_in
-                    .unwrap_or(IDLE_POLL)
-                    .max(Duration::from_millis(5));
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = shutdown.cancelled() => break,
+            let probing = match (snap.state, snap.next_probe_in) {
+                (BreakerState::Open, Some(wait)) if !wait.is_zero() => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
+                    continue;
                 }
-                continue;
-            }
-            let free = this.concurrency.available_permits();
+                (BreakerState::Open, _) | (BreakerState::HalfOpen, _) => true,
+                (BreakerState::Closed, _) => false,
+            };
+            // Half-open: one probe at a time decides whether the upstream is back.
+            let free = if probing {
+                this.concurrency.available_permits().min(1)
+            } else {
+                this.concurrency.available_permits()
+            };
             if free == 0 {
                 // Wait for one in-flight delivery to finish.
                 tokio::select! {
@@ -268,6 +275,14 @@ impl Dispatcher {
         let t0 = Instant::now();
         let result = self.send(&d, attempt).await;
         let took = t0.elapsed();
+        if let Err(GatewayError::BreakerOpen { .. } | GatewayError::Overloaded { .. }) = &result {
+            // Nothing was sent: this is not an attempt. The lease goes back and the
+            // dispatch loop pauses on the open breaker (or the bulkhead frees up);
+            // holding the slot a moment keeps a half-open loop from spinning.
+            tokio::time::sleep(REFUSED_PAUSE).await;
+            self.broker.release(&d).await;
+            return;
+        }
         let (ok, outcome, retry_after) = match &result {
             Ok((status, retry_after)) => (
                 (200..300).contains(status),

@@ -3,6 +3,7 @@
 mod breaker;
 mod cache;
 mod cli;
+mod crash;
 mod pipeline;
 mod proxy;
 mod retry;
