@@ -15,7 +15,7 @@ use crate::body::Body;
 use crate::config::{Config, RouteConfig};
 use crate::pipeline::AsyncRoute;
 use crate::problem::GatewayError;
-use crate::telemetry::metrics::RouteLabel;
+use crate::telemetry::metrics::{RouteLabel, RouteRequests};
 use crate::telemetry::Metrics;
 use anyhow::Context;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -61,7 +61,7 @@ pub struct Gateway {
     pub cache: Arc<dyn CacheStore>,
     /// Collapses concurrent misses per cache key.
     pub coalescer: Coalescer<cached::Fetched>,
-    no_route_duration: Histogram,
+    no_route: RouteMeters,
 }
 
 /// One configured route.
@@ -83,7 +83,7 @@ pub struct Route {
     /// Body bytes in from the upstream and out to clients.
     pub traffic: Traffic,
     rate_limiter: Option<DefaultDirectRateLimiter>,
-    duration: Histogram,
+    meters: RouteMeters,
 }
 
 /// A route's cache settings and counters.
@@ -106,6 +106,26 @@ pub struct RouteCache {
     pub misses: Counter,
     /// `junction_cache_stale_serves_total{route}`.
     pub stale: Counter,
+}
+
+/// A route's request count and latency handles, resolved once.
+pub struct RouteMeters {
+    requests: RouteRequests,
+    duration: Histogram,
+}
+
+impl RouteMeters {
+    fn new(metrics: &Metrics, route: &str) -> Self {
+        Self {
+            requests: metrics.route_requests(route),
+            duration: metrics
+                .request_duration
+                .get_or_create(&RouteLabel {
+                    route: route.to_string(),
+                })
+                .clone(),
+        }
+    }
 }
 
 /// Per-route byte counters (the payload saving is bytes_in − bytes_out).
@@ -153,15 +173,10 @@ impl Gateway {
                 .insert(method, &rc.matcher.path, route)
                 .with_context(|| format!("route {}", rc.name))?;
         }
-        let no_route_duration = metrics
-            .request_duration
-            .get_or_create(&RouteLabel {
-                route: "none".into(),
-            })
-            .clone();
+        let no_route = RouteMeters::new(&metrics, "none");
         Ok(Self {
             router,
-            no_route_duration,
+            no_route,
             cache,
             coalescer: Coalescer::new(),
             metrics,
@@ -240,12 +255,7 @@ impl Gateway {
                 bytes_out: metrics.bytes_out.get_or_create(&label).clone(),
             },
             rate_limiter,
-            duration: metrics
-                .request_duration
-                .get_or_create(&RouteLabel {
-                    route: rc.name.clone(),
-                })
-                .clone(),
+            meters: RouteMeters::new(metrics, &rc.name),
         })
     }
 
@@ -292,7 +302,7 @@ impl Gateway {
             .into_response();
             self.record(
                 "none",
-                &self.no_route_duration,
+                &self.no_route,
                 &method,
                 &path,
                 &resp,
@@ -332,7 +342,7 @@ impl Gateway {
         let resp = result.unwrap_or_else(GatewayError::into_response);
         self.record(
             &route.name,
-            &route.duration,
+            &route.meters,
             &method,
             &path,
             &resp,
@@ -346,7 +356,7 @@ impl Gateway {
     fn record(
         &self,
         route: &str,
-        duration: &Histogram,
+        meters: &RouteMeters,
         method: &Method,
         path: &str,
         resp: &Response<Body>,
@@ -355,8 +365,8 @@ impl Gateway {
     ) {
         let elapsed = start.elapsed();
         let status = resp.status().as_u16();
-        self.metrics.request_counter(route, status).inc();
-        duration.observe(elapsed.as_secs_f64());
+        meters.requests.inc(status);
+        meters.duration.observe(elapsed.as_secs_f64());
         tracing::info!(
             target: "junction::access",
             method = %method,

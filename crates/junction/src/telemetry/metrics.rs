@@ -92,7 +92,34 @@ pub struct Metrics {
     pub deliveries: Family<SubscriberOutcome, Counter>,
     pub delivery_latency: Family<SubscriberLabel, Histogram>,
     pub delivery_attempts: Family<SubscriberLabel, Histogram>,
-    status_cache: Arc<RwLock<HashMap<(String, u16), Counter>>>,
+}
+
+/// `junction_requests_total{route,status}` for one route, with a per-status handle cache
+/// so the hot path does no allocation.
+#[derive(Clone)]
+pub struct RouteRequests {
+    route: String,
+    family: Family<RouteStatus, Counter>,
+    by_status: Arc<RwLock<HashMap<u16, Counter>>>,
+}
+
+impl RouteRequests {
+    /// Counts one answered request.
+    pub fn inc(&self, status: u16) {
+        if let Some(c) = self.by_status.read().get(&status) {
+            c.inc();
+            return;
+        }
+        let c = self
+            .family
+            .get_or_create(&RouteStatus {
+                route: self.route.clone(),
+                status,
+            })
+            .clone();
+        c.inc();
+        self.by_status.write().insert(status, c);
+    }
 }
 
 fn latency_histogram() -> Histogram {
@@ -143,7 +170,6 @@ impl Metrics {
             deliveries: Family::default(),
             delivery_latency: Family::new_with_constructor(delivery_histogram),
             delivery_attempts: Family::new_with_constructor(attempts_histogram),
-            status_cache: Arc::default(),
         };
         // Names are registered without the `_total` suffix; the OpenMetrics
         // encoder appends it to counters.
@@ -251,21 +277,13 @@ impl Metrics {
         m
     }
 
-    /// The `{route,status}` request counter, resolved once per pair.
-    pub fn request_counter(&self, route: &str, status: u16) -> Counter {
-        let key = (route.to_string(), status);
-        if let Some(c) = self.status_cache.read().get(&key) {
-            return c.clone();
+    /// Counters of one route by status, resolved once per status.
+    pub fn route_requests(&self, route: &str) -> RouteRequests {
+        RouteRequests {
+            route: route.to_string(),
+            family: self.requests.clone(),
+            by_status: Arc::default(),
         }
-        let c = self
-            .requests
-            .get_or_create(&RouteStatus {
-                route: route.to_string(),
-                status,
-            })
-            .clone();
-        self.status_cache.write().insert(key, c.clone());
-        c
     }
 
     /// Prometheus text exposition of every metric.
