@@ -5,6 +5,7 @@ use crate::config::{CacheConfig, Config};
 use crate::pipeline;
 use crate::proxy::{build_upstreams, Gateway};
 use crate::server;
+use crate::telemetry::live::Live;
 use crate::telemetry::Metrics;
 use anyhow::Context;
 use junction_cache::{CacheStore, MemoryStore, RedisStore};
@@ -59,12 +60,14 @@ pub async fn run(
         .map(|b| pipeline::async_routes(&config, b))
         .unwrap_or_default();
     let cache = open_cache(&config).await?;
+    let live = Arc::new(Live::new());
     let gateway = Arc::new(Gateway::build(
         &config,
         metrics.clone(),
         upstreams.clone(),
         &async_routes,
         cache,
+        live.clone(),
     )?);
     let dispatch_stop = CancellationToken::new();
     let dispatchers = match &broker {
@@ -73,7 +76,7 @@ pub async fn run(
             b,
             &upstreams,
             &metrics,
-            None,
+            &live,
             dispatch_stop.clone(),
         )?,
         None => Vec::new(),

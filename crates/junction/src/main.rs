@@ -40,6 +40,21 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Live terminal view of a running Junction (routes, breakers, queues, cache).
+    Top {
+        /// Admin API base URL.
+        #[arg(long, default_value = "http://127.0.0.1:9090")]
+        admin: String,
+        /// Bearer token for the admin API.
+        #[arg(long, env = "JUNCTION_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Refresh interval.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+        /// Stop after this many refreshes (default: until Ctrl-C).
+        #[arg(long)]
+        iterations: Option<u64>,
+    },
     /// Run the ERP case study before/after Junction, print the table, write the plot.
     Demo {
         /// Built-in scenario (erp-peak) or a scenario file.
@@ -121,6 +136,26 @@ fn main() -> ExitCode {
             };
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
             match rt.block_on(junction::demo::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Top {
+            admin,
+            token,
+            interval,
+            iterations,
+        } => {
+            let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+            match rt.block_on(junction_telemetry::top::run_top(
+                &admin,
+                token.as_deref(),
+                interval,
+                iterations,
+            )) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");

@@ -5,6 +5,7 @@
 //! `/readyz` needs `Authorization: Bearer <token>`.
 
 mod observe;
+mod overview;
 mod queue;
 
 use crate::proxy::Gateway;
@@ -40,6 +41,8 @@ pub fn router(state: AdminState) -> Router {
     let protected = Router::new()
         .route("/metrics", get(observe::metrics))
         .route("/admin/breakers", get(observe::breakers))
+        .route("/admin/overview", get(overview::overview))
+        .route("/admin/dependencies", get(overview::dependencies))
         .route("/admin/cache", delete(observe::invalidate_cache))
         .route("/admin/messages/{id}", get(queue::message))
         .route("/admin/dlq", get(queue::dlq_list))
@@ -49,6 +52,7 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/", get(overview::dashboard))
         .merge(protected)
         .with_state(state)
 }

@@ -10,6 +10,7 @@ use crate::body::full;
 use crate::config::SubscriberConfig;
 use crate::problem::GatewayError;
 use crate::proxy::upstream::Upstream;
+use crate::telemetry::live::{Live, SubscriberLive};
 use crate::telemetry::metrics::{SubscriberLabel, SubscriberOutcome};
 use crate::telemetry::trace::next_traceparent;
 use crate::telemetry::Metrics;
@@ -21,13 +22,11 @@ use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use std::num::NonZeroU32;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-
-/// Called after each attempt: (topic, subscriber, latency, failed, was a retry).
-pub type DeliveryObserver = Arc<dyn Fn(&str, &str, Duration, bool, bool) + Send + Sync>;
 
 /// Attempts before dead-lettering when `max_attempts` is not set.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 20;
@@ -61,7 +60,8 @@ pub struct Dispatcher {
     max_concurrency: usize,
     rate: Option<DefaultDirectRateLimiter>,
     signer: Option<Signer>,
-    observer: Option<DeliveryObserver>,
+    live: Arc<Live>,
+    sub_live: Arc<SubscriberLive>,
     delivered: Counter,
     retried: Counter,
     dead: Counter,
@@ -77,7 +77,7 @@ impl Dispatcher {
         upstream: Arc<Upstream>,
         broker: Arc<dyn Broker>,
         metrics: &Metrics,
-        observer: Option<DeliveryObserver>,
+        live: Arc<Live>,
     ) -> anyhow::Result<Self> {
         let outcome = |o: &'static str| {
             metrics
@@ -131,7 +131,8 @@ impl Dispatcher {
             max_concurrency: sub.concurrency,
             rate,
             signer,
-            observer,
+            sub_live: live.subscriber(topic, &sub.name),
+            live,
             delivered: outcome("delivered"),
             retried: outcome("retry"),
             dead: outcome("dead"),
@@ -272,6 +273,9 @@ impl Dispatcher {
         if let Some(rate) = &self.rate {
             rate.until_ready().await;
         }
+        self.sub_live
+            .last_enqueued_ms
+            .store(d.first_enqueued_ms, Ordering::Relaxed);
         let t0 = Instant::now();
         let result = self.send(&d, attempt).await;
         let took = t0.elapsed();
@@ -291,13 +295,12 @@ impl Dispatcher {
             ),
             Err(e) => (false, describe(e), None),
         };
-        if let Some(obs) = &self.observer {
-            obs(&self.topic, &self.name, took, !ok, attempt > 1);
-        }
+        self.live.delivery(&self.sub_live, took, !ok, attempt > 1);
         let rec = record(attempt, started_ms, outcome.clone(), took);
         if ok {
             *self.failing_since.lock() = None;
             self.delivered.inc();
+            self.sub_live.finished(d.attempts, true);
             self.latency
                 .observe(now_ms().saturating_sub(d.first_enqueued_ms) as f64 / 1000.0);
             self.attempts_hist.observe(attempt as f64);
@@ -312,7 +315,10 @@ impl Dispatcher {
                 .finish_dead(
                     &d,
                     rec,
-                    format!("{} attempts failed; last: {outcome}", attempt),
+                    format!(
+                        "gave up after {attempt} attempt{}; last: {outcome}",
+                        if attempt == 1 { "" } else { "s" }
+                    ),
                 )
                 .await;
         }
@@ -333,6 +339,7 @@ impl Dispatcher {
 
     async fn finish_dead(&self, d: &Delivery, rec: AttemptRecord, reason: String) {
         self.dead.inc();
+        self.sub_live.finished(d.attempts, false);
         self.attempts_hist.observe(rec.attempt as f64);
         tracing::warn!(subscriber = %self.name, id = %d.message.id, %reason, "dead-lettered");
         if let Err(e) = self.broker.dead_letter(d, rec, reason).await {

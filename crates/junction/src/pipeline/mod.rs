@@ -86,7 +86,7 @@ pub fn start_dispatchers(
     broker: &Arc<dyn Broker>,
     upstreams: &BTreeMap<String, Arc<Upstream>>,
     metrics: &Metrics,
-    graph: Option<dispatcher::DeliveryObserver>,
+    live: &Arc<crate::telemetry::live::Live>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let mut tasks = Vec::new();
@@ -102,7 +102,7 @@ pub fn start_dispatchers(
                 upstream,
                 broker.clone(),
                 metrics,
-                graph.clone(),
+                live.clone(),
             )?;
             tasks.push(tokio::spawn(d.run(shutdown.clone())));
         }

@@ -130,6 +130,11 @@ pub async fn serve(
         }
     };
     outcome.attempts = u32::from(state == "MISS");
+    if state != "MISS" {
+        gw.metrics()
+            .cache_bytes_saved
+            .inc_by(entry.body.len() as u64);
+    }
     Ok(respond(
         &entry,
         state,

@@ -15,6 +15,7 @@ use crate::body::Body;
 use crate::config::{Config, RouteConfig};
 use crate::pipeline::AsyncRoute;
 use crate::problem::GatewayError;
+use crate::telemetry::live::{caller_node, Live};
 use crate::telemetry::metrics::{RouteLabel, RouteRequests};
 use crate::telemetry::Metrics;
 use anyhow::Context;
@@ -22,6 +23,8 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use http::{HeaderName, Method, Request, Response};
 use hyper::body::Incoming;
 use junction_cache::{CacheStore, Coalescer, FieldSet};
+use junction_telemetry::graph::node_id;
+use junction_telemetry::{EdgeKind, NodeKind, RouteStats};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use router::Router;
@@ -51,6 +54,7 @@ pub fn build_upstreams(
 /// Everything the data plane needs, built once from the config.
 pub struct Gateway {
     router: Router<Route>,
+    routes: Vec<Arc<Route>>,
     metrics: Metrics,
     upstreams: BTreeMap<String, Arc<Upstream>>,
     /// `limits.max_body` in bytes.
@@ -61,6 +65,8 @@ pub struct Gateway {
     pub cache: Arc<dyn CacheStore>,
     /// Collapses concurrent misses per cache key.
     pub coalescer: Coalescer<cached::Fetched>,
+    /// Rolling stats and the dependency graph.
+    pub live: Arc<Live>,
     no_route: RouteMeters,
 }
 
@@ -84,6 +90,11 @@ pub struct Route {
     pub traffic: Traffic,
     rate_limiter: Option<DefaultDirectRateLimiter>,
     meters: RouteMeters,
+    /// Graph node and live stats of this route.
+    node: String,
+    stats: Arc<RouteStats>,
+    /// Graph node and live stats of what it calls (upstream or topic).
+    callee: (String, EdgeKind, Option<Arc<RouteStats>>),
 }
 
 /// A route's cache settings and counters.
@@ -161,14 +172,23 @@ impl Gateway {
         upstreams: BTreeMap<String, Arc<Upstream>>,
         async_routes: &BTreeMap<String, Arc<AsyncRoute>>,
         cache: Arc<dyn CacheStore>,
+        live: Arc<Live>,
     ) -> anyhow::Result<Self> {
         let mut router = Router::default();
+        let mut routes = Vec::new();
         for rc in &config.routes {
-            let route = Arc::new(Self::build_route(rc, &upstreams, async_routes, &metrics)?);
+            let route = Arc::new(Self::build_route(
+                rc,
+                &upstreams,
+                async_routes,
+                &metrics,
+                &live,
+            )?);
             let method = match &rc.matcher.method {
                 Some(m) => Some(Method::from_bytes(m.to_ascii_uppercase().as_bytes())?),
                 None => None,
             };
+            routes.push(route.clone());
             router
                 .insert(method, &rc.matcher.path, route)
                 .with_context(|| format!("route {}", rc.name))?;
@@ -176,9 +196,11 @@ impl Gateway {
         let no_route = RouteMeters::new(&metrics, "none");
         Ok(Self {
             router,
+            routes,
             no_route,
             cache,
             coalescer: Coalescer::new(),
+            live,
             metrics,
             upstreams,
             max_body: config.limits.max_body.0,
@@ -191,6 +213,7 @@ impl Gateway {
         upstreams: &BTreeMap<String, Arc<Upstream>>,
         async_routes: &BTreeMap<String, Arc<AsyncRoute>>,
         metrics: &Metrics,
+        live: &Live,
     ) -> anyhow::Result<Route> {
         let kind = match (&rc.upstream, async_routes.get(&rc.name)) {
             (Some(name), _) => RouteKind::Sync {
@@ -215,6 +238,14 @@ impl Gateway {
         });
         let label = RouteLabel {
             route: rc.name.clone(),
+        };
+        let callee = match &kind {
+            RouteKind::Sync { upstream } => (
+                node_id(NodeKind::Upstream, upstream.name()),
+                EdgeKind::Sync,
+                Some(live.upstreams.get_or_create(upstream.name())),
+            ),
+            RouteKind::Async(a) => (node_id(NodeKind::Topic, &a.topic), EdgeKind::Async, None),
         };
         let cache = match &rc.cache {
             Some(c) => Some(RouteCache {
@@ -256,6 +287,9 @@ impl Gateway {
             },
             rate_limiter,
             meters: RouteMeters::new(metrics, &rc.name),
+            node: node_id(NodeKind::Route, &rc.name),
+            stats: live.routes.get_or_create(&rc.name),
+            callee,
         })
     }
 
@@ -278,6 +312,11 @@ impl Gateway {
     /// The metrics registry.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Every route, in config order.
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
     }
 
     /// Upstreams by name (admin API, metrics).
@@ -312,6 +351,12 @@ impl Gateway {
             return resp;
         };
         let route = matched.route;
+        let caller = caller_node(
+            req.headers()
+                .get(&self.caller_header)
+                .and_then(|v| v.to_str().ok()),
+            peer,
+        );
         let mut outcome = Outcome::default();
         let result = match route.rate_limiter.as_ref().map(|l| l.check()) {
             Some(Err(not_until)) => Err(GatewayError::RateLimited {
@@ -340,6 +385,7 @@ impl Gateway {
             },
         };
         let resp = result.unwrap_or_else(GatewayError::into_response);
+        self.observe(&route, &caller, &resp, &outcome, start.elapsed());
         self.record(
             &route.name,
             &route.meters,
@@ -350,6 +396,40 @@ impl Gateway {
             start,
         );
         resp
+    }
+
+    /// Feeds the live stats and the dependency graph: caller → route → upstream/topic.
+    fn observe(
+        &self,
+        route: &Route,
+        caller: &str,
+        resp: &Response<Body>,
+        outcome: &Outcome,
+        latency: Duration,
+    ) {
+        let failed = resp.status().is_server_error();
+        let retried = outcome.attempts > 1;
+        route.stats.record(latency, failed);
+        let graph = &self.live.graph;
+        graph.record_ref(
+            caller,
+            &route.node,
+            EdgeKind::Sync,
+            latency,
+            failed,
+            retried,
+        );
+        let (callee, kind, stats) = &route.callee;
+        let reached = match kind {
+            EdgeKind::Sync => outcome.attempts > 0,
+            EdgeKind::Async => resp.status().is_success(),
+        };
+        if reached {
+            graph.record_ref(&route.node, callee, *kind, latency, failed, retried);
+            if let Some(s) = stats {
+                s.record(latency, failed);
+            }
+        }
     }
 
     #[allow(clippy::too_many_arguments)]

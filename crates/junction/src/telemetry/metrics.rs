@@ -81,6 +81,7 @@ pub struct Metrics {
     pub cache_misses: Family<RouteLabel, Counter>,
     pub cache_stale: Family<RouteLabel, Counter>,
     pub cache_degraded: Counter,
+    pub cache_bytes_saved: Counter,
     pub cache_evictions: Gauge,
     pub cache_bytes: Gauge,
     pub cache_entries: Gauge,
@@ -159,6 +160,7 @@ impl Metrics {
             cache_misses: Family::default(),
             cache_stale: Family::default(),
             cache_degraded: Counter::default(),
+            cache_bytes_saved: Counter::default(),
             cache_evictions: Gauge::default(),
             cache_bytes: Gauge::default(),
             cache_entries: Gauge::default(),
@@ -217,6 +219,11 @@ impl Metrics {
             "junction_cache_degraded",
             "Cache backend errors answered by passing through",
             m.cache_degraded.clone(),
+        );
+        r.register(
+            "junction_cache_bytes_saved",
+            "Response body bytes served from cache instead of fetched upstream",
+            m.cache_bytes_saved.clone(),
         );
         r.register(
             "junction_cache_evictions",

@@ -4,6 +4,7 @@ mod breaker;
 mod cache;
 mod cli;
 mod crash;
+mod dashboard;
 mod pipeline;
 mod proxy;
 mod retry;
@@ -22,18 +23,22 @@ pub async fn start(yaml: &str) -> Running {
     let running = app::spawn(config, listeners).unwrap();
     // Wait until the admin API answers, so tests never race start-up.
     let client = reqwest::Client::new();
-    for _ in 0..100 {
+    for _ in 0..300 {
         if client
             .get(format!("http://{}/readyz", running.admin))
             .send()
             .await
             .is_ok_and(|r| r.status() == 200)
         {
-            break;
+            return running;
+        }
+        if running.task.is_finished() {
+            let result = running.task.await;
+            panic!("junction did not start: {result:?}");
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    running
+    panic!("junction not ready after 3 s")
 }
 
 /// A client that does not pool across tests and never follows redirects.

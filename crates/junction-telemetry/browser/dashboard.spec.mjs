@@ -1,0 +1,148 @@
+// Browser steps against a running Junction admin port (or the test fixture).
+//
+//   ADMIN_URL=http://127.0.0.1:9090 [ADMIN_TOKEN=...] node dashboard.spec.mjs <step>
+//
+// Steps (each loads the dashboard in a fresh headless Chromium profile):
+//   wait-state <upstream> <state>  until that upstream's breaker badge shows <state> (15 s)
+//   replay <dlq-id>                click the row's Replay button, wait until the row is gone (15 s)
+//   screenshot <path.png>          full-page screenshot once data and the graph are drawn
+// Exit 0 on success; 1 with a "FAIL:" line on failure; 2 on bad usage.
+// A JavaScript error on the page fails any step.
+import { chromium } from "playwright-core";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+const TIMEOUT_MS = 15_000;
+const USAGE = "usage: node dashboard.spec.mjs wait-state <upstream> <state> | replay <dlq-id> | screenshot <path.png>";
+
+class Failure extends Error {}
+
+function pageUrl() {
+  const base = process.env.ADMIN_URL;
+  if (!base) throw new Failure("ADMIN_URL is not set (e.g. http://127.0.0.1:9090)");
+  const url = new URL("/", base);
+  if (process.env.ADMIN_TOKEN) url.searchParams.set("token", process.env.ADMIN_TOKEN);
+  return url.toString();
+}
+
+async function withPage(fn) {
+  const profile = mkdtempSync(join(tmpdir(), "junction-dashboard-"));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    headless: true,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    viewport: { width: 1440, height: 900 },
+    deviceScaleFactor: 1,
+  });
+  const errors = [];
+  try {
+    const page = context.pages()[0] || (await context.newPage());
+    page.on("pageerror", (e) => errors.push(`page error: ${e.message}`));
+    page.on("console", (m) => { if (m.type() === "error" && !/status of 40[14]/.test(m.text())) errors.push(`console error: ${m.text()}`); });
+    const resp = await page.goto(pageUrl(), { waitUntil: "domcontentloaded", timeout: TIMEOUT_MS });
+    if (!resp || !resp.ok()) throw new Failure(`GET / answered ${resp ? resp.status() : "nothing"}`);
+    await waitLive(page);
+    await fn(page);
+    if (errors.length) throw new Failure(errors.join("\n"));
+  } finally {
+    await context.close();
+    rmSync(profile, { recursive: true, force: true });
+  }
+}
+
+// The status pill says live once /admin/overview answered; 401 fails fast.
+async function waitLive(page) {
+  try {
+    await page.waitForFunction(() => {
+      const s = document.querySelector("#status");
+      return s && (s.dataset.state === "live" || s.dataset.state === "unauthorized");
+    }, null, { timeout: TIMEOUT_MS });
+  } catch (_) {
+    const state = await page.locator("#status").getAttribute("data-state").catch(() => "?");
+    throw new Failure(`the dashboard did not get data within ${TIMEOUT_MS / 1000} s (status: ${state})`);
+  }
+  if ((await page.locator("#status").getAttribute("data-state")) === "unauthorized") {
+    throw new Failure("the admin API answered 401: set ADMIN_TOKEN to the admin token");
+  }
+}
+
+const cssString = (s) => JSON.stringify(String(s));
+
+async function waitState(upstream, state) {
+  await withPage(async (page) => {
+    const sel = `[data-upstream=${cssString(upstream)}] .state`;
+    const want = state.trim().toLowerCase();
+    try {
+      await page.waitForFunction(([sel, want]) => {
+        const el = document.querySelector(sel);
+        return Boolean(el) && el.textContent.trim().toLowerCase() === want;
+      }, [sel, want], { timeout: TIMEOUT_MS, polling: 100 });
+    } catch (_) {
+      const seen = await page.locator(sel).textContent({ timeout: 500 }).catch(() => null);
+      throw new Failure(seen === null
+        ? `no upstream "${upstream}" on the dashboard`
+        : `upstream "${upstream}" still shows "${seen.trim()}" after ${TIMEOUT_MS / 1000} s, wanted "${want}"`);
+    }
+    console.log(`ok: upstream ${upstream} is ${want}`);
+  });
+}
+
+async function replay(id) {
+  await withPage(async (page) => {
+    const row = page.locator(`#dlq [data-dlq-id=${cssString(id)}]`);
+    try {
+      await row.locator("button.replay").waitFor({ state: "visible", timeout: TIMEOUT_MS });
+    } catch (_) {
+      throw new Failure(`no dead letter "${id}" in the DLQ table`);
+    }
+    await row.locator("button.replay").click({ timeout: TIMEOUT_MS });
+    try {
+      await row.waitFor({ state: "detached", timeout: TIMEOUT_MS });
+    } catch (_) {
+      const toast = await page.locator("#toasts .toast").allTextContents().catch(() => []);
+      throw new Failure(`dead letter "${id}" is still listed after replay${toast.length ? `: ${toast.join(" / ")}` : ""}`);
+    }
+    const toast = await page.locator("#toasts .toast.error").allTextContents();
+    if (toast.length) throw new Failure(`replay reported an error: ${toast.join(" / ")}`);
+    console.log(`ok: dead letter ${id} replayed`);
+  });
+}
+
+async function screenshot(path) {
+  await withPage(async (page) => {
+    try {
+      await page.locator("#routes tbody tr[data-route]").first().waitFor({ timeout: TIMEOUT_MS });
+      await page.locator("#graph svg").waitFor({ timeout: TIMEOUT_MS });
+    } catch (_) {
+      throw new Failure("routes or the dependency graph never appeared");
+    }
+    // A few polls, so sparklines have a shape and countdowns move.
+    await page.waitForTimeout(Number(process.env.SCREENSHOT_DELAY_MS || 3500));
+    await page.screenshot({ path, fullPage: true });
+    console.log(`ok: screenshot written to ${path}`);
+  });
+}
+
+async function main() {
+  const [step, ...args] = process.argv.slice(2);
+  const steps = {
+    "wait-state": [2, () => waitState(args[0], args[1])],
+    replay: [1, () => replay(args[0])],
+    screenshot: [1, () => screenshot(args[0])],
+  };
+  const entry = steps[step];
+  if (!entry || args.length !== entry[0] || args.some((a) => !a)) {
+    console.error(USAGE);
+    process.exit(2);
+  }
+  try {
+    await entry[1]();
+  } catch (e) {
+    console.error(`FAIL: ${step} ${args.join(" ")}: ${e instanceof Failure ? e.message : e && e.stack ? e.stack : e}`);
+    process.exit(1);
+  }
+}
+
+await main();

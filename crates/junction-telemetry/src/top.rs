@@ -1,0 +1,332 @@
+//! `junction top`: the dashboard's overview numbers in a terminal.
+//!
+//! Why: on a server with only SSH, an operator still wants "which route is slow,
+//! which breaker is open, is the queue draining" at a glance. [`run_top`] polls
+//! `GET /admin/overview` (shape documented in [`crate::dashboard`]) and redraws
+//! a table: clear screen and ANSI colours on a terminal, plain frames one after
+//! another otherwise (pipes, logs, tests). [`render_overview`] is the pure part.
+
+use anyhow::{bail, Context as _};
+use serde_json::Value;
+use std::fmt::Write as _;
+use std::io::{IsTerminal as _, Write as _};
+use std::time::Duration;
+
+#[path = "top_table.rs"]
+mod table;
+
+use table::{bytes, count, ms, pct, rate, state_style, Align, Style, Table};
+
+/// Polls `{admin_url}/admin/overview` every `interval` and redraws the table,
+/// `iterations` times (forever when `None`, until Ctrl-C).
+///
+/// A failed poll is shown in place of the table and polling goes on; a 401 ends
+/// at once (no token or a wrong one), and so does a failure of the last poll
+/// when `iterations` is given.
+pub async fn run_top(
+    admin_url: &str,
+    token: Option<&str>,
+    interval: Duration,
+    iterations: Option<u64>,
+) -> anyhow::Result<()> {
+    let url = format!("{}/admin/overview", admin_url.trim_end_matches('/'));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .context("building the HTTP client")?;
+    let tty = std::io::stdout().is_terminal();
+    let width = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse::<usize>().ok())
+        .filter(|w| *w >= 40)
+        .unwrap_or(if tty { 100 } else { 120 });
+    let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(100)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    if tty {
+        print!("\x1b[?25l");
+    }
+    let mut done = 0u64;
+    let outcome = loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = &mut ctrl_c => break Ok(()),
+        }
+        done += 1;
+        let last = iterations.is_some_and(|n| done >= n);
+        let polled = fetch(&client, &url, token).await;
+        let body = match &polled {
+            Ok(json) => render(json, width, tty),
+            Err(e) => format!("cannot read {url}: {e:#}\n"),
+        };
+        let mut frame = String::new();
+        if tty {
+            frame.push_str("\x1b[H\x1b[2J");
+        }
+        let _ = writeln!(
+            frame,
+            "junction top · {admin_url} · every {}",
+            fmt_interval(interval)
+        );
+        frame.push_str(&body);
+        if !tty {
+            frame.push('\n');
+        }
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(frame.as_bytes());
+        let _ = out.flush();
+        drop(out);
+        match polled {
+            Err(e) if e.downcast_ref::<Unauthorized>().is_some() => break Err(e),
+            Err(e) if last => break Err(e),
+            _ if last => break Ok(()),
+            _ => {}
+        }
+    };
+    if tty {
+        print!("\x1b[?25h");
+        let _ = std::io::stdout().flush();
+    }
+    outcome
+}
+
+/// The admin API answered 401.
+#[derive(Debug)]
+struct Unauthorized;
+
+impl std::fmt::Display for Unauthorized {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the admin API needs a bearer token (set --token or JUNCTION_ADMIN_TOKEN)")
+    }
+}
+
+impl std::error::Error for Unauthorized {}
+
+async fn fetch(client: &reqwest::Client, url: &str, token: Option<&str>) -> anyhow::Result<Value> {
+    let mut req = client.get(url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.context("request failed")?;
+    let status = resp.status();
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        return Err(Unauthorized.into());
+    }
+    if !status.is_success() {
+        let text = resp.text().await.unwrap_or_default();
+        bail!(
+            "HTTP {status}: {}",
+            text.chars().take(200).collect::<String>()
+        );
+    }
+    resp.json::<Value>().await.context("the answer is not JSON")
+}
+
+fn fmt_interval(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// The overview as plain text, every line at most `width` characters.
+pub fn render_overview(json: &Value, width: usize) -> String {
+    render(json, width, false)
+}
+
+fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("-")
+}
+
+fn list<'a>(json: &'a Value, key: &str) -> &'a [Value] {
+    json.get(key)
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+fn uptime(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3_600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h) {
+        (0, 0) => format!("{m}m {s:02}s"),
+        (0, _) => format!("{h}h {m:02}m {s:02}s"),
+        _ => format!("{d}d {h:02}h {m:02}m"),
+    }
+}
+
+fn render(json: &Value, width: usize, ansi: bool) -> String {
+    let width = width.max(40);
+    let routes = list(json, "routes");
+    let upstreams = list(json, "upstreams");
+    let open = upstreams
+        .iter()
+        .filter(|u| str_of(u, "state") != "closed")
+        .count();
+    let mut out = String::new();
+    let up = json
+        .get("uptime_s")
+        .and_then(Value::as_u64)
+        .map_or("-".into(), uptime);
+    let summary = format!(
+        "up {up} · {} routes · {} upstreams ({open} not closed) · {} topics",
+        routes.len(),
+        upstreams.len(),
+        list(json, "queues").len()
+    );
+    out.push_str(&table::fit(&summary, width));
+    out.push('\n');
+
+    let mut t = Table::new(
+        "ROUTES",
+        &[
+            ("KIND", Align::Left),
+            ("RPS", Align::Right),
+            ("P50 MS", Align::Right),
+            ("P99 MS", Align::Right),
+            ("ERR", Align::Right),
+            ("TOTAL", Align::Right),
+        ],
+    );
+    for r in routes {
+        t.row(
+            str_of(r, "name"),
+            vec![
+                (str_of(r, "kind").to_owned(), Style::Plain),
+                (rate(r.get("rps")), Style::Plain),
+                (ms(r.get("p50_ms")), Style::Plain),
+                (ms(r.get("p99_ms")), Style::Plain),
+                pct(r.get("error_ratio")),
+                (count(r.get("count_total")), Style::Plain),
+            ],
+        );
+    }
+    t.render_into(&mut out, width, ansi);
+
+    let mut t = Table::new(
+        "UPSTREAMS",
+        &[
+            ("STATE", Align::Left),
+            ("ERR", Align::Right),
+            ("CALLS", Align::Right),
+            ("IN FLIGHT", Align::Right),
+            ("RPS", Align::Right),
+            ("P99 MS", Align::Right),
+            ("NEXT PROBE", Align::Right),
+        ],
+    );
+    for u in upstreams {
+        let state = str_of(u, "state");
+        let probe = u
+            .get("next_probe_in_ms")
+            .and_then(Value::as_f64)
+            .map_or("-".into(), |n| format!("in {:.1}s", n / 1000.0));
+        let flight = format!(
+            "{}/{}",
+            count(u.get("in_flight")),
+            count(u.get("max_concurrency"))
+        );
+        t.row(
+            str_of(u, "name"),
+            vec![
+                (state.to_owned(), state_style(state)),
+                pct(u.get("error_ratio")),
+                (count(u.get("calls_in_window")), Style::Plain),
+                (flight, Style::Plain),
+                (rate(u.get("rps")), Style::Plain),
+                (ms(u.get("p99_ms")), Style::Plain),
+                (probe, Style::Plain),
+            ],
+        );
+    }
+    t.render_into(&mut out, width, ansi);
+
+    let queues = list(json, "queues");
+    if !queues.is_empty() {
+        let mut t = Table::new(
+            "QUEUES",
+            &[
+                ("DEPTH", Align::Right),
+                ("DLQ", Align::Right),
+                ("OLDEST PENDING", Align::Right),
+            ],
+        );
+        for q in queues {
+            let dlq = count(q.get("dlq_depth"));
+            let dlq_style = if dlq != "0" && dlq != "-" {
+                Style::Bad
+            } else {
+                Style::Plain
+            };
+            let oldest = q
+                .get("oldest_pending_age_ms")
+                .and_then(Value::as_f64)
+                .map_or("-".into(), |n| format!("{:.1}s", n / 1000.0));
+            t.row(
+                str_of(q, "topic"),
+                vec![
+                    (count(q.get("depth")), Style::Plain),
+                    (dlq, dlq_style),
+                    (oldest, Style::Plain),
+                ],
+            );
+        }
+        t.render_into(&mut out, width, ansi);
+    }
+
+    let subscribers = list(json, "subscribers");
+    if !subscribers.is_empty() {
+        let mut t = Table::new(
+            "SUBSCRIBERS",
+            &[
+                ("TOPIC", Align::Left),
+                ("DELIVERED", Align::Right),
+                ("RETRYING", Align::Right),
+                ("DEAD", Align::Right),
+                ("P99 MS", Align::Right),
+            ],
+        );
+        for s in subscribers {
+            let dead = count(s.get("dead"));
+            let dead_style = if dead != "0" && dead != "-" {
+                Style::Bad
+            } else {
+                Style::Plain
+            };
+            t.row(
+                str_of(s, "name"),
+                vec![
+                    (str_of(s, "topic").to_owned(), Style::Plain),
+                    (count(s.get("delivered")), Style::Plain),
+                    (count(s.get("retrying")), Style::Plain),
+                    (dead, dead_style),
+                    (ms(s.get("p99_ms")), Style::Plain),
+                ],
+            );
+        }
+        t.render_into(&mut out, width, ansi);
+    }
+
+    out.push('\n');
+    match json.get("cache").filter(|c| c.is_object()) {
+        Some(c) => {
+            let (ratio, _) = pct(c.get("hit_ratio"));
+            let line = format!(
+                "CACHE  hit ratio {ratio} · hits {} · misses {} · entries {} · size {} · saved {}",
+                count(c.get("hits")),
+                count(c.get("misses")),
+                count(c.get("entries")),
+                bytes(c.get("bytes")),
+                bytes(c.get("bytes_saved")),
+            );
+            out.push_str(&table::fit(&line, width));
+        }
+        None => out.push_str("CACHE  not configured"),
+    }
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+#[path = "top_tests.rs"]
+mod tests;

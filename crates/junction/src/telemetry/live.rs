@@ -1,0 +1,131 @@
+//! Live numbers behind the dashboard and `junction top`: rolling statistics per
+//! route, upstream and subscriber, and the dependency graph of who calls whom.
+//!
+//! Prometheus counters answer "how many since start"; these answer "what is
+//! happening now" (rate, p50/p99 and error ratio over the last 30 s).
+
+use junction_telemetry::graph::node_id;
+use junction_telemetry::{DependencyGraph, EdgeKind, NodeKind, RouteStats, StatsRegistry};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Rolling stats and the dependency graph, shared by the data plane, the dispatcher and the admin API.
+pub struct Live {
+    /// Per route.
+    pub routes: StatsRegistry,
+    /// Per upstream (calls that reached it).
+    pub upstreams: StatsRegistry,
+    /// Who calls whom.
+    pub graph: DependencyGraph,
+    /// Per subscriber: counters and stats for the overview.
+    pub subscribers: parking_lot::RwLock<Vec<Arc<SubscriberLive>>>,
+    started: Instant,
+}
+
+/// What the overview shows of one subscriber.
+pub struct SubscriberLive {
+    /// Subscriber name.
+    pub name: String,
+    /// Its topic.
+    pub topic: String,
+    /// Graph node ids, computed once.
+    pub topic_node: String,
+    /// Graph node id of the subscriber.
+    pub node: String,
+    /// Deliveries acknowledged since start.
+    pub delivered: AtomicU64,
+    /// Deliveries dead-lettered since start.
+    pub dead: AtomicU64,
+    /// Deliveries waiting for another attempt (as seen by this process).
+    pub retrying: AtomicI64,
+    /// Enqueue time (unix ms) of the message most recently handed to the subscriber: the delivery lag.
+    pub last_enqueued_ms: AtomicU64,
+    /// Attempt latency and errors.
+    pub stats: Arc<RouteStats>,
+}
+
+impl Default for Live {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Live {
+    /// Empty numbers, uptime counted from now.
+    pub fn new() -> Self {
+        Self {
+            routes: StatsRegistry::new(),
+            upstreams: StatsRegistry::new(),
+            graph: DependencyGraph::new(),
+            subscribers: Default::default(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Seconds since start.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Registers a subscriber of `topic` and returns its live handle.
+    pub fn subscriber(&self, topic: &str, name: &str) -> Arc<SubscriberLive> {
+        let s = Arc::new(SubscriberLive {
+            name: name.to_string(),
+            topic: topic.to_string(),
+            topic_node: node_id(NodeKind::Topic, topic),
+            node: node_id(NodeKind::Subscriber, name),
+            delivered: AtomicU64::new(0),
+            dead: AtomicU64::new(0),
+            retrying: AtomicI64::new(0),
+            last_enqueued_ms: AtomicU64::new(0),
+            stats: Arc::new(RouteStats::new()),
+        });
+        self.subscribers.write().push(s.clone());
+        s
+    }
+
+    /// Records one delivery attempt on the topic → subscriber edge.
+    pub fn delivery(&self, s: &SubscriberLive, latency: Duration, failed: bool, retried: bool) {
+        s.stats.record(latency, failed);
+        self.graph.record_ref(
+            &s.topic_node,
+            &s.node,
+            EdgeKind::Async,
+            latency,
+            failed,
+            retried,
+        );
+    }
+}
+
+impl SubscriberLive {
+    /// A delivery will be tried again (counted once per delivery).
+    pub fn retry_scheduled(&self, previous_attempts: u32) {
+        if previous_attempts == 0 {
+            self.retrying.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A delivery reached a final state.
+    pub fn finished(&self, previous_attempts: u32, delivered: bool) {
+        if previous_attempts > 0 {
+            self.retrying.fetch_sub(1, Ordering::Relaxed);
+        }
+        let counter = if delivered {
+            &self.delivered
+        } else {
+            &self.dead
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The graph node of the system that sent a request: the caller header's value, else the client address.
+pub fn caller_node(header_value: Option<&str>, peer: SocketAddr) -> String {
+    match header_value.filter(|v| !v.is_empty()) {
+        Some(v) => node_id(NodeKind::Caller, v),
+        None => node_id(NodeKind::Caller, &peer.ip().to_string()),
+    }
+}

@@ -1,0 +1,328 @@
+//! The live views: overview, dependency graph numbers, the dashboard page (also
+//! in a real headless Chromium), and `junction top`.
+
+use super::{client, start};
+use junction_testkit::{Behavior, FakeUpstream};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+fn config(inv: &str, sub: &str) -> String {
+    let queue = std::env::temp_dir().join(format!("junction-it-{}", uuid::Uuid::new_v4()));
+    format!(
+        r#"
+queue: {{ backend: embedded, path: "{}" }}
+upstreams:
+  inventory: {{ url: "{inv}", timeout: 1s, breaker: {{ min_requests: 1000 }} }}
+  vendor: {{ url: "{inv}", timeout: 1s, breaker: {{ min_requests: 3, reset_timeout: 60s }} }}
+  hooks: {{ url: "{sub}", timeout: 1s, breaker: {{ min_requests: 1000 }} }}
+routes:
+  - {{ name: product, match: {{ method: GET, path: /products/{{id}} }}, upstream: inventory, cache: {{ ttl: 60s }} }}
+  - {{ name: stock, match: {{ method: GET, path: /stock }}, upstream: inventory }}
+  - {{ name: vendor, match: {{ method: GET, path: /vendor }}, upstream: vendor }}
+  - name: orders
+    match: {{ method: POST, path: /orders }}
+    async:
+      topic: orders
+      subscribers:
+        - {{ name: fulfillment, upstream: hooks, path: /hook, max_attempts: 1 }}
+"#,
+        queue.display()
+    )
+}
+
+async fn json(url: String) -> Value {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn graph_edges_carry_the_numbers_of_known_traffic() {
+    let up = FakeUpstream::with(Behavior::FailTimes {
+        status: 500,
+        times: 10,
+        retry_after: None,
+    })
+    .await;
+    let hooks = FakeUpstream::start().await;
+    let gw = start(&config(&up.url(), &hooks.url())).await;
+    for _ in 0..100 {
+        client()
+            .get(format!("http://{}/stock", gw.data))
+            .header("x-junction-caller", "erp")
+            .send()
+            .await
+            .unwrap();
+    }
+    let r = client()
+        .post(format!("http://{}/orders", gw.data))
+        .header("x-junction-caller", "erp")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    super::pipeline::eventually("delivered", Duration::from_secs(5), || hooks.calls() == 1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let g = json(format!("http://{}/admin/dependencies", gw.admin)).await;
+    let edge = |from: &str, to: &str| -> Value {
+        g["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["from"] == from && e["to"] == to)
+            .cloned()
+            .unwrap_or_else(|| panic!("no edge {from} -> {to} in {g}"))
+    };
+    let e = edge("caller:erp", "route:stock");
+    assert_eq!(e["calls"], 100);
+    assert_eq!(e["errors"], 10);
+    assert!(
+        (e["error_ratio"].as_f64().unwrap() - 0.1).abs() < 1e-9,
+        "{e}"
+    );
+    assert_eq!(e["kind"], "sync");
+    let e = edge("route:stock", "upstream:inventory");
+    assert!(
+        (e["error_ratio"].as_f64().unwrap() - 0.1).abs() < 1e-9,
+        "{e}"
+    );
+    assert_eq!(edge("route:orders", "topic:orders")["kind"], "async");
+    let e = edge("topic:orders", "subscriber:fulfillment");
+    assert_eq!(
+        (e["kind"].as_str(), e["calls"].as_u64()),
+        (Some("async"), Some(1))
+    );
+    assert!(!g["slowest_path"].as_array().unwrap().is_empty());
+
+    let dot = client()
+        .get(format!("http://{}/admin/dependencies?format=dot", gw.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(dot.starts_with("digraph"), "{dot}");
+    assert!(dot.contains("stock") && dot.contains("inventory"), "{dot}");
+
+    let o = json(format!("http://{}/admin/overview", gw.admin)).await;
+    let stock = o["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "stock")
+        .unwrap();
+    assert_eq!(stock["count_total"], 100);
+    assert!((stock["error_ratio"].as_f64().unwrap() - 0.1).abs() < 1e-9);
+    let orders = o["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "orders")
+        .unwrap();
+    assert_eq!(orders["kind"], "async");
+    assert_eq!(o["subscribers"][0]["name"], "fulfillment");
+    assert_eq!(o["subscribers"][0]["delivered"], 1);
+    assert_eq!(o["queues"][0]["topic"], "orders");
+    assert!(o["cache"].is_object());
+}
+
+#[tokio::test]
+async fn the_dashboard_is_served_and_the_api_needs_the_token() {
+    let up = FakeUpstream::start().await;
+    std::env::set_var("JUNCTION_TEST_DASH_TOKEN", "s3cret");
+    let cfg = format!(
+        "admin: {{ token_env: JUNCTION_TEST_DASH_TOKEN }}\n{}",
+        config(&up.url(), &up.url())
+    );
+    let gw = start(&cfg).await;
+    let page = client()
+        .get(format!("http://{}/", gw.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(page.text().await.unwrap().contains("id=\"graph\""));
+    let denied = client()
+        .get(format!("http://{}/admin/overview", gw.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 401);
+    assert_eq!(denied.headers()["content-type"], "application/problem+json");
+    let ok = client()
+        .get(format!("http://{}/admin/overview", gw.admin))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(
+        client()
+            .get(format!("http://{}/healthz", gw.admin))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn top_prints_the_overview() {
+    let up = FakeUpstream::start().await;
+    let gw = start(&config(&up.url(), &up.url())).await;
+    client()
+        .get(format!("http://{}/stock", gw.data))
+        .send()
+        .await
+        .unwrap();
+    let admin = format!("http://{}", gw.admin);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_junction"))
+            .args(["top", "--admin", &admin, "--iterations", "1"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in ["stock", "inventory", "closed", "orders"] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+}
+
+/// Runs one step of the browser harness (`crates/junction-telemetry/browser`).
+fn browser_step(admin: &str, args: &[&str]) -> Result<(), String> {
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../junction-telemetry/browser/run.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .args(args)
+        .env("ADMIN_URL", admin)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Headless Chromium against a real Junction: a breaker opening shows on the page,
+/// a dead letter's Replay button redelivers it, and a screenshot is kept.
+/// Needs /usr/bin/chromium and npm (`.ci/run` installs them and sets
+/// JUNCTION_BROWSER_TESTS=1, which makes a missing browser a failure).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_in_headless_chromium() {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !std::path::Path::new(&chromium).exists() {
+        assert!(
+            std::env::var("JUNCTION_BROWSER_TESTS").is_err(),
+            "JUNCTION_BROWSER_TESTS is set but {chromium} is missing"
+        );
+        eprintln!(
+            "skipping: {chromium} not installed (set JUNCTION_BROWSER_TESTS=1 to require it)"
+        );
+        return;
+    }
+    let up = FakeUpstream::start().await;
+    let hooks = FakeUpstream::with(Behavior::Status(500)).await;
+    let gw = start(&config(&up.url(), &hooks.url())).await;
+    let admin = format!("http://{}", gw.admin);
+    let data = format!("http://{}", gw.data);
+    for _ in 0..20 {
+        client()
+            .get(format!("{data}/products/1"))
+            .header("x-junction-caller", "web-shop")
+            .send()
+            .await
+            .unwrap();
+        client()
+            .get(format!("{data}/stock"))
+            .header("x-junction-caller", "erp")
+            .send()
+            .await
+            .unwrap();
+    }
+    let a = admin.clone();
+    tokio::task::spawn_blocking(move || browser_step(&a, &["wait-state", "vendor", "closed"]))
+        .await
+        .unwrap()
+        .unwrap();
+
+    // The vendor fails: its breaker opens, and the page shows it.
+    up.set(Behavior::Status(503));
+    for _ in 0..3 {
+        client().get(format!("{data}/vendor")).send().await.unwrap();
+    }
+    let a = admin.clone();
+    tokio::task::spawn_blocking(move || browser_step(&a, &["wait-state", "vendor", "open"]))
+        .await
+        .unwrap()
+        .unwrap();
+
+    // A dead letter (the subscriber answers 500, one attempt allowed), replayed by clicking.
+    let r = client()
+        .post(format!("{data}/orders"))
+        .header("x-junction-caller", "order-service")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let mut dl_id = String::new();
+    for _ in 0..100 {
+        let dlq = json(format!("{admin}/admin/dlq")).await;
+        if let Some(id) = dlq["items"][0]["id"].as_str() {
+            dl_id = id.to_string();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!dl_id.is_empty(), "no dead letter appeared");
+    hooks.set(Behavior::Ok("{}".into()));
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    let (a, s) = (admin.clone(), shot.display().to_string());
+    tokio::task::spawn_blocking(move || browser_step(&a, &["screenshot", &s]))
+        .await
+        .unwrap()
+        .unwrap();
+    let (a, id) = (admin.clone(), dl_id.clone());
+    tokio::task::spawn_blocking(move || browser_step(&a, &["replay", &id]))
+        .await
+        .unwrap()
+        .unwrap();
+    super::pipeline::eventually("replayed delivery", Duration::from_secs(10), || {
+        hooks.calls() == 2
+    })
+    .await;
+    assert!(
+        std::fs::metadata(&shot).unwrap().len() > 10_000,
+        "screenshot kept at {}",
+        shot.display()
+    );
+    eprintln!("dashboard screenshot: {}", shot.display());
+}
