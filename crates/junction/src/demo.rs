@@ -77,8 +77,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     let report = run_demo_with_cluster(&opts, &cluster, start).await;
     let gateway = running.lock().take();
-    let report = report?;
-    let _ = report;
+    report?;
     let Some(gw) = gateway else { return Ok(()) };
     if args.duration.is_none() {
         println!();

@@ -60,3 +60,68 @@ fn every_command_has_help() {
         assert!(!out.stdout.is_empty());
     }
 }
+
+#[test]
+fn demo_runs_before_and_after_and_writes_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = junction()
+        .args([
+            "demo",
+            "--duration",
+            "4s",
+            "--rate",
+            "20",
+            "--time-scale",
+            "0.02",
+            "--quiet",
+            "--out-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for row in [
+        "Before (direct)",
+        "After (Junction)",
+        "p99 response time",
+        "Failed transactions",
+        "Events delivered eventually",
+        "Dead letters",
+    ] {
+        assert!(stdout.contains(row), "{row} missing:\n{stdout}");
+    }
+    // Every accepted order reached both subscribers, and the caller saw no failure.
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("demo-report.json")).unwrap())
+            .unwrap();
+    let text = report.to_string();
+    assert!(text.contains("after"), "{text}");
+    let svg = std::fs::read_to_string(dir.path().join("demo-report.svg")).unwrap();
+    assert!(
+        svg.starts_with("<svg") || svg.starts_with("<?xml"),
+        "{}",
+        &svg[..100.min(svg.len())]
+    );
+    let delivered_line = stdout
+        .lines()
+        .find(|l| l.starts_with("Events delivered eventually"))
+        .unwrap();
+    let nums: Vec<u64> = delivered_line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(
+        nums.len() >= 2 && nums[0] == nums[1] && nums[0] > 0,
+        "not all delivered: {delivered_line}"
+    );
+    let failed_line = stdout
+        .lines()
+        .find(|l| l.starts_with("Failed transactions"))
+        .unwrap();
+    assert!(
+        failed_line.contains("0 (0.0%)"),
+        "the Junction path failed transactions: {failed_line}"
+    );
+}
