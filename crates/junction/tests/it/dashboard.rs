@@ -293,15 +293,15 @@ async fn dashboard_in_headless_chromium() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    let mut dl_id = String::new();
-    for _ in 0..100 {
-        let dlq = json(format!("{admin}/admin/dlq")).await;
-        if let Some(id) = dlq["items"][0]["id"].as_str() {
-            dl_id = id.to_string();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let dlq =
+        super::pipeline::poll_json(&format!("{admin}/admin/dlq"), Duration::from_secs(5), |v| {
+            v["items"][0]["id"].is_string()
+        })
+        .await;
+    let dl_id = dlq["items"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert!(!dl_id.is_empty(), "no dead letter appeared");
     hooks.set(Behavior::Ok("{}".into()));
     let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");

@@ -1,34 +1,39 @@
-use super::{client, metric};
-use junction::app::{self, Listeners, Running};
+use super::{client, metric, start};
+use junction::app::Running;
 use junction_testkit::{closed_port, Behavior, FakeUpstream};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
 
 /// Starts Junction with an embedded queue in `dir`.
 async fn start_in(dir: &std::path::Path, yaml: &str) -> Running {
-    let yaml = format!(
-        "queue: {{ backend: embedded, path: {} }}\n{yaml}",
+    let queue = format!(
+        "queue: {{ backend: embedded, path: {} }}\n",
         dir.join("q").display()
     );
-    let config = junction::config::load_str(&yaml, "test.yaml").unwrap_or_else(|e| panic!("{e:?}"));
-    let listeners = Listeners {
-        data: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        admin: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    };
-    let running = app::spawn(config, listeners).unwrap();
-    for _ in 0..200 {
-        if client()
-            .get(format!("http://{}/readyz", running.admin))
+    start(&format!("{queue}{yaml}")).await
+}
+
+/// Polls a JSON admin endpoint until `done` holds (bounded); returns the last answer.
+pub async fn poll_json(
+    url: &str,
+    timeout: Duration,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let t0 = Instant::now();
+    loop {
+        let v: serde_json::Value = client()
+            .get(url)
             .send()
             .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            break;
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if done(&v) || t0.elapsed() > timeout {
+            return v;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    running
 }
 
 /// Waits (bounded) until `f` holds.
@@ -89,32 +94,14 @@ async fn accepted_events_reach_every_subscriber_with_headers() {
         assert!(seen.headers.contains_key("traceparent"));
     }
     // The message record shows both delivered.
-    let mut status = serde_json::Value::Null;
-    for _ in 0..50 {
-        status = client()
-            .get(format!("http://{}/admin/messages/{id}", gw.admin))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if status["subscribers"]
+    let all_delivered = |v: &serde_json::Value| {
+        v["subscribers"]
             .as_array()
             .is_some_and(|s| s.iter().all(|x| x["state"]["state"] == "delivered"))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(
-        status["subscribers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|x| x["state"]["state"] == "delivered"),
-        "{status}"
-    );
+    };
+    let url = format!("http://{}/admin/messages/{id}", gw.admin);
+    let status = poll_json(&url, Duration::from_secs(2), all_delivered).await;
+    assert!(all_delivered(&status), "{status}");
     assert_eq!(
         metric(
             gw.admin,
@@ -177,21 +164,11 @@ async fn a_failing_subscriber_retries_then_dead_letters_and_replay_delivers() {
         .collect();
     assert_eq!(attempts, vec!["1", "2", "3"]);
 
-    let mut dlq = serde_json::Value::Null;
-    for _ in 0..100 {
-        dlq = client()
-            .get(format!("http://{}/admin/dlq?subscriber=sub-b", gw.admin))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if dlq["items"].as_array().is_some_and(|i| i.len() == 1) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let url = format!("http://{}/admin/dlq?subscriber=sub-b", gw.admin);
+    let dlq = poll_json(&url, Duration::from_secs(5), |v| {
+        v["items"].as_array().is_some_and(|i| i.len() == 1)
+    })
+    .await;
     let items = dlq["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{dlq}");
     assert_eq!(items[0]["subscriber"], "sub-b");
@@ -315,18 +292,11 @@ async fn a_full_queue_answers_503_with_retry_after() {
     let dir = tempfile::tempdir().unwrap();
     let down = closed_port().await;
     let yaml = two_subscribers(&format!("http://{down}"), &format!("http://{down}"), "");
-    let dirq = dir.path().join("q");
-    let full = format!(
-        "queue: {{ backend: embedded, path: {}, max_depth: 3 }}\n{yaml}",
-        dirq.display()
+    let queue = format!(
+        "queue: {{ backend: embedded, path: {}, max_depth: 3 }}\n",
+        dir.path().join("q").display()
     );
-    let config = junction::config::load_str(&full, "t.yaml").unwrap();
-    let listeners = Listeners {
-        data: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        admin: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    };
-    let gw = app::spawn(config, listeners).unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let gw = start(&format!("{queue}{yaml}")).await;
     let mut statuses = Vec::new();
     for i in 0..5 {
         let r = client()
