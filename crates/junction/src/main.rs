@@ -3,9 +3,13 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use junction::app::{self, Listeners};
 use junction::config;
+use junction::telemetry::otel;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
 
 /// Junction, a resilient integration gateway.
 #[derive(Parser)]
@@ -78,16 +82,35 @@ enum Command {
     },
 }
 
-fn init_logs(format: LogFormat, default_level: &str) {
+/// Starts logging on stderr and, when `otlp` names a collector, span export
+/// (call inside a Tokio runtime then; drop the guard before the runtime to flush).
+fn init_logs(
+    format: LogFormat,
+    default_level: &str,
+    otlp: Option<&str>,
+) -> anyhow::Result<Option<otel::OtelGuard>> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
+    let Some(endpoint) = otlp else {
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
+        match format {
+            LogFormat::Text => builder.init(),
+            LogFormat::Json => builder.json().flatten_event(true).init(),
+        }
+        return Ok(None);
+    };
+    let (spans, guard) = otel::layer(endpoint)?;
+    // Spans are for the collector only: the log lines stay as they are.
+    let filter = filter.add_directive(format!("{}=off", otel::TARGET).parse()?);
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match format {
+        LogFormat::Text => logs.with_filter(filter).boxed(),
+        LogFormat::Json => logs.json().flatten_event(true).with_filter(filter).boxed(),
+    };
+    tracing_subscriber::registry().with(spans).with(logs).init();
+    Ok(Some(guard))
 }
 
 fn main() -> ExitCode {
@@ -98,7 +121,10 @@ fn main() -> ExitCode {
     } else {
         "info"
     };
-    init_logs(cli.log_format, default_level);
+    if !matches!(cli.command, Command::Serve { .. }) {
+        // `serve` starts logging once its config (which may name a collector) is loaded.
+        init_logs(cli.log_format, default_level, None).expect("plain logging cannot fail");
+    }
     match cli.command {
         Command::Check { config } => match config::load_file(&config) {
             Ok(c) => {
@@ -174,13 +200,25 @@ fn main() -> ExitCode {
                 }
             };
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-            match rt.block_on(serve(cfg)) {
+            let otlp = cfg.telemetry.otlp_endpoint.as_deref();
+            let logs = rt.block_on(async { init_logs(cli.log_format, default_level, otlp) });
+            let spans = match logs {
+                Ok(guard) => guard,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return ExitCode::from(2);
+                }
+            };
+            let code = match rt.block_on(serve(cfg)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
                     ExitCode::FAILURE
                 }
-            }
+            };
+            // Flush buffered spans while the runtime still runs.
+            drop(spans);
+            code
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::proxy::upstream::Upstream;
 use crate::telemetry::live::{Live, SubscriberLive};
 use crate::telemetry::metrics::{SubscriberLabel, SubscriberOutcome};
 use crate::telemetry::trace::next_traceparent;
-use crate::telemetry::Metrics;
+use crate::telemetry::{otel, Metrics};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use junction_policy::{parse_retry_after, Backoff, BreakerState};
@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Attempts before dead-lettering when `max_attempts` is not set.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 20;
@@ -276,10 +277,18 @@ impl Dispatcher {
         self.sub_live
             .last_enqueued_ms
             .store(d.first_enqueued_ms, Ordering::Relaxed);
+        let span = otel::delivery_span(
+            &self.name,
+            &self.topic,
+            d.message.id.as_str(),
+            attempt,
+            &d.message.headers,
+        );
         let t0 = Instant::now();
-        let result = self.send(&d, attempt).await;
+        let result = self.send(&d, attempt).instrument(span.clone()).await;
         let took = t0.elapsed();
         if let Err(GatewayError::BreakerOpen { .. } | GatewayError::Overloaded { .. }) = &result {
+            otel::record_outcome(&span, "refused", None, false);
             // Nothing was sent: this is not an attempt. The lease goes back and the
             // dispatch loop pauses on the open breaker (or the bulkhead frees up);
             // holding the slot a moment keeps a half-open loop from spinning.
@@ -295,6 +304,7 @@ impl Dispatcher {
             ),
             Err(e) => (false, describe(e), None),
         };
+        otel::record_outcome(&span, &outcome, result.as_ref().ok().map(|r| r.0), !ok);
         self.live.delivery(&self.sub_live, took, !ok, attempt > 1);
         let rec = record(attempt, started_ms, outcome.clone(), took);
         if ok {

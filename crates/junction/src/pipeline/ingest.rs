@@ -5,7 +5,6 @@ use crate::body::{full, Body};
 use crate::config::KeySource;
 use crate::problem::GatewayError;
 use crate::proxy::forward::collect_body;
-use crate::telemetry::trace::next_traceparent;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use junction_queue::{EnqueueOutcome, EnqueueRequest, QueueError};
@@ -105,7 +104,7 @@ pub fn is_json_type(ct: &str) -> bool {
 fn forwarded_headers(h: &HeaderMap) -> Vec<(String, String)> {
     let mut out = vec![(
         "traceparent".to_string(),
-        next_traceparent(h.get("traceparent").and_then(|v| v.to_str().ok())),
+        crate::telemetry::otel::hop_traceparent(h.get("traceparent").and_then(|v| v.to_str().ok())),
     )];
     for name in ["tracestate", "x-junction-caller"] {
         if let Some(v) = h.get(name).and_then(|v| v.to_str().ok()) {

@@ -17,7 +17,7 @@ use crate::pipeline::AsyncRoute;
 use crate::problem::GatewayError;
 use crate::telemetry::live::{caller_node, Live};
 use crate::telemetry::metrics::{RouteLabel, RouteRequests};
-use crate::telemetry::Metrics;
+use crate::telemetry::{otel, Metrics};
 use anyhow::Context;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use http::{HeaderName, Method, Request, Response};
@@ -33,6 +33,7 @@ use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 use upstream::Upstream;
 
 /// Builds every upstream (shared by sync routes and subscribers) from the config.
@@ -324,12 +325,22 @@ impl Gateway {
         &self.upstreams
     }
 
-    /// Answers one request.
+    /// Answers one request, inside its trace span when tracing is on.
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
         peer: SocketAddr,
     ) -> Response<Body> {
+        if !otel::enabled() {
+            return self.respond(req, peer).await;
+        }
+        let span = otel::request_span(req.method(), req.uri().path(), req.headers());
+        let resp = self.respond(req, peer).instrument(span.clone()).await;
+        otel::record_response(&span, &resp);
+        resp
+    }
+
+    async fn respond(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let start = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
@@ -351,6 +362,7 @@ impl Gateway {
             return resp;
         };
         let route = matched.route;
+        otel::record_route(&route.name);
         let caller = caller_node(
             req.headers()
                 .get(&self.caller_header)

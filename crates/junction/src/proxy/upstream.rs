@@ -14,7 +14,7 @@ use crate::body::{Body, BoxError};
 use crate::config::{RetryCondition, RetryOn, UpstreamConfig};
 use crate::problem::GatewayError;
 use crate::telemetry::metrics::{UpstreamLabel, UpstreamOutcome};
-use crate::telemetry::Metrics;
+use crate::telemetry::{otel, Metrics};
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request, Response, Uri};
 use hyper::body::Incoming;
@@ -25,6 +25,7 @@ use junction_policy::{
 };
 use prometheus_client::metrics::counter::Counter;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// The HTTP client shared by every upstream: pooled keep-alive HTTP/1.1.
 pub type HttpClient = Client<HttpConnector, Body>;
@@ -299,8 +300,39 @@ impl Upstream {
             .map_err(|e| e.into_gateway_error(&self.name, self.timeout, u64::MAX))
     }
 
-    /// One attempt through bulkhead, breaker and timeout.
+    /// One attempt, in its own trace span when tracing is on.
     async fn attempt(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<Response<Incoming>, AttemptError> {
+        if !otel::enabled() {
+            return self.attempt_inner(method, uri, headers, body).await;
+        }
+        let span = otel::attempt_span(&self.name, method);
+        let result = self
+            .attempt_inner(method, uri, headers, body)
+            .instrument(span.clone())
+            .await;
+        let (outcome, status) = match &result {
+            Ok(resp) if self.is_failure_status(resp.status().as_u16()) => {
+                ("failure", Some(resp.status().as_u16()))
+            }
+            Ok(resp) => ("success", Some(resp.status().as_u16())),
+            Err(AttemptError::Connect(_)) => ("connect_error", None),
+            Err(AttemptError::Timeout) => ("timeout", None),
+            Err(AttemptError::Rejected(GatewayError::BreakerOpen { .. })) => ("breaker_open", None),
+            Err(AttemptError::Rejected(_)) => ("rejected", None),
+            Err(AttemptError::Other(_)) => ("error", None),
+        };
+        otel::record_outcome(&span, outcome, status, outcome != "success");
+        result
+    }
+
+    /// One attempt through bulkhead, breaker and timeout.
+    async fn attempt_inner(
         &self,
         method: &Method,
         uri: &Uri,
@@ -325,6 +357,7 @@ impl Upstream {
         *req.method_mut() = method.clone();
         *req.uri_mut() = uri.clone();
         *req.headers_mut() = headers.clone();
+        otel::inject_current(req.headers_mut());
         match tokio::time::timeout(self.timeout, self.client.request(req)).await {
             Ok(Ok(resp)) => {
                 if self.is_failure_status(resp.status().as_u16()) {

@@ -2,6 +2,7 @@
 
 pub mod live;
 pub mod metrics;
+pub mod otel;
 pub mod trace;
 
 pub use metrics::Metrics;

@@ -5,6 +5,7 @@ mod cache;
 mod cli;
 mod crash;
 mod dashboard;
+mod otel;
 mod pipeline;
 mod proxy;
 mod retry;
