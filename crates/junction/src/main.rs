@@ -1,6 +1,11 @@
 //! The `junction` command: serve, check, demo.
 
 use clap::{Parser, Subcommand, ValueEnum};
+
+/// mimalloc: the data plane allocates small, short-lived buffers per request;
+/// glibc malloc showed up at ~10% of CPU under load, mimalloc is markedly cheaper.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use junction::app::{self, Listeners};
 use junction::config;
 use junction::telemetry::otel;
