@@ -30,11 +30,18 @@ pub(crate) struct Recovered {
     pub ids: IdGen,
 }
 
+/// Page cache of the queue file.
+const CACHE_BYTES: usize = 64 << 20;
+
 /// Opens (or creates) the queue in directory `dir`.
 pub(crate) fn open(dir: &Path) -> Res<Recovered> {
     std::fs::create_dir_all(dir)
         .map_err(|e| EmbeddedError::Corrupt(format!("cannot create {}: {e}", dir.display())))?;
-    let db = Database::create(dir.join(DB_FILE))?;
+    // redb's page cache defaults to 1 GiB, which a deep backlog fills: cap it so
+    // memory stays bounded however many events are pending (they live on disk).
+    let db = redb::Builder::new()
+        .set_cache_size(CACHE_BYTES)
+        .create(dir.join(DB_FILE))?;
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate);
     let mut counters = Counters::default();
