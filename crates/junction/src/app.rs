@@ -105,15 +105,16 @@ pub async fn run(
             .with_graceful_shutdown(async move { admin_shutdown.cancelled().await })
             .await
     });
-    let data_task = tokio::spawn(server::serve_data(
+    let data_task = tokio::spawn(server::serve_data_threads(
         listeners.data,
         gateway,
         shutdown.clone(),
         SHUTDOWN_GRACE,
+        server::worker_count(),
     ));
     ready.store(true, Ordering::Release);
     tracing::info!(data = %data_addr, admin = %admin_addr, "junction is serving");
-    data_task.await?;
+    data_task.await??;
     // Stop accepting first (above), then let dispatchers drain their in-flight deliveries.
     dispatch_stop.cancel();
     for d in dispatchers {

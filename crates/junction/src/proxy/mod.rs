@@ -41,13 +41,9 @@ pub fn build_upstreams(
     config: &Config,
     metrics: &Metrics,
 ) -> anyhow::Result<BTreeMap<String, Arc<Upstream>>> {
-    let client = upstream::http_client();
     let mut upstreams = BTreeMap::new();
     for (name, cfg) in &config.upstreams {
-        upstreams.insert(
-            name.clone(),
-            Arc::new(Upstream::new(name, cfg, client.clone(), metrics)?),
-        );
+        upstreams.insert(name.clone(), Arc::new(Upstream::new(name, cfg, metrics)?));
     }
     Ok(upstreams)
 }

@@ -27,10 +27,18 @@ use prometheus_client::metrics::counter::Counter;
 use std::time::Duration;
 use tracing::Instrument;
 
-/// The HTTP client shared by every upstream: pooled keep-alive HTTP/1.1.
+/// The HTTP client: pooled keep-alive HTTP/1.1.
 pub type HttpClient = Client<HttpConnector, Body>;
 
-/// Builds the shared client.
+thread_local! {
+    /// One client (and connection pool) per thread. The data plane runs one
+    /// single-threaded runtime per core; a per-thread pool keeps each pooled
+    /// connection's I/O on the thread that uses it, so a request never waits on
+    /// a cross-thread wake-up.
+    static CLIENT: HttpClient = http_client();
+}
+
+/// Builds a client.
 pub fn http_client() -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
@@ -65,12 +73,11 @@ struct RetryPolicy {
     budget: RetryBudget,
 }
 
-/// One upstream: its address, client, and policies. Shared by every route using it.
+/// One upstream: its address and policies. Shared by every route using it.
 pub struct Upstream {
     name: String,
     scheme_authority: String,
     base_path: String,
-    client: HttpClient,
     timeout: Duration,
     breaker: CircuitBreaker,
     bulkhead: Bulkhead,
@@ -94,12 +101,7 @@ struct Outcomes {
 
 impl Upstream {
     /// Builds an upstream from its config; `url` was validated by config loading.
-    pub fn new(
-        name: &str,
-        cfg: &UpstreamConfig,
-        client: HttpClient,
-        metrics: &Metrics,
-    ) -> anyhow::Result<Self> {
+    pub fn new(name: &str, cfg: &UpstreamConfig, metrics: &Metrics) -> anyhow::Result<Self> {
         let uri: Uri = cfg.url.parse()?;
         let authority = uri
             .authority()
@@ -153,7 +155,6 @@ impl Upstream {
             name: name.to_string(),
             scheme_authority: format!("{}://{}", uri.scheme_str().unwrap_or("http"), authority),
             base_path,
-            client,
             timeout,
             breaker: CircuitBreaker::new(cfg.breaker.to_policy()),
             bulkhead: Bulkhead::new(cfg.max_concurrency),
@@ -358,7 +359,7 @@ impl Upstream {
         *req.uri_mut() = uri.clone();
         *req.headers_mut() = headers.clone();
         otel::inject_current(req.headers_mut());
-        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+        match tokio::time::timeout(self.timeout, CLIENT.with(|c| c.request(req))).await {
             Ok(Ok(resp)) => {
                 if self.is_failure_status(resp.status().as_u16()) {
                     self.outcomes.failure.inc();
