@@ -45,10 +45,11 @@ const BACKEND: &str = "redis";
 /// Minimum gap between two degradation warnings in the log.
 const WARN_EVERY_MS: u64 = 10_000;
 
-/// Stores the entry and links it to its tags, raising each tag set's expiry.
+/// Stores the entry and links it to its tags, raising each tag set's expiry to
+/// at least the entry's plus a second, so a set never expires before its members.
 const PUT_SCRIPT: &str = r"
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-local ttl = tonumber(ARGV[2])
+local ttl = tonumber(ARGV[2]) + 1000
 for i = 2, #KEYS do
   redis.call('SADD', KEYS[i], KEYS[1])
   if redis.call('PTTL', KEYS[i]) < ttl then

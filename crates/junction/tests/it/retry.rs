@@ -41,9 +41,10 @@ async fn retries_idempotent_requests_with_growing_gaps() {
     assert_eq!(up.calls(), 4);
     let at: Vec<_> = up.seen().iter().map(|s| s.at).collect();
     let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
-    // Full jitter: each gap is at most its ceiling (40, 80, 160 ms) plus scheduling slack.
+    // Full jitter: each gap is at most its ceiling (40, 80, 160 ms) plus scheduling slack
+    // (generous: CI shares two cores with the build).
     for (gap, ceiling) in gaps.iter().zip([40u64, 80, 160]) {
-        assert!(*gap <= Duration::from_millis(ceiling + 60), "{gaps:?}");
+        assert!(*gap <= Duration::from_millis(ceiling + 100), "{gaps:?}");
     }
     assert_eq!(
         metric(
