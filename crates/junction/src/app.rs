@@ -57,7 +57,7 @@ pub async fn run(
     };
     let async_routes = broker
         .as_ref()
-        .map(|b| pipeline::async_routes(&config, b))
+        .map(|b| pipeline::async_routes(&config, b, &metrics))
         .unwrap_or_default();
     let cache = open_cache(&config).await?;
     let live = Arc::new(Live::new());

@@ -66,6 +66,9 @@ pub async fn accept(
         QueueError::Full { depth, max } => GatewayError::QueueFull { depth, max },
         other => GatewayError::QueueUnavailable(crate::proxy::upstream::error_chain(&other)),
     })?;
+    if matches!(outcome, EnqueueOutcome::Accepted(_)) {
+        route.accepted.inc();
+    }
     let body = serde_json::json!({
         "id": outcome.id().as_str(),
         "topic": route.topic,

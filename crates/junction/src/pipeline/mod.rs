@@ -19,6 +19,7 @@ pub mod signing;
 
 use crate::config::{Config, KeySource, QueueConfig};
 use crate::proxy::upstream::Upstream;
+use crate::telemetry::metrics::TopicLabel;
 use crate::telemetry::Metrics;
 use anyhow::Context;
 use junction_queue::{Broker, EmbeddedBroker, EmbeddedConfig};
@@ -41,6 +42,8 @@ pub struct AsyncRoute {
     pub idempotency_window: Duration,
     /// The queue.
     pub broker: Arc<dyn Broker>,
+    /// `junction_events_accepted_total{topic}`.
+    pub accepted: prometheus_client::metrics::counter::Counter,
 }
 
 /// Opens the configured queue backend.
@@ -62,6 +65,7 @@ pub async fn open_broker(config: &Config) -> anyhow::Result<Arc<dyn Broker>> {
 pub fn async_routes(
     config: &Config,
     broker: &Arc<dyn Broker>,
+    metrics: &Metrics,
 ) -> BTreeMap<String, Arc<AsyncRoute>> {
     config
         .routes
@@ -74,6 +78,12 @@ pub fn async_routes(
                 ordering_key: a.subscribers.iter().find_map(|s| s.ordering_key.clone()),
                 idempotency_window: a.idempotency_window.0,
                 broker: broker.clone(),
+                accepted: metrics
+                    .events_accepted
+                    .get_or_create(&TopicLabel {
+                        topic: a.topic.clone(),
+                    })
+                    .clone(),
             };
             (name, Arc::new(route))
         })

@@ -105,6 +105,14 @@ async fn accepted_events_reach_every_subscriber_with_headers() {
     assert_eq!(
         metric(
             gw.admin,
+            r#"junction_events_accepted_total{topic="orders"}"#
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric(
+            gw.admin,
             r#"junction_deliveries_total{subscriber="sub-a",outcome="delivered"}"#
         )
         .await,
