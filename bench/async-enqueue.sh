@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# Durable accept rate and delivery rate of an async route, against RabbitMQ publisher confirms.
+#
+# Junction: one async route (POST /orders, embedded redb queue, fsync before
+# the 202) with 3 subscribers, each an nginx `return 200` server on its own
+# port. wrk POSTs a 207-byte JSON body on 64 connections for 10 s (after a
+# warm-up whose backlog is drained first). Reported: accepted/s (202s only)
+# and accept latency; then deliveries/s, read from junction_deliveries_total
+# every 0.5 s until all 3 x accepted deliveries are done (bounded).
+#
+# Peer, same run: bench/rabbit-peer (lapin), 64 publishers on their own
+# channels, durable queue, persistent messages, each awaiting its confirm.
+#
+# Env: CONNS DURATION WARMUP THREADS, DRAIN_LIMIT (120 s), BENCH_PORT_BASE (18000).
+source "$(dirname "$0")/lib.sh"
+
+BASE="${BENCH_PORT_BASE:-18000}"
+J_PORT=$((BASE + 21)) J_ADMIN=$((BASE + 31))
+S1=$((BASE + 22)) S2=$((BASE + 23)) S3=$((BASE + 24))
+DRAIN_LIMIT="${DRAIN_LIMIT:-120}"
+AMQP_URI="${AMQP_URI:-amqp://guest:guest@127.0.0.1:5672/%2f}"
+WORK="$OUT_DIR/async-enqueue"
+URL="http://127.0.0.1:$J_PORT/orders"
+
+ensure_tool wrk wrk
+ensure_tool nginx nginx-light
+ensure_tool jq jq
+ensure_tool curl curl
+machine_info
+build_junction
+log "building bench/rabbit-peer (release)"
+(cd "$BENCH_DIR/rabbit-peer" && cargo build --release -q) || die "rabbit-peer build failed"
+PEER_BIN="$CARGO_TARGET_DIR/release/rabbit-peer"
+rm -rf "$WORK" && mkdir -p "$WORK/subscribers"
+for p in $J_PORT $J_ADMIN $S1 $S2 $S3; do require_free_port "$p"; done
+
+# --- three fast subscribers: one nginx, three ports ----------------------------
+cat >"$WORK/subscribers/nginx.conf" <<EOF
+worker_processes 1;
+error_log logs/error.log warn;
+pid logs/nginx.pid;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 10000000;
+    keepalive_timeout 120s;
+    client_body_temp_path tmp/body;
+    proxy_temp_path tmp/proxy;
+    fastcgi_temp_path tmp/fastcgi;
+    uwsgi_temp_path tmp/uwsgi;
+    scgi_temp_path tmp/scgi;
+    server { listen 127.0.0.1:$S1; location / { return 200 'ok'; } }
+    server { listen 127.0.0.1:$S2; location / { return 200 'ok'; } }
+    server { listen 127.0.0.1:$S3; location / { return 200 'ok'; } }
+}
+EOF
+start_nginx "$WORK/subscribers" "$S1"
+wait_port "$S2"; wait_port "$S3"
+
+cat >"$WORK/junction.yaml" <<EOF
+listen: 127.0.0.1:$J_PORT
+admin: { listen: 127.0.0.1:$J_ADMIN }
+queue: { backend: embedded, path: $WORK/queue }
+upstreams:
+  s1: { url: "http://127.0.0.1:$S1" }
+  s2: { url: "http://127.0.0.1:$S2" }
+  s3: { url: "http://127.0.0.1:$S3" }
+routes:
+  - name: orders
+    match: { method: POST, path: /orders }
+    async:
+      topic: orders
+      subscribers:
+        - { name: sub-1, upstream: s1, path: /hook }
+        - { name: sub-2, upstream: s2, path: /hook }
+        - { name: sub-3, upstream: s3, path: /hook }
+EOF
+start_junction "$WORK/junction.yaml" "$WORK/junction.log" "$J_ADMIN"
+sleep 1
+IDLE_KIB=$(rss_kib "$JUNCTION_PID")
+
+code=$(curl -s -o "$WORK/probe.json" -w '%{http_code}' -H 'content-type: application/json' -d '{"probe":1}' "$URL")
+[ "$code" = 202 ] || die "POST $URL answered $code: $(cat "$WORK/probe.json")"
+
+delivered() { metric_sum "$J_ADMIN" junction_deliveries_total 'outcome="delivered"'; }
+# junction_events_accepted_total is recorded for reference; the run's accepted count is
+# wrk's 2xx count, because that counter is not incremented at every commit.
+accepted() { metric_sum "$J_ADMIN" junction_events_accepted_total; }
+depth() { metric_sum "$J_ADMIN" junction_queue_depth; }
+now() { date +%s.%N; }
+sample() {
+    printf '%s\t%s\t%s\t%s\t%s\n' "$(now)" "$(accepted)" "$(delivered)" "$(depth)" "$(rss_kib "$JUNCTION_PID")" >>"$1"
+}
+
+# Waits (bounded by DRAIN_LIMIT) until no message is undelivered (junction_queue_depth 0),
+# sampling to a timeline file. wait_drained TIMELINE -> prints "seconds_waited drained(0/1)"
+wait_drained() {
+    local timeline="$1" t0 d last_d=-1 still=0
+    t0=$(now)
+    while :; do
+        sample "$timeline"
+        d=$(delivered)
+        if [ "$(depth)" -eq 0 ]; then echo "$(awk -v a="$t0" -v b="$(now)" 'BEGIN {print b - a}') 1"; return; fi
+        if [ "$d" = "$last_d" ]; then still=$((still + 1)); else still=0; fi
+        last_d=$d
+        if [ "$still" -ge 20 ] || awk -v a="$t0" -v b="$(now)" -v l="$DRAIN_LIMIT" 'BEGIN {exit !(b - a > l)}'; then
+            echo "$(awk -v a="$t0" -v b="$(now)" 'BEGIN {print b - a}') 0"; return
+        fi
+        sleep 0.5
+    done
+}
+
+# --- warm-up, then drain it so the measured run starts from an empty backlog -------
+wait_quiet
+log "warm-up: ${WARMUP}s of POSTs, then drain"
+run_wrk async-warmup "$WARMUP" "$CONNS" "$THREADS" "$URL" "$BENCH_DIR/lua/post.lua" >/dev/null
+wait_drained "$WORK/warmup-timeline.tsv" >/dev/null
+
+# --- measured run --------------------------------------------------------------------
+TIMELINE="$WORK/timeline.tsv"
+printf 'epoch\taccepted_total\tdelivered_total\tqueue_depth\trss_kib\n' >"$TIMELINE"
+A0=$(accepted); D0=$(delivered)
+log "measuring: ${DURATION}s, $CONNS connections POSTing 207-byte JSON"
+T_START=$(now)
+run_wrk async-enqueue "$DURATION" "$CONNS" "$THREADS" "$URL" "$BENCH_DIR/lua/post.lua" >"$WORK/wrk.json" &
+WRK_PID=$!
+while kill -0 "$WRK_PID" 2>/dev/null; do
+    sample "$TIMELINE"
+    sleep 0.5
+done
+wait "$WRK_PID" || die "wrk failed"
+T_LOAD_END=$(now)
+D_LOAD_END=$(delivered)
+read -r DRAIN_SECS DRAINED < <(wait_drained "$TIMELINE")
+T_DONE=$(now)
+A1=$(accepted); D1=$(delivered)
+PEAK_KIB=$(awk -F'\t' 'NR > 1 && $5 > m {m = $5} END {print m + 0}' "$TIMELINE")
+WRK=$(cat "$WORK/wrk.json")
+
+# --- peer: RabbitMQ publisher confirms -----------------------------------------------------
+wait_quiet
+log "peer: RabbitMQ, $CONNS publishers with confirms, ${DURATION}s after ${WARMUP}s warm-up"
+"$PEER_BIN" --uri "$AMQP_URI" --publishers "$CONNS" --duration "$DURATION" --warmup "$WARMUP" --size 207 \
+    >"$WORK/peer.txt" 2>&1 || { cat "$WORK/peer.txt" >&2; die "rabbit-peer failed"; }
+PEER=$(grep '^PEERJSON ' "$WORK/peer.txt" | sed 's/^PEERJSON //')
+
+{
+    echo "== async enqueue: $CONNS connections x ${DURATION}s POST 207-byte JSON (after ${WARMUP}s warm-up, drained); 3 nginx subscribers =="
+    awk -v w="$WRK" -v accepted=$(( $(json_get "$WRK" requests) - $(json_get "$WRK" non2xx) )) -v delivered=$((D1 - D0)) -v dle=$((D_LOAD_END - D0)) -v macc=$((A1 - A0)) \
+        -v ts="$T_START" -v tle="$T_LOAD_END" -v td="$T_DONE" -v drained="$DRAINED" \
+        -v req="$(json_get "$WRK" requests)" -v secs="$(json_get "$WRK" seconds)" -v p50="$(json_get "$WRK" p50_us)" -v p99="$(json_get "$WRK" p99_us)" \
+        -v non2xx="$(json_get "$WRK" non2xx)" -v serr="$(json_get "$WRK" socket_errors)" \
+        -v prps="$(json_get "$PEER" rps)" -v pp50="$(json_get "$PEER" p50_us)" -v pp99="$(json_get "$PEER" p99_us)" \
+        -v pn="$(json_get "$PEER" nacks)" 'BEGIN {
+        printf "%-36s %12s %10s %10s %s\n", "system", "accepted/s", "p50 (us)", "p99 (us)", "notes"
+        printf "%-36s %12.0f %10d %10d non-2xx %d, socket errors %d\n", "junction (embedded redb, fsync)", (req - non2xx) / secs, p50, p99, non2xx, serr
+        printf "%-36s %12.0f %10d %10d nacks %d\n", "rabbitmq (durable, persistent, confirms)", prps, pp50, pp99, pn
+        printf "\n"
+        printf "events accepted in the run (202s seen by wrk): %d; junction_events_accepted_total moved by %d\n", accepted, macc
+        printf "deliveries: %d for %d expected (3 x 202s; a few more are normal: requests cut off by wrk'"'"'s end can still commit)%s\n", delivered, 3 * accepted, drained ? "" : "  NOT DRAINED within the limit"
+        printf "delivery rate, load start -> drained: %.0f deliveries/s over %.1f s\n", delivered / (td - ts), td - ts
+        printf "delivery rate during the load: %.0f deliveries/s; after it (drain only): %.0f deliveries/s over %.1f s\n", dle / (tle - ts), (delivered - dle) / (td - tle), td - tle
+    }'
+    echo "junction RSS: idle $(kib_to_mib "$IDLE_KIB") MiB, peak during run $(kib_to_mib "$PEAK_KIB") MiB"
+    echo "queue dir size after run: $(du -sh "$WORK/queue" | cut -f1)"
+    echo "timeline (epoch, accepted, delivered, depth, rss): $TIMELINE"
+} | tee "$OUT_DIR/async-enqueue.txt"
