@@ -23,6 +23,23 @@ pub(super) fn check(
         pos_of(root, &segs)
     };
 
+    let otlp = root
+        .get("telemetry")
+        .and_then(|(_, t)| t.get("otlp_endpoint"))
+        .and_then(|(_, v)| v.as_str());
+    if let Some(endpoint) = otlp {
+        let valid = endpoint.parse::<http::Uri>().ok().filter(|u| {
+            matches!(u.scheme_str(), Some("http") | Some("https")) && u.host().is_some()
+        });
+        if valid.is_none() {
+            errs.push(
+                pos_of(root, &["telemetry", "otlp_endpoint"]),
+                "telemetry.otlp_endpoint",
+                format!("invalid OTLP endpoint {endpoint:?}: expected e.g. http://127.0.0.1:4318"),
+            );
+        }
+    }
+
     for (name, u) in upstreams {
         let key = format!("upstreams.{name}");
         if let Err(msg) = check_url(&u.url) {

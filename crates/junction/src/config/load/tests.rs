@@ -114,3 +114,16 @@ routes:
         "{all:?}"
     );
 }
+
+#[test]
+fn otlp_endpoint_must_be_a_url() {
+    let errs = load_str("telemetry: { otlp_endpoint: \"not a url\" }\n", "o.yaml").unwrap_err();
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].to_string().starts_with("o.yaml:1:"), "{}", errs[0]);
+    assert_eq!(errs[0].key, "telemetry.otlp_endpoint");
+    assert!(load_str(
+        "telemetry: { otlp_endpoint: \"http://127.0.0.1:4318\" }\n",
+        "o.yaml"
+    )
+    .is_ok());
+}
