@@ -6,10 +6,10 @@
 //! The cache holds the upstream's full body; `?fields=` projection is applied
 //! on the way out, so one entry serves every projection.
 
-use super::forward::{strip_fields_param, upstream_headers};
+use super::forward::{upstream_headers, upstream_path_and_query};
 use super::trim::{finish, Shaped};
 use super::upstream::{CallOptions, RequestBody, Upstream};
-use super::{router::render_path, Gateway, Outcome, Route, RouteCache};
+use super::{Gateway, Outcome, Route, RouteCache};
 use crate::body::Body;
 use crate::problem::GatewayError;
 use bytes::Bytes;
@@ -65,14 +65,7 @@ pub async fn serve(
         let route = route.clone();
         let upstream = upstream.clone();
         let key = key.clone();
-        let path = match &route.upstream_path {
-            Some(t) => render_path(t, params),
-            None => parts.uri.path().to_string(),
-        };
-        let path_and_query = match strip_fields_param(parts.uri.query()) {
-            Some(q) => format!("{path}?{q}"),
-            None => path,
-        };
+        let path_and_query = upstream_path_and_query(&route, params, &parts.uri);
         let headers = upstream_headers(&parts.headers, peer);
         let tags: Vec<String> = render_tags(&cache.tags, params);
         move || async move {

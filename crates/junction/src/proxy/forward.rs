@@ -59,15 +59,7 @@ pub async fn forward(
     let (parts, body) = req.into_parts();
     let retry_allowed = is_idempotent(&parts.method) || route.retry_non_idempotent;
     let body = read_body(body, gw.max_body, retry_allowed).await?;
-    let path = match &route.upstream_path {
-        Some(t) => render_path(t, params),
-        None => parts.uri.path().to_string(),
-    };
-    let path_and_query = match strip_fields_param(parts.uri.query()) {
-        Some(q) => format!("{path}?{q}"),
-        None => path,
-    };
-    let uri = upstream.uri_for(&path_and_query)?;
+    let uri = upstream.uri_for(&upstream_path_and_query(route, params, &parts.uri))?;
     let headers = upstream_headers(&parts.headers, peer);
     let opts = CallOptions {
         retry_allowed,
@@ -85,6 +77,23 @@ pub async fn forward(
             .await;
     }
     Ok(shape_streamed(resp, &parts.method, &parts.headers, &shaped).await)
+}
+
+/// The path (the route's template rendered, else the request path) and query
+/// (without `fields`) to send upstream.
+pub fn upstream_path_and_query(
+    route: &Route,
+    params: &[(String, String)],
+    uri: &http::Uri,
+) -> String {
+    let path = match &route.upstream_path {
+        Some(t) => render_path(t, params),
+        None => uri.path().to_string(),
+    };
+    match strip_fields_param(uri.query()) {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    }
 }
 
 /// The query without the `fields` parameter, which Junction applies itself; `None` when empty.
