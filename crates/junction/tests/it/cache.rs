@@ -15,7 +15,7 @@ routes:
   - name: product
     match: {{ method: GET, path: /products/{{id}} }}
     upstream: inv
-    cache: {{ ttl: 300ms, tags: ["product:{{id}}"] {cache_extra} }}
+    cache: {{ ttl: 1s, tags: ["product:{{id}}"] {cache_extra} }}
   - name: update-product
     match: {{ method: PUT, path: /products/{{id}} }}
     upstream: inv
@@ -50,7 +50,7 @@ async fn hit_skips_the_upstream_and_ttl_expiry_refetches() {
     assert_eq!(get(&format!("{url}?v=2")).await.1, "MISS");
     assert_eq!(get(&format!("{url}?fields=id")).await.1, "HIT");
     assert_eq!(up.calls(), 2);
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(get(&url).await.1, "MISS");
     assert_eq!(up.calls(), 3);
     assert_eq!(
@@ -122,7 +122,7 @@ async fn stale_if_error_serves_old_data_when_the_upstream_fails_or_its_breaker_i
     let url = format!("http://{}/products/7", gw.data);
     assert_eq!(get(&url).await.1, "MISS");
     up.set(Behavior::Status(500));
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     for _ in 0..5 {
         let (status, state, body) = get(&url).await;
         assert_eq!(
@@ -150,7 +150,7 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes() {
     let gw = start(&config(&up.url(), ", stale_while_revalidate: 1m", "")).await;
     let url = format!("http://{}/products/7", gw.data);
     get(&url).await;
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(get(&url).await.1, "STALE");
     super::pipeline::eventually("background refresh", Duration::from_secs(3), || {
         up.calls() == 2
@@ -268,7 +268,7 @@ async fn two_instances_on_one_redis_share_entries_and_invalidations() {
     let prefix = format!("jt-{}", uuid::Uuid::new_v4());
     let backend = format!("cache: {{ backend: redis, url: \"{redis}\", prefix: \"{prefix}\" }}");
     let up = FakeUpstream::with(Behavior::Ok(PRODUCT.into())).await;
-    let cfg = config(&up.url(), "", &backend).replace("ttl: 300ms", "ttl: 60s");
+    let cfg = config(&up.url(), "", &backend).replace("ttl: 1s", "ttl: 60s");
     let (one, two) = (start(&cfg).await, start(&cfg).await);
     assert_eq!(
         get(&format!("http://{}/products/7", one.data)).await.1,
