@@ -35,24 +35,11 @@ rm -rf "$WORK" && mkdir -p "$WORK/subscribers"
 for p in $J_PORT $J_ADMIN $S1 $S2 $S3; do require_free_port "$p"; done
 
 # --- three fast subscribers: one nginx, three ports ----------------------------
-cat >"$WORK/subscribers/nginx.conf" <<EOF
-worker_processes 1;
-error_log logs/error.log warn;
-pid logs/nginx.pid;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 10000000;
+write_nginx_conf "$WORK/subscribers" 1 <<EOF
     keepalive_timeout 120s;
-    client_body_temp_path tmp/body;
-    proxy_temp_path tmp/proxy;
-    fastcgi_temp_path tmp/fastcgi;
-    uwsgi_temp_path tmp/uwsgi;
-    scgi_temp_path tmp/scgi;
     server { listen 127.0.0.1:$S1; location / { return 200 'ok'; } }
     server { listen 127.0.0.1:$S2; location / { return 200 'ok'; } }
     server { listen 127.0.0.1:$S3; location / { return 200 'ok'; } }
-}
 EOF
 start_nginx "$WORK/subscribers" "$S1"
 wait_port "$S2"; wait_port "$S3"

@@ -69,44 +69,19 @@ wait_no_other_wrk() {
 
 # --- upstream: nginx `return 200` (as in sync-proxy.sh) ----------------------------
 mkdir -p "$WORK/upstream"
-cat >"$WORK/upstream/nginx.conf" <<EOF
-worker_processes auto;
-error_log logs/error.log warn;
-pid logs/nginx.pid;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 10000000;
+write_nginx_conf "$WORK/upstream" auto <<EOF
     keepalive_timeout 120s;
-    client_body_temp_path tmp/body;
-    proxy_temp_path tmp/proxy;
-    fastcgi_temp_path tmp/fastcgi;
-    uwsgi_temp_path tmp/uwsgi;
-    scgi_temp_path tmp/scgi;
     server {
         listen 127.0.0.1:$UP_PORT;
         default_type application/json;
         location / { return 200 '$BODY'; }
     }
-}
 EOF
 start_nginx "$WORK/upstream" "$UP_PORT"
 
 # --- (c) nginx proxy_cache -----------------------------------------------------------
 mkdir -p "$WORK/nginx-cache/cache"
-cat >"$WORK/nginx-cache/nginx.conf" <<EOF
-worker_processes auto;
-error_log logs/error.log warn;
-pid logs/nginx.pid;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 10000000;
-    client_body_temp_path tmp/body;
-    proxy_temp_path tmp/proxy;
-    fastcgi_temp_path tmp/fastcgi;
-    uwsgi_temp_path tmp/uwsgi;
-    scgi_temp_path tmp/scgi;
+write_nginx_conf "$WORK/nginx-cache" auto <<EOF
     proxy_cache_path $WORK/nginx-cache/cache levels=1:2 keys_zone=api:10m max_size=100m inactive=10m use_temp_path=off;
     upstream api {
         server 127.0.0.1:$UP_PORT;
@@ -125,7 +100,6 @@ http {
             add_header X-Cache-Status \$upstream_cache_status;
         }
     }
-}
 EOF
 start_nginx "$WORK/nginx-cache" "$NGC_PORT"
 NGC_PID=$NGINX_PID

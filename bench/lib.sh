@@ -177,6 +177,32 @@ start_junction() {
     die "junction not ready on admin port $admin_port"
 }
 
+# Writes DIR/nginx.conf: the settings every bench nginx shares (no access log,
+# long keep-alive, temp paths inside DIR), with the http-block body read from
+# stdin (servers, upstreams). write_nginx_conf DIR WORKERS <<EOF ... EOF
+write_nginx_conf() {
+    local dir="$1" workers="$2"
+    mkdir -p "$dir"
+    {
+        cat <<CONF
+worker_processes $workers;
+error_log logs/error.log warn;
+pid logs/nginx.pid;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 10000000;
+    client_body_temp_path tmp/body;
+    proxy_temp_path tmp/proxy;
+    fastcgi_temp_path tmp/fastcgi;
+    uwsgi_temp_path tmp/uwsgi;
+    scgi_temp_path tmp/scgi;
+CONF
+        cat
+        echo "}"
+    } >"$dir/nginx.conf"
+}
+
 # Runs nginx in the foreground from a config file; sets NGINX_PID. start_nginx DIR PORT
 start_nginx() {
     local dir="$1" port="$2"

@@ -43,44 +43,19 @@ for p in $UP_PORT $NGX_PORT $HAP_PORT $JB_PORT $JB_ADMIN $JP_PORT $JP_ADMIN $HF_
 
 # --- upstream: nginx `return 200` -------------------------------------------
 mkdir -p "$WORK/upstream"
-cat >"$WORK/upstream/nginx.conf" <<EOF
-worker_processes auto;
-error_log logs/error.log warn;
-pid logs/nginx.pid;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 10000000;
+write_nginx_conf "$WORK/upstream" auto <<EOF
     keepalive_timeout 120s;
-    client_body_temp_path tmp/body;
-    proxy_temp_path tmp/proxy;
-    fastcgi_temp_path tmp/fastcgi;
-    uwsgi_temp_path tmp/uwsgi;
-    scgi_temp_path tmp/scgi;
     server {
         listen 127.0.0.1:$UP_PORT;
         default_type application/json;
         location / { return 200 '{"id":42,"name":"widget","price":19.99,"stock":7}'; }
     }
-}
 EOF
 start_nginx "$WORK/upstream" "$UP_PORT"
 
 # --- (b) nginx reverse proxy --------------------------------------------------
 mkdir -p "$WORK/nginx-proxy"
-cat >"$WORK/nginx-proxy/nginx.conf" <<EOF
-worker_processes auto;
-error_log logs/error.log warn;
-pid logs/nginx.pid;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 10000000;
-    client_body_temp_path tmp/body;
-    proxy_temp_path tmp/proxy;
-    fastcgi_temp_path tmp/fastcgi;
-    uwsgi_temp_path tmp/uwsgi;
-    scgi_temp_path tmp/scgi;
+write_nginx_conf "$WORK/nginx-proxy" auto <<EOF
     upstream api {
         server 127.0.0.1:$UP_PORT;
         keepalive 64;
@@ -94,7 +69,6 @@ http {
             proxy_set_header Connection "";
         }
     }
-}
 EOF
 start_nginx "$WORK/nginx-proxy" "$NGX_PORT"
 NGX_PROXY_PID=$NGINX_PID
