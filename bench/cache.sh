@@ -14,6 +14,9 @@
 #   (d) direct to the upstream   (a) Junction uncached   (b) Junction cached, all hits
 #   (c) nginx proxy_cache (proxy_cache_path in a temp dir, proxy_cache_valid 200 5m,
 #       keep-alive upstream pool), all hits
+# Then direct, Junction hit and nginx hit open loop: oha at fixed rates (OPEN_RATES,
+# default 10k 20k 40k req/s, OPEN_DURATION s each, CONNS connections), below what
+# every target can serve, so the p99s compare per-request cost, not queueing.
 # Then the same four at 1 connection with everything pinned to CPU 0 (C1_DURATION s),
 # where queueing does not hide per-request cost.
 #
@@ -28,7 +31,7 @@
 # other `wrk` process runs on the machine, then (at most QUIET_MAX s, default 30) until
 # the CPUs are < 25 % busy, and records the load average and busy % it started at.
 #
-# Env: THREADS CONNS DURATION WARMUP (2 64 10 3), C1_DURATION (5), SLOW_MS (200),
+# Env: THREADS CONNS DURATION WARMUP (2 64 10 3), C1_DURATION (5), OPEN_RATES, OPEN_DURATION (10), SLOW_MS (200),
 #      COALESCE_N (1000), BENCH_PORT_BASE (18200), OTHER_WRK_WAIT (180), QUIET_MAX (30).
 source "$(dirname "$0")/lib.sh"
 
@@ -36,6 +39,8 @@ BASE="${BENCH_PORT_BASE:-18200}"
 UP_PORT=$((BASE + 1)) NGC_PORT=$((BASE + 2)) J_PORT=$((BASE + 3)) J_ADMIN=$((BASE + 13))
 SLOW_PORT=$((BASE + 4))
 C1_DURATION="${C1_DURATION:-5}"
+OPEN_RATES="${OPEN_RATES:-10000 20000 40000}"
+OPEN_DURATION="${OPEN_DURATION:-10}"
 SLOW_MS="${SLOW_MS:-200}"
 COALESCE_N="${COALESCE_N:-1000}"
 OTHER_WRK_WAIT="${OTHER_WRK_WAIT:-180}"
@@ -49,6 +54,7 @@ ensure_tool nginx nginx-light
 ensure_tool jq jq
 ensure_tool curl curl
 ensure_tool python3 python3
+ensure_oha
 machine_info | tee "$OUT_DIR/cache.machine.txt"
 build_junction
 rm -rf "$WORK" && mkdir -p "$WORK"
@@ -261,6 +267,27 @@ measure "c-nginx-proxy_cache-hit" "http://127.0.0.1:$NGC_PORT/products/42" "$CON
 measure "d2-direct-upstream" "http://127.0.0.1:$UP_PORT/products/42" "$CONNS" "$THREADS" "$DURATION"
 measure "b2-junction-cached-hit" "http://127.0.0.1:$J_PORT/cached/products/42" "$CONNS" "$THREADS" "$DURATION"
 
+# Open loop: the same targets at fixed request rates below saturation (oha -q), so
+# p99 shows what a hit costs under load rather than how long the run queue is.
+# open_loop LABEL URL RATE -> appends a row to $OPEN_RESULTS
+OPEN_RESULTS="$OUT_DIR/cache-open.tsv"
+open_loop() {
+    local label="$1" url="$2" rate="$3" json
+    wait_no_other_wrk >/dev/null
+    QUIET_WAIT="$QUIET_MAX" wait_quiet
+    run_oha "cache-open-$label-$rate.warmup" 2 "$CONNS" "$rate" "$url" >/dev/null
+    log "open loop $label: ${OPEN_DURATION}s at $rate req/s on $CONNS connections"
+    json=$(run_oha "cache-open-$label-$rate" "$OPEN_DURATION" "$CONNS" "$rate" "$url")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$rate" "$(json_get "$json" rps)" "$(json_get "$json" p50_us)" \
+        "$(json_get "$json" p99_us)" "$(json_get "$json" p999_us)" "$(( $(json_get "$json" non2xx) + $(json_get "$json" errors) ))" >>"$OPEN_RESULTS"
+}
+printf 'target\trate\treq_per_s\tp50_us\tp99_us\tp999_us\tfailed\n' >"$OPEN_RESULTS"
+for rate in $OPEN_RATES; do
+    open_loop "d-direct-upstream" "http://127.0.0.1:$UP_PORT/products/42" "$rate"
+    open_loop "b-junction-cached-hit" "http://127.0.0.1:$J_PORT/cached/products/42" "$rate"
+    open_loop "c-nginx-proxy_cache-hit" "http://127.0.0.1:$NGC_PORT/products/42" "$rate"
+done
+
 # 1 connection, everything pinned to CPU 0 (see sync-proxy.sh for why).
 pin_all() {
     local pid c
@@ -395,6 +422,13 @@ fi
             printf "1 connection, pinned to CPU 0:\n"
             printf "  cache hit added over a direct hit: p50 %+d us, p99 %+d us; uncached proxy added p50 %+d us, p99 %+d us; nginx proxy_cache hit added p50 %+d us, p99 %+d us\n", c1b50 - c1d50, c1b99 - c1d99, c1a50 - c1d50, c1a99 - c1d99, c1c50 - c1d50, c1c99 - c1d99
         }' "$RESULTS"
+    echo
+    echo "== open loop: oha at fixed rates, $CONNS connections, ${OPEN_DURATION}s per row after a 2 s warm-up =="
+    column -t -s $'\t' "$OPEN_RESULTS"
+    awk -F'\t' 'NR > 1 { p99[$1 "@" $2] = $5; p50[$1 "@" $2] = $4; rates[$2] = 1 }
+        END { for (r in rates) printf "  at %s req/s: cache hit added over a direct hit p50 %+d us, p99 %+d us (target: p99 < 100 us); nginx proxy_cache hit added p99 %+d us\n",
+              r, p50["b-junction-cached-hit@" r] - p50["d-direct-upstream@" r], p99["b-junction-cached-hit@" r] - p99["d-direct-upstream@" r],
+              p99["c-nginx-proxy_cache-hit@" r] - p99["d-direct-upstream@" r] }' "$OPEN_RESULTS" | sort -t' ' -k4 -n
     echo
     echo "== coalescing: $COALESCE_N clients connected first, then all sent GET /slow/7 (one cold key) at once; upstream sleeps ${SLOW_MS} ms =="
     echo "load average before: $COALESCE_LOAD"

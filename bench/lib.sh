@@ -69,7 +69,27 @@ ensure_tool() {
     fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null
 }
-export PATH="$PATH:/usr/sbin:/sbin"
+export PATH="$PATH:/usr/sbin:/sbin:$HOME/.cargo/bin"
+
+# oha (open-loop, rate-limited load) is not a Debian package: built with cargo once.
+ensure_oha() {
+    command -v oha >/dev/null 2>&1 && return 0
+    log "installing oha with cargo install (a few minutes, once)"
+    cargo install -q --locked oha || die "cargo install oha failed"
+}
+
+# Open-loop run at a fixed request rate (latency under load without saturating the
+# host). run_oha LABEL SECONDS CONNS RATE URL -> prints
+# '{"rps":..,"p50_us":..,"p99_us":..,"p999_us":..,"non2xx":..,"errors":..}'
+run_oha() {
+    local label="$1" dur="$2" conns="$3" rate="$4" url="$5"
+    oha -z "${dur}s" -c "$conns" -q "$rate" --no-tui --output-format json "$url" >"$OUT_DIR/$label.oha.json" 2>"$OUT_DIR/$label.oha.err" ||
+        { cat "$OUT_DIR/$label.oha.err" >&2; die "oha failed ($label)"; }
+    jq -c '{rps: .summary.requestsPerSec, p50_us: ((.latencyPercentiles.p50 // 0) * 1e6 | floor),
+            p99_us: ((.latencyPercentiles.p99 // 0) * 1e6 | floor), p999_us: ((.latencyPercentiles["p99.9"] // 0) * 1e6 | floor),
+            non2xx: ([.statusCodeDistribution | to_entries[] | select(.key | startswith("2") | not) | .value] | add // 0),
+            errors: ([.errorDistribution | to_entries[] | .value] | add // 0)}' "$OUT_DIR/$label.oha.json"
+}
 
 # Prints what the numbers were measured on.
 machine_info() {

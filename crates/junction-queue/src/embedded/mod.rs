@@ -19,9 +19,12 @@
 //! chains live on disk; memory holds per-topic counters, the leased set and one
 //! notifier per subscriber. Storage format: see `tables.rs` (JSON metadata, raw bodies).
 
+mod hot;
+mod journal;
 mod ops;
 mod read;
 mod recovery;
+mod spill;
 mod state;
 mod tables;
 mod writer;
@@ -35,7 +38,7 @@ use redb::Database;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
-use self::state::MemState;
+use self::state::{Counters, MemState};
 use self::tables::Res;
 use self::writer::{storage, Core, Op};
 use crate::broker::{
@@ -103,6 +106,7 @@ impl EmbeddedBroker {
             rec.counters,
             rec.seq,
             rec.ids,
+            rec.journal,
         );
         core.max_depth = cfg.max_depth.filter(|m| *m > 0);
         core.retention_ms = u64::try_from(cfg.completed_retention.as_millis()).unwrap_or(u64::MAX);
@@ -144,6 +148,9 @@ impl EmbeddedBroker {
     pub async fn verify(&self) -> Result<DepthSnapshot, QueueError> {
         let db = Arc::clone(&self.db);
         let mut counters = blocking(move || recovery::verify(&db)).await?;
+        for (topic, n) in self.mem.hot.lock().depth() {
+            Counters::add(&mut counters.depth, topic, *n as i64);
+        }
         // Topics the live counters still list at zero are listed at zero here too.
         let live = self.mem.counters.read().clone();
         for topic in live.depth.keys() {
@@ -206,12 +213,34 @@ impl Broker for EmbeddedBroker {
         now_ms: u64,
         max: usize,
     ) -> Result<Vec<Delivery>, QueueError> {
-        let sub = subscriber.to_owned();
-        self.read(move |db, mem| read::lease_due(db, mem, &sub, now_ms, max))
-            .await
+        // redb first (older, retried and ordered messages), then the fast path.
+        let state = self.mem.subscriber(subscriber);
+        let mut out = if state.may_have_cold() {
+            let sub = subscriber.to_owned();
+            self.read(move |db, mem| read::lease_due(db, mem, &sub, now_ms, max))
+                .await?
+        } else {
+            Vec::new()
+        };
+        if out.len() < max {
+            let mut leases = state.leases();
+            let hot = self.mem.hot.lock();
+            hot.lease(subscriber, &mut leases, max - out.len(), &mut out);
+        }
+        Ok(out)
     }
 
     async fn next_due_at(&self, subscriber: &str) -> Result<Option<u64>, QueueError> {
+        let state = self.mem.subscriber(subscriber);
+        {
+            let leases = state.leases();
+            if self.mem.hot.lock().has_unleased(subscriber, &leases) {
+                return Ok(Some(0));
+            }
+        }
+        if !state.may_have_cold() {
+            return Ok(None);
+        }
         let sub = subscriber.to_owned();
         self.read(move |db, mem| read::next_due_at(db, mem, &sub))
             .await
@@ -267,6 +296,19 @@ impl Broker for EmbeddedBroker {
     }
 
     async fn message_status(&self, id: &str) -> Result<Option<MessageStatus>, QueueError> {
+        // The hot lock is released before lease sets are looked at (lock order:
+        // a lease set, then the hot set).
+        let hot = self.mem.hot.lock().status(id);
+        if let Some(mut st) = hot {
+            for s in &mut st.subscribers {
+                s.leased = s.next_attempt_at_ms.is_some()
+                    && self
+                        .mem
+                        .existing_subscriber(&s.subscriber)
+                        .is_some_and(|state| state.leases().contains(id));
+            }
+            return Ok(Some(st));
+        }
         let id = id.to_owned();
         self.read(move |db, mem| read::message_status(db, mem, &id))
             .await

@@ -35,21 +35,21 @@ pub(crate) enum Finish<'r> {
 
 /// All tables of one write transaction plus the batch's working state.
 pub(crate) struct Batch<'t> {
-    messages: Table<'t, &'static str, &'static [u8]>,
+    pub(super) messages: Table<'t, &'static str, &'static [u8]>,
     deliveries: Table<'t, (&'static str, &'static str), &'static [u8]>,
     due: Table<'t, (&'static str, u64, &'static str), ()>,
     order: Table<'t, (&'static str, &'static str, u64), &'static str>,
     dlq: Table<'t, &'static str, &'static [u8]>,
     idem: Table<'t, (&'static str, &'static str), &'static [u8]>,
     idem_expiry: Table<'t, (u64, &'static str, &'static str), ()>,
-    completed: Table<'t, (u64, &'static str), ()>,
+    pub(super) completed: Table<'t, (u64, &'static str), ()>,
     stats: Table<'t, (&'static str, &'static str), u64>,
-    now: u64,
+    pub(super) now: u64,
     counters: Counters,
     touched: BTreeSet<(&'static str, String)>,
     seq: u64,
-    changed: bool,
-    effects: Effects,
+    pub(super) changed: bool,
+    pub(super) effects: Effects,
 }
 
 /// Result of a finished batch, to publish after commit.
@@ -186,7 +186,7 @@ impl<'t> Batch<'t> {
 
     /// Writes a pending delivery record and indexes it (due now, or at the tail of its
     /// ordering chain).
-    fn make_pending(
+    pub(super) fn make_pending(
         &mut self,
         id: &str,
         sub: &str,
@@ -423,7 +423,7 @@ impl<'t> Batch<'t> {
             .transpose()
     }
 
-    fn put_delivery(&mut self, id: &str, sub: &str, rec: &DeliveryRecord) -> Res<()> {
+    pub(super) fn put_delivery(&mut self, id: &str, sub: &str, rec: &DeliveryRecord) -> Res<()> {
         self.deliveries.insert((id, sub), encode(rec)?.as_slice())?;
         Ok(())
     }
@@ -464,7 +464,7 @@ impl<'t> Batch<'t> {
         Ok(false)
     }
 
-    fn bump(&mut self, kind: &'static str, topic: &str, delta: i64) {
+    pub(super) fn bump(&mut self, kind: &'static str, topic: &str, delta: i64) {
         let map = if kind == "depth" {
             &mut self.counters.depth
         } else {

@@ -35,19 +35,28 @@ pub(crate) fn lease_due(
     }
     let state = mem.subscriber(sub);
     let mut picked: Vec<String> = Vec::new();
+    let gen = state.cold_gen();
     let txn = {
         let mut leases = state.leases();
         let txn = db.begin_read()?;
         let due = txn.open_table(DUE)?;
+        let mut seen_any = false;
         for entry in due.range((sub, 0u64, "")..)? {
             let (k, _) = entry?;
             let (s, at, id) = k.value();
-            if s != sub || at > now || picked.len() >= max {
+            if s != sub {
+                break;
+            }
+            seen_any = true;
+            if at > now || picked.len() >= max {
                 break;
             }
             if !leases.contains(id) {
                 picked.push(id.to_owned());
             }
+        }
+        if !seen_any {
+            state.saw_no_cold(gen);
         }
         leases.extend(picked.iter().cloned());
         txn

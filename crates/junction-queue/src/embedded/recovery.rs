@@ -16,7 +16,9 @@ use std::sync::Arc;
 
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata};
 
-use super::state::{Counters, IdGen};
+use super::journal::{fold_messages, Journal, Record};
+use super::ops::Batch;
+use super::state::{now_ms, Counters, IdGen};
 use super::tables::*;
 
 /// File name of the database inside the configured queue directory.
@@ -28,6 +30,7 @@ pub(crate) struct Recovered {
     pub counters: Counters,
     pub seq: u64,
     pub ids: IdGen,
+    pub journal: Journal,
 }
 
 /// Page cache of the queue file.
@@ -81,12 +84,53 @@ pub(crate) fn open(dir: &Path) -> Res<Recovered> {
         last_id = messages.last()?.map(|(k, _)| k.value().to_owned());
     }
     txn.commit()?;
+    let (journal, counters, seq, last_journaled) = restore_journal(&db, dir, counters, seq)?;
+    let last = last_id.max(last_journaled);
     Ok(Recovered {
         db: Arc::new(db),
         counters,
         seq,
-        ids: IdGen::after(last_id.as_deref()),
+        ids: IdGen::after(last.as_deref()),
+        journal,
     })
+}
+
+/// Moves every journaled message redb lacks into redb (one durable commit): pending
+/// for the subscribers without an `ACK`, completed when all have one; then deletes
+/// the old journal segments. Returns the journal (on a fresh
+/// segment), the updated counters and sequence, and the greatest journaled id.
+fn restore_journal(
+    db: &Database,
+    dir: &Path,
+    counters: Counters,
+    seq: u64,
+) -> Res<(Journal, Counters, u64, Option<String>)> {
+    let (mut journal, records) = Journal::open(dir)?;
+    let last = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Enq(m) => Some(m.id.clone()),
+            Record::Ack { .. } => None,
+        })
+        .max();
+    let owed = fold_messages(records);
+    if owed.is_empty() {
+        let old = journal.older().to_vec();
+        journal.retire(&old);
+        return Ok((journal, counters, seq, last));
+    }
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate);
+    let mut batch = Batch::open(&txn, now_ms(), counters, seq)?;
+    for (m, acked) in &owed {
+        batch.restore(m, acked)?;
+    }
+    let done = batch.finish()?;
+    txn.commit()?;
+    tracing::info!(messages = owed.len(), "restored messages from the journal");
+    let old = journal.older().to_vec();
+    journal.retire(&old);
+    Ok((journal, done.counters, done.seq, last))
 }
 
 /// Recomputes the counters from the records and checks the index invariants.

@@ -7,6 +7,7 @@
 //! pending delivery is due again (at-least-once).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -14,6 +15,7 @@ use parking_lot::{Mutex, MutexGuard, RwLock};
 use tokio::sync::Notify;
 use uuid::{Builder, Uuid};
 
+use super::hot::Hot;
 use crate::broker::DepthSnapshot;
 
 /// Current wall-clock time in unix milliseconds.
@@ -57,16 +59,53 @@ impl Counters {
 }
 
 /// Per-subscriber in-memory state.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct SubscriberState {
     /// Message ids leased to a dispatcher. Held while scanning the due index so a
     /// scan and a post-commit lease removal never interleave (see `lease_due`).
     leases: Mutex<HashSet<String>>,
     /// Woken when something becomes due.
     notify: Arc<Notify>,
+    /// Bumped by the writer after each commit that put something in redb's due index
+    /// for this subscriber; `cold_seen_empty` is the generation at which a scan last
+    /// found none. While they differ, leasing must look at redb (not only the hot set).
+    cold_gen: AtomicU64,
+    cold_seen_empty: AtomicU64,
+}
+
+impl Default for SubscriberState {
+    fn default() -> Self {
+        Self {
+            leases: Mutex::default(),
+            notify: Arc::default(),
+            // Unknown at start: the first lease looks at redb.
+            cold_gen: AtomicU64::new(1),
+            cold_seen_empty: AtomicU64::new(0),
+        }
+    }
 }
 
 impl SubscriberState {
+    /// The current cold generation (read before scanning redb's due index).
+    pub fn cold_gen(&self) -> u64 {
+        self.cold_gen.load(Ordering::Acquire)
+    }
+
+    /// Whether redb's due index may hold something for this subscriber.
+    pub fn may_have_cold(&self) -> bool {
+        self.cold_gen() != self.cold_seen_empty.load(Ordering::Acquire)
+    }
+
+    /// A scan that started at generation `gen` found nothing for this subscriber.
+    pub fn saw_no_cold(&self, gen: u64) {
+        self.cold_seen_empty.store(gen, Ordering::Release);
+    }
+
+    /// The writer committed a due entry for this subscriber.
+    pub fn mark_cold(&self) {
+        self.cold_gen.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Locks the lease set.
     pub fn leases(&self) -> MutexGuard<'_, HashSet<String>> {
         self.leases.lock()
@@ -102,6 +141,8 @@ pub(crate) struct MemState {
     pub counters: RwLock<Counters>,
     /// Writer statistics.
     pub commit_stats: Mutex<CommitStats>,
+    /// Messages on the fast path (journal + memory), see `hot.rs`.
+    pub hot: Mutex<Hot>,
     subscribers: Mutex<HashMap<String, Arc<SubscriberState>>>,
 }
 

@@ -28,10 +28,14 @@ use std::time::{Duration, Instant};
 use redb::{Database, Durability};
 use tokio::sync::{mpsc, oneshot};
 
+use super::hot::{HotAck, HotMessage};
+use super::journal::{Journal, JournalMessage};
 use super::ops::{Batch, Finish};
 use super::state::{now_ms, Counters, IdGen, MemState};
 use super::tables::Res;
-use crate::broker::{AttemptRecord, EnqueueOutcome, EnqueueRequest, QueueError, StorageError};
+use crate::broker::{
+    AttemptRecord, EnqueueOutcome, EnqueueRequest, Message, MessageId, QueueError, StorageError,
+};
 
 /// Most ops committed in one transaction.
 pub(crate) const MAX_BATCH_OPS: usize = 1024;
@@ -85,11 +89,10 @@ enum Answer {
 }
 
 impl Op {
+    /// Whether the op needs a durable redb commit (fast-path enqueues need only the
+    /// journal's sync, decided per op in `commit`).
     fn needs_fsync(&self) -> bool {
-        matches!(
-            self,
-            Op::Enqueue(..) | Op::Replay(..) | Op::Flush(_) | Op::Close(_)
-        )
+        matches!(self, Op::Replay(..) | Op::Flush(_) | Op::Close(_))
     }
 
     fn body_len(&self) -> usize {
@@ -127,7 +130,10 @@ fn internal(what: &str) -> QueueError {
     ))
 }
 
-/// The writer's own state: the committed counters and sequence, the id source.
+/// Most hot messages spilled per batch because their journal segment is old.
+const SPILL_OLD_LIMIT: usize = 1000;
+
+/// The writer's own state: the committed counters and sequence, the id source, the journal.
 pub(crate) struct Core {
     pub db: Arc<Database>,
     pub mem: Arc<MemState>,
@@ -136,6 +142,9 @@ pub(crate) struct Core {
     pub ids: IdGen,
     pub max_depth: Option<u64>,
     pub retention_ms: u64,
+    journal: Journal,
+    /// Journal segments no hot message uses any more: deleted after the next durable commit.
+    retiring: Vec<u64>,
     dirty: bool,
     last_durable: Instant,
     last_prune: Instant,
@@ -150,6 +159,7 @@ impl Core {
         counters: Counters,
         seq: u64,
         ids: IdGen,
+        journal: Journal,
     ) -> Self {
         Self {
             db,
@@ -159,6 +169,8 @@ impl Core {
             ids,
             max_depth: None,
             retention_ms: 0,
+            journal,
+            retiring: Vec::new(),
             dirty: false,
             last_durable: Instant::now(),
             last_prune: Instant::now(),
@@ -191,29 +203,53 @@ impl Core {
         }
     }
 
-    /// One write transaction for `ops` (plus pruning and flushing when due).
+    /// One write transaction for `ops` (plus pruning and flushing when due), and one
+    /// journal write for the fast-path records among them.
     fn commit(&mut self, ops: &[Op]) -> Res<Vec<Answer>> {
         let now = now_ms();
-        let durable = ops.iter().any(Op::needs_fsync)
+        let mut durable = ops.iter().any(Op::needs_fsync)
             || (self.dirty && (ops.is_empty() || self.last_durable.elapsed() >= FLUSH_EVERY));
         let prune = self.prune_backlog || self.last_prune.elapsed() >= PRUNE_EVERY;
         let mut txn = self.db.begin_write()?;
-        txn.set_durability(if durable {
-            Durability::Immediate
-        } else {
-            Durability::None
-        });
         let mut batch = Batch::open(&txn, now, self.counters.clone(), self.seq)?;
+        let mut fast = FastPath::default();
+        // Hot messages whose journal segment is no longer current or previous go to
+        // redb, so old segments can be deleted.
+        let old = self.journal.current().saturating_sub(1);
+        let stale = self.mem.hot.lock().ids_before_segment(old, SPILL_OLD_LIMIT);
+        for id in stale {
+            self.spill(&mut batch, &mut fast, &id)?;
+        }
         let mut answers = Vec::with_capacity(ops.len());
         for op in ops {
             answers.push(match op {
                 Op::Enqueue(req, _) => {
-                    Answer::Enqueue(batch.enqueue(req, &mut self.ids, self.max_depth)?)
+                    if let Some(res) = self.enqueue_hot(req, now, &mut fast) {
+                        Answer::Enqueue(res)
+                    } else {
+                        durable = true;
+                        let hot_n = self.mem.hot.lock().len() as u64;
+                        let max = self.max_depth.map(|m| m.saturating_sub(hot_n).max(1));
+                        Answer::Enqueue(batch.enqueue(req, &mut self.ids, max)?)
+                    }
                 }
                 Op::Ack {
                     id, sub, attempt, ..
                 } => {
-                    batch.finish_delivery(id, sub, attempt, Finish::Delivered)?;
+                    let acked = self.mem.hot.lock().ack(id, sub, attempt);
+                    match acked {
+                        HotAck::NotHot => {
+                            batch.finish_delivery(id, sub, attempt, Finish::Delivered)?
+                        }
+                        HotAck::Ignored => batch.effects.unlease.push((sub.clone(), id.clone())),
+                        HotAck::Recorded | HotAck::Completed(_) => {
+                            self.journal.append_ack(id, sub);
+                            batch.effects.unlease.push((sub.clone(), id.clone()));
+                        }
+                    }
+                    if let HotAck::Completed(m) = acked {
+                        batch.complete_hot(&m)?;
+                    }
                     Answer::Unit
                 }
                 Op::Retry {
@@ -223,6 +259,7 @@ impl Core {
                     next_at,
                     ..
                 } => {
+                    self.spill(&mut batch, &mut fast, id)?;
                     batch.retry(id, sub, attempt, *next_at)?;
                     Answer::Unit
                 }
@@ -233,6 +270,7 @@ impl Core {
                     reason,
                     ..
                 } => {
+                    self.spill(&mut batch, &mut fast, id)?;
                     batch.finish_delivery(id, sub, attempt, Finish::Dead(reason))?;
                     Answer::Unit
                 }
@@ -252,11 +290,35 @@ impl Core {
             None
         };
         let done = batch.finish()?;
+        // Fast-path enqueues are durable once the journal is synced; then redb.
+        let segment = match self.journal.sync() {
+            Ok(seg) => seg,
+            Err(e) => {
+                fast.undo(&self.mem);
+                return Err(e);
+            }
+        };
+        let retire_now = if durable {
+            std::mem::take(&mut self.retiring)
+        } else {
+            Vec::new()
+        };
         if ops.is_empty() && !done.changed && !durable {
             // Idle tick with nothing to prune or flush: abort instead of committing.
             return Ok(answers);
         }
-        txn.commit()?;
+        if done.changed || durable {
+            txn.set_durability(if durable {
+                Durability::Immediate
+            } else {
+                Durability::None
+            });
+            if let Err(e) = txn.commit() {
+                fast.undo(&self.mem);
+                self.retiring.extend(retire_now);
+                return Err(e.into());
+            }
+        }
         // Committed: publish to memory, in this order, before anyone is answered.
         if let Some(more) = more {
             self.prune_backlog = more;
@@ -265,25 +327,141 @@ impl Core {
         if durable {
             self.dirty = false;
             self.last_durable = Instant::now();
+            self.journal.retire(&retire_now);
         } else {
-            self.dirty = true;
+            self.dirty |= done.changed;
         }
         {
             let mut stats = self.mem.commit_stats.lock();
             stats.commits += 1;
-            stats.fsyncs += u64::from(durable);
+            stats.fsyncs += u64::from(durable || !fast.fresh.is_empty());
             stats.ops += ops.len() as u64;
         }
         self.counters = done.counters;
         self.seq = done.seq;
-        *self.mem.counters.write() = self.counters.clone();
+        let mut wake_hot = std::collections::BTreeSet::new();
+        {
+            let mut hot = self.mem.hot.lock();
+            for mut m in fast.fresh {
+                m.segment = segment;
+                wake_hot.extend(m.message.subscribers.iter().cloned());
+                hot.insert(m);
+            }
+            // Old segments none of whose messages is hot any more.
+            for seg in self.journal.older() {
+                if !hot.uses_segment(*seg) && !self.retiring.contains(seg) {
+                    self.retiring.push(*seg);
+                }
+            }
+            let mut published = self.counters.clone();
+            for (topic, n) in hot.depth() {
+                Counters::add(&mut published.depth, topic, *n as i64);
+            }
+            *self.mem.counters.write() = published;
+        }
         for (sub, id) in &done.effects.unlease {
             self.mem.unlease(sub, id, false);
         }
         for sub in &done.effects.wake {
+            let state = self.mem.subscriber(sub);
+            state.mark_cold();
+            state.wake();
+        }
+        for sub in &wake_hot {
             self.mem.wake(sub);
         }
         Ok(answers)
+    }
+
+    /// Journals a fast-path enqueue; `None` if it must take the redb path.
+    fn enqueue_hot(
+        &mut self,
+        req: &EnqueueRequest,
+        now: u64,
+        fast: &mut FastPath,
+    ) -> Option<Result<EnqueueOutcome, QueueError>> {
+        if req.idempotency_key.is_some() || req.ordering_key.is_some() || req.subscribers.is_empty()
+        {
+            return None;
+        }
+        let hot_n = {
+            let hot = self.mem.hot.lock();
+            if !hot.has_room(fast.fresh.len() + 1, fast.bytes + req.body.len()) {
+                return None;
+            }
+            hot.len()
+        };
+        if let Some(max) = self.max_depth {
+            let depth = self.counters.total() + (hot_n + fast.fresh.len()) as u64;
+            if depth >= max {
+                return Some(Err(QueueError::Full { depth, max }));
+            }
+        }
+        let mut subscribers: Vec<String> = Vec::with_capacity(req.subscribers.len());
+        for s in &req.subscribers {
+            if !subscribers.contains(s) {
+                subscribers.push(s.clone());
+            }
+        }
+        let id = self.ids.next(now).to_string();
+        let jm = JournalMessage {
+            id: id.clone(),
+            topic: req.topic.clone(),
+            content_type: req.content_type.clone(),
+            headers: req.headers.clone(),
+            subscribers,
+            enqueued_at_ms: now,
+            body: req.body.clone(),
+        };
+        self.journal.append_enq(&jm);
+        fast.bytes += jm.body.len();
+        let delivered = vec![None; jm.subscribers.len()];
+        fast.fresh.push(HotMessage {
+            message: Arc::new(Message {
+                id: MessageId::new(jm.id),
+                topic: jm.topic,
+                body: jm.body,
+                content_type: jm.content_type,
+                headers: jm.headers,
+                ordering_key: None,
+                enqueued_at_ms: now,
+                subscribers: jm.subscribers,
+            }),
+            segment: 0,
+            delivered,
+        });
+        Some(Ok(EnqueueOutcome::Accepted(MessageId::new(id))))
+    }
+
+    /// Moves a hot message into redb (no-op when it is not hot).
+    fn spill(&mut self, batch: &mut Batch<'_>, fast: &mut FastPath, id: &str) -> Res<()> {
+        let Some(m) = self.mem.hot.lock().remove(id) else {
+            return Ok(());
+        };
+        let res = batch.spill(&m);
+        fast.spilled.push(m);
+        res
+    }
+}
+
+/// The fast-path work of one batch, kept until the batch commits.
+#[derive(Default)]
+struct FastPath {
+    /// Journaled in this batch; hot once the journal is synced.
+    fresh: Vec<HotMessage>,
+    bytes: usize,
+    /// Taken off the hot set to go to redb; put back if the batch fails.
+    spilled: Vec<HotMessage>,
+}
+
+impl FastPath {
+    /// The batch failed: spilled messages go back to the hot set (they are still
+    /// only in the journal); fresh ones were never acknowledged to their callers.
+    fn undo(self, mem: &MemState) {
+        let mut hot = mem.hot.lock();
+        for m in self.spilled {
+            hot.insert(m);
+        }
     }
 }
 

@@ -116,15 +116,17 @@ async fn a_crash_keeps_every_accepted_message() {
     for d in &leased {
         b.ack(d, attempt("status 200")).await.unwrap();
     }
-    // Copy the file while the broker still has it open and never closed it: what a
-    // killed process leaves behind. Enqueues were fsynced; acks may or may not be there.
+    // Copy the files while the broker still has them open and never closed them: what
+    // a killed process leaves behind. Enqueues were fsynced (to the journal); acks may
+    // or may not be there.
     let crashed = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(crashed.path().join("queue")).unwrap();
-    std::fs::copy(
-        dir.path().join("queue").join(DB_FILE),
-        crashed.path().join("queue").join(DB_FILE),
-    )
-    .unwrap();
+    let (from, to) = (dir.path().join("queue"), crashed.path().join("queue"));
+    std::fs::create_dir_all(to.join("journal")).unwrap();
+    for seg in std::fs::read_dir(from.join("journal")).unwrap() {
+        let seg = seg.unwrap();
+        std::fs::copy(seg.path(), to.join("journal").join(seg.file_name())).unwrap();
+    }
+    std::fs::copy(from.join(DB_FILE), to.join(DB_FILE)).unwrap();
     let c = open(&crashed, None).await;
     let counts = c.verify().await.unwrap();
     assert_eq!(c.depth(), counts);

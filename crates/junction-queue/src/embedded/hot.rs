@@ -1,0 +1,308 @@
+//! The fast path: recent messages held in memory (and in the journal) until every
+//! subscriber has them, so the common case — accepted, delivered at the first try —
+//! never touches redb's B-trees except for one small completed record.
+//!
+//! A message takes the fast path when it has subscribers, no idempotency key, no
+//! ordering key, and the hot set has room (bounded by [`MAX_MESSAGES`] and
+//! [`MAX_BYTES`], so memory stays bounded whatever the backlog: past that, enqueues
+//! go straight to redb). It leaves the hot set when
+//! - every subscriber acknowledged it: the writer stores its completed record; or
+//! - any subscriber needs a retry or a dead letter, or its journal segment is getting
+//!   old: the writer *spills* it into redb as an ordinary pending message (with what
+//!   was already delivered), and redb's machinery takes over.
+//!
+//! Only the writer changes this set; leasing reads it under the same lock.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::broker::{
+    AttemptRecord, Delivery, DeliveryState, Message, MessageId, MessageStatus, SubscriberStatus,
+};
+
+/// Most messages held on the fast path.
+pub(crate) const MAX_MESSAGES: usize = 50_000;
+/// Most body bytes held on the fast path.
+pub(crate) const MAX_BYTES: usize = 64 << 20;
+
+/// A message on the fast path.
+#[derive(Debug)]
+pub(crate) struct HotMessage {
+    pub message: Arc<Message>,
+    /// Journal segment holding its `ENQ` record.
+    pub segment: u64,
+    /// Per subscriber (in `message.subscribers` order): the attempt that delivered it.
+    pub delivered: Vec<Option<AttemptRecord>>,
+}
+
+/// What an acknowledgement did to a hot message.
+#[derive(Debug)]
+pub(crate) enum HotAck {
+    /// The message is not on the fast path.
+    NotHot,
+    /// Already acknowledged by that subscriber, or not one of its subscribers.
+    Ignored,
+    /// Recorded; others still wait for it.
+    Recorded,
+    /// Recorded, and it was the last one: the message left the hot set.
+    Completed(HotMessage),
+}
+
+/// The hot set: messages, per-subscriber queues and counters.
+#[derive(Debug, Default)]
+pub(crate) struct Hot {
+    msgs: HashMap<String, HotMessage>,
+    /// Per subscriber: hot message ids it still has to receive, oldest first.
+    pending: HashMap<String, BTreeSet<String>>,
+    bytes: usize,
+    /// Hot messages per topic (part of the queue depth).
+    depth: BTreeMap<String, u64>,
+    /// Hot messages per journal segment.
+    per_segment: BTreeMap<u64, u64>,
+}
+
+impl Hot {
+    /// Whether `more` messages with `more_bytes` of bodies still fit.
+    pub fn has_room(&self, more: usize, more_bytes: usize) -> bool {
+        self.msgs.len() + more <= MAX_MESSAGES && self.bytes + more_bytes <= MAX_BYTES
+    }
+
+    /// Hot messages per topic.
+    pub fn depth(&self) -> &BTreeMap<String, u64> {
+        &self.depth
+    }
+
+    /// Number of hot messages.
+    pub fn len(&self) -> usize {
+        self.msgs.len()
+    }
+
+    /// Adds a journaled message.
+    pub fn insert(&mut self, m: HotMessage) {
+        let id = m.message.id.as_str().to_owned();
+        for (sub, done) in m.message.subscribers.iter().zip(&m.delivered) {
+            if done.is_none() {
+                self.pending
+                    .entry(sub.clone())
+                    .or_default()
+                    .insert(id.clone());
+            }
+        }
+        self.bytes += m.message.body.len();
+        *self.depth.entry(m.message.topic.clone()).or_insert(0) += 1;
+        *self.per_segment.entry(m.segment).or_insert(0) += 1;
+        self.msgs.insert(id, m);
+    }
+
+    /// Whether `sub` has a hot delivery not in `leases`.
+    pub fn has_unleased(&self, sub: &str, leases: &HashSet<String>) -> bool {
+        self.pending
+            .get(sub)
+            .is_some_and(|ids| ids.iter().any(|id| !leases.contains(id)))
+    }
+
+    /// Leases up to `max` hot deliveries of `sub` not in `leases`, oldest first.
+    pub fn lease(
+        &self,
+        sub: &str,
+        leases: &mut HashSet<String>,
+        max: usize,
+        out: &mut Vec<Delivery>,
+    ) {
+        let Some(ids) = self.pending.get(sub) else {
+            return;
+        };
+        let mut taken = 0;
+        for id in ids {
+            if taken >= max {
+                break;
+            }
+            if leases.contains(id) {
+                continue;
+            }
+            let Some(m) = self.msgs.get(id) else { continue };
+            leases.insert(id.clone());
+            out.push(Delivery {
+                message: Arc::clone(&m.message),
+                subscriber: sub.to_owned(),
+                attempts: 0,
+                first_enqueued_ms: m.message.enqueued_at_ms,
+            });
+            taken += 1;
+        }
+    }
+
+    /// Records that `sub` received `id`.
+    pub fn ack(&mut self, id: &str, sub: &str, attempt: &AttemptRecord) -> HotAck {
+        let Some(m) = self.msgs.get_mut(id) else {
+            return HotAck::NotHot;
+        };
+        let Some(i) = m.message.subscribers.iter().position(|s| s == sub) else {
+            return HotAck::Ignored;
+        };
+        if m.delivered[i].is_some() {
+            return HotAck::Ignored;
+        }
+        m.delivered[i] = Some(AttemptRecord {
+            attempt: 1,
+            ..attempt.clone()
+        });
+        if let Some(set) = self.pending.get_mut(sub) {
+            set.remove(id);
+        }
+        if m.delivered.iter().all(Option::is_some) {
+            match self.remove(id) {
+                Some(m) => HotAck::Completed(m),
+                None => HotAck::Ignored,
+            }
+        } else {
+            HotAck::Recorded
+        }
+    }
+
+    /// Takes `id` off the fast path (to spill it, or because it completed).
+    pub fn remove(&mut self, id: &str) -> Option<HotMessage> {
+        let m = self.msgs.remove(id)?;
+        for sub in &m.message.subscribers {
+            if let Some(set) = self.pending.get_mut(sub) {
+                set.remove(id);
+            }
+        }
+        self.bytes -= m.message.body.len();
+        if let Some(d) = self.depth.get_mut(&m.message.topic) {
+            *d = d.saturating_sub(1);
+        }
+        if let Some(n) = self.per_segment.get_mut(&m.segment) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_segment.remove(&m.segment);
+            }
+        }
+        Some(m)
+    }
+
+    /// Whether any hot message still lives in journal segment `seg`.
+    pub fn uses_segment(&self, seg: u64) -> bool {
+        self.per_segment.contains_key(&seg)
+    }
+
+    /// Up to `limit` ids of hot messages journaled in segments before `seg`.
+    pub fn ids_before_segment(&self, seg: u64, limit: usize) -> Vec<String> {
+        if self.per_segment.range(..seg).next().is_none() {
+            return Vec::new();
+        }
+        self.msgs
+            .iter()
+            .filter(|(_, m)| m.segment < seg)
+            .take(limit)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Admin view of a hot message.
+    /// (`leased` is left false: the caller fills it in after releasing the lock.)
+    pub fn status(&self, id: &str) -> Option<MessageStatus> {
+        let m = self.msgs.get(id)?;
+        let msg = &m.message;
+        let subscribers = msg
+            .subscribers
+            .iter()
+            .zip(&m.delivered)
+            .map(|(sub, done)| match done {
+                Some(a) => SubscriberStatus {
+                    subscriber: sub.clone(),
+                    state: DeliveryState::Delivered,
+                    attempts: 1,
+                    next_attempt_at_ms: None,
+                    history: vec![a.clone()],
+                    leased: false,
+                },
+                None => SubscriberStatus {
+                    subscriber: sub.clone(),
+                    state: DeliveryState::Pending {
+                        next_attempt_at_ms: msg.enqueued_at_ms,
+                    },
+                    attempts: 0,
+                    next_attempt_at_ms: Some(msg.enqueued_at_ms),
+                    history: Vec::new(),
+                    leased: false,
+                },
+            })
+            .collect();
+        Some(MessageStatus {
+            id: MessageId::new(msg.id.as_str()),
+            topic: msg.topic.clone(),
+            ordering_key: None,
+            enqueued_at_ms: msg.enqueued_at_ms,
+            completed_at_ms: None,
+            subscribers,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hot_msg(id: &str, seg: u64) -> HotMessage {
+        HotMessage {
+            message: Arc::new(Message {
+                id: MessageId::new(id),
+                topic: "t".into(),
+                body: bytes::Bytes::from_static(b"{}"),
+                content_type: None,
+                headers: Vec::new(),
+                ordering_key: None,
+                enqueued_at_ms: 1,
+                subscribers: vec!["a".into(), "b".into()],
+            }),
+            segment: seg,
+            delivered: vec![None, None],
+        }
+    }
+
+    fn ok() -> AttemptRecord {
+        AttemptRecord {
+            attempt: 7,
+            at_ms: 2,
+            outcome: "status 200".into(),
+            duration_ms: 1,
+        }
+    }
+
+    #[test]
+    fn leases_skip_held_ones_and_the_last_ack_completes() {
+        let mut hot = Hot::default();
+        hot.insert(hot_msg("m1", 1));
+        hot.insert(hot_msg("m2", 2));
+        let (mut leases, mut out) = (HashSet::new(), Vec::new());
+        hot.lease("a", &mut leases, 1, &mut out);
+        hot.lease("a", &mut leases, 5, &mut out);
+        let ids: Vec<_> = out
+            .iter()
+            .map(|d| d.message.id.as_str().to_owned())
+            .collect();
+        assert_eq!(ids, ["m1", "m2"]);
+        assert!(matches!(hot.ack("m1", "a", &ok()), HotAck::Recorded));
+        assert!(matches!(hot.ack("m1", "a", &ok()), HotAck::Ignored));
+        assert!(matches!(hot.ack("m1", "zz", &ok()), HotAck::Ignored));
+        let st = hot.status("m1").unwrap();
+        assert_eq!(st.subscribers[0].state, DeliveryState::Delivered);
+        assert_eq!(st.subscribers[0].history[0].attempt, 1);
+        assert!(st.subscribers[1].next_attempt_at_ms.is_some());
+        assert!(matches!(hot.ack("m1", "b", &ok()), HotAck::Completed(_)));
+        assert!(matches!(hot.ack("m1", "b", &ok()), HotAck::NotHot));
+        assert_eq!(hot.depth().get("t"), Some(&1));
+        assert!(!hot.uses_segment(1));
+        assert_eq!(hot.ids_before_segment(3, 10), vec!["m2".to_string()]);
+        assert!(hot.ids_before_segment(2, 10).is_empty());
+    }
+
+    #[test]
+    fn room_is_bounded_by_count_and_bytes() {
+        let hot = Hot::default();
+        assert!(hot.has_room(MAX_MESSAGES, 0));
+        assert!(!hot.has_room(MAX_MESSAGES + 1, 0));
+        assert!(!hot.has_room(1, MAX_BYTES + 1));
+    }
+}

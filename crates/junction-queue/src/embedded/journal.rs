@@ -1,0 +1,465 @@
+//! The enqueue journal: an append-only segment log that makes a fast-path enqueue
+//! durable with one `fdatasync` and no B-tree work.
+//!
+//! Why a hand-written log next to redb: a redb commit of one enqueue batch rewrites
+//! the B-tree pages of every table it touches and syncs twice, which capped durable
+//! accepts at ~12k/s on a 2-core machine. Appending the batch to a file and syncing
+//! its data once costs a few microseconds per event plus one ~0.3 ms sync per batch.
+//! Messages on the fast path (see `hot.rs`) live here and in memory until they are
+//! delivered or spilled into redb; redb stays the store of record for everything
+//! else (retries, dead letters, ordering chains, idempotency keys, history).
+//!
+//! Format: files `journal/<segment:016>.wal`, each a sequence of records
+//! `[u32 LE payload length][u32 LE crc32 of payload][payload]`. Payload kinds:
+//! `ENQ` (a whole message) and `ACK` (one subscriber delivered). Replay reads each
+//! segment up to its first short or corrupt record (a torn tail after a crash).
+//! A segment is deleted once none of its messages is still only here and a durable
+//! redb commit holds what replaced them (see `writer.rs`).
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use super::tables::{EmbeddedError, Res};
+
+/// A segment is closed and a new one started past this size.
+pub(crate) const SEGMENT_BYTES: u64 = 64 << 20;
+const KIND_ENQ: u8 = 1;
+const KIND_ACK: u8 = 2;
+
+/// A message as journaled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct JournalMessage {
+    pub id: String,
+    pub topic: String,
+    pub content_type: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub subscribers: Vec<String>,
+    pub enqueued_at_ms: u64,
+    pub body: Bytes,
+}
+
+/// One replayed record.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Record {
+    Enq(JournalMessage),
+    Ack { id: String, sub: String },
+}
+
+/// The open journal: the segment being appended to and the older ones still kept.
+#[derive(Debug)]
+pub(crate) struct Journal {
+    dir: PathBuf,
+    current: u64,
+    file: File,
+    len: u64,
+    buf: Vec<u8>,
+    /// Whether `buf` holds an `ENQ`, which must be synced before anyone is answered.
+    needs_sync: bool,
+    /// Segments older than `current` still on disk.
+    older: Vec<u64>,
+}
+
+impl Journal {
+    /// Opens `dir/journal`, reading every record of every existing segment (oldest
+    /// first), then starts a fresh segment after them. The caller deletes the old
+    /// ones with [`Journal::retire`] once their records are safe elsewhere.
+    pub fn open(dir: &Path) -> Res<(Self, Vec<Record>)> {
+        let dir = dir.join("journal");
+        std::fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
+        let mut segments = list_segments(&dir)?;
+        segments.sort_unstable();
+        let mut records = Vec::new();
+        for seg in &segments {
+            let path = segment_path(&dir, *seg);
+            let mut raw = Vec::new();
+            File::open(&path)
+                .and_then(|mut f| f.read_to_end(&mut raw))
+                .map_err(|e| io("read", &path, e))?;
+            let (recs, torn) = decode_all(&raw);
+            if torn {
+                tracing::warn!(segment = %path.display(), "journal segment ends in a torn record (crash while writing); ignoring the tail");
+            }
+            records.extend(recs);
+        }
+        let current = segments.last().map_or(1, |s| s + 1);
+        let file = create_segment(&dir, current)?;
+        Ok((
+            Self {
+                dir,
+                current,
+                file,
+                len: 0,
+                buf: Vec::with_capacity(1 << 20),
+                needs_sync: false,
+                older: segments,
+            },
+            records,
+        ))
+    }
+
+    /// The segment new records go to.
+    pub fn current(&self) -> u64 {
+        self.current
+    }
+
+    /// Segments older than the current one still on disk.
+    pub fn older(&self) -> &[u64] {
+        &self.older
+    }
+
+    /// Buffers an `ENQ` record (written and synced by [`Journal::sync`]).
+    pub fn append_enq(&mut self, m: &JournalMessage) {
+        let start = self.begin_record(KIND_ENQ);
+        put_str(&mut self.buf, &m.id);
+        self.buf.extend_from_slice(&m.enqueued_at_ms.to_le_bytes());
+        put_str(&mut self.buf, &m.topic);
+        match &m.content_type {
+            Some(ct) => {
+                self.buf.push(1);
+                put_str(&mut self.buf, ct);
+            }
+            None => self.buf.push(0),
+        }
+        put_len(&mut self.buf, m.headers.len());
+        for (k, v) in &m.headers {
+            put_str(&mut self.buf, k);
+            put_str(&mut self.buf, v);
+        }
+        put_len(&mut self.buf, m.subscribers.len());
+        for s in &m.subscribers {
+            put_str(&mut self.buf, s);
+        }
+        self.buf
+            .extend_from_slice(&(m.body.len() as u64).to_le_bytes());
+        self.buf.extend_from_slice(&m.body);
+        self.end_record(start);
+        self.needs_sync = true;
+    }
+
+    /// Buffers an `ACK` record (written with the next sync or flush; never synced on
+    /// its own: losing one only means a redelivery).
+    pub fn append_ack(&mut self, id: &str, sub: &str) {
+        let start = self.begin_record(KIND_ACK);
+        put_str(&mut self.buf, id);
+        put_str(&mut self.buf, sub);
+        self.end_record(start);
+    }
+
+    /// Writes the buffered records; syncs the data when an `ENQ` is among them.
+    /// Returns the segment they went to. On failure the segment is abandoned (a
+    /// later record must never follow a half-written one) and a new one started.
+    pub fn sync(&mut self) -> Res<u64> {
+        if self.buf.is_empty() {
+            return Ok(self.current);
+        }
+        let seg = self.current;
+        let sync = std::mem::take(&mut self.needs_sync);
+        let res = self.file.write_all(&self.buf).and_then(|()| {
+            if sync {
+                self.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        let written = self.buf.len() as u64;
+        self.buf.clear();
+        if let Err(e) = res {
+            let path = segment_path(&self.dir, seg);
+            if let Err(e2) = self.rotate() {
+                tracing::error!(error = %e2, "cannot start a new journal segment");
+            }
+            return Err(io("write", &path, e));
+        }
+        self.len += written;
+        if self.len >= SEGMENT_BYTES {
+            self.rotate()?;
+        }
+        Ok(seg)
+    }
+
+    /// Deletes older segments (never the current one).
+    pub fn retire(&mut self, segments: &[u64]) {
+        for seg in segments {
+            if *seg == self.current {
+                continue;
+            }
+            let path = segment_path(&self.dir, *seg);
+            match std::fs::remove_file(&path) {
+                Ok(()) => self.older.retain(|s| s != seg),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    self.older.retain(|s| s != seg)
+                }
+                Err(e) => {
+                    tracing::warn!(segment = %path.display(), error = %e, "cannot delete journal segment")
+                }
+            }
+        }
+    }
+
+    fn rotate(&mut self) -> Res<()> {
+        let next = self.current + 1;
+        let file = create_segment(&self.dir, next)?;
+        // The directory entry of the new file must survive a crash before it is used.
+        if let Ok(d) = File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        self.older.push(self.current);
+        self.current = next;
+        self.file = file;
+        self.len = 0;
+        Ok(())
+    }
+
+    fn begin_record(&mut self, kind: u8) -> usize {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&[0u8; 8]);
+        self.buf.push(kind);
+        start
+    }
+
+    fn end_record(&mut self, start: usize) {
+        let payload = &self.buf[start + 8..];
+        let len = payload.len() as u32;
+        let crc = crc32fast::hash(payload);
+        self.buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
+        self.buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+fn segment_path(dir: &Path, seg: u64) -> PathBuf {
+    dir.join(format!("{seg:016}.wal"))
+}
+
+fn create_segment(dir: &Path, seg: u64) -> Res<File> {
+    let path = segment_path(dir, seg);
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| io("create", &path, e))
+}
+
+fn list_segments(dir: &Path) -> Res<Vec<u64>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| io("list", dir, e))? {
+        let entry = entry.map_err(|e| io("list", dir, e))?;
+        let name = entry.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".wal")) else {
+            continue;
+        };
+        if let Ok(seg) = stem.parse() {
+            out.push(seg);
+        }
+    }
+    Ok(out)
+}
+
+fn io(what: &str, path: &Path, e: std::io::Error) -> EmbeddedError {
+    EmbeddedError::Corrupt(format!("journal: cannot {what} {}: {e}", path.display()))
+}
+
+fn put_len(buf: &mut Vec<u8>, n: usize) {
+    buf.extend_from_slice(&(n as u32).to_le_bytes());
+}
+
+fn put_str(buf: &mut Vec<u8>, s: &str) {
+    put_len(buf, s.len());
+    buf.extend_from_slice(s.as_bytes());
+}
+
+/// Decodes records until the end or the first bad one; `true` if a bad one was found.
+fn decode_all(raw: &[u8]) -> (Vec<Record>, bool) {
+    let mut out = Vec::new();
+    let mut rest = raw;
+    while !rest.is_empty() {
+        let Some(rec) = decode_one(&mut rest) else {
+            return (out, true);
+        };
+        out.push(rec);
+    }
+    (out, false)
+}
+
+fn decode_one(rest: &mut &[u8]) -> Option<Record> {
+    let len = u32::from_le_bytes(take(rest, 4)?.try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(take(rest, 4)?.try_into().ok()?);
+    let mut p = take(rest, len)?;
+    if crc32fast::hash(p) != crc {
+        return None;
+    }
+    match *take(&mut p, 1)?.first()? {
+        KIND_ENQ => {
+            let id = get_str(&mut p)?;
+            let enqueued_at_ms = u64::from_le_bytes(take(&mut p, 8)?.try_into().ok()?);
+            let topic = get_str(&mut p)?;
+            let content_type = match *take(&mut p, 1)?.first()? {
+                0 => None,
+                _ => Some(get_str(&mut p)?),
+            };
+            let n = get_len(&mut p)?;
+            let mut headers = Vec::with_capacity(n.min(64));
+            for _ in 0..n {
+                headers.push((get_str(&mut p)?, get_str(&mut p)?));
+            }
+            let n = get_len(&mut p)?;
+            let mut subscribers = Vec::with_capacity(n.min(64));
+            for _ in 0..n {
+                subscribers.push(get_str(&mut p)?);
+            }
+            let blen =
+                usize::try_from(u64::from_le_bytes(take(&mut p, 8)?.try_into().ok()?)).ok()?;
+            let body = Bytes::copy_from_slice(take(&mut p, blen)?);
+            Some(Record::Enq(JournalMessage {
+                id,
+                topic,
+                content_type,
+                headers,
+                subscribers,
+                enqueued_at_ms,
+                body,
+            }))
+        }
+        KIND_ACK => Some(Record::Ack {
+            id: get_str(&mut p)?,
+            sub: get_str(&mut p)?,
+        }),
+        _ => None,
+    }
+}
+
+fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    if rest.len() < n {
+        return None;
+    }
+    let (head, tail) = rest.split_at(n);
+    *rest = tail;
+    Some(head)
+}
+
+fn get_len(p: &mut &[u8]) -> Option<usize> {
+    Some(u32::from_le_bytes(take(p, 4)?.try_into().ok()?) as usize)
+}
+
+fn get_str(p: &mut &[u8]) -> Option<String> {
+    let n = get_len(p)?;
+    String::from_utf8(take(p, n)?.to_vec()).ok()
+}
+
+/// Folds replayed records into the journaled messages, each with the subscribers an
+/// `ACK` says already have it.
+pub(crate) fn fold_messages(records: Vec<Record>) -> Vec<(JournalMessage, Vec<String>)> {
+    let mut msgs: BTreeMap<String, (JournalMessage, Vec<String>)> = BTreeMap::new();
+    for rec in records {
+        match rec {
+            Record::Enq(m) => {
+                msgs.insert(m.id.clone(), (m, Vec::new()));
+            }
+            Record::Ack { id, sub } => {
+                if let Some((m, acked)) = msgs.get_mut(&id) {
+                    if m.subscribers.contains(&sub) && !acked.contains(&sub) {
+                        acked.push(sub);
+                    }
+                }
+            }
+        }
+    }
+    msgs.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(id: &str) -> JournalMessage {
+        JournalMessage {
+            id: id.into(),
+            topic: "orders".into(),
+            content_type: Some("application/json".into()),
+            headers: vec![("traceparent".into(), "00-abc-def-01".into())],
+            subscribers: vec!["a".into(), "b".into()],
+            enqueued_at_ms: 42,
+            body: Bytes::from_static(b"{\"x\":1}\0\xff"),
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_a_torn_tail_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut j, recs) = Journal::open(dir.path()).unwrap();
+            assert!(recs.is_empty());
+            j.append_enq(&msg("m1"));
+            j.append_ack("m1", "a");
+            j.append_enq(&msg("m2"));
+            assert_eq!(j.sync().unwrap(), 1);
+        }
+        // A crash in the middle of the next write leaves half a record.
+        let path = dir.path().join("journal").join(format!("{:016}.wal", 1));
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&[200, 0, 0, 0, 1, 2]).unwrap();
+        drop(f);
+        let (j, recs) = Journal::open(dir.path()).unwrap();
+        assert_eq!(recs.len(), 3);
+        assert_eq!(recs[0], Record::Enq(msg("m1")));
+        assert_eq!(j.current(), 2);
+        assert_eq!(j.older(), &[1]);
+        let left = fold_messages(recs);
+        assert_eq!(left.len(), 2);
+        assert_eq!(left[0], (msg("m1"), vec!["a".to_string()]));
+        assert_eq!(left[1], (msg("m2"), vec![]));
+    }
+
+    #[test]
+    fn a_corrupt_record_stops_replay_and_retired_segments_are_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(dir.path()).unwrap();
+        j.append_enq(&msg("m1"));
+        j.append_enq(&msg("m2"));
+        j.sync().unwrap();
+        drop(j);
+        let path = dir.path().join("journal").join(format!("{:016}.wal", 1));
+        let mut raw = std::fs::read(&path).unwrap();
+        let last = raw.len() - 1;
+        raw[last] ^= 0xff; // flips a byte of m2's body: its checksum fails
+        std::fs::write(&path, raw).unwrap();
+        let (mut j, recs) = Journal::open(dir.path()).unwrap();
+        assert_eq!(recs, vec![Record::Enq(msg("m1"))]);
+        j.retire(&[1, 2]);
+        assert!(j.older().is_empty());
+        assert!(!path.exists());
+        let (_, recs) = Journal::open(dir.path()).unwrap();
+        assert!(recs.is_empty());
+    }
+
+    #[test]
+    fn acks_fold_into_their_messages_once_each() {
+        let recs = vec![
+            Record::Enq(msg("m1")),
+            Record::Ack {
+                id: "m1".into(),
+                sub: "a".into(),
+            },
+            Record::Ack {
+                id: "m1".into(),
+                sub: "b".into(),
+            },
+            Record::Ack {
+                id: "m1".into(),
+                sub: "b".into(),
+            },
+            Record::Ack {
+                id: "zz".into(),
+                sub: "a".into(),
+            },
+        ];
+        let folded = fold_messages(recs);
+        assert_eq!(
+            folded,
+            vec![(msg("m1"), vec!["a".to_string(), "b".to_string()])]
+        );
+    }
+}

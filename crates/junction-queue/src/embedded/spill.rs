@@ -1,0 +1,112 @@
+//! Moving fast-path messages into redb, inside one write transaction: spilling a hot
+//! message that needs redb's machinery, recording a completed one, and restoring
+//! journaled messages after a restart. Each keeps the invariants of `tables.rs`.
+
+use redb::ReadableTable;
+
+use super::hot::HotMessage;
+use super::journal::JournalMessage;
+use super::ops::Batch;
+use super::tables::*;
+use crate::broker::{AttemptRecord, DeliveryState, Message};
+
+impl Batch<'_> {
+    /// Stores a hot message as an ordinary pending one: subscribers that have it as
+    /// delivered, the others pending and due now.
+    pub fn spill(&mut self, m: &HotMessage) -> Res<()> {
+        let delivered: Vec<Option<AttemptRecord>> = m.delivered.clone();
+        self.store_pending(&m.message, &delivered)
+    }
+
+    /// Stores the completed record of a hot message every subscriber received, for
+    /// status look-ups until it is pruned like any completed record.
+    pub fn complete_hot(&mut self, m: &HotMessage) -> Res<()> {
+        self.store_completed(&m.message, &m.delivered)
+    }
+
+    fn store_completed(&mut self, msg: &Message, delivered: &[Option<AttemptRecord>]) -> Res<()> {
+        let id = msg.id.as_str();
+        let mut meta = meta_of(msg);
+        meta.completed_at_ms = Some(self.now);
+        self.changed = true;
+        self.messages
+            .insert(id, encode_with_body(&meta, &[])?.as_slice())?;
+        self.completed.insert((self.now, id), ())?;
+        for (sub, attempt) in msg.subscribers.iter().zip(delivered) {
+            self.put_delivery(id, sub, &delivered_record(attempt.clone()))?;
+        }
+        Ok(())
+    }
+
+    /// After a restart: stores a journaled message (`acked` subscribers already have
+    /// it), pending or completed. A message redb already holds is left alone.
+    pub fn restore(&mut self, m: &JournalMessage, acked: &[String]) -> Res<()> {
+        if self.messages.get(m.id.as_str())?.is_some() {
+            return Ok(());
+        }
+        let msg = Message {
+            id: crate::broker::MessageId::new(m.id.as_str()),
+            topic: m.topic.clone(),
+            body: m.body.clone(),
+            content_type: m.content_type.clone(),
+            headers: m.headers.clone(),
+            ordering_key: None,
+            enqueued_at_ms: m.enqueued_at_ms,
+            subscribers: m.subscribers.clone(),
+        };
+        let delivered: Vec<Option<AttemptRecord>> = m
+            .subscribers
+            .iter()
+            .map(|s| {
+                acked.contains(s).then(|| AttemptRecord {
+                    attempt: 1,
+                    at_ms: m.enqueued_at_ms,
+                    outcome: "delivered (recovered from the journal)".into(),
+                    duration_ms: 0,
+                })
+            })
+            .collect();
+        if delivered.iter().all(Option::is_some) {
+            self.store_completed(&msg, &delivered)
+        } else {
+            self.store_pending(&msg, &delivered)
+        }
+    }
+
+    fn store_pending(&mut self, msg: &Message, delivered: &[Option<AttemptRecord>]) -> Res<()> {
+        let id = msg.id.as_str();
+        self.changed = true;
+        self.messages
+            .insert(id, encode_with_body(&meta_of(msg), &msg.body)?.as_slice())?;
+        for (sub, attempt) in msg.subscribers.iter().zip(delivered) {
+            match attempt {
+                Some(a) => self.put_delivery(id, sub, &delivered_record(Some(a.clone())))?,
+                None => self.make_pending(id, sub, None, DeliveryRecord::pending(self.now))?,
+            }
+        }
+        self.bump("depth", &msg.topic, 1);
+        Ok(())
+    }
+}
+
+fn meta_of(msg: &Message) -> MessageMeta {
+    MessageMeta {
+        id: msg.id.as_str().to_owned(),
+        topic: msg.topic.clone(),
+        content_type: msg.content_type.clone(),
+        headers: msg.headers.clone(),
+        ordering_key: None,
+        enqueued_at_ms: msg.enqueued_at_ms,
+        subscribers: msg.subscribers.clone(),
+        completed_at_ms: None,
+    }
+}
+
+fn delivered_record(attempt: Option<AttemptRecord>) -> DeliveryRecord {
+    DeliveryRecord {
+        state: DeliveryState::Delivered,
+        attempts: 1,
+        history: attempt.into_iter().collect(),
+        order_seq: None,
+    }
+}
