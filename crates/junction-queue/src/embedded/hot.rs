@@ -59,6 +59,9 @@ pub(crate) struct Hot {
     depth: BTreeMap<String, u64>,
     /// Hot messages per journal segment.
     per_segment: BTreeMap<u64, u64>,
+    /// Completed messages whose completed record the writer has not stored in redb
+    /// yet (it batches them), with their completion time: still visible to `status`.
+    done: HashMap<String, (Arc<HotMessage>, u64)>,
 }
 
 impl Hot {
@@ -181,6 +184,19 @@ impl Hot {
         Some(m)
     }
 
+    /// Keeps a completed message visible until its record is in redb.
+    pub fn park_done(&mut self, m: Arc<HotMessage>, completed_at_ms: u64) {
+        self.done
+            .insert(m.message.id.as_str().to_owned(), (m, completed_at_ms));
+    }
+
+    /// Their records are in redb now.
+    pub fn unpark_done<'a>(&mut self, ids: impl IntoIterator<Item = &'a str>) {
+        for id in ids {
+            self.done.remove(id);
+        }
+    }
+
     /// Whether any hot message still lives in journal segment `seg`.
     pub fn uses_segment(&self, seg: u64) -> bool {
         self.per_segment.contains_key(&seg)
@@ -202,7 +218,11 @@ impl Hot {
     /// Admin view of a hot message.
     /// (`leased` is left false: the caller fills it in after releasing the lock.)
     pub fn status(&self, id: &str) -> Option<MessageStatus> {
-        let m = self.msgs.get(id)?;
+        let (m, completed_at_ms) = match (self.msgs.get(id), self.done.get(id)) {
+            (Some(m), _) => (m, None),
+            (None, Some((m, at))) => (m.as_ref(), Some(*at)),
+            (None, None) => return None,
+        };
         let msg = &m.message;
         let subscribers = msg
             .subscribers
@@ -234,7 +254,7 @@ impl Hot {
             topic: msg.topic.clone(),
             ordering_key: None,
             enqueued_at_ms: msg.enqueued_at_ms,
-            completed_at_ms: None,
+            completed_at_ms,
             subscribers,
         })
     }
@@ -290,8 +310,14 @@ mod tests {
         assert_eq!(st.subscribers[0].state, DeliveryState::Delivered);
         assert_eq!(st.subscribers[0].history[0].attempt, 1);
         assert!(st.subscribers[1].next_attempt_at_ms.is_some());
-        assert!(matches!(hot.ack("m1", "b", &ok()), HotAck::Completed(_)));
+        let HotAck::Completed(m1) = hot.ack("m1", "b", &ok()) else {
+            panic!("m1 completes")
+        };
         assert!(matches!(hot.ack("m1", "b", &ok()), HotAck::NotHot));
+        hot.park_done(Arc::new(m1), 9);
+        assert_eq!(hot.status("m1").unwrap().completed_at_ms, Some(9));
+        hot.unpark_done(["m1"]);
+        assert!(hot.status("m1").is_none());
         assert_eq!(hot.depth().get("t"), Some(&1));
         assert!(!hot.uses_segment(1));
         assert_eq!(hot.ids_before_segment(3, 10), vec!["m2".to_string()]);

@@ -1,23 +1,35 @@
-//! The embedded broker: a crash-safe on-disk queue in one redb file, no server needed.
+//! The embedded broker: a crash-safe on-disk queue in a directory, no server needed.
 //!
-//! Why redb with group commit:
-//! - **Embedded**: Junction's default deployment is one binary on one machine; the
-//!   queue must not need another server. redb is a pure-Rust embedded key-value store.
-//! - **ACID**: every change is a redb transaction (copy-on-write B-trees, checksummed
-//!   commit slots), so a crash leaves the last committed state, never a torn one, and
-//!   several tables (messages, due index, ordering chains, idempotency keys, counters)
-//!   change together or not at all.
-//! - **Well kept**: stable file format, crash and fuzz tested upstream, maintained.
-//! - **One fsync per batch**: an fsync costs about a millisecond or more; one per
-//!   enqueue would cap throughput at ~1000/s. A single writer task (`writer.rs`)
-//!   commits every request waiting in its bounded channel in one transaction and one
-//!   fsync, then answers each caller, so `enqueue` is durable when it returns and
-//!   throughput grows with concurrency. Acks and retries are committed without fsync
-//!   (at-least-once tolerates losing them) and flushed within a second or two.
+//! Two stores, each for what it does best:
+//! - **The journal** (`journal.rs`, an append-only segment log written by hand) makes
+//!   the common case cheap: an event with subscribers and no idempotency or ordering
+//!   key is appended to it, and the whole batch of concurrent enqueues is made durable
+//!   with one `fdatasync` before anyone gets an answer. The message then waits in
+//!   memory (`hot.rs`, bounded) and is delivered from there; when every subscriber has
+//!   it, a small completed record goes to redb. Acks on this path are journal appends.
+//! - **redb** (a well-kept pure-Rust embedded key-value store: ACID transactions on
+//!   copy-on-write B-trees, checksummed commits, crash and fuzz tested upstream) holds
+//!   everything that needs indexes or history: retries and their due times, dead
+//!   letters, per-key ordering chains, idempotency keys, completed records, counters.
+//!   A hot message that needs any of that (a failed attempt, a dead letter, an old
+//!   journal segment) is *spilled* into redb as an ordinary pending message
+//!   (`spill.rs`), and redb's transactions take over.
 //!
-//! Memory stays bounded whatever the backlog: messages, the due index and ordering
-//! chains live on disk; memory holds per-topic counters, the leased set and one
-//! notifier per subscriber. Storage format: see `tables.rs` (JSON metadata, raw bodies).
+//! Why not redb alone: one durable redb commit rewrites the B-tree pages of every
+//! table it touches; on a 2-core machine that capped durable accepts at ~12k/s, the
+//! journal path takes them past 45k/s (see BENCHMARKS.md).
+//!
+//! A single writer task (`writer.rs`) makes every change, in batches (group commit):
+//! `enqueue` is durable when it returns, and throughput grows with concurrency. Acks,
+//! retries and completed records are committed without fsync (at-least-once tolerates
+//! losing them: a redelivery) and flushed within a second or two. After a crash,
+//! `recovery.rs` moves every journaled message redb lacks into redb, then deletes the
+//! old journal segments.
+//!
+//! Memory stays bounded whatever the backlog: the hot set has a cap (past it, enqueues
+//! go straight to redb); redb's messages, due index and ordering chains live on disk;
+//! memory holds per-topic counters, the leased set and one notifier per subscriber.
+//! Storage format: see `tables.rs` (redb) and `journal.rs`.
 
 mod hot;
 mod journal;

@@ -20,18 +20,23 @@ impl Batch<'_> {
 
     /// Stores the completed record of a hot message every subscriber received, for
     /// status look-ups until it is pruned like any completed record.
-    pub fn complete_hot(&mut self, m: &HotMessage) -> Res<()> {
-        self.store_completed(&m.message, &m.delivered)
+    pub fn complete_hot(&mut self, m: &HotMessage, completed_at_ms: u64) -> Res<()> {
+        self.store_completed(&m.message, &m.delivered, completed_at_ms)
     }
 
-    fn store_completed(&mut self, msg: &Message, delivered: &[Option<AttemptRecord>]) -> Res<()> {
+    fn store_completed(
+        &mut self,
+        msg: &Message,
+        delivered: &[Option<AttemptRecord>],
+        completed_at_ms: u64,
+    ) -> Res<()> {
         let id = msg.id.as_str();
         let mut meta = meta_of(msg);
-        meta.completed_at_ms = Some(self.now);
+        meta.completed_at_ms = Some(completed_at_ms);
         self.changed = true;
         self.messages
             .insert(id, encode_with_body(&meta, &[])?.as_slice())?;
-        self.completed.insert((self.now, id), ())?;
+        self.completed.insert((completed_at_ms, id), ())?;
         for (sub, attempt) in msg.subscribers.iter().zip(delivered) {
             self.put_delivery(id, sub, &delivered_record(attempt.clone()))?;
         }
@@ -67,7 +72,7 @@ impl Batch<'_> {
             })
             .collect();
         if delivered.iter().all(Option::is_some) {
-            self.store_completed(&msg, &delivered)
+            self.store_completed(&msg, &delivered, self.now)
         } else {
             self.store_pending(&msg, &delivered)
         }

@@ -9,7 +9,10 @@
 //! enqueue, as it must be.
 //!
 //! Durability per batch:
-//! - a batch holding an enqueue, a replay or a flush commits with
+//! - fast-path enqueues (see `hot.rs`) are appended to the journal, which is written
+//!   and `fdatasync`ed once for the batch before any caller is answered; they become
+//!   hot (visible to leasing) only after that sync;
+//! - a batch holding a redb enqueue, a replay or a flush commits with
 //!   `Durability::Immediate` (fsync) before any caller is answered: `Ok` means durable;
 //! - a batch of only acks / retries / dead-letters commits with `Durability::None`
 //!   (visible to readers at once, persisted by the next durable commit). Losing one in
@@ -19,8 +22,14 @@
 //!   (redb frees pages only on durable commits, which these periodic commits provide.)
 //!
 //! In-memory effects (counters, dropped leases, wake-ups) are applied only after the
-//! commit succeeds, so memory never runs ahead of disk. If a batch fails, each op is
-//! retried alone so one bad op cannot fail its neighbours.
+//! commit succeeds, so memory never runs ahead of disk. (Exception: an ack of a hot
+//! message is recorded in the hot set at once; if its batch then fails, the message is
+//! delivered anyway and only its completed record is missing.) If a batch fails, each
+//! op is retried alone so one bad op cannot fail its neighbours.
+//!
+//! Journal segments are deleted only after a durable redb commit that follows the
+//! moment none of their messages was hot any more (spilled or completed records are in
+//! redb by then), so a crash never finds a message in neither store.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -132,6 +141,10 @@ fn internal(what: &str) -> QueueError {
 
 /// Most hot messages spilled per batch because their journal segment is old.
 const SPILL_OLD_LIMIT: usize = 1000;
+/// Completed records of hot messages are stored once this many wait...
+const RECORD_BATCH: usize = 4096;
+/// ...or the oldest has waited this long (or with any transaction that commits anyway).
+const RECORD_EVERY: Duration = Duration::from_millis(100);
 
 /// The writer's own state: the committed counters and sequence, the id source, the journal.
 pub(crate) struct Core {
@@ -145,6 +158,9 @@ pub(crate) struct Core {
     journal: Journal,
     /// Journal segments no hot message uses any more: deleted after the next durable commit.
     retiring: Vec<u64>,
+    /// Completed hot messages whose records are not in redb yet (parked in the hot set).
+    unrecorded: Vec<(Arc<HotMessage>, u64)>,
+    unrecorded_since: Instant,
     dirty: bool,
     last_durable: Instant,
     last_prune: Instant,
@@ -171,6 +187,8 @@ impl Core {
             retention_ms: 0,
             journal,
             retiring: Vec::new(),
+            unrecorded: Vec::new(),
+            unrecorded_since: Instant::now(),
             dirty: false,
             last_durable: Instant::now(),
             last_prune: Instant::now(),
@@ -204,27 +222,42 @@ impl Core {
     }
 
     /// One write transaction for `ops` (plus pruning and flushing when due), and one
-    /// journal write for the fast-path records among them.
+    /// journal write for the fast-path records among them. If it fails, what it took
+    /// off the hot set goes back.
     fn commit(&mut self, ops: &[Op]) -> Res<Vec<Answer>> {
+        let mut fast = FastPath::default();
+        let res = self.commit_with(ops, &mut fast);
+        if res.is_err() {
+            let mut hot = self.mem.hot.lock();
+            for m in fast.spilled.drain(..) {
+                hot.insert(m);
+            }
+            // Still parked in the hot set: recorded by a later batch.
+            fast.recorded.append(&mut self.unrecorded);
+            self.unrecorded = fast.recorded;
+        }
+        res
+    }
+
+    fn commit_with(&mut self, ops: &[Op], fast: &mut FastPath) -> Res<Vec<Answer>> {
         let now = now_ms();
         let mut durable = ops.iter().any(Op::needs_fsync)
             || (self.dirty && (ops.is_empty() || self.last_durable.elapsed() >= FLUSH_EVERY));
         let prune = self.prune_backlog || self.last_prune.elapsed() >= PRUNE_EVERY;
         let mut txn = self.db.begin_write()?;
         let mut batch = Batch::open(&txn, now, self.counters.clone(), self.seq)?;
-        let mut fast = FastPath::default();
         // Hot messages whose journal segment is no longer current or previous go to
         // redb, so old segments can be deleted.
         let old = self.journal.current().saturating_sub(1);
         let stale = self.mem.hot.lock().ids_before_segment(old, SPILL_OLD_LIMIT);
         for id in stale {
-            self.spill(&mut batch, &mut fast, &id)?;
+            self.spill(&mut batch, fast, &id)?;
         }
         let mut answers = Vec::with_capacity(ops.len());
         for op in ops {
             answers.push(match op {
                 Op::Enqueue(req, _) => {
-                    if let Some(res) = self.enqueue_hot(req, now, &mut fast) {
+                    if let Some(res) = self.enqueue_hot(req, now, fast) {
                         Answer::Enqueue(res)
                     } else {
                         durable = true;
@@ -248,7 +281,13 @@ impl Core {
                         }
                     }
                     if let HotAck::Completed(m) = acked {
-                        batch.complete_hot(&m)?;
+                        // Its completed record is stored later, many per transaction.
+                        let m = Arc::new(m);
+                        self.mem.hot.lock().park_done(Arc::clone(&m), now);
+                        if self.unrecorded.is_empty() {
+                            self.unrecorded_since = Instant::now();
+                        }
+                        self.unrecorded.push((m, now));
                     }
                     Answer::Unit
                 }
@@ -259,7 +298,7 @@ impl Core {
                     next_at,
                     ..
                 } => {
-                    self.spill(&mut batch, &mut fast, id)?;
+                    self.spill(&mut batch, fast, id)?;
                     batch.retry(id, sub, attempt, *next_at)?;
                     Answer::Unit
                 }
@@ -270,7 +309,7 @@ impl Core {
                     reason,
                     ..
                 } => {
-                    self.spill(&mut batch, &mut fast, id)?;
+                    self.spill(&mut batch, fast, id)?;
                     batch.finish_delivery(id, sub, attempt, Finish::Dead(reason))?;
                     Answer::Unit
                 }
@@ -289,15 +328,23 @@ impl Core {
         } else {
             None
         };
+        // Completed records of hot messages: with a transaction that commits anyway,
+        // else once enough of them or old enough (few commits, little redb churn).
+        let record = !self.unrecorded.is_empty()
+            && (durable
+                || batch.changed
+                || ops.is_empty()
+                || self.unrecorded.len() >= RECORD_BATCH
+                || self.unrecorded_since.elapsed() >= RECORD_EVERY);
+        if record {
+            fast.recorded = std::mem::take(&mut self.unrecorded);
+            for (m, at) in &fast.recorded {
+                batch.complete_hot(m, *at)?;
+            }
+        }
         let done = batch.finish()?;
         // Fast-path enqueues are durable once the journal is synced; then redb.
-        let segment = match self.journal.sync() {
-            Ok(seg) => seg,
-            Err(e) => {
-                fast.undo(&self.mem);
-                return Err(e);
-            }
-        };
+        let segment = self.journal.sync()?;
         let retire_now = if durable {
             std::mem::take(&mut self.retiring)
         } else {
@@ -314,7 +361,6 @@ impl Core {
                 Durability::None
             });
             if let Err(e) = txn.commit() {
-                fast.undo(&self.mem);
                 self.retiring.extend(retire_now);
                 return Err(e.into());
             }
@@ -342,7 +388,10 @@ impl Core {
         let mut wake_hot = std::collections::BTreeSet::new();
         {
             let mut hot = self.mem.hot.lock();
-            for mut m in fast.fresh {
+            fast.spilled.clear();
+            hot.unpark_done(fast.recorded.iter().map(|(m, _)| m.message.id.as_str()));
+            fast.recorded.clear();
+            for mut m in fast.fresh.drain(..) {
                 m.segment = segment;
                 wake_hot.extend(m.message.subscribers.iter().cloned());
                 hot.insert(m);
@@ -444,25 +493,18 @@ impl Core {
     }
 }
 
-/// The fast-path work of one batch, kept until the batch commits.
+/// The fast-path work of one batch, kept until the batch commits. If it fails,
+/// spilled messages go back to the hot set (they are still only in the journal),
+/// recorded ones wait for a later batch, and fresh ones were never acknowledged.
 #[derive(Default)]
 struct FastPath {
     /// Journaled in this batch; hot once the journal is synced.
     fresh: Vec<HotMessage>,
     bytes: usize,
-    /// Taken off the hot set to go to redb; put back if the batch fails.
+    /// Taken off the hot set to go to redb.
     spilled: Vec<HotMessage>,
-}
-
-impl FastPath {
-    /// The batch failed: spilled messages go back to the hot set (they are still
-    /// only in the journal); fresh ones were never acknowledged to their callers.
-    fn undo(self, mem: &MemState) {
-        let mut hot = mem.hot.lock();
-        for m in self.spilled {
-            hot.insert(m);
-        }
-    }
+    /// Completed hot messages whose records this batch stores.
+    recorded: Vec<(Arc<HotMessage>, u64)>,
 }
 
 /// Maps an internal failure to the public error, keeping the cause.
