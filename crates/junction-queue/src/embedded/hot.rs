@@ -3,9 +3,10 @@
 //! never touches redb's B-trees except for one small completed record.
 //!
 //! A message takes the fast path when it has subscribers, no idempotency key, no
-//! ordering key, and the hot set has room (bounded by [`MAX_MESSAGES`] and
-//! [`MAX_BYTES`], so memory stays bounded whatever the backlog: past that, enqueues
-//! go straight to redb). It leaves the hot set when
+//! ordering key. The hot set is bounded (by default [`MAX_MESSAGES`] and [`MAX_BYTES`]
+//! of bodies), so memory stays bounded whatever the backlog: past that, such
+//! enqueues are only journaled and loaded in later (overflow, see `fastpath.rs`).
+//! A message leaves the hot set when
 //! - every subscriber acknowledged it: the writer stores its completed record; or
 //! - any subscriber needs a retry or a dead letter, or its journal segment is getting
 //!   old: the writer *spills* it into redb as an ordinary pending message (with what
@@ -20,10 +21,10 @@ use crate::broker::{
     AttemptRecord, Delivery, DeliveryState, Message, MessageId, MessageStatus, SubscriberStatus,
 };
 
-/// Most messages held on the fast path.
-pub(crate) const MAX_MESSAGES: usize = 50_000;
-/// Most body bytes held on the fast path.
-pub(crate) const MAX_BYTES: usize = 64 << 20;
+/// Most messages held on the fast path, by default.
+pub const MAX_MESSAGES: usize = 50_000;
+/// Most body bytes held on the fast path, by default.
+pub const MAX_BYTES: usize = 64 << 20;
 
 /// A message on the fast path.
 #[derive(Debug)]
@@ -49,8 +50,10 @@ pub(crate) enum HotAck {
 }
 
 /// The hot set: messages, per-subscriber queues and counters.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Hot {
+    max_messages: usize,
+    max_bytes: usize,
     msgs: HashMap<String, HotMessage>,
     /// Per subscriber: hot message ids it still has to receive, oldest first.
     pending: HashMap<String, BTreeSet<String>>,
@@ -59,15 +62,51 @@ pub(crate) struct Hot {
     depth: BTreeMap<String, u64>,
     /// Hot messages per journal segment.
     per_segment: BTreeMap<u64, u64>,
+    /// Every hot message id, oldest first.
+    order: BTreeSet<String>,
     /// Completed messages whose completed record the writer has not stored in redb
     /// yet (it batches them), with their completion time: still visible to `status`.
     done: HashMap<String, (Arc<HotMessage>, u64)>,
 }
 
+impl Default for Hot {
+    fn default() -> Self {
+        Self::with_limits(MAX_MESSAGES, MAX_BYTES)
+    }
+}
+
 impl Hot {
+    /// An empty hot set holding at most `max_messages` and `max_bytes` of bodies.
+    pub fn with_limits(max_messages: usize, max_bytes: usize) -> Self {
+        Self {
+            max_messages,
+            max_bytes,
+            msgs: HashMap::new(),
+            pending: HashMap::new(),
+            bytes: 0,
+            depth: BTreeMap::new(),
+            per_segment: BTreeMap::new(),
+            order: BTreeSet::new(),
+            done: HashMap::new(),
+        }
+    }
+
     /// Whether `more` messages with `more_bytes` of bodies still fit.
     pub fn has_room(&self, more: usize, more_bytes: usize) -> bool {
-        self.msgs.len() + more <= MAX_MESSAGES && self.bytes + more_bytes <= MAX_BYTES
+        self.msgs.len() + more <= self.max_messages && self.bytes + more_bytes <= self.max_bytes
+    }
+
+    /// Most messages it holds.
+    pub fn capacity(&self) -> usize {
+        self.max_messages
+    }
+
+    /// Free room: messages, body bytes.
+    pub fn room(&self) -> (usize, usize) {
+        (
+            self.max_messages.saturating_sub(self.msgs.len()),
+            self.max_bytes.saturating_sub(self.bytes),
+        )
     }
 
     /// Hot messages per topic.
@@ -94,6 +133,7 @@ impl Hot {
         self.bytes += m.message.body.len();
         *self.depth.entry(m.message.topic.clone()).or_insert(0) += 1;
         *self.per_segment.entry(m.segment).or_insert(0) += 1;
+        self.order.insert(id.clone());
         self.msgs.insert(id, m);
     }
 
@@ -166,6 +206,7 @@ impl Hot {
     /// Takes `id` off the fast path (to spill it, or because it completed).
     pub fn remove(&mut self, id: &str) -> Option<HotMessage> {
         let m = self.msgs.remove(id)?;
+        self.order.remove(id);
         for sub in &m.message.subscribers {
             if let Some(set) = self.pending.get_mut(sub) {
                 set.remove(id);
@@ -197,6 +238,16 @@ impl Hot {
         }
     }
 
+    /// Up to `limit` of the oldest hot message ids.
+    pub fn oldest(&self, limit: usize) -> Vec<String> {
+        self.order.iter().take(limit).cloned().collect()
+    }
+
+    /// How many hot messages `sub` still has to receive (leased ones included).
+    pub fn pending_for(&self, sub: &str) -> usize {
+        self.pending.get(sub).map_or(0, BTreeSet::len)
+    }
+
     /// Whether any hot message still lives in journal segment `seg`.
     pub fn uses_segment(&self, seg: u64) -> bool {
         self.per_segment.contains_key(&seg)
@@ -218,45 +269,49 @@ impl Hot {
     /// Admin view of a hot message.
     /// (`leased` is left false: the caller fills it in after releasing the lock.)
     pub fn status(&self, id: &str) -> Option<MessageStatus> {
-        let (m, completed_at_ms) = match (self.msgs.get(id), self.done.get(id)) {
-            (Some(m), _) => (m, None),
-            (None, Some((m, at))) => (m.as_ref(), Some(*at)),
-            (None, None) => return None,
-        };
-        let msg = &m.message;
-        let subscribers = msg
-            .subscribers
-            .iter()
-            .zip(&m.delivered)
-            .map(|(sub, done)| match done {
-                Some(a) => SubscriberStatus {
-                    subscriber: sub.clone(),
-                    state: DeliveryState::Delivered,
-                    attempts: 1,
-                    next_attempt_at_ms: None,
-                    history: vec![a.clone()],
-                    leased: false,
+        match (self.msgs.get(id), self.done.get(id)) {
+            (Some(m), _) => Some(status_of(m, None)),
+            (None, Some((m, at))) => Some(status_of(m, Some(*at))),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Admin view of a fast-path message (`leased` left false).
+pub(crate) fn status_of(m: &HotMessage, completed_at_ms: Option<u64>) -> MessageStatus {
+    let msg = &m.message;
+    let subscribers = msg
+        .subscribers
+        .iter()
+        .zip(&m.delivered)
+        .map(|(sub, done)| match done {
+            Some(a) => SubscriberStatus {
+                subscriber: sub.clone(),
+                state: DeliveryState::Delivered,
+                attempts: 1,
+                next_attempt_at_ms: None,
+                history: vec![a.clone()],
+                leased: false,
+            },
+            None => SubscriberStatus {
+                subscriber: sub.clone(),
+                state: DeliveryState::Pending {
+                    next_attempt_at_ms: msg.enqueued_at_ms,
                 },
-                None => SubscriberStatus {
-                    subscriber: sub.clone(),
-                    state: DeliveryState::Pending {
-                        next_attempt_at_ms: msg.enqueued_at_ms,
-                    },
-                    attempts: 0,
-                    next_attempt_at_ms: Some(msg.enqueued_at_ms),
-                    history: Vec::new(),
-                    leased: false,
-                },
-            })
-            .collect();
-        Some(MessageStatus {
-            id: MessageId::new(msg.id.as_str()),
-            topic: msg.topic.clone(),
-            ordering_key: None,
-            enqueued_at_ms: msg.enqueued_at_ms,
-            completed_at_ms,
-            subscribers,
+                attempts: 0,
+                next_attempt_at_ms: Some(msg.enqueued_at_ms),
+                history: Vec::new(),
+                leased: false,
+            },
         })
+        .collect();
+    MessageStatus {
+        id: MessageId::new(msg.id.as_str()),
+        topic: msg.topic.clone(),
+        ordering_key: None,
+        enqueued_at_ms: msg.enqueued_at_ms,
+        completed_at_ms,
+        subscribers,
     }
 }
 
@@ -304,6 +359,9 @@ mod tests {
             .collect();
         assert_eq!(ids, ["m1", "m2"]);
         assert!(matches!(hot.ack("m1", "a", &ok()), HotAck::Recorded));
+        assert_eq!(hot.pending_for("a"), 1);
+        assert_eq!(hot.pending_for("b"), 2);
+        assert_eq!(hot.oldest(1), vec!["m1".to_string()]);
         assert!(matches!(hot.ack("m1", "a", &ok()), HotAck::Ignored));
         assert!(matches!(hot.ack("m1", "zz", &ok()), HotAck::Ignored));
         let st = hot.status("m1").unwrap();
@@ -314,6 +372,7 @@ mod tests {
             panic!("m1 completes")
         };
         assert!(matches!(hot.ack("m1", "b", &ok()), HotAck::NotHot));
+        assert_eq!(hot.oldest(5), vec!["m2".to_string()]);
         hot.park_done(Arc::new(m1), 9);
         assert_eq!(hot.status("m1").unwrap().completed_at_ms, Some(9));
         hot.unpark_done(["m1"]);

@@ -16,7 +16,6 @@
 //! A segment is deleted once none of its messages is still only here and a durable
 //! redb commit holds what replaced them (see `writer.rs`).
 
-use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -64,41 +63,46 @@ pub(crate) struct Journal {
 }
 
 impl Journal {
-    /// Opens `dir/journal`, reading every record of every existing segment (oldest
-    /// first), then starts a fresh segment after them. The caller deletes the old
-    /// ones with [`Journal::retire`] once their records are safe elsewhere.
-    pub fn open(dir: &Path) -> Res<(Self, Vec<Record>)> {
+    /// Opens `dir/journal` and starts a fresh segment after the existing ones, which
+    /// stay listed in [`Journal::older`] (read them with [`Journal::replay`]); the
+    /// caller deletes them with [`Journal::retire`] once their records are safe elsewhere.
+    pub fn open(dir: &Path) -> Res<Self> {
         let dir = dir.join("journal");
         std::fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
         let mut segments = list_segments(&dir)?;
         segments.sort_unstable();
-        let mut records = Vec::new();
-        for seg in &segments {
-            let path = segment_path(&dir, *seg);
+        let current = segments.last().map_or(1, |s| s + 1);
+        let file = create_segment(&dir, current)?;
+        Ok(Self {
+            dir,
+            current,
+            file,
+            len: 0,
+            buf: Vec::with_capacity(1 << 20),
+            needs_sync: false,
+            older: segments,
+        })
+    }
+
+    /// Calls `f` with every record of the older segments, oldest first, one segment
+    /// in memory at a time; a segment's torn tail (a crash while writing) is skipped.
+    pub fn replay(&self, mut f: impl FnMut(Record) -> Res<()>) -> Res<()> {
+        for seg in &self.older {
+            let path = segment_path(&self.dir, *seg);
             let mut raw = Vec::new();
             File::open(&path)
-                .and_then(|mut f| f.read_to_end(&mut raw))
+                .and_then(|mut file| file.read_to_end(&mut raw))
                 .map_err(|e| io("read", &path, e))?;
             let (recs, torn) = decode_all(&raw);
+            drop(raw);
             if torn {
                 tracing::warn!(segment = %path.display(), "journal segment ends in a torn record (crash while writing); ignoring the tail");
             }
-            records.extend(recs);
+            for rec in recs {
+                f(rec)?;
+            }
         }
-        let current = segments.last().map_or(1, |s| s + 1);
-        let file = create_segment(&dir, current)?;
-        Ok((
-            Self {
-                dir,
-                current,
-                file,
-                len: 0,
-                buf: Vec::with_capacity(1 << 20),
-                needs_sync: false,
-                older: segments,
-            },
-            records,
-        ))
+        Ok(())
     }
 
     /// The segment new records go to.
@@ -111,8 +115,9 @@ impl Journal {
         &self.older
     }
 
-    /// Buffers an `ENQ` record (written and synced by [`Journal::sync`]).
-    pub fn append_enq(&mut self, m: &JournalMessage) {
+    /// Buffers an `ENQ` record (written and synced by [`Journal::sync`]); returns
+    /// its offset in the buffer (add the `base` that `sync` returns for its position).
+    pub fn append_enq(&mut self, m: &JournalMessage) -> u64 {
         let start = self.begin_record(KIND_ENQ);
         put_str(&mut self.buf, &m.id);
         self.buf.extend_from_slice(&m.enqueued_at_ms.to_le_bytes());
@@ -138,6 +143,7 @@ impl Journal {
         self.buf.extend_from_slice(&m.body);
         self.end_record(start);
         self.needs_sync = true;
+        start as u64
     }
 
     /// Buffers an `ACK` record (written with the next sync or flush; never synced on
@@ -149,12 +155,25 @@ impl Journal {
         self.end_record(start);
     }
 
+    /// Where the next record will be written.
+    pub fn head(&self) -> Pos {
+        Pos {
+            segment: self.current,
+            offset: self.len + self.buf.len() as u64,
+        }
+    }
+
     /// Writes the buffered records; syncs the data when an `ENQ` is among them.
-    /// Returns the segment they went to. On failure the segment is abandoned (a
-    /// later record must never follow a half-written one) and a new one started.
-    pub fn sync(&mut self) -> Res<u64> {
+    /// Returns where the buffer went (a record at buffer offset `o` is at `base + o`).
+    /// On failure the segment is abandoned (a later record must never follow a
+    /// half-written one) and a new one started.
+    pub fn sync(&mut self) -> Res<Pos> {
+        let base = Pos {
+            segment: self.current,
+            offset: self.len,
+        };
         if self.buf.is_empty() {
-            return Ok(self.current);
+            return Ok(base);
         }
         let seg = self.current;
         let sync = std::mem::take(&mut self.needs_sync);
@@ -178,7 +197,20 @@ impl Journal {
         if self.len >= SEGMENT_BYTES {
             self.rotate()?;
         }
-        Ok(seg)
+        Ok(base)
+    }
+
+    /// Reads up to `max` `ENQ` records holding at most `max_bytes` of bodies (at
+    /// least one record) from `from` on, skipping `ACK`s, never past `upto`. Returns
+    /// them with their positions, and the position after the last record read.
+    pub fn read_enqs(
+        &self,
+        from: Pos,
+        upto: Pos,
+        max: usize,
+        max_bytes: usize,
+    ) -> Res<(Vec<(Pos, JournalMessage)>, Pos)> {
+        read_enqs(&self.dir, from, upto, max, max_bytes)
     }
 
     /// Deletes older segments (never the current one).
@@ -228,6 +260,130 @@ impl Journal {
         self.buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
         self.buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
     }
+}
+
+/// A record's place in the journal.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Pos {
+    pub segment: u64,
+    pub offset: u64,
+}
+
+/// Bytes read from a segment at a time while loading overflowed messages.
+const READ_CHUNK: u64 = 4 << 20;
+
+/// See [`Journal::read_enqs`]; `dir` is the journal directory.
+pub(crate) fn read_enqs(
+    dir: &Path,
+    mut at: Pos,
+    upto: Pos,
+    max: usize,
+    max_bytes: usize,
+) -> Res<(Vec<(Pos, JournalMessage)>, Pos)> {
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    let full = |n: usize, b: usize| n >= max || (n > 0 && b >= max_bytes);
+    while !full(out.len(), bytes) && at < upto {
+        let path = segment_path(dir, at.segment);
+        let end = if at.segment == upto.segment {
+            upto.offset
+        } else {
+            match std::fs::metadata(&path) {
+                Ok(m) => m.len(),
+                // Past the last segment (a reader that does not know the head): done.
+                Err(_) => break,
+            }
+        };
+        if at.offset >= end {
+            // The rest of an older segment: on to the next one.
+            at = Pos {
+                segment: at.segment + 1,
+                offset: 0,
+            };
+            continue;
+        }
+        let mut chunk = READ_CHUNK;
+        loop {
+            let left = end - at.offset;
+            let want = left.min(chunk);
+            let raw = read_at(&path, at.offset, want)?;
+            let mut rest: &[u8] = &raw;
+            let mut progressed = false;
+            while !full(out.len(), bytes) {
+                let before = rest.len();
+                let Some(rec) = decode_one(&mut rest) else {
+                    break;
+                };
+                let pos = at;
+                at.offset += (before - rest.len()) as u64;
+                progressed = true;
+                if let Record::Enq(m) = rec {
+                    bytes += m.body.len();
+                    out.push((pos, m));
+                }
+            }
+            if progressed || full(out.len(), bytes) {
+                break;
+            }
+            if want < left {
+                // One record longer than the chunk: read exactly that record.
+                let len = raw
+                    .get(..4)
+                    .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                chunk = 8 + u64::from(len);
+                continue;
+            }
+            if at.segment < upto.segment {
+                // A torn record ends this (abandoned) segment: on to the next one.
+                at = Pos {
+                    segment: at.segment + 1,
+                    offset: 0,
+                };
+                break;
+            }
+            return Err(EmbeddedError::Corrupt(format!(
+                "journal: bad record at {}:{}",
+                path.display(),
+                at.offset
+            )));
+        }
+    }
+    Ok((out, at))
+}
+
+/// Finds the `ENQ` of `id` at or after `from` (ids grow along the journal, so the
+/// search stops at the first greater one). For status look-ups of overflowed
+/// messages; `dir` is the queue directory.
+pub(crate) fn find_enq(queue_dir: &Path, mut from: Pos, id: &str) -> Res<Option<JournalMessage>> {
+    let dir = queue_dir.join("journal");
+    let end = Pos {
+        segment: u64::MAX,
+        offset: 0,
+    };
+    loop {
+        let (read, next) = read_enqs(&dir, from, end, 1024, 16 << 20)?;
+        if read.is_empty() {
+            return Ok(None);
+        }
+        for (_, m) in read {
+            match m.id.as_str().cmp(id) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => return Ok(Some(m)),
+                std::cmp::Ordering::Greater => return Ok(None),
+            }
+        }
+        from = next;
+    }
+}
+
+fn read_at(path: &Path, offset: u64, len: u64) -> Res<Vec<u8>> {
+    use std::io::{Seek, SeekFrom};
+    let mut raw = vec![0u8; len as usize];
+    let mut f = File::open(path).map_err(|e| io("open", path, e))?;
+    f.seek(SeekFrom::Start(offset))
+        .and_then(|_| f.read_exact(&mut raw))
+        .map_err(|e| io("read", path, e))?;
+    Ok(raw)
 }
 
 fn segment_path(dir: &Path, seg: u64) -> PathBuf {
@@ -349,27 +505,6 @@ fn get_str(p: &mut &[u8]) -> Option<String> {
     String::from_utf8(take(p, n)?.to_vec()).ok()
 }
 
-/// Folds replayed records into the journaled messages, each with the subscribers an
-/// `ACK` says already have it.
-pub(crate) fn fold_messages(records: Vec<Record>) -> Vec<(JournalMessage, Vec<String>)> {
-    let mut msgs: BTreeMap<String, (JournalMessage, Vec<String>)> = BTreeMap::new();
-    for rec in records {
-        match rec {
-            Record::Enq(m) => {
-                msgs.insert(m.id.clone(), (m, Vec::new()));
-            }
-            Record::Ack { id, sub } => {
-                if let Some((m, acked)) = msgs.get_mut(&id) {
-                    if m.subscribers.contains(&sub) && !acked.contains(&sub) {
-                        acked.push(sub);
-                    }
-                }
-            }
-        }
-    }
-    msgs.into_values().collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,37 +521,79 @@ mod tests {
         }
     }
 
+    fn replayed(j: &Journal) -> Vec<Record> {
+        let mut out = Vec::new();
+        j.replay(|r| {
+            out.push(r);
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
     #[test]
     fn records_round_trip_and_a_torn_tail_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (mut j, recs) = Journal::open(dir.path()).unwrap();
-            assert!(recs.is_empty());
+            let mut j = Journal::open(dir.path()).unwrap();
+            assert!(replayed(&j).is_empty());
             j.append_enq(&msg("m1"));
             j.append_ack("m1", "a");
-            j.append_enq(&msg("m2"));
-            assert_eq!(j.sync().unwrap(), 1);
+            let off = j.append_enq(&msg("m2"));
+            let base = j.sync().unwrap();
+            assert_eq!(
+                base,
+                Pos {
+                    segment: 1,
+                    offset: 0
+                }
+            );
+            // Both ENQs can be read back from their positions.
+            let (read, next) = j.read_enqs(base, j.head(), 10, usize::MAX).unwrap();
+            assert_eq!(read.len(), 2);
+            assert_eq!(
+                read[1].0,
+                Pos {
+                    segment: 1,
+                    offset: off
+                }
+            );
+            assert_eq!(read[1].1, msg("m2"));
+            assert_eq!(next, j.head());
+            let (one, _) = j.read_enqs(base, j.head(), 10, 1).unwrap();
+            assert_eq!(one.len(), 1, "the byte limit stops after the first record");
         }
         // A crash in the middle of the next write leaves half a record.
         let path = dir.path().join("journal").join(format!("{:016}.wal", 1));
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(&[200, 0, 0, 0, 1, 2]).unwrap();
         drop(f);
-        let (j, recs) = Journal::open(dir.path()).unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let recs = replayed(&j);
         assert_eq!(recs.len(), 3);
         assert_eq!(recs[0], Record::Enq(msg("m1")));
+        assert_eq!(
+            recs[1],
+            Record::Ack {
+                id: "m1".into(),
+                sub: "a".into()
+            }
+        );
         assert_eq!(j.current(), 2);
         assert_eq!(j.older(), &[1]);
-        let left = fold_messages(recs);
-        assert_eq!(left.len(), 2);
-        assert_eq!(left[0], (msg("m1"), vec!["a".to_string()]));
-        assert_eq!(left[1], (msg("m2"), vec![]));
+        // A status look-up finds an ENQ by id, and stops at a greater one.
+        let start = Pos {
+            segment: 1,
+            offset: 0,
+        };
+        assert_eq!(find_enq(dir.path(), start, "m2").unwrap(), Some(msg("m2")));
+        assert_eq!(find_enq(dir.path(), start, "m15").unwrap(), None);
     }
 
     #[test]
     fn a_corrupt_record_stops_replay_and_retired_segments_are_gone() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut j, _) = Journal::open(dir.path()).unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
         j.append_enq(&msg("m1"));
         j.append_enq(&msg("m2"));
         j.sync().unwrap();
@@ -426,40 +603,13 @@ mod tests {
         let last = raw.len() - 1;
         raw[last] ^= 0xff; // flips a byte of m2's body: its checksum fails
         std::fs::write(&path, raw).unwrap();
-        let (mut j, recs) = Journal::open(dir.path()).unwrap();
-        assert_eq!(recs, vec![Record::Enq(msg("m1"))]);
+        let mut j = Journal::open(dir.path()).unwrap();
+        assert_eq!(replayed(&j), vec![Record::Enq(msg("m1"))]);
         j.retire(&[1, 2]);
         assert!(j.older().is_empty());
         assert!(!path.exists());
-        let (_, recs) = Journal::open(dir.path()).unwrap();
-        assert!(recs.is_empty());
-    }
-
-    #[test]
-    fn acks_fold_into_their_messages_once_each() {
-        let recs = vec![
-            Record::Enq(msg("m1")),
-            Record::Ack {
-                id: "m1".into(),
-                sub: "a".into(),
-            },
-            Record::Ack {
-                id: "m1".into(),
-                sub: "b".into(),
-            },
-            Record::Ack {
-                id: "m1".into(),
-                sub: "b".into(),
-            },
-            Record::Ack {
-                id: "zz".into(),
-                sub: "a".into(),
-            },
-        ];
-        let folded = fold_messages(recs);
-        assert_eq!(
-            folded,
-            vec![(msg("m1"), vec!["a".to_string(), "b".to_string()])]
-        );
+        let j = Journal::open(dir.path()).unwrap();
+        assert_eq!(j.older(), &[2]);
+        assert!(replayed(&j).is_empty());
     }
 }

@@ -31,6 +31,7 @@
 //! memory holds per-topic counters, the leased set and one notifier per subscriber.
 //! Storage format: see `tables.rs` (redb) and `journal.rs`.
 
+mod fastpath;
 mod hot;
 mod journal;
 mod ops;
@@ -58,6 +59,7 @@ use crate::broker::{
     EnqueueRequest, MessageStatus, QueueError, StorageError,
 };
 
+pub use self::hot::{MAX_BYTES as HOT_MAX_BYTES, MAX_MESSAGES as HOT_MAX_MESSAGES};
 pub use self::recovery::DB_FILE;
 pub use self::state::CommitStats;
 
@@ -75,6 +77,10 @@ pub struct EmbeddedConfig {
     pub max_depth: Option<u64>,
     /// How long a completed message's record (states and history, no body) is kept.
     pub completed_retention: Duration,
+    /// Most messages held in memory on the fast path (more wait in the journal).
+    pub hot_max_messages: usize,
+    /// Most body bytes held in memory on the fast path.
+    pub hot_max_bytes: usize,
 }
 
 impl EmbeddedConfig {
@@ -84,6 +90,8 @@ impl EmbeddedConfig {
             path: path.into(),
             max_depth: None,
             completed_retention: Duration::from_secs(3600),
+            hot_max_messages: HOT_MAX_MESSAGES,
+            hot_max_bytes: HOT_MAX_BYTES,
         }
     }
 }
@@ -92,6 +100,7 @@ impl EmbeddedConfig {
 pub struct EmbeddedBroker {
     db: Arc<Database>,
     mem: Arc<MemState>,
+    dir: PathBuf,
     tx: mpsc::Sender<Op>,
     writer: parking_lot::Mutex<Option<JoinHandle<()>>>,
 }
@@ -111,6 +120,7 @@ impl EmbeddedBroker {
         let dir = cfg.path.clone();
         let rec = blocking(move || recovery::open(&dir)).await?;
         let mem = Arc::new(MemState::default());
+        *mem.hot.lock() = hot::Hot::with_limits(cfg.hot_max_messages, cfg.hot_max_bytes);
         *mem.counters.write() = rec.counters.clone();
         let mut core = Core::new(
             Arc::clone(&rec.db),
@@ -128,6 +138,7 @@ impl EmbeddedBroker {
         Ok(Arc::new(Self {
             db: rec.db,
             mem,
+            dir: cfg.path.clone(),
             tx,
             writer: parking_lot::Mutex::new(Some(writer)),
         }))
@@ -162,6 +173,11 @@ impl EmbeddedBroker {
         let mut counters = blocking(move || recovery::verify(&db)).await?;
         for (topic, n) in self.mem.hot.lock().depth() {
             Counters::add(&mut counters.depth, topic, *n as i64);
+        }
+        if let Some((_, depth)) = &*self.mem.overflow.lock() {
+            for (topic, n) in depth {
+                Counters::add(&mut counters.depth, topic, *n as i64);
+            }
         }
         // Topics the live counters still list at zero are listed at zero here too.
         let live = self.mem.counters.read().clone();
@@ -321,9 +337,20 @@ impl Broker for EmbeddedBroker {
             }
             return Ok(Some(st));
         }
-        let id = id.to_owned();
-        self.read(move |db, mem| read::message_status(db, mem, &id))
-            .await
+        let owned = id.to_owned();
+        let stored = self
+            .read(move |db, mem| read::message_status(db, mem, &owned))
+            .await?;
+        if stored.is_some() {
+            return Ok(stored);
+        }
+        // Not hot, not in redb: maybe overflowed, still only in the journal.
+        let Some(cursor) = self.mem.overflow.lock().as_ref().map(|(c, _)| *c) else {
+            return Ok(None);
+        };
+        let (dir, owned) = (self.dir.clone(), id.to_owned());
+        let found = blocking(move || journal::find_enq(&dir, cursor, &owned)).await?;
+        Ok(found.map(|jm| hot::status_of(&fastpath::hot_message(jm, 0), None)))
     }
 
     async fn dlq_list(

@@ -11,12 +11,13 @@
 //! invariant listed in `tables.rs`; tests run it after random operations and admins
 //! can run it as a consistency check (it reads everything, so it is O(stored data)).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata};
 
-use super::journal::{fold_messages, Journal, Record};
+use super::journal::{Journal, JournalMessage, Record};
 use super::ops::Batch;
 use super::state::{now_ms, Counters, IdGen};
 use super::tables::*;
@@ -32,6 +33,9 @@ pub(crate) struct Recovered {
     pub ids: IdGen,
     pub journal: Journal,
 }
+
+/// Journaled messages moved into redb per transaction at start-up.
+const RESTORE_CHUNK: usize = 10_000;
 
 /// Page cache of the queue file.
 const CACHE_BYTES: usize = 64 << 20;
@@ -95,42 +99,64 @@ pub(crate) fn open(dir: &Path) -> Res<Recovered> {
     })
 }
 
-/// Moves every journaled message redb lacks into redb (one durable commit): pending
-/// for the subscribers without an `ACK`, completed when all have one; then deletes
-/// the old journal segments. Returns the journal (on a fresh
-/// segment), the updated counters and sequence, and the greatest journaled id.
+/// Moves every journaled message redb lacks into redb: pending for the subscribers
+/// without an `ACK`, completed when all have one; then deletes the old journal
+/// segments. Two passes over the journal (acks first, then messages in chunks, each
+/// committed durably), so memory holds one segment and one chunk at a time, and a
+/// crash midway only repeats work (`restore` skips what redb has). Returns the
+/// journal (on a fresh segment), the updated counters and sequence, and the greatest
+/// journaled id.
 fn restore_journal(
     db: &Database,
     dir: &Path,
     counters: Counters,
     seq: u64,
 ) -> Res<(Journal, Counters, u64, Option<String>)> {
-    let (mut journal, records) = Journal::open(dir)?;
-    let last = records
-        .iter()
-        .filter_map(|r| match r {
-            Record::Enq(m) => Some(m.id.clone()),
-            Record::Ack { .. } => None,
-        })
-        .max();
-    let owed = fold_messages(records);
-    if owed.is_empty() {
-        let old = journal.older().to_vec();
-        journal.retire(&old);
-        return Ok((journal, counters, seq, last));
+    let mut journal = Journal::open(dir)?;
+    let mut acked: HashMap<String, Vec<String>> = HashMap::new();
+    let mut last: Option<String> = None;
+    journal.replay(|rec| {
+        match rec {
+            Record::Enq(m) => last = Some(m.id),
+            Record::Ack { id, sub } => acked.entry(id).or_default().push(sub),
+        }
+        Ok(())
+    })?;
+    let (mut counters, mut seq, mut restored) = (counters, seq, 0usize);
+    let mut chunk: Vec<JournalMessage> = Vec::with_capacity(RESTORE_CHUNK);
+    let flush = |chunk: &mut Vec<JournalMessage>, counters: &mut Counters, seq: &mut u64| {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let mut txn = db.begin_write()?;
+        txn.set_durability(Durability::Immediate);
+        let mut batch = Batch::open(&txn, now_ms(), counters.clone(), *seq)?;
+        for m in chunk.drain(..) {
+            let subs = acked.get(&m.id).map_or(&[][..], Vec::as_slice);
+            batch.restore(&m, subs)?;
+        }
+        let done = batch.finish()?;
+        txn.commit()?;
+        (*counters, *seq) = (done.counters, done.seq);
+        Ok::<(), EmbeddedError>(())
+    };
+    journal.replay(|rec| {
+        if let Record::Enq(m) = rec {
+            restored += 1;
+            chunk.push(m);
+            if chunk.len() >= RESTORE_CHUNK {
+                flush(&mut chunk, &mut counters, &mut seq)?;
+            }
+        }
+        Ok(())
+    })?;
+    flush(&mut chunk, &mut counters, &mut seq)?;
+    if restored > 0 {
+        tracing::info!(messages = restored, "restored messages from the journal");
     }
-    let mut txn = db.begin_write()?;
-    txn.set_durability(Durability::Immediate);
-    let mut batch = Batch::open(&txn, now_ms(), counters, seq)?;
-    for (m, acked) in &owed {
-        batch.restore(m, acked)?;
-    }
-    let done = batch.finish()?;
-    txn.commit()?;
-    tracing::info!(messages = owed.len(), "restored messages from the journal");
     let old = journal.older().to_vec();
     journal.retire(&old);
-    Ok((journal, done.counters, done.seq, last))
+    Ok((journal, counters, seq, last))
 }
 
 /// Recomputes the counters from the records and checks the index invariants.

@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use uuid::{Builder, Uuid};
 
 use super::hot::Hot;
+use super::journal::Pos;
 use crate::broker::DepthSnapshot;
 
 /// Current wall-clock time in unix milliseconds.
@@ -143,6 +144,9 @@ pub(crate) struct MemState {
     pub commit_stats: Mutex<CommitStats>,
     /// Messages on the fast path (journal + memory), see `hot.rs`.
     pub hot: Mutex<Hot>,
+    /// Where overflowed messages start in the journal, and how many per topic (see
+    /// `fastpath.rs`), as of the last commit.
+    pub overflow: Mutex<Option<(Pos, BTreeMap<String, u64>)>>,
     subscribers: Mutex<HashMap<String, Arc<SubscriberState>>>,
 }
 

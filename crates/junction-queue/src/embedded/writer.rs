@@ -37,14 +37,13 @@ use std::time::{Duration, Instant};
 use redb::{Database, Durability};
 use tokio::sync::{mpsc, oneshot};
 
+use super::fastpath::{FastPath, Overflow};
 use super::hot::{HotAck, HotMessage};
-use super::journal::{Journal, JournalMessage};
+use super::journal::Journal;
 use super::ops::{Batch, Finish};
 use super::state::{now_ms, Counters, IdGen, MemState};
 use super::tables::Res;
-use crate::broker::{
-    AttemptRecord, EnqueueOutcome, EnqueueRequest, Message, MessageId, QueueError, StorageError,
-};
+use crate::broker::{AttemptRecord, EnqueueOutcome, EnqueueRequest, QueueError, StorageError};
 
 /// Most ops committed in one transaction.
 pub(crate) const MAX_BATCH_OPS: usize = 1024;
@@ -139,13 +138,6 @@ fn internal(what: &str) -> QueueError {
     ))
 }
 
-/// Most hot messages spilled per batch because their journal segment is old.
-const SPILL_OLD_LIMIT: usize = 1000;
-/// Completed records of hot messages are stored once this many wait...
-const RECORD_BATCH: usize = 4096;
-/// ...or the oldest has waited this long (or with any transaction that commits anyway).
-const RECORD_EVERY: Duration = Duration::from_millis(100);
-
 /// The writer's own state: the committed counters and sequence, the id source, the journal.
 pub(crate) struct Core {
     pub db: Arc<Database>,
@@ -155,12 +147,14 @@ pub(crate) struct Core {
     pub ids: IdGen,
     pub max_depth: Option<u64>,
     pub retention_ms: u64,
-    journal: Journal,
+    pub(super) journal: Journal,
     /// Journal segments no hot message uses any more: deleted after the next durable commit.
-    retiring: Vec<u64>,
+    pub(super) retiring: Vec<u64>,
     /// Completed hot messages whose records are not in redb yet (parked in the hot set).
-    unrecorded: Vec<(Arc<HotMessage>, u64)>,
-    unrecorded_since: Instant,
+    pub(super) unrecorded: Vec<(Arc<HotMessage>, u64)>,
+    pub(super) unrecorded_since: Instant,
+    /// Journaled messages not in memory because the hot set was full.
+    pub(super) overflow: Option<Overflow>,
     dirty: bool,
     last_durable: Instant,
     last_prune: Instant,
@@ -189,6 +183,7 @@ impl Core {
             retiring: Vec::new(),
             unrecorded: Vec::new(),
             unrecorded_since: Instant::now(),
+            overflow: None,
             dirty: false,
             last_durable: Instant::now(),
             last_prune: Instant::now(),
@@ -246,13 +241,6 @@ impl Core {
         let prune = self.prune_backlog || self.last_prune.elapsed() >= PRUNE_EVERY;
         let mut txn = self.db.begin_write()?;
         let mut batch = Batch::open(&txn, now, self.counters.clone(), self.seq)?;
-        // Hot messages whose journal segment is no longer current or previous go to
-        // redb, so old segments can be deleted.
-        let old = self.journal.current().saturating_sub(1);
-        let stale = self.mem.hot.lock().ids_before_segment(old, SPILL_OLD_LIMIT);
-        for id in stale {
-            self.spill(&mut batch, fast, &id)?;
-        }
         let mut answers = Vec::with_capacity(ops.len());
         for op in ops {
             answers.push(match op {
@@ -328,23 +316,13 @@ impl Core {
         } else {
             None
         };
-        // Completed records of hot messages: with a transaction that commits anyway,
-        // else once enough of them or old enough (few commits, little redb churn).
-        let record = !self.unrecorded.is_empty()
-            && (durable
-                || batch.changed
-                || ops.is_empty()
-                || self.unrecorded.len() >= RECORD_BATCH
-                || self.unrecorded_since.elapsed() >= RECORD_EVERY);
-        if record {
-            fast.recorded = std::mem::take(&mut self.unrecorded);
-            for (m, at) in &fast.recorded {
-                batch.complete_hot(m, *at)?;
-            }
-        }
+        // After the ops: acks may have left a subscriber with nothing hot to do.
+        self.spill_stale(&mut batch, fast)?;
+        self.record_completed(&mut batch, fast, durable || ops.is_empty())?;
         let done = batch.finish()?;
         // Fast-path enqueues are durable once the journal is synced; then redb.
-        let segment = self.journal.sync()?;
+        let base = self.journal.sync()?;
+        self.note_journaled(fast, base);
         let retire_now = if durable {
             std::mem::take(&mut self.retiring)
         } else {
@@ -380,34 +358,12 @@ impl Core {
         {
             let mut stats = self.mem.commit_stats.lock();
             stats.commits += 1;
-            stats.fsyncs += u64::from(durable || !fast.fresh.is_empty());
+            stats.fsyncs += u64::from(durable || fast.journaled());
             stats.ops += ops.len() as u64;
         }
         self.counters = done.counters;
         self.seq = done.seq;
-        let mut wake_hot = std::collections::BTreeSet::new();
-        {
-            let mut hot = self.mem.hot.lock();
-            fast.spilled.clear();
-            hot.unpark_done(fast.recorded.iter().map(|(m, _)| m.message.id.as_str()));
-            fast.recorded.clear();
-            for mut m in fast.fresh.drain(..) {
-                m.segment = segment;
-                wake_hot.extend(m.message.subscribers.iter().cloned());
-                hot.insert(m);
-            }
-            // Old segments none of whose messages is hot any more.
-            for seg in self.journal.older() {
-                if !hot.uses_segment(*seg) && !self.retiring.contains(seg) {
-                    self.retiring.push(*seg);
-                }
-            }
-            let mut published = self.counters.clone();
-            for (topic, n) in hot.depth() {
-                Counters::add(&mut published.depth, topic, *n as i64);
-            }
-            *self.mem.counters.write() = published;
-        }
+        self.publish_fast(fast, base);
         for (sub, id) in &done.effects.unlease {
             self.mem.unlease(sub, id, false);
         }
@@ -416,95 +372,8 @@ impl Core {
             state.mark_cold();
             state.wake();
         }
-        for sub in &wake_hot {
-            self.mem.wake(sub);
-        }
         Ok(answers)
     }
-
-    /// Journals a fast-path enqueue; `None` if it must take the redb path.
-    fn enqueue_hot(
-        &mut self,
-        req: &EnqueueRequest,
-        now: u64,
-        fast: &mut FastPath,
-    ) -> Option<Result<EnqueueOutcome, QueueError>> {
-        if req.idempotency_key.is_some() || req.ordering_key.is_some() || req.subscribers.is_empty()
-        {
-            return None;
-        }
-        let hot_n = {
-            let hot = self.mem.hot.lock();
-            if !hot.has_room(fast.fresh.len() + 1, fast.bytes + req.body.len()) {
-                return None;
-            }
-            hot.len()
-        };
-        if let Some(max) = self.max_depth {
-            let depth = self.counters.total() + (hot_n + fast.fresh.len()) as u64;
-            if depth >= max {
-                return Some(Err(QueueError::Full { depth, max }));
-            }
-        }
-        let mut subscribers: Vec<String> = Vec::with_capacity(req.subscribers.len());
-        for s in &req.subscribers {
-            if !subscribers.contains(s) {
-                subscribers.push(s.clone());
-            }
-        }
-        let id = self.ids.next(now).to_string();
-        let jm = JournalMessage {
-            id: id.clone(),
-            topic: req.topic.clone(),
-            content_type: req.content_type.clone(),
-            headers: req.headers.clone(),
-            subscribers,
-            enqueued_at_ms: now,
-            body: req.body.clone(),
-        };
-        self.journal.append_enq(&jm);
-        fast.bytes += jm.body.len();
-        let delivered = vec![None; jm.subscribers.len()];
-        fast.fresh.push(HotMessage {
-            message: Arc::new(Message {
-                id: MessageId::new(jm.id),
-                topic: jm.topic,
-                body: jm.body,
-                content_type: jm.content_type,
-                headers: jm.headers,
-                ordering_key: None,
-                enqueued_at_ms: now,
-                subscribers: jm.subscribers,
-            }),
-            segment: 0,
-            delivered,
-        });
-        Some(Ok(EnqueueOutcome::Accepted(MessageId::new(id))))
-    }
-
-    /// Moves a hot message into redb (no-op when it is not hot).
-    fn spill(&mut self, batch: &mut Batch<'_>, fast: &mut FastPath, id: &str) -> Res<()> {
-        let Some(m) = self.mem.hot.lock().remove(id) else {
-            return Ok(());
-        };
-        let res = batch.spill(&m);
-        fast.spilled.push(m);
-        res
-    }
-}
-
-/// The fast-path work of one batch, kept until the batch commits. If it fails,
-/// spilled messages go back to the hot set (they are still only in the journal),
-/// recorded ones wait for a later batch, and fresh ones were never acknowledged.
-#[derive(Default)]
-struct FastPath {
-    /// Journaled in this batch; hot once the journal is synced.
-    fresh: Vec<HotMessage>,
-    bytes: usize,
-    /// Taken off the hot set to go to redb.
-    spilled: Vec<HotMessage>,
-    /// Completed hot messages whose records this batch stores.
-    recorded: Vec<(Arc<HotMessage>, u64)>,
 }
 
 /// Maps an internal failure to the public error, keeping the cause.

@@ -1,3 +1,9 @@
 //! The shared conformance suite, run against the embedded broker.
 
 junction_queue::conformance_suite!(crate::support::embedded);
+
+/// The same suite with almost no fast-path memory: most messages overflow into the
+/// journal and are loaded back as room frees up.
+mod small_hot {
+    junction_queue::conformance_suite!(crate::support::embedded_small_hot);
+}

@@ -13,7 +13,7 @@ use junction_queue::{
 
 use junction_queue::embedded::DB_FILE;
 
-use crate::support::{attempt, open};
+use crate::support::{attempt, open, open_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reopen_recovers_pending_dlq_ordering_and_counters() {
@@ -305,5 +305,104 @@ async fn full_is_enforced_across_restarts() {
     b.enqueue(request("t", &["s"], "x"))
         .await
         .expect("no limit configured");
+    b.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overflow_waits_in_the_journal_and_every_message_is_delivered_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open_with(&dir, None, 5).await;
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        let o = b
+            .enqueue(request("t", &["a", "b"], &format!("m{i}")))
+            .await
+            .unwrap();
+        ids.push(o.id().clone());
+    }
+    assert_eq!(b.depth().total, 60);
+    assert_eq!(b.verify().await.unwrap(), b.depth());
+    // The last one is only in the journal, yet its status is known.
+    let last = b.message_status(ids[59].as_str()).await.unwrap().unwrap();
+    assert!(last
+        .subscribers
+        .iter()
+        .all(|s| s.next_attempt_at_ms.is_some()));
+    // Both subscribers get every message exactly once, oldest first on the fast path.
+    for sub in ["a", "b"] {
+        let mut got = Vec::new();
+        for _ in 0..200 {
+            let batch = b.lease_due(sub, now_ms(), 4).await.unwrap();
+            if batch.is_empty() && got.len() == 60 {
+                break;
+            }
+            for d in &batch {
+                got.push(d.message.id.clone());
+                b.ack(d, attempt("status 200")).await.unwrap();
+            }
+            if batch.is_empty() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        assert_eq!(got, ids, "subscriber {sub}");
+    }
+    assert_eq!(b.depth().total, 0);
+    assert_eq!(b.verify().await.unwrap(), b.depth());
+    let st = b.message_status(ids[59].as_str()).await.unwrap().unwrap();
+    assert!(st.completed_at_ms.is_some());
+    b.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_with_an_overflowing_backlog_keeps_every_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open_with(&dir, None, 4).await;
+    let mut accepted = HashSet::new();
+    for i in 0..30 {
+        let o = b
+            .enqueue(request("t", &["s"], &format!("m{i}")))
+            .await
+            .unwrap();
+        accepted.insert(o.id().clone());
+    }
+    let leased = b.lease_due("s", now_ms(), 3).await.unwrap();
+    for d in &leased {
+        b.ack(d, attempt("status 200")).await.unwrap();
+    }
+    // What a killed process leaves: the journal and the redb file, never closed.
+    let crashed = tempfile::tempdir().unwrap();
+    let (from, to) = (dir.path().join("queue"), crashed.path().join("queue"));
+    std::fs::create_dir_all(to.join("journal")).unwrap();
+    for seg in std::fs::read_dir(from.join("journal")).unwrap() {
+        let seg = seg.unwrap();
+        std::fs::copy(seg.path(), to.join("journal").join(seg.file_name())).unwrap();
+    }
+    std::fs::copy(from.join(DB_FILE), to.join(DB_FILE)).unwrap();
+    let c = open_with(&crashed, None, 4).await;
+    assert_eq!(c.verify().await.unwrap(), c.depth());
+    assert!(
+        (27..=30).contains(&c.depth().total),
+        "depth {}",
+        c.depth().total
+    );
+    let mut seen = HashSet::new();
+    for _ in 0..50 {
+        let batch = c.lease_due("s", now_ms(), 100).await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        for d in &batch {
+            seen.insert(d.message.id.clone());
+            c.ack(d, attempt("status 200")).await.unwrap();
+        }
+    }
+    for id in &accepted {
+        if !seen.contains(id) {
+            let st = c.message_status(id.as_str()).await.unwrap();
+            let st = st.expect("accepted message survived");
+            assert_eq!(st.subscribers[0].state, DeliveryState::Delivered);
+        }
+    }
+    c.close().await.unwrap();
     b.close().await.unwrap();
 }

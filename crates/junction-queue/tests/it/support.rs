@@ -13,10 +13,31 @@ pub async fn embedded(opts: BrokerOptions) -> Harness {
     Harness::new(b, dir)
 }
 
+/// Like [`embedded`], with room for only 3 messages in memory on the fast path, so
+/// most messages overflow into the journal and are loaded back later.
+pub async fn embedded_small_hot(opts: BrokerOptions) -> Harness {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let b = open_with(&dir, opts.max_depth, SMALL_HOT).await;
+    Harness::new(b, dir)
+}
+
+/// Fast-path memory of [`embedded_small_hot`], in messages.
+pub const SMALL_HOT: usize = 3;
+
 /// Opens the embedded broker stored in `dir`.
 pub async fn open(dir: &TempDir, max_depth: Option<u64>) -> Arc<EmbeddedBroker> {
+    open_with(dir, max_depth, junction_queue::embedded::HOT_MAX_MESSAGES).await
+}
+
+/// Opens the embedded broker stored in `dir`, with `hot_max` messages on the fast path.
+pub async fn open_with(
+    dir: &TempDir,
+    max_depth: Option<u64>,
+    hot_max: usize,
+) -> Arc<EmbeddedBroker> {
     let mut cfg = EmbeddedConfig::new(dir.path().join("queue"));
     cfg.max_depth = max_depth;
+    cfg.hot_max_messages = hot_max;
     EmbeddedBroker::open(cfg)
         .await
         .expect("open embedded broker")

@@ -1,0 +1,344 @@
+//! The writer's fast-path work (see `hot.rs` and `journal.rs`): journaling enqueues,
+//! overflowing into the journal alone when the hot set is full and loading those
+//! messages back as room frees up, spilling hot messages into redb, and storing
+//! completed records in batches.
+//!
+//! Overflow keeps accepts at journal speed and memory bounded under any backlog:
+//! while the hot set is full, eligible enqueues are journaled and counted but not
+//! kept in memory. They form one contiguous stretch of the journal — every `ENQ`
+//! from the overflow cursor to the head — because once overflow starts, every later
+//! fast-path enqueue overflows too until the cursor catches up. After each batch the
+//! writer reads the next ones from the cursor into the hot set, oldest first.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::hot::HotMessage;
+use super::journal::{JournalMessage, Pos};
+use super::ops::Batch;
+use super::state::Counters;
+use super::tables::Res;
+use super::writer::Core;
+use crate::broker::{EnqueueOutcome, EnqueueRequest, Message, MessageId, QueueError};
+
+/// Most hot messages spilled per batch because their journal segment is old.
+const SPILL_OLD_LIMIT: usize = 1000;
+/// Completed records of hot messages are stored once this many wait...
+const RECORD_BATCH: usize = 4096;
+/// ...or the oldest has waited this long (or with any transaction that commits anyway).
+const RECORD_EVERY: Duration = Duration::from_millis(100);
+/// Most overflowed messages loaded back into the hot set per batch.
+const LOAD_PER_BATCH: usize = 4096;
+
+/// Journaled messages not held in memory: every `ENQ` from `cursor` to the head.
+#[derive(Debug, Default)]
+pub(crate) struct Overflow {
+    pub cursor: Pos,
+    pub count: u64,
+    /// Per topic.
+    pub depth: BTreeMap<String, u64>,
+    /// Per subscriber.
+    pub subs: BTreeMap<String, u64>,
+}
+
+/// The fast-path work of one batch, kept until the batch commits. If it fails,
+/// spilled messages go back to the hot set (they are still only in the journal),
+/// recorded ones wait for a later batch, and fresh ones were never acknowledged.
+#[derive(Default)]
+pub(crate) struct FastPath {
+    /// Journaled in this batch; hot once the journal is synced.
+    pub fresh: Vec<HotMessage>,
+    bytes: usize,
+    /// Journaled in this batch but overflowing: (topic, subscribers) of each, and the
+    /// buffer offset of the first one when overflow starts in this batch.
+    overflowed: Vec<(String, Vec<String>)>,
+    overflow_start: Option<u64>,
+    /// Taken off the hot set to go to redb.
+    pub spilled: Vec<HotMessage>,
+    /// Completed hot messages whose records this batch stores.
+    pub recorded: Vec<(Arc<HotMessage>, u64)>,
+}
+
+impl FastPath {
+    /// Whether this batch journaled an enqueue (and so synced the journal).
+    pub fn journaled(&self) -> bool {
+        !self.fresh.is_empty() || !self.overflowed.is_empty()
+    }
+}
+
+impl Core {
+    /// Journals a fast-path enqueue; `None` if it must take the redb path.
+    pub(super) fn enqueue_hot(
+        &mut self,
+        req: &EnqueueRequest,
+        now: u64,
+        fast: &mut FastPath,
+    ) -> Option<Result<EnqueueOutcome, QueueError>> {
+        if req.idempotency_key.is_some() || req.ordering_key.is_some() || req.subscribers.is_empty()
+        {
+            return None;
+        }
+        let (hot_n, room) = {
+            let hot = self.mem.hot.lock();
+            (
+                hot.len(),
+                hot.has_room(fast.fresh.len() + 1, fast.bytes + req.body.len()),
+            )
+        };
+        let overflowing = self.overflow.is_some() || !fast.overflowed.is_empty();
+        if let Some(max) = self.max_depth {
+            let queued = self.overflow.as_ref().map_or(0, |o| o.count);
+            let depth = self.counters.total()
+                + (hot_n + fast.fresh.len() + fast.overflowed.len()) as u64
+                + queued;
+            if depth >= max {
+                return Some(Err(QueueError::Full { depth, max }));
+            }
+        }
+        let mut subscribers: Vec<String> = Vec::with_capacity(req.subscribers.len());
+        for s in &req.subscribers {
+            if !subscribers.contains(s) {
+                subscribers.push(s.clone());
+            }
+        }
+        let id = self.ids.next(now).to_string();
+        let jm = JournalMessage {
+            id: id.clone(),
+            topic: req.topic.clone(),
+            content_type: req.content_type.clone(),
+            headers: req.headers.clone(),
+            subscribers,
+            enqueued_at_ms: now,
+            body: req.body.clone(),
+        };
+        let offset = self.journal.append_enq(&jm);
+        if overflowing || !room {
+            if self.overflow.is_none() && fast.overflow_start.is_none() {
+                fast.overflow_start = Some(offset);
+            }
+            fast.overflowed.push((jm.topic, jm.subscribers));
+        } else {
+            fast.bytes += jm.body.len();
+            fast.fresh.push(hot_message(jm, 0));
+        }
+        Some(Ok(EnqueueOutcome::Accepted(MessageId::new(id))))
+    }
+
+    /// Moves a hot message into redb (no-op when it is not hot).
+    pub(super) fn spill(
+        &mut self,
+        batch: &mut Batch<'_>,
+        fast: &mut FastPath,
+        id: &str,
+    ) -> Res<()> {
+        let Some(m) = self.mem.hot.lock().remove(id) else {
+            return Ok(());
+        };
+        let res = batch.spill(&m);
+        fast.spilled.push(m);
+        res
+    }
+
+    /// Spills hot messages that hold things up:
+    /// - journaled well before the oldest journal data still needed otherwise (the
+    ///   overflow cursor, else the current segment), so a message stuck with a paused
+    ///   subscriber does not keep old segments on disk;
+    /// - while messages overflow and the hot set is full, the oldest ones, when some
+    ///   subscriber with overflowed messages has nothing left to do in the hot set:
+    ///   a slow subscriber must not hold back the others (they get the overflowed
+    ///   messages; the slow one gets the spilled ones from redb). When every
+    ///   subscriber is busy, nothing is spilled: the backlog waits in the journal.
+    pub(super) fn spill_stale(&mut self, batch: &mut Batch<'_>, fast: &mut FastPath) -> Res<()> {
+        let oldest = self
+            .overflow
+            .as_ref()
+            .map_or(self.journal.current(), |o| o.cursor.segment);
+        // Lease sets are read before the hot lock is taken (lock order).
+        let leased: Vec<(&String, usize)> = self.overflow.as_ref().map_or(Vec::new(), |o| {
+            o.subs
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(sub, _)| (sub, self.mem.subscriber(sub).leases().len()))
+                .collect()
+        });
+        let mut ids = {
+            let hot = self.mem.hot.lock();
+            let mut ids = hot.ids_before_segment(oldest.saturating_sub(1), SPILL_OLD_LIMIT);
+            if let Some(o) = &self.overflow {
+                let want = load_chunk(o, &hot);
+                let room = hot.room().0;
+                let starving = leased.iter().any(|(sub, n)| hot.pending_for(sub) <= *n);
+                if room < want && starving {
+                    ids.extend(hot.oldest(want - room));
+                }
+            }
+            ids
+        };
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids {
+            self.spill(batch, fast, &id)?;
+        }
+        Ok(())
+    }
+
+    /// Adds the waiting completed records to this batch when it commits anyway, or
+    /// when enough of them wait or the oldest is old enough (few commits, little churn).
+    pub(super) fn record_completed(
+        &mut self,
+        batch: &mut Batch<'_>,
+        fast: &mut FastPath,
+        force: bool,
+    ) -> Res<()> {
+        let record = !self.unrecorded.is_empty()
+            && (force
+                || batch.changed
+                || self.unrecorded.len() >= RECORD_BATCH
+                || self.unrecorded_since.elapsed() >= RECORD_EVERY);
+        if record {
+            fast.recorded = std::mem::take(&mut self.unrecorded);
+            for (m, at) in &fast.recorded {
+                batch.complete_hot(m, *at)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Right after the journal sync (whatever redb does next): counts this batch's
+    /// overflowed messages, which are in the journal now. `base` is where the batch's
+    /// journal buffer was written.
+    pub(super) fn note_journaled(&mut self, fast: &mut FastPath, base: Pos) {
+        if let Some(start) = fast.overflow_start.take() {
+            self.overflow = Some(Overflow {
+                cursor: Pos {
+                    segment: base.segment,
+                    offset: base.offset + start,
+                },
+                ..Overflow::default()
+            });
+        }
+        if let Some(o) = self.overflow.as_mut() {
+            for (topic, subs) in fast.overflowed.drain(..) {
+                o.count += 1;
+                *o.depth.entry(topic).or_insert(0) += 1;
+                for sub in subs {
+                    *o.subs.entry(sub).or_insert(0) += 1;
+                }
+            }
+        }
+    }
+
+    /// After a successful commit: makes fresh messages hot, loads overflowed
+    /// messages into free room, marks unused journal segments for
+    /// deletion, publishes the counters and wakes subscribers. `base` is where the
+    /// batch's journal buffer was written.
+    pub(super) fn publish_fast(&mut self, fast: &mut FastPath, base: Pos) {
+        let mut wake = BTreeSet::new();
+        let loaded = self.load_overflow();
+        let mut hot = self.mem.hot.lock();
+        fast.spilled.clear();
+        hot.unpark_done(fast.recorded.iter().map(|(m, _)| m.message.id.as_str()));
+        fast.recorded.clear();
+        for mut m in fast.fresh.drain(..).chain(loaded) {
+            if m.segment == 0 {
+                m.segment = base.segment;
+            }
+            wake.extend(m.message.subscribers.iter().cloned());
+            hot.insert(m);
+        }
+        // Old segments no hot or overflowed message needs any more.
+        let cursor_seg = self.overflow.as_ref().map(|o| o.cursor.segment);
+        for seg in self.journal.older() {
+            let needed = hot.uses_segment(*seg) || cursor_seg.is_some_and(|c| c <= *seg);
+            if !needed && !self.retiring.contains(seg) {
+                self.retiring.push(*seg);
+            }
+        }
+        let mut published = self.counters.clone();
+        for (topic, n) in hot.depth() {
+            Counters::add(&mut published.depth, topic, *n as i64);
+        }
+        if let Some(o) = &self.overflow {
+            for (topic, n) in &o.depth {
+                Counters::add(&mut published.depth, topic, *n as i64);
+            }
+        }
+        drop(hot);
+        *self.mem.counters.write() = published;
+        *self.mem.overflow.lock() = self.overflow.as_ref().map(|o| (o.cursor, o.depth.clone()));
+        for sub in &wake {
+            self.mem.wake(sub);
+        }
+    }
+
+    /// Reads overflowed messages from the cursor into as much room as the hot set has.
+    fn load_overflow(&mut self) -> Vec<HotMessage> {
+        let Some(o) = self.overflow.as_mut() else {
+            return Vec::new();
+        };
+        let ((room, room_bytes), want) = {
+            let hot = self.mem.hot.lock();
+            (hot.room(), load_chunk(o, &hot))
+        };
+        if room < want {
+            return Vec::new();
+        }
+        let head = self.journal.head();
+        let max = room.min(LOAD_PER_BATCH);
+        let (read, next) = match self.journal.read_enqs(o.cursor, head, max, room_bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                // Left in the journal: retried after the next batch, restored at restart.
+                tracing::error!(error = %e, "cannot load overflowed messages from the journal");
+                return Vec::new();
+            }
+        };
+        o.cursor = next;
+        let mut out = Vec::with_capacity(read.len());
+        for (pos, jm) in read {
+            o.count = o.count.saturating_sub(1);
+            if let Some(d) = o.depth.get_mut(&jm.topic) {
+                *d = d.saturating_sub(1);
+            }
+            for sub in &jm.subscribers {
+                if let Some(n) = o.subs.get_mut(sub) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+            out.push(hot_message(jm, pos.segment));
+        }
+        if next >= head || o.count == 0 {
+            self.overflow = None;
+        }
+        out
+    }
+}
+
+/// How much room the hot set needs before overflowed messages are loaded (a chunk,
+/// so that loading reads the journal in large pieces).
+fn load_chunk(o: &Overflow, hot: &super::hot::Hot) -> usize {
+    LOAD_PER_BATCH
+        .min(o.count as usize)
+        .min(hot.capacity() / 4)
+        .max(1)
+}
+
+/// A hot message for a journaled one (`segment` 0: not known yet).
+pub(super) fn hot_message(jm: JournalMessage, segment: u64) -> HotMessage {
+    let delivered = vec![None; jm.subscribers.len()];
+    HotMessage {
+        message: Arc::new(Message {
+            id: MessageId::new(jm.id),
+            topic: jm.topic,
+            body: jm.body,
+            content_type: jm.content_type,
+            headers: jm.headers,
+            ordering_key: None,
+            enqueued_at_ms: jm.enqueued_at_ms,
+            subscribers: jm.subscribers,
+        }),
+        segment,
+        delivered,
+    }
+}
