@@ -272,6 +272,13 @@ impl Core {
         }
     }
 
+    /// At start-up: loads overflowed messages into the empty hot set.
+    pub(crate) fn resume(&mut self) {
+        let mut none = FastPath::default();
+        let head = self.journal.head();
+        self.publish_fast(&mut none, head);
+    }
+
     /// Reads overflowed messages from the cursor into as much room as the hot set has.
     fn load_overflow(&mut self) -> Vec<HotMessage> {
         let Some(o) = self.overflow.as_mut() else {

@@ -64,7 +64,7 @@ pub(crate) struct Journal {
 
 impl Journal {
     /// Opens `dir/journal` and starts a fresh segment after the existing ones, which
-    /// stay listed in [`Journal::older`] (read them with [`Journal::replay`]); the
+    /// stay listed in [`Journal::older`] (read them with [`replay`]); the
     /// caller deletes them with [`Journal::retire`] once their records are safe elsewhere.
     pub fn open(dir: &Path) -> Res<Self> {
         let dir = dir.join("journal");
@@ -84,30 +84,14 @@ impl Journal {
         })
     }
 
-    /// Calls `f` with every record of the older segments, oldest first, one segment
-    /// in memory at a time; a segment's torn tail (a crash while writing) is skipped.
-    pub fn replay(&self, mut f: impl FnMut(Record) -> Res<()>) -> Res<()> {
-        for seg in &self.older {
-            let path = segment_path(&self.dir, *seg);
-            let mut raw = Vec::new();
-            File::open(&path)
-                .and_then(|mut file| file.read_to_end(&mut raw))
-                .map_err(|e| io("read", &path, e))?;
-            let (recs, torn) = decode_all(&raw);
-            drop(raw);
-            if torn {
-                tracing::warn!(segment = %path.display(), "journal segment ends in a torn record (crash while writing); ignoring the tail");
-            }
-            for rec in recs {
-                f(rec)?;
-            }
-        }
-        Ok(())
-    }
-
     /// The segment new records go to.
     pub fn current(&self) -> u64 {
         self.current
+    }
+
+    /// The journal directory (`<queue dir>/journal`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Segments older than the current one still on disk.
@@ -153,6 +137,11 @@ impl Journal {
         put_str(&mut self.buf, id);
         put_str(&mut self.buf, sub);
         self.end_record(start);
+    }
+
+    /// Bytes buffered, not written yet.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
     }
 
     /// Where the next record will be written.
@@ -260,6 +249,32 @@ impl Journal {
         self.buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
         self.buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
     }
+}
+
+/// Calls `f` with every record of `segments` of the journal in `dir` (a journal
+/// directory), in order, one segment in memory at a time; a segment's torn tail (a
+/// crash while writing) is skipped.
+pub(crate) fn replay(
+    dir: &Path,
+    segments: &[u64],
+    mut f: impl FnMut(Record) -> Res<()>,
+) -> Res<()> {
+    for seg in segments {
+        let path = segment_path(dir, *seg);
+        let mut raw = Vec::new();
+        File::open(&path)
+            .and_then(|mut file| file.read_to_end(&mut raw))
+            .map_err(|e| io("read", &path, e))?;
+        let (recs, torn) = decode_all(&raw);
+        drop(raw);
+        if torn {
+            tracing::warn!(segment = %path.display(), "journal segment ends in a torn record (crash while writing); ignoring the tail");
+        }
+        for rec in recs {
+            f(rec)?;
+        }
+    }
+    Ok(())
 }
 
 /// A record's place in the journal.
@@ -523,7 +538,7 @@ mod tests {
 
     fn replayed(j: &Journal) -> Vec<Record> {
         let mut out = Vec::new();
-        j.replay(|r| {
+        replay(j.dir(), j.older(), |r| {
             out.push(r);
             Ok(())
         })

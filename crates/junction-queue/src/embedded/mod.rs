@@ -121,7 +121,14 @@ impl EmbeddedBroker {
         let rec = blocking(move || recovery::open(&dir)).await?;
         let mem = Arc::new(MemState::default());
         *mem.hot.lock() = hot::Hot::with_limits(cfg.hot_max_messages, cfg.hot_max_bytes);
-        *mem.counters.write() = rec.counters.clone();
+        let mut published = rec.counters.clone();
+        if let Some(o) = &rec.overflow {
+            for (topic, n) in &o.depth {
+                Counters::add(&mut published.depth, topic, *n as i64);
+            }
+            *mem.overflow.lock() = Some((o.cursor, o.depth.clone()));
+        }
+        *mem.counters.write() = published;
         let mut core = Core::new(
             Arc::clone(&rec.db),
             Arc::clone(&mem),
@@ -130,9 +137,12 @@ impl EmbeddedBroker {
             rec.ids,
             rec.journal,
         );
+        core.overflow = rec.overflow;
         core.max_depth = cfg.max_depth.filter(|m| *m > 0);
         core.retention_ms = u64::try_from(cfg.completed_retention.as_millis()).unwrap_or(u64::MAX);
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        // Loads what waits in the journal before the first op arrives.
+        core.resume();
         let writer = tokio::spawn(writer::run(core, rx));
         tracing::info!(path = %cfg.path.display(), depth = mem.counters.read().total(), "embedded queue opened");
         Ok(Arc::new(Self {

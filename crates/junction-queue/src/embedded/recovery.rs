@@ -17,7 +17,8 @@ use std::sync::Arc;
 
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata};
 
-use super::journal::{Journal, JournalMessage, Record};
+use super::fastpath::Overflow;
+use super::journal::{replay, Journal, JournalMessage, Record};
 use super::ops::Batch;
 use super::state::{now_ms, Counters, IdGen};
 use super::tables::*;
@@ -32,10 +33,14 @@ pub(crate) struct Recovered {
     pub seq: u64,
     pub ids: IdGen,
     pub journal: Journal,
+    /// Undelivered messages kept in the journal, for the writer to load.
+    pub overflow: Option<Overflow>,
 }
 
 /// Journaled messages moved into redb per transaction at start-up.
 const RESTORE_CHUNK: usize = 10_000;
+/// Bytes of copied journal records written at a time at start-up.
+const COPY_BUFFER: usize = 8 << 20;
 
 /// Page cache of the queue file.
 const CACHE_BYTES: usize = 64 << 20;
@@ -88,41 +93,48 @@ pub(crate) fn open(dir: &Path) -> Res<Recovered> {
         last_id = messages.last()?.map(|(k, _)| k.value().to_owned());
     }
     txn.commit()?;
-    let (journal, counters, seq, last_journaled) = restore_journal(&db, dir, counters, seq)?;
-    let last = last_id.max(last_journaled);
+    let r = restore_journal(&db, dir, counters, seq)?;
+    let last = last_id.max(r.last);
     Ok(Recovered {
         db: Arc::new(db),
-        counters,
-        seq,
+        counters: r.counters,
+        seq: r.seq,
         ids: IdGen::after(last.as_deref()),
-        journal,
+        journal: r.journal,
+        overflow: r.overflow,
     })
 }
 
-/// Moves every journaled message redb lacks into redb: pending for the subscribers
-/// without an `ACK`, completed when all have one; then deletes the old journal
-/// segments. Two passes over the journal (acks first, then messages in chunks, each
-/// committed durably), so memory holds one segment and one chunk at a time, and a
-/// crash midway only repeats work (`restore` skips what redb has). Returns the
-/// journal (on a fresh segment), the updated counters and sequence, and the greatest
-/// journaled id.
-fn restore_journal(
-    db: &Database,
-    dir: &Path,
-    counters: Counters,
-    seq: u64,
-) -> Res<(Journal, Counters, u64, Option<String>)> {
+/// Resumes from the journal. Messages redb already has are left alone; ones some
+/// subscribers acknowledged go into redb (pending for the others, or completed);
+/// ones nobody acknowledged are copied, in order, into the fresh journal segment
+/// and become the overflow the writer loads from. Then the old segments are
+/// deleted. So a restart with a deep backlog costs a sequential copy, not a redb
+/// insert per message, and memory holds one segment and one chunk at a time.
+///
+/// Crash-safe at every step: the old segments go only after the copy is synced and
+/// the redb chunks are committed durably. A crash midway leaves old segments plus
+/// a partial copy; ids grow along the journal, so the next start skips any `ENQ`
+/// whose id is not greater than every id before it (the copy's duplicates).
+fn restore_journal(db: &Database, dir: &Path, counters: Counters, seq: u64) -> Res<Restored> {
     let mut journal = Journal::open(dir)?;
+    let jdir = journal.dir().to_path_buf();
+    let old = journal.older().to_vec();
     let mut acked: HashMap<String, Vec<String>> = HashMap::new();
     let mut last: Option<String> = None;
-    journal.replay(|rec| {
+    replay(&jdir, &old, |rec| {
         match rec {
-            Record::Enq(m) => last = Some(m.id),
+            Record::Enq(m) if last.as_ref().map_or(true, |l| m.id > *l) => last = Some(m.id),
+            Record::Enq(_) => {}
             Record::Ack { id, sub } => acked.entry(id).or_default().push(sub),
         }
         Ok(())
     })?;
-    let (mut counters, mut seq, mut restored) = (counters, seq, 0usize);
+    let snapshot = db.begin_read()?;
+    let stored = snapshot.open_table(MESSAGES)?;
+    let (mut counters, mut seq) = (counters, seq);
+    let (mut to_redb, mut copied) = (0usize, 0usize);
+    let mut overflow: Option<Overflow> = None;
     let mut chunk: Vec<JournalMessage> = Vec::with_capacity(RESTORE_CHUNK);
     let flush = |chunk: &mut Vec<JournalMessage>, counters: &mut Counters, seq: &mut u64| {
         if chunk.is_empty() {
@@ -140,23 +152,68 @@ fn restore_journal(
         (*counters, *seq) = (done.counters, done.seq);
         Ok::<(), EmbeddedError>(())
     };
-    journal.replay(|rec| {
-        if let Record::Enq(m) = rec {
-            restored += 1;
+    let mut max_seen: Option<String> = None;
+    replay(&jdir, &old, |rec| {
+        let Record::Enq(m) = rec else { return Ok(()) };
+        if max_seen.as_ref().is_some_and(|l| m.id <= *l) {
+            return Ok(()); // a copy left by an interrupted restart
+        }
+        max_seen = Some(m.id.clone());
+        if stored.get(m.id.as_str())?.is_some() {
+            return Ok(());
+        }
+        if acked.contains_key(&m.id) {
+            to_redb += 1;
             chunk.push(m);
             if chunk.len() >= RESTORE_CHUNK {
                 flush(&mut chunk, &mut counters, &mut seq)?;
             }
+            return Ok(());
+        }
+        let o = overflow.get_or_insert_with(|| Overflow {
+            cursor: journal.head(),
+            ..Overflow::default()
+        });
+        o.count += 1;
+        *o.depth.entry(m.topic.clone()).or_insert(0) += 1;
+        for sub in &m.subscribers {
+            *o.subs.entry(sub.clone()).or_insert(0) += 1;
+        }
+        journal.append_enq(&m);
+        copied += 1;
+        if journal.buffered() >= COPY_BUFFER {
+            journal.sync()?;
         }
         Ok(())
     })?;
     flush(&mut chunk, &mut counters, &mut seq)?;
-    if restored > 0 {
-        tracing::info!(messages = restored, "restored messages from the journal");
+    journal.sync()?;
+    drop(stored);
+    drop(snapshot);
+    if to_redb + copied > 0 {
+        tracing::info!(
+            into_redb = to_redb,
+            kept_in_journal = copied,
+            "resumed undelivered messages from the journal"
+        );
     }
-    let old = journal.older().to_vec();
     journal.retire(&old);
-    Ok((journal, counters, seq, last))
+    Ok(Restored {
+        journal,
+        counters,
+        seq,
+        last,
+        overflow,
+    })
+}
+
+/// What [`restore_journal`] hands over.
+struct Restored {
+    journal: Journal,
+    counters: Counters,
+    seq: u64,
+    last: Option<String>,
+    overflow: Option<Overflow>,
 }
 
 /// Recomputes the counters from the records and checks the index invariants.

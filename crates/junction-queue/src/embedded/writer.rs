@@ -154,7 +154,7 @@ pub(crate) struct Core {
     pub(super) unrecorded: Vec<(Arc<HotMessage>, u64)>,
     pub(super) unrecorded_since: Instant,
     /// Journaled messages not in memory because the hot set was full.
-    pub(super) overflow: Option<Overflow>,
+    pub overflow: Option<Overflow>,
     dirty: bool,
     last_durable: Instant,
     last_prune: Instant,

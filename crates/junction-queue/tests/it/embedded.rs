@@ -120,13 +120,7 @@ async fn a_crash_keeps_every_accepted_message() {
     // a killed process leaves behind. Enqueues were fsynced (to the journal); acks may
     // or may not be there.
     let crashed = tempfile::tempdir().unwrap();
-    let (from, to) = (dir.path().join("queue"), crashed.path().join("queue"));
-    std::fs::create_dir_all(to.join("journal")).unwrap();
-    for seg in std::fs::read_dir(from.join("journal")).unwrap() {
-        let seg = seg.unwrap();
-        std::fs::copy(seg.path(), to.join("journal").join(seg.file_name())).unwrap();
-    }
-    std::fs::copy(from.join(DB_FILE), to.join(DB_FILE)).unwrap();
+    copy_queue(&dir.path().join("queue"), &crashed.path().join("queue"));
     let c = open(&crashed, None).await;
     let counts = c.verify().await.unwrap();
     assert_eq!(c.depth(), counts);
@@ -371,13 +365,7 @@ async fn a_crash_with_an_overflowing_backlog_keeps_every_message() {
     }
     // What a killed process leaves: the journal and the redb file, never closed.
     let crashed = tempfile::tempdir().unwrap();
-    let (from, to) = (dir.path().join("queue"), crashed.path().join("queue"));
-    std::fs::create_dir_all(to.join("journal")).unwrap();
-    for seg in std::fs::read_dir(from.join("journal")).unwrap() {
-        let seg = seg.unwrap();
-        std::fs::copy(seg.path(), to.join("journal").join(seg.file_name())).unwrap();
-    }
-    std::fs::copy(from.join(DB_FILE), to.join(DB_FILE)).unwrap();
+    copy_queue(&dir.path().join("queue"), &crashed.path().join("queue"));
     let c = open_with(&crashed, None, 4).await;
     assert_eq!(c.verify().await.unwrap(), c.depth());
     assert!(
@@ -405,4 +393,58 @@ async fn a_crash_with_an_overflowing_backlog_keeps_every_message() {
     }
     c.close().await.unwrap();
     b.close().await.unwrap();
+}
+
+/// Copies a queue directory (journal segments and the redb file) as a killed
+/// process leaves it.
+fn copy_queue(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to.join("journal")).unwrap();
+    for seg in std::fs::read_dir(from.join("journal")).unwrap() {
+        let seg = seg.unwrap();
+        std::fs::copy(seg.path(), to.join("journal").join(seg.file_name())).unwrap();
+    }
+    std::fs::copy(from.join(DB_FILE), to.join(DB_FILE)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_interrupted_after_copying_the_backlog_makes_no_duplicates() {
+    // A: 20 undelivered messages, most of them overflowed (4 fit in memory).
+    let a = tempfile::tempdir().unwrap();
+    let broker = open_with(&a, None, 4).await;
+    for i in 0..20 {
+        broker
+            .enqueue(request("t", &["s"], &format!("m{i}")))
+            .await
+            .unwrap();
+    }
+    // B: a restart from A's files; it copies the backlog into a new segment.
+    let b = tempfile::tempdir().unwrap();
+    copy_queue(&a.path().join("queue"), &b.path().join("queue"));
+    let restarted = open_with(&b, None, 4).await;
+    assert_eq!(restarted.depth().total, 20);
+    restarted.close().await.unwrap();
+    // C: that restart "killed" after the copy but before deleting A's segments.
+    let c = tempfile::tempdir().unwrap();
+    copy_queue(&a.path().join("queue"), &c.path().join("queue"));
+    copy_queue(&b.path().join("queue"), &c.path().join("queue"));
+    let again = open_with(&c, None, 4).await;
+    assert_eq!(again.depth().total, 20);
+    let mut seen = HashSet::new();
+    for _ in 0..100 {
+        let batch = again.lease_due("s", now_ms(), 3).await.unwrap();
+        for d in &batch {
+            assert!(seen.insert(d.message.id.clone()), "delivered twice");
+            again.ack(d, attempt("status 200")).await.unwrap();
+        }
+        if seen.len() == 20 {
+            break;
+        }
+        if batch.is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    assert_eq!(seen.len(), 20);
+    assert_eq!(again.depth().total, 0);
+    again.close().await.unwrap();
+    broker.close().await.unwrap();
 }
