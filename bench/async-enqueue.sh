@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Durable accept rate and delivery rate of an async route, against RabbitMQ publisher confirms.
 #
-# Junction: one async route (POST /orders, embedded redb queue, fsync before
-# the 202) with 3 subscribers, each an nginx `return 200` server on its own
-# port. wrk POSTs a 207-byte JSON body on 64 connections for 10 s (after a
+# Junction: one async route (POST /orders, embedded queue, journal fdatasync
+# before the 202) with 3 subscribers, each an nginx `return 200` server on its
+# own port. wrk POSTs a 207-byte JSON body on 64 connections for 10 s (after a
 # warm-up whose backlog is drained first). Reported: accepted/s (202s only)
 # and accept latency; then deliveries/s, read from junction_deliveries_total
 # every 0.5 s until all 3 x accepted deliveries are done (bounded).
+# Then accept only: the same route on a fresh queue with its subscribers on a
+# closed port (breakers open, nothing delivered), same wrk shape.
 #
 # Peer, same run: bench/rabbit-peer (lapin), 64 publishers on their own
 # channels, durable queue, persistent messages, each awaiting its confirm.
@@ -124,6 +126,23 @@ A1=$(accepted); D1=$(delivered)
 PEAK_KIB=$(awk -F'\t' 'NR > 1 && $5 > m {m = $5} END {print m + 0}' "$TIMELINE")
 WRK=$(cat "$WORK/wrk.json")
 
+# --- accept only: the same route, its subscribers unreachable --------------------------
+# Deliveries fail, the breakers open and the dispatchers pause, so this measures what
+# durable accepts alone cost (what RabbitMQ's publisher confirms measure below).
+stop_pid "$JUNCTION_PID"
+DEAD=$((BASE + 29))
+require_free_port "$DEAD"
+sed -e "s#$WORK/queue#$WORK/queue-accept#" -e "s#127.0.0.1:$S1\"#127.0.0.1:$DEAD\"#" \
+    -e "s#127.0.0.1:$S2\"#127.0.0.1:$DEAD\"#" -e "s#127.0.0.1:$S3\"#127.0.0.1:$DEAD\"#" \
+    "$WORK/junction.yaml" >"$WORK/junction-accept.yaml"
+start_junction "$WORK/junction-accept.yaml" "$WORK/junction-accept.log" "$J_ADMIN"
+wait_quiet
+log "accept only: ${DURATION}s, $CONNS connections, subscribers unreachable (after ${WARMUP}s warm-up)"
+run_wrk async-accept-warmup "$WARMUP" "$CONNS" "$THREADS" "$URL" "$BENCH_DIR/lua/post.lua" >/dev/null
+ACCEPT=$(run_wrk async-accept "$DURATION" "$CONNS" "$THREADS" "$URL" "$BENCH_DIR/lua/post.lua")
+ACCEPT_RSS_KIB=$(rss_kib "$JUNCTION_PID")
+stop_pid "$JUNCTION_PID"
+
 # --- peer: RabbitMQ publisher confirms -----------------------------------------------------
 wait_quiet
 log "peer: RabbitMQ, $CONNS publishers with confirms, ${DURATION}s after ${WARMUP}s warm-up"
@@ -138,9 +157,12 @@ PEER=$(grep '^PEERJSON ' "$WORK/peer.txt" | sed 's/^PEERJSON //')
         -v req="$(json_get "$WRK" requests)" -v secs="$(json_get "$WRK" seconds)" -v p50="$(json_get "$WRK" p50_us)" -v p99="$(json_get "$WRK" p99_us)" \
         -v non2xx="$(json_get "$WRK" non2xx)" -v serr="$(json_get "$WRK" socket_errors)" \
         -v prps="$(json_get "$PEER" rps)" -v pp50="$(json_get "$PEER" p50_us)" -v pp99="$(json_get "$PEER" p99_us)" \
-        -v pn="$(json_get "$PEER" nacks)" 'BEGIN {
+        -v pn="$(json_get "$PEER" nacks)" \
+        -v areq="$(json_get "$ACCEPT" requests)" -v asecs="$(json_get "$ACCEPT" seconds)" -v ap50="$(json_get "$ACCEPT" p50_us)" \
+        -v ap99="$(json_get "$ACCEPT" p99_us)" -v anon="$(json_get "$ACCEPT" non2xx)" -v aserr="$(json_get "$ACCEPT" socket_errors)" 'BEGIN {
         printf "%-36s %12s %10s %10s %s\n", "system", "accepted/s", "p50 (us)", "p99 (us)", "notes"
-        printf "%-36s %12.0f %10d %10d non-2xx %d, socket errors %d\n", "junction (embedded redb, fsync)", (req - non2xx) / secs, p50, p99, non2xx, serr
+        printf "%-36s %12.0f %10d %10d non-2xx %d, socket errors %d\n", "junction, delivering to 3", (req - non2xx) / secs, p50, p99, non2xx, serr
+        printf "%-36s %12.0f %10d %10d non-2xx %d, socket errors %d\n", "junction, accept only", (areq - anon) / asecs, ap50, ap99, anon, aserr
         printf "%-36s %12.0f %10d %10d nacks %d\n", "rabbitmq (durable, persistent, confirms)", prps, pp50, pp99, pn
         printf "\n"
         printf "events accepted in the run (202s seen by wrk): %d; junction_events_accepted_total moved by %d\n", accepted, macc
@@ -148,7 +170,7 @@ PEER=$(grep '^PEERJSON ' "$WORK/peer.txt" | sed 's/^PEERJSON //')
         printf "delivery rate, load start -> drained: %.0f deliveries/s over %.1f s\n", delivered / (td - ts), td - ts
         printf "delivery rate during the load: %.0f deliveries/s; after it (drain only): %.0f deliveries/s over %.1f s\n", dle / (tle - ts), (delivered - dle) / (td - tle), td - tle
     }'
-    echo "junction RSS: idle $(kib_to_mib "$IDLE_KIB") MiB, peak during run $(kib_to_mib "$PEAK_KIB") MiB"
-    echo "queue dir size after run: $(du -sh "$WORK/queue" | cut -f1)"
+    echo "junction RSS: idle $(kib_to_mib "$IDLE_KIB") MiB, peak during run $(kib_to_mib "$PEAK_KIB") MiB; after the accept-only run $(kib_to_mib "$ACCEPT_RSS_KIB") MiB"
+    echo "queue dir size after run: $(du -sh "$WORK/queue" | cut -f1); after the accept-only run: $(du -sh "$WORK/queue-accept" | cut -f1)"
     echo "timeline (epoch, accepted, delivered, depth, rss): $TIMELINE"
 } | tee "$OUT_DIR/async-enqueue.txt"

@@ -189,7 +189,8 @@ start_junction() {
     RUST_LOG="${JUNCTION_RUST_LOG:-warn}" "$JUNCTION_BIN" serve --config "$config" 2>"$logfile" &
     JUNCTION_PID=$!
     STARTED_PIDS+=("$JUNCTION_PID")
-    for _ in $(seq 1 200); do
+    # READY_WAIT seconds at most (default 10; a restart on a deep backlog takes longer).
+    for _ in $(seq 1 $(( ${READY_WAIT:-10} * 20 ))); do
         if curl -fsS "http://127.0.0.1:$admin_port/readyz" >/dev/null 2>&1; then return 0; fi
         kill -0 "$JUNCTION_PID" 2>/dev/null || { cat "$logfile" >&2; die "junction exited"; }
         sleep 0.05

@@ -89,7 +89,7 @@ ls -l "$WORK/queue" >"$WORK/queue-files.txt"
 log "restarting junction on the same queue"
 stop_pid "$JUNCTION_PID"
 T0=$(date +%s.%N)
-start_junction "$WORK/junction.yaml" "$WORK/junction-restart.log" "$J_ADMIN"
+READY_WAIT=300 start_junction "$WORK/junction.yaml" "$WORK/junction-restart.log" "$J_ADMIN"
 READY_S=$(awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b - a}')
 sleep 10
 RESTART_KIB=$(rss_kib "$JUNCTION_PID")

@@ -110,7 +110,9 @@ impl Core {
             headers: req.headers.clone(),
             subscribers,
             enqueued_at_ms: now,
-            body: req.body.clone(),
+            // A copy: the request's bytes may be a slice of a much larger read buffer,
+            // which a held message would otherwise keep alive.
+            body: bytes::Bytes::copy_from_slice(&req.body),
         };
         let offset = self.journal.append_enq(&jm);
         if overflowing || !room {
