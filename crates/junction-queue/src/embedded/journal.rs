@@ -265,12 +265,13 @@ pub(crate) fn replay(
         File::open(&path)
             .and_then(|mut file| file.read_to_end(&mut raw))
             .map_err(|e| io("read", &path, e))?;
-        let (recs, torn) = decode_all(&raw);
-        drop(raw);
-        if torn {
-            tracing::warn!(segment = %path.display(), "journal segment ends in a torn record (crash while writing); ignoring the tail");
-        }
-        for rec in recs {
+        // Record by record, so memory holds the segment's bytes and one record.
+        let mut rest: &[u8] = &raw;
+        while !rest.is_empty() {
+            let Some(rec) = decode_one(&mut rest) else {
+                tracing::warn!(segment = %path.display(), "journal segment ends in a torn record (crash while writing); ignoring the tail");
+                break;
+            };
             f(rec)?;
         }
     }
@@ -440,19 +441,6 @@ fn put_len(buf: &mut Vec<u8>, n: usize) {
 fn put_str(buf: &mut Vec<u8>, s: &str) {
     put_len(buf, s.len());
     buf.extend_from_slice(s.as_bytes());
-}
-
-/// Decodes records until the end or the first bad one; `true` if a bad one was found.
-fn decode_all(raw: &[u8]) -> (Vec<Record>, bool) {
-    let mut out = Vec::new();
-    let mut rest = raw;
-    while !rest.is_empty() {
-        let Some(rec) = decode_one(&mut rest) else {
-            return (out, true);
-        };
-        out.push(rec);
-    }
-    (out, false)
 }
 
 fn decode_one(rest: &mut &[u8]) -> Option<Record> {
