@@ -102,40 +102,60 @@ async fn reopen_recovers_pending_dlq_ordering_and_counters() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_keeps_every_accepted_message() {
-    let dir = tempfile::tempdir().unwrap();
-    let b = open(&dir, None).await;
-    let mut accepted = HashSet::new();
-    for i in 0..40 {
+    crash_and_recover(junction_queue::embedded::HOT_MAX_MESSAGES, 40, 10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_with_an_overflowing_backlog_keeps_every_message() {
+    // 4 messages fit in memory: most of the 30 wait in the journal as overflow.
+    crash_and_recover(4, 30, 3).await;
+}
+
+/// Enqueues `n` messages to `subs`; returns their ids in order.
+async fn enqueue_n(b: &EmbeddedBroker, subs: &[&str], n: usize) -> Vec<junction_queue::MessageId> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
         let o = b
-            .enqueue(request("t", &["s"], &format!("m{i}")))
+            .enqueue(request("t", subs, &format!("m{i}")))
             .await
             .unwrap();
-        accepted.insert(o.id().clone());
+        ids.push(o.id().clone());
     }
-    let leased = b.lease_due("s", now_ms(), 10).await.unwrap();
-    for d in &leased {
+    ids
+}
+
+/// Accepts `n` messages, acks up to `acked`, copies the files while the broker
+/// still has them open (what a killed process leaves behind: enqueues were synced,
+/// acks may or may not be there), reopens the copy and checks that every accepted
+/// message is either delivered again or recorded as delivered.
+async fn crash_and_recover(hot_max: usize, n: usize, acked: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open_with(&dir, None, hot_max).await;
+    let accepted = enqueue_n(&b, &["s"], n).await;
+    for d in &b.lease_due("s", now_ms(), acked).await.unwrap() {
         b.ack(d, attempt("status 200")).await.unwrap();
     }
-    // Copy the files while the broker still has them open and never closed them: what
-    // a killed process leaves behind. Enqueues were fsynced (to the journal); acks may
-    // or may not be there.
     let crashed = tempfile::tempdir().unwrap();
     copy_queue(&dir.path().join("queue"), &crashed.path().join("queue"));
-    let c = open(&crashed, None).await;
-    let counts = c.verify().await.unwrap();
-    assert_eq!(c.depth(), counts);
-    assert!((30..=40).contains(&counts.total), "depth {}", counts.total);
+    let c = open_with(&crashed, None, hot_max).await;
+    assert_eq!(c.verify().await.unwrap(), c.depth());
+    let depth = c.depth().total as usize;
+    assert!((n - acked..=n).contains(&depth), "depth {depth}");
     let mut seen = HashSet::new();
-    for d in c.lease_due("s", now_ms(), 100).await.unwrap() {
-        seen.insert(d.message.id.clone());
+    for _ in 0..50 {
+        let batch = c.lease_due("s", now_ms(), 100).await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        for d in &batch {
+            seen.insert(d.message.id.clone());
+            c.ack(d, attempt("status 200")).await.unwrap();
+        }
     }
     for id in &accepted {
         if !seen.contains(id) {
-            let st = c
-                .message_status(id.as_str())
-                .await
-                .unwrap()
-                .expect("accepted message survived");
+            let st = c.message_status(id.as_str()).await.unwrap();
+            let st = st.expect("accepted message survived");
             assert_eq!(st.subscribers[0].state, DeliveryState::Delivered);
         }
     }
@@ -306,14 +326,7 @@ async fn full_is_enforced_across_restarts() {
 async fn overflow_waits_in_the_journal_and_every_message_is_delivered_once() {
     let dir = tempfile::tempdir().unwrap();
     let b = open_with(&dir, None, 5).await;
-    let mut ids = Vec::new();
-    for i in 0..60 {
-        let o = b
-            .enqueue(request("t", &["a", "b"], &format!("m{i}")))
-            .await
-            .unwrap();
-        ids.push(o.id().clone());
-    }
+    let ids = enqueue_n(&b, &["a", "b"], 60).await;
     assert_eq!(b.depth().total, 60);
     assert_eq!(b.verify().await.unwrap(), b.depth());
     // The last one is only in the journal, yet its status is known.
@@ -347,54 +360,6 @@ async fn overflow_waits_in_the_journal_and_every_message_is_delivered_once() {
     b.close().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crash_with_an_overflowing_backlog_keeps_every_message() {
-    let dir = tempfile::tempdir().unwrap();
-    let b = open_with(&dir, None, 4).await;
-    let mut accepted = HashSet::new();
-    for i in 0..30 {
-        let o = b
-            .enqueue(request("t", &["s"], &format!("m{i}")))
-            .await
-            .unwrap();
-        accepted.insert(o.id().clone());
-    }
-    let leased = b.lease_due("s", now_ms(), 3).await.unwrap();
-    for d in &leased {
-        b.ack(d, attempt("status 200")).await.unwrap();
-    }
-    // What a killed process leaves: the journal and the redb file, never closed.
-    let crashed = tempfile::tempdir().unwrap();
-    copy_queue(&dir.path().join("queue"), &crashed.path().join("queue"));
-    let c = open_with(&crashed, None, 4).await;
-    assert_eq!(c.verify().await.unwrap(), c.depth());
-    assert!(
-        (27..=30).contains(&c.depth().total),
-        "depth {}",
-        c.depth().total
-    );
-    let mut seen = HashSet::new();
-    for _ in 0..50 {
-        let batch = c.lease_due("s", now_ms(), 100).await.unwrap();
-        if batch.is_empty() {
-            break;
-        }
-        for d in &batch {
-            seen.insert(d.message.id.clone());
-            c.ack(d, attempt("status 200")).await.unwrap();
-        }
-    }
-    for id in &accepted {
-        if !seen.contains(id) {
-            let st = c.message_status(id.as_str()).await.unwrap();
-            let st = st.expect("accepted message survived");
-            assert_eq!(st.subscribers[0].state, DeliveryState::Delivered);
-        }
-    }
-    c.close().await.unwrap();
-    b.close().await.unwrap();
-}
-
 /// Copies a queue directory (journal segments and the redb file) as a killed
 /// process leaves it.
 fn copy_queue(from: &std::path::Path, to: &std::path::Path) {
@@ -411,12 +376,7 @@ async fn a_restart_interrupted_after_copying_the_backlog_makes_no_duplicates() {
     // A: 20 undelivered messages, most of them overflowed (4 fit in memory).
     let a = tempfile::tempdir().unwrap();
     let broker = open_with(&a, None, 4).await;
-    for i in 0..20 {
-        broker
-            .enqueue(request("t", &["s"], &format!("m{i}")))
-            .await
-            .unwrap();
-    }
+    enqueue_n(&broker, &["s"], 20).await;
     // B: a restart from A's files; it copies the backlog into a new segment.
     let b = tempfile::tempdir().unwrap();
     copy_queue(&a.path().join("queue"), &b.path().join("queue"));
