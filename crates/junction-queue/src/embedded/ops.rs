@@ -151,6 +151,7 @@ impl<'t> Batch<'t> {
             enqueued_at_ms: now,
             subscribers,
             completed_at_ms: None,
+            final_states: Vec::new(),
         };
         if meta.subscribers.is_empty() {
             // Nothing to deliver: keep only the completed record for status look-ups.

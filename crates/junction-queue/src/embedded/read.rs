@@ -124,8 +124,22 @@ pub(crate) fn message_status(
     let Some(raw) = messages.get(id)? else {
         return Ok(None);
     };
-    let meta: MessageMeta = decode_meta(raw.value())?;
+    let mut meta: MessageMeta = decode_meta(raw.value())?;
     let mut subscribers = Vec::new();
+    for (sub, rec) in meta
+        .subscribers
+        .iter()
+        .zip(std::mem::take(&mut meta.final_states))
+    {
+        subscribers.push(SubscriberStatus {
+            subscriber: sub.clone(),
+            next_attempt_at_ms: None,
+            state: rec.state,
+            attempts: rec.attempts,
+            history: rec.history,
+            leased: false,
+        });
+    }
     for entry in deliveries.range((id, "")..)? {
         let (k, v) = entry?;
         let (mid, sub) = k.value();

@@ -33,13 +33,14 @@ impl Batch<'_> {
         let id = msg.id.as_str();
         let mut meta = meta_of(msg);
         meta.completed_at_ms = Some(completed_at_ms);
+        meta.final_states = delivered
+            .iter()
+            .map(|a| delivered_record(a.clone()))
+            .collect();
         self.changed = true;
         self.messages
             .insert(id, encode_with_body(&meta, &[])?.as_slice())?;
         self.completed.insert((completed_at_ms, id), ())?;
-        for (sub, attempt) in msg.subscribers.iter().zip(delivered) {
-            self.put_delivery(id, sub, &delivered_record(attempt.clone()))?;
-        }
         Ok(())
     }
 
@@ -104,6 +105,7 @@ fn meta_of(msg: &Message) -> MessageMeta {
         enqueued_at_ms: msg.enqueued_at_ms,
         subscribers: msg.subscribers.clone(),
         completed_at_ms: None,
+        final_states: Vec::new(),
     }
 }
 

@@ -7,7 +7,8 @@
 //!
 //! Invariants the writer keeps inside every transaction:
 //! - `deliveries` holds one record per (message, subscriber) while the message or
-//!   its completed record exists;
+//!   its completed record exists, except for completed fast-path messages, whose
+//!   final states live in their `messages` row (`MessageMeta::final_states`);
 //! - `due` holds exactly the pending deliveries that may be leased now or later:
 //!   unkeyed pending deliveries, and the head (lowest sequence) of each
 //!   (subscriber, ordering key) chain in `order`;
@@ -92,6 +93,11 @@ pub(crate) struct MessageMeta {
     pub subscribers: Vec<String>,
     #[serde(default)]
     pub completed_at_ms: Option<u64>,
+    /// Completed records of fast-path messages keep each subscriber's final state
+    /// here (same order as `subscribers`) instead of in `DELIVERIES` rows: one row
+    /// per message, not four.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub final_states: Vec<DeliveryRecord>,
 }
 
 impl MessageMeta {
@@ -228,6 +234,7 @@ mod tests {
             enqueued_at_ms: 5,
             subscribers: vec!["a".into()],
             completed_at_ms: None,
+            final_states: Vec::new(),
         }
     }
 

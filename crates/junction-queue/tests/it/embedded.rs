@@ -408,3 +408,31 @@ async fn a_restart_interrupted_after_copying_the_backlog_makes_no_duplicates() {
     again.close().await.unwrap();
     broker.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivered_fast_path_message_keeps_its_history_in_one_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(&dir, None).await;
+    let ids = enqueue_n(&b, &["a", "b"], 1).await;
+    for sub in ["a", "b"] {
+        for d in &b.lease_due(sub, now_ms(), 10).await.unwrap() {
+            b.ack(d, attempt("status 204")).await.unwrap();
+        }
+    }
+    // Flushing stores the batched completed record in redb.
+    b.flush().await.unwrap();
+    b.close().await.unwrap();
+    drop(b);
+    let b = open(&dir, None).await;
+    let st = b.message_status(ids[0].as_str()).await.unwrap().unwrap();
+    assert!(st.completed_at_ms.is_some());
+    assert_eq!(st.subscribers.len(), 2);
+    for (s, name) in st.subscribers.iter().zip(["a", "b"]) {
+        assert_eq!(s.subscriber, name);
+        assert_eq!(s.state, DeliveryState::Delivered);
+        assert_eq!(s.history.len(), 1);
+        assert_eq!(s.history[0].outcome, "status 204");
+    }
+    assert_eq!(b.verify().await.unwrap(), b.depth());
+    b.close().await.unwrap();
+}
