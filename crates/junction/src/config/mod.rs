@@ -167,8 +167,11 @@ impl Default for TelemetryConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// Base URL, `http://host:port` with an optional path prefix.
+    /// Base URL, `http://host:port` or `https://host:port`, with an optional path prefix.
     pub url: String,
+    /// TLS settings of an `https://` upstream.
+    #[serde(default)]
+    pub tls: Option<UpstreamTlsConfig>,
     /// Per-attempt timeout (to response headers).
     #[serde(default = "defaults::timeout")]
     pub timeout: Dur,
@@ -184,6 +187,15 @@ pub struct UpstreamConfig {
     /// Circuit breaker; always on, with defaults when absent.
     #[serde(default)]
     pub breaker: BreakerConfig,
+}
+
+/// TLS settings of an `https://` upstream (the Mozilla roots are always trusted).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// PEM file of extra CA certificates to trust (a private CA, a self-signed server).
+    #[serde(default)]
+    pub ca_file: Option<String>,
 }
 
 /// Retries with exponential backoff, full jitter and a budget.

@@ -42,6 +42,27 @@ pub(super) fn check(
 
     for (name, u) in upstreams {
         let key = format!("upstreams.{name}");
+        if let Some(tls) = &u.tls {
+            if !u.url.starts_with("https://") {
+                errs.push(
+                    pos_of(root, &["upstreams", name, "tls"]),
+                    &format!("{key}.tls"),
+                    format!(
+                        "tls applies to https:// upstreams, and {:?} is not one",
+                        u.url
+                    ),
+                );
+            }
+            if let Some(ca) = &tls.ca_file {
+                if let Err(msg) = crate::proxy::tls::load_ca_file(std::path::Path::new(ca)) {
+                    errs.push(
+                        pos_of(root, &["upstreams", name, "tls", "ca_file"]),
+                        &format!("{key}.tls.ca_file"),
+                        msg,
+                    );
+                }
+            }
+        }
         if let Err(msg) = check_url(&u.url) {
             errs.push(
                 pos_of(root, &["upstreams", name, "url"]),
@@ -234,10 +255,10 @@ fn check_url(url: &str) -> Result<(), String> {
         .parse()
         .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
     match uri.scheme_str() {
-        Some("http") => {}
+        Some("http") | Some("https") => {}
         Some(other) => {
             return Err(format!(
-                "unsupported scheme {other:?} in {url:?}: Junction speaks http:// to upstreams"
+                "unsupported scheme {other:?} in {url:?}: use http:// or https://"
             ))
         }
         None => {

@@ -8,6 +8,7 @@
 pub mod cached;
 pub mod forward;
 pub mod router;
+pub mod tls;
 pub mod trim;
 pub mod upstream;
 

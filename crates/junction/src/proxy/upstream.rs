@@ -4,7 +4,8 @@
 //! 1. the retry loop (outermost, so each retry passes every check below again);
 //! 2. the bulkhead (refuse at once when too many calls are in flight);
 //! 3. the circuit breaker (refuse at once while open; count the outcome);
-//! 4. the timeout (to response headers), then the pooled HTTP client.
+//! 4. the timeout (to response headers), then the pooled HTTP client (plain
+//!    HTTP/1.1, or HTTPS with HTTP/2 by ALPN for `https://` upstreams, see `tls.rs`).
 //!
 //! Retries happen only before a response is handed to the client, so never
 //! after its body started; they need a replayable request body (see
@@ -76,6 +77,8 @@ struct RetryPolicy {
 /// One upstream: its address and policies. Shared by every route using it.
 pub struct Upstream {
     name: String,
+    /// Set for `https://` upstreams.
+    tls: Option<super::tls::UpstreamTls>,
     scheme_authority: String,
     base_path: String,
     timeout: Duration,
@@ -151,8 +154,16 @@ impl Upstream {
                 upstream: name.to_string(),
             })
             .clone();
+        let tls = match uri.scheme_str() {
+            Some("https") => {
+                let ca = cfg.tls.as_ref().and_then(|t| t.ca_file.as_deref());
+                Some(super::tls::UpstreamTls::new(ca.map(std::path::Path::new))?)
+            }
+            _ => None,
+        };
         Ok(Self {
             name: name.to_string(),
+            tls,
             scheme_authority: format!("{}://{}", uri.scheme_str().unwrap_or("http"), authority),
             base_path,
             timeout,
@@ -359,7 +370,11 @@ impl Upstream {
         *req.uri_mut() = uri.clone();
         *req.headers_mut() = headers.clone();
         otel::inject_current(req.headers_mut());
-        match tokio::time::timeout(self.timeout, CLIENT.with(|c| c.request(req))).await {
+        let sent = match &self.tls {
+            Some(tls) => tls.request(req),
+            None => CLIENT.with(|c| c.request(req)),
+        };
+        match tokio::time::timeout(self.timeout, sent).await {
             Ok(Ok(resp)) => {
                 if self.is_failure_status(resp.status().as_u16()) {
                     self.outcomes.failure.inc();

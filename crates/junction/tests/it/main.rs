@@ -9,6 +9,7 @@ mod otel;
 mod pipeline;
 mod proxy;
 mod retry;
+mod tls;
 
 use junction::app::{self, Listeners, Running};
 use tokio::net::TcpListener;
