@@ -1,4 +1,4 @@
-//! The writer's fast-path work (see `hot.rs` and `journal.rs`): journaling enqueues,
+//! The writer's fast-path work (see `hot.rs` and `journal/`): journaling enqueues,
 //! overflowing into the journal alone when the hot set is full and loading those
 //! messages back as room frees up, spilling hot messages into redb, and storing
 //! completed records in batches.
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use super::hot::HotMessage;
 use super::journal::{JournalMessage, Pos};
-use super::ops::Batch;
+use super::ops::{idem_expiry, Batch};
 use super::state::Counters;
 use super::tables::Res;
 use super::writer::Core;
@@ -68,16 +68,23 @@ impl FastPath {
 }
 
 impl Core {
-    /// Journals a fast-path enqueue; `None` if it must take the redb path.
+    /// Journals a fast-path enqueue; `None` if it must take the redb path (an
+    /// ordering key, or no subscriber). An idempotency key is checked and recorded
+    /// in `batch` (redb, committed without fsync: the journal holds it too).
     pub(super) fn enqueue_hot(
         &mut self,
         req: &EnqueueRequest,
         now: u64,
         fast: &mut FastPath,
-    ) -> Option<Result<EnqueueOutcome, QueueError>> {
-        if req.idempotency_key.is_some() || req.ordering_key.is_some() || req.subscribers.is_empty()
-        {
-            return None;
+        batch: &mut Batch<'_>,
+    ) -> Res<Option<Result<EnqueueOutcome, QueueError>>> {
+        if req.ordering_key.is_some() || req.subscribers.is_empty() {
+            return Ok(None);
+        }
+        if let Some(key) = req.idempotency_key.as_deref() {
+            if let Some(prior) = batch.idem_prior(&req.topic, key)? {
+                return Ok(Some(Ok(EnqueueOutcome::Duplicate(MessageId::new(prior)))));
+            }
         }
         let (hot_n, room) = {
             let hot = self.mem.hot.lock();
@@ -93,7 +100,7 @@ impl Core {
                 + (hot_n + fast.fresh.len() + fast.overflowed.len()) as u64
                 + queued;
             if depth >= max {
-                return Some(Err(QueueError::Full { depth, max }));
+                return Ok(Some(Err(QueueError::Full { depth, max })));
             }
         }
         let mut subscribers: Vec<String> = Vec::with_capacity(req.subscribers.len());
@@ -113,7 +120,14 @@ impl Core {
             // A copy: the request's bytes may be a slice of a much larger read buffer,
             // which a held message would otherwise keep alive.
             body: bytes::Bytes::copy_from_slice(&req.body),
+            idempotency: req
+                .idempotency_key
+                .clone()
+                .map(|key| (key, idem_expiry(now, req))),
         };
+        if let Some((key, expires_at_ms)) = &jm.idempotency {
+            batch.idem_record(&jm.topic, key, &id, *expires_at_ms)?;
+        }
         let offset = self.journal.append_enq(&jm);
         if overflowing || !room {
             if self.overflow.is_none() && fast.overflow_start.is_none() {
@@ -124,7 +138,7 @@ impl Core {
             fast.bytes += jm.body.len();
             fast.fresh.push(hot_message(jm, 0));
         }
-        Some(Ok(EnqueueOutcome::Accepted(MessageId::new(id))))
+        Ok(Some(Ok(EnqueueOutcome::Accepted(MessageId::new(id)))))
     }
 
     /// Moves a hot message into redb (no-op when it is not hot).

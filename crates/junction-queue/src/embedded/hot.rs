@@ -2,8 +2,8 @@
 //! subscriber has them, so the common case — accepted, delivered at the first try —
 //! never touches redb's B-trees except for one small completed record.
 //!
-//! A message takes the fast path when it has subscribers, no idempotency key, no
-//! ordering key. The hot set is bounded (by default [`MAX_MESSAGES`] and [`MAX_BYTES`]
+//! A message takes the fast path when it has subscribers and no ordering key (an
+//! idempotency key is recorded in redb and journaled with it). The hot set is bounded (by default [`MAX_MESSAGES`] and [`MAX_BYTES`]
 //! of bodies), so memory stays bounded whatever the backlog: past that, such
 //! enqueues are only journaled and loaded in later (overflow, see `fastpath.rs`).
 //! A message leaves the hot set when

@@ -1,9 +1,10 @@
 //! The embedded broker: a crash-safe on-disk queue in a directory, no server needed.
 //!
 //! Two stores, each for what it does best:
-//! - **The journal** (`journal.rs`, an append-only segment log written by hand) makes
-//!   the common case cheap: an event with subscribers and no idempotency or ordering
-//!   key is appended to it, and the whole batch of concurrent enqueues is made durable
+//! - **The journal** (`journal/`, an append-only segment log written by hand) makes
+//!   the common case cheap: an event with subscribers and no ordering key is
+//!   appended to it (with its idempotency key, whose redb record is then committed
+//!   without fsync), and the whole batch of concurrent enqueues is made durable
 //!   with one `fdatasync` before anyone gets an answer. The message then waits in
 //!   memory (`hot.rs`, bounded) and is delivered from there; when every subscriber has
 //!   it, a small completed record goes to redb. Acks on this path are journal appends.
@@ -11,6 +12,8 @@
 //!   copy-on-write B-trees, checksummed commits, crash and fuzz tested upstream) holds
 //!   everything that needs indexes or history: retries and their due times, dead
 //!   letters, per-key ordering chains, idempotency keys, completed records, counters.
+//!   Idempotency records of journaled events are committed without fsync: a restart
+//!   puts back any the journal has and redb lost.
 //!   A hot message that needs any of that (a failed attempt, a dead letter, an old
 //!   journal segment) is *spilled* into redb as an ordinary pending message
 //!   (`spill.rs`), and redb's transactions take over.
@@ -29,7 +32,7 @@
 //! Memory stays bounded whatever the backlog: the hot set has a cap (past it, enqueues
 //! go straight to redb); redb's messages, due index and ordering chains live on disk;
 //! memory holds per-topic counters, the leased set and one notifier per subscriber.
-//! Storage format: see `tables.rs` (redb) and `journal.rs`.
+//! Storage format: see `tables.rs` (redb) and `journal/`.
 
 mod fastpath;
 mod hot;

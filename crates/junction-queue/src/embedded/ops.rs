@@ -18,6 +18,11 @@ use crate::broker::{
     QueueError,
 };
 
+/// When an idempotency key given now with `req` stops counting.
+pub(crate) fn idem_expiry(now: u64, req: &EnqueueRequest) -> u64 {
+    now.saturating_add(u64::try_from(req.idempotency_ttl.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// What the writer must do in memory once the batch is committed.
 #[derive(Debug, Default)]
 pub(crate) struct Effects {
@@ -117,15 +122,8 @@ impl<'t> Batch<'t> {
         let now = self.now;
         let topic = req.topic.as_str();
         if let Some(key) = req.idempotency_key.as_deref() {
-            let prior = self
-                .idem
-                .get((topic, key))?
-                .map(|g| decode::<IdemRecord>(g.value()));
-            if let Some(prior) = prior.transpose()? {
-                if prior.expires_at_ms > now {
-                    return Ok(Ok(EnqueueOutcome::Duplicate(MessageId::new(prior.id))));
-                }
-                self.idem_expiry.remove((prior.expires_at_ms, topic, key))?;
+            if let Some(prior) = self.idem_prior(topic, key)? {
+                return Ok(Ok(EnqueueOutcome::Duplicate(MessageId::new(prior))));
             }
         }
         let mut subscribers: Vec<String> = Vec::with_capacity(req.subscribers.len());
@@ -173,16 +171,59 @@ impl<'t> Batch<'t> {
             self.bump("depth", topic, 1);
         }
         if let Some(key) = req.idempotency_key.as_deref() {
-            let expires_at_ms = now
-                .saturating_add(u64::try_from(req.idempotency_ttl.as_millis()).unwrap_or(u64::MAX));
-            let rec = encode(&IdemRecord {
-                id: id.clone(),
-                expires_at_ms,
-            })?;
-            self.idem.insert((topic, key), rec.as_slice())?;
-            self.idem_expiry.insert((expires_at_ms, topic, key), ())?;
+            self.idem_record(topic, key, &id, idem_expiry(now, req))?;
         }
         Ok(Ok(EnqueueOutcome::Accepted(MessageId::new(id))))
+    }
+
+    /// The message an unexpired idempotency key produced (an expired record is dropped).
+    pub(super) fn idem_prior(&mut self, topic: &str, key: &str) -> Res<Option<String>> {
+        let prior = self
+            .idem
+            .get((topic, key))?
+            .map(|g| decode::<IdemRecord>(g.value()))
+            .transpose()?;
+        match prior {
+            Some(p) if p.expires_at_ms > self.now => Ok(Some(p.id)),
+            Some(p) => {
+                self.idem_expiry.remove((p.expires_at_ms, topic, key))?;
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// After a restart: puts back a journaled idempotency key redb lost (an unflushed
+    /// commit), unless it expired or the key has a record already.
+    pub(super) fn idem_restore(
+        &mut self,
+        topic: &str,
+        key: &str,
+        id: &str,
+        expires_at_ms: u64,
+    ) -> Res<()> {
+        if expires_at_ms <= self.now || self.idem.get((topic, key))?.is_some() {
+            return Ok(());
+        }
+        self.idem_record(topic, key, id, expires_at_ms)
+    }
+
+    /// Remembers that `key` produced message `id` until `expires_at_ms`.
+    pub(super) fn idem_record(
+        &mut self,
+        topic: &str,
+        key: &str,
+        id: &str,
+        expires_at_ms: u64,
+    ) -> Res<()> {
+        self.changed = true;
+        let rec = encode(&IdemRecord {
+            id: id.to_owned(),
+            expires_at_ms,
+        })?;
+        self.idem.insert((topic, key), rec.as_slice())?;
+        self.idem_expiry.insert((expires_at_ms, topic, key), ())?;
+        Ok(())
     }
 
     /// Writes a pending delivery record and indexes it (due now, or at the tail of its

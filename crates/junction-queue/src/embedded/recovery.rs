@@ -135,9 +135,14 @@ fn restore_journal(db: &Database, dir: &Path, counters: Counters, seq: u64) -> R
     let (mut counters, mut seq) = (counters, seq);
     let (mut to_redb, mut copied) = (0usize, 0usize);
     let mut overflow: Option<Overflow> = None;
+    // Messages to restore into redb, and (topic, key, id, expiry) of journaled keys.
     let mut chunk: Vec<JournalMessage> = Vec::with_capacity(RESTORE_CHUNK);
-    let flush = |chunk: &mut Vec<JournalMessage>, counters: &mut Counters, seq: &mut u64| {
-        if chunk.is_empty() {
+    let mut keys: Vec<(String, String, String, u64)> = Vec::new();
+    let flush = |chunk: &mut Vec<JournalMessage>,
+                 keys: &mut Vec<(String, String, String, u64)>,
+                 counters: &mut Counters,
+                 seq: &mut u64| {
+        if chunk.is_empty() && keys.is_empty() {
             return Ok(());
         }
         let mut txn = db.begin_write()?;
@@ -146,6 +151,9 @@ fn restore_journal(db: &Database, dir: &Path, counters: Counters, seq: u64) -> R
         for m in chunk.drain(..) {
             let subs = acked.get(&m.id).map_or(&[][..], Vec::as_slice);
             batch.restore(&m, subs)?;
+        }
+        for (topic, key, id, expires_at_ms) in keys.drain(..) {
+            batch.idem_restore(&topic, &key, &id, expires_at_ms)?;
         }
         let done = batch.finish()?;
         txn.commit()?;
@@ -159,6 +167,12 @@ fn restore_journal(db: &Database, dir: &Path, counters: Counters, seq: u64) -> R
             return Ok(()); // a copy left by an interrupted restart
         }
         max_seen = Some(m.id.clone());
+        if let Some((key, expires_at_ms)) = &m.idempotency {
+            keys.push((m.topic.clone(), key.clone(), m.id.clone(), *expires_at_ms));
+            if keys.len() >= RESTORE_CHUNK {
+                flush(&mut chunk, &mut keys, &mut counters, &mut seq)?;
+            }
+        }
         if stored.get(m.id.as_str())?.is_some() {
             return Ok(());
         }
@@ -166,7 +180,7 @@ fn restore_journal(db: &Database, dir: &Path, counters: Counters, seq: u64) -> R
             to_redb += 1;
             chunk.push(m);
             if chunk.len() >= RESTORE_CHUNK {
-                flush(&mut chunk, &mut counters, &mut seq)?;
+                flush(&mut chunk, &mut keys, &mut counters, &mut seq)?;
             }
             return Ok(());
         }
@@ -186,7 +200,7 @@ fn restore_journal(db: &Database, dir: &Path, counters: Counters, seq: u64) -> R
         }
         Ok(())
     })?;
-    flush(&mut chunk, &mut counters, &mut seq)?;
+    flush(&mut chunk, &mut keys, &mut counters, &mut seq)?;
     journal.sync()?;
     drop(stored);
     drop(snapshot);

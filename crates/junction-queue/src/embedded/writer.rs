@@ -245,7 +245,7 @@ impl Core {
         for op in ops {
             answers.push(match op {
                 Op::Enqueue(req, _) => {
-                    if let Some(res) = self.enqueue_hot(req, now, fast) {
+                    if let Some(res) = self.enqueue_hot(req, now, fast, &mut batch)? {
                         Answer::Enqueue(res)
                     } else {
                         durable = true;

@@ -436,3 +436,26 @@ async fn a_delivered_fast_path_message_keeps_its_history_in_one_record() {
     assert_eq!(b.verify().await.unwrap(), b.depth());
     b.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_survive_a_crash_through_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(&dir, None).await;
+    let mut req = request("t", &["s"], "order 7");
+    req.idempotency_key = Some("order-7".into());
+    let first = b.enqueue(req.clone()).await.unwrap();
+    assert!(matches!(first, EnqueueOutcome::Accepted(_)));
+    // Deliver it: the message completes, yet its key must still count.
+    for d in &b.lease_due("s", now_ms(), 10).await.unwrap() {
+        b.ack(d, attempt("status 200")).await.unwrap();
+    }
+    // What a killed process leaves: the key's redb record was committed without
+    // fsync and may be lost; the journal has it.
+    let crashed = tempfile::tempdir().unwrap();
+    copy_queue(&dir.path().join("queue"), &crashed.path().join("queue"));
+    let c = open(&crashed, None).await;
+    let again = c.enqueue(req).await.unwrap();
+    assert_eq!(again, EnqueueOutcome::Duplicate(first.id().clone()));
+    c.close().await.unwrap();
+    b.close().await.unwrap();
+}

@@ -43,6 +43,9 @@ pub(crate) struct JournalMessage {
     pub subscribers: Vec<String>,
     pub enqueued_at_ms: u64,
     pub body: Bytes,
+    /// Idempotency key and when it stops counting: journaled so that a restart can
+    /// put back a key whose redb record was not flushed yet.
+    pub idempotency: Option<(String, u64)>,
 }
 
 /// One replayed record.
@@ -129,6 +132,14 @@ impl Journal {
         self.buf
             .extend_from_slice(&(m.body.len() as u64).to_le_bytes());
         self.buf.extend_from_slice(&m.body);
+        match &m.idempotency {
+            Some((key, expires_at_ms)) => {
+                self.buf.push(1);
+                put_str(&mut self.buf, key);
+                self.buf.extend_from_slice(&expires_at_ms.to_le_bytes());
+            }
+            None => self.buf.push(0),
+        }
         self.end_record(start);
         self.needs_sync = true;
         start as u64
@@ -316,6 +327,7 @@ mod tests {
             subscribers: vec!["a".into(), "b".into()],
             enqueued_at_ms: 42,
             body: Bytes::from_static(b"{\"x\":1}\0\xff"),
+            idempotency: Some(("order-7".into(), 99)),
         }
     }
 

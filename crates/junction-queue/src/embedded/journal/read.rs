@@ -183,6 +183,13 @@ fn decode_one(rest: &mut &[u8]) -> Option<Record> {
             let blen =
                 usize::try_from(u64::from_le_bytes(take(&mut p, 8)?.try_into().ok()?)).ok()?;
             let body = Bytes::copy_from_slice(take(&mut p, blen)?);
+            let idempotency = match *take(&mut p, 1)?.first()? {
+                0 => None,
+                _ => Some((
+                    get_str(&mut p)?,
+                    u64::from_le_bytes(take(&mut p, 8)?.try_into().ok()?),
+                )),
+            };
             Some(Record::Enq(JournalMessage {
                 id,
                 topic,
@@ -191,6 +198,7 @@ fn decode_one(rest: &mut &[u8]) -> Option<Record> {
                 subscribers,
                 enqueued_at_ms,
                 body,
+                idempotency,
             }))
         }
         KIND_ACK => Some(Record::Ack {
