@@ -65,6 +65,8 @@ pub(crate) struct Journal {
     buf: Vec<u8>,
     /// Whether `buf` holds an `ENQ`, which must be synced before anyone is answered.
     needs_sync: bool,
+    /// A write to the current segment failed part-way: nothing more goes there.
+    broken: bool,
     /// Segments older than `current` still on disk.
     older: Vec<u64>,
 }
@@ -87,6 +89,7 @@ impl Journal {
             len: 0,
             buf: Vec::with_capacity(1 << 20),
             needs_sync: false,
+            broken: false,
             older: segments,
         })
     }
@@ -172,14 +175,24 @@ impl Journal {
     /// On failure the segment is abandoned (a later record must never follow a
     /// half-written one) and a new one started.
     pub fn sync(&mut self) -> Res<Pos> {
+        if self.buf.is_empty() {
+            return Ok(Pos {
+                segment: self.current,
+                offset: self.len,
+            });
+        }
+        if self.broken {
+            // Never append after a half-written record: a new segment first.
+            if let Err(e) = self.rotate() {
+                self.buf.clear();
+                self.needs_sync = false;
+                return Err(e);
+            }
+        }
         let base = Pos {
             segment: self.current,
             offset: self.len,
         };
-        if self.buf.is_empty() {
-            return Ok(base);
-        }
-        let seg = self.current;
         let sync = std::mem::take(&mut self.needs_sync);
         let res = self.file.write_all(&self.buf).and_then(|()| {
             if sync {
@@ -191,15 +204,18 @@ impl Journal {
         let written = self.buf.len() as u64;
         self.buf.clear();
         if let Err(e) = res {
-            let path = segment_path(&self.dir, seg);
+            self.broken = true;
             if let Err(e2) = self.rotate() {
-                tracing::error!(error = %e2, "cannot start a new journal segment");
+                tracing::error!(error = %e2, "cannot start a new journal segment; will retry");
             }
-            return Err(io("write", &path, e));
+            return Err(io("write", &segment_path(&self.dir, base.segment), e));
         }
         self.len += written;
         if self.len >= SEGMENT_BYTES {
-            self.rotate()?;
+            // The records are written and synced; a failed rotation only delays it.
+            if let Err(e) = self.rotate() {
+                tracing::warn!(error = %e, "cannot start a new journal segment; will retry");
+            }
         }
         Ok(base)
     }
@@ -247,6 +263,7 @@ impl Journal {
         self.current = next;
         self.file = file;
         self.len = 0;
+        self.broken = false;
         Ok(())
     }
 
