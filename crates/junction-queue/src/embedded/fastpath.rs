@@ -170,21 +170,16 @@ impl Core {
             .overflow
             .as_ref()
             .map_or(self.journal.current(), |o| o.cursor.segment);
-        // Lease sets are read before the hot lock is taken (lock order).
-        let leased: Vec<(&String, usize)> = self.overflow.as_ref().map_or(Vec::new(), |o| {
-            o.subs
-                .iter()
-                .filter(|(_, n)| **n > 0)
-                .map(|(sub, _)| (sub, self.mem.subscriber(sub).leases().len()))
-                .collect()
-        });
         let mut ids = {
             let hot = self.mem.hot.lock();
             let mut ids = hot.ids_before_segment(oldest.saturating_sub(1), SPILL_OLD_LIMIT);
             if let Some(o) = &self.overflow {
                 let want = load_chunk(o, &hot);
                 let room = hot.room().0;
-                let starving = leased.iter().any(|(sub, n)| hot.pending_for(sub) <= *n);
+                let starving = o
+                    .subs
+                    .iter()
+                    .any(|(sub, n)| *n > 0 && hot.unleased_for(sub) == 0);
                 if room < want && starving {
                     ids.extend(hot.oldest(want - room));
                 }

@@ -55,8 +55,9 @@ pub(crate) struct Hot {
     max_messages: usize,
     max_bytes: usize,
     msgs: HashMap<String, HotMessage>,
-    /// Per subscriber: hot message ids it still has to receive, oldest first.
-    pending: HashMap<String, BTreeSet<String>>,
+    /// Per subscriber: hot message ids it still has to receive and holds no lease
+    /// on, oldest first (leasing takes from the front; a release puts one back).
+    unleased: HashMap<String, BTreeSet<String>>,
     bytes: usize,
     /// Hot messages per topic (part of the queue depth).
     depth: BTreeMap<String, u64>,
@@ -82,7 +83,7 @@ impl Hot {
             max_messages,
             max_bytes,
             msgs: HashMap::new(),
-            pending: HashMap::new(),
+            unleased: HashMap::new(),
             bytes: 0,
             depth: BTreeMap::new(),
             per_segment: BTreeMap::new(),
@@ -124,7 +125,7 @@ impl Hot {
         let id = m.message.id.as_str().to_owned();
         for (sub, done) in m.message.subscribers.iter().zip(&m.delivered) {
             if done.is_none() {
-                self.pending
+                self.unleased
                     .entry(sub.clone())
                     .or_default()
                     .insert(id.clone());
@@ -137,41 +138,54 @@ impl Hot {
         self.msgs.insert(id, m);
     }
 
-    /// Whether `sub` has a hot delivery not in `leases`.
-    pub fn has_unleased(&self, sub: &str, leases: &HashSet<String>) -> bool {
-        self.pending
-            .get(sub)
-            .is_some_and(|ids| ids.iter().any(|id| !leases.contains(id)))
+    /// Whether `sub` has a hot delivery nobody holds.
+    pub fn has_unleased(&self, sub: &str) -> bool {
+        self.unleased.get(sub).is_some_and(|ids| !ids.is_empty())
     }
 
-    /// Leases up to `max` hot deliveries of `sub` not in `leases`, oldest first.
+    /// Leases up to `max` hot deliveries of `sub`, oldest first, adding them to
+    /// `leases` (the subscriber's lease set, shared with redb's deliveries).
     pub fn lease(
-        &self,
+        &mut self,
         sub: &str,
         leases: &mut HashSet<String>,
         max: usize,
         out: &mut Vec<Delivery>,
     ) {
-        let Some(ids) = self.pending.get(sub) else {
+        let Some(ids) = self.unleased.get_mut(sub) else {
             return;
         };
-        let mut taken = 0;
-        for id in ids {
-            if taken >= max {
-                break;
-            }
-            if leases.contains(id) {
+        while out.len() < max {
+            let Some(id) = ids.pop_first() else { break };
+            let Some(m) = self.msgs.get(&id) else {
+                continue;
+            };
+            if !leases.insert(id) {
                 continue;
             }
-            let Some(m) = self.msgs.get(id) else { continue };
-            leases.insert(id.clone());
             out.push(Delivery {
                 message: Arc::clone(&m.message),
                 subscriber: sub.to_owned(),
                 attempts: 0,
                 first_enqueued_ms: m.message.enqueued_at_ms,
             });
-            taken += 1;
+        }
+    }
+
+    /// A lease on `id` for `sub` was given back without an outcome: it can be leased again.
+    pub fn unlease(&mut self, id: &str, sub: &str) {
+        let Some(m) = self.msgs.get(id) else { return };
+        let owed = m
+            .message
+            .subscribers
+            .iter()
+            .zip(&m.delivered)
+            .any(|(s, d)| s == sub && d.is_none());
+        if owed {
+            self.unleased
+                .entry(sub.to_owned())
+                .or_default()
+                .insert(id.to_owned());
         }
     }
 
@@ -190,7 +204,7 @@ impl Hot {
             attempt: 1,
             ..attempt.clone()
         });
-        if let Some(set) = self.pending.get_mut(sub) {
+        if let Some(set) = self.unleased.get_mut(sub) {
             set.remove(id);
         }
         if m.delivered.iter().all(Option::is_some) {
@@ -208,7 +222,7 @@ impl Hot {
         let m = self.msgs.remove(id)?;
         self.order.remove(id);
         for sub in &m.message.subscribers {
-            if let Some(set) = self.pending.get_mut(sub) {
+            if let Some(set) = self.unleased.get_mut(sub) {
                 set.remove(id);
             }
         }
@@ -243,9 +257,9 @@ impl Hot {
         self.order.iter().take(limit).cloned().collect()
     }
 
-    /// How many hot messages `sub` still has to receive (leased ones included).
-    pub fn pending_for(&self, sub: &str) -> usize {
-        self.pending.get(sub).map_or(0, BTreeSet::len)
+    /// How many hot messages `sub` still has to receive and holds no lease on.
+    pub fn unleased_for(&self, sub: &str) -> usize {
+        self.unleased.get(sub).map_or(0, BTreeSet::len)
     }
 
     /// Whether any hot message still lives in journal segment `seg`.
@@ -358,9 +372,16 @@ mod tests {
             .map(|d| d.message.id.as_str().to_owned())
             .collect();
         assert_eq!(ids, ["m1", "m2"]);
+        assert!(!hot.has_unleased("a"));
+        // A released lease can be taken again.
+        leases.remove("m2");
+        hot.unlease("m2", "a");
+        assert!(hot.has_unleased("a"));
         assert!(matches!(hot.ack("m1", "a", &ok()), HotAck::Recorded));
-        assert_eq!(hot.pending_for("a"), 1);
-        assert_eq!(hot.pending_for("b"), 2);
+        assert_eq!(hot.unleased_for("a"), 1);
+        assert_eq!(hot.unleased_for("b"), 2);
+        hot.unlease("m1", "a"); // delivered to a already: not owed
+        assert_eq!(hot.unleased_for("a"), 1);
         assert_eq!(hot.oldest(1), vec!["m1".to_string()]);
         assert!(matches!(hot.ack("m1", "a", &ok()), HotAck::Ignored));
         assert!(matches!(hot.ack("m1", "zz", &ok()), HotAck::Ignored));

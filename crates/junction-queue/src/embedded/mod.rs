@@ -265,7 +265,7 @@ impl Broker for EmbeddedBroker {
         };
         if out.len() < max {
             let mut leases = state.leases();
-            let hot = self.mem.hot.lock();
+            let mut hot = self.mem.hot.lock();
             hot.lease(subscriber, &mut leases, max - out.len(), &mut out);
         }
         Ok(out)
@@ -273,11 +273,8 @@ impl Broker for EmbeddedBroker {
 
     async fn next_due_at(&self, subscriber: &str) -> Result<Option<u64>, QueueError> {
         let state = self.mem.subscriber(subscriber);
-        {
-            let leases = state.leases();
-            if self.mem.hot.lock().has_unleased(subscriber, &leases) {
-                return Ok(Some(0));
-            }
+        if self.mem.hot.lock().has_unleased(subscriber) {
+            return Ok(Some(0));
         }
         if !state.may_have_cold() {
             return Ok(None);
@@ -333,6 +330,11 @@ impl Broker for EmbeddedBroker {
     }
 
     async fn release(&self, d: &Delivery) {
+        // Back in the hot set's queue before the wake-up (no lock held across both).
+        self.mem
+            .hot
+            .lock()
+            .unlease(d.message.id.as_str(), &d.subscriber);
         self.mem.unlease(&d.subscriber, d.message.id.as_str(), true);
     }
 
