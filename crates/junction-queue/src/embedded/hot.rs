@@ -155,21 +155,27 @@ impl Hot {
         let Some(ids) = self.unleased.get_mut(sub) else {
             return;
         };
-        while out.len() < max {
+        let (mut taken, mut held) = (0, Vec::new());
+        while taken < max {
             let Some(id) = ids.pop_first() else { break };
             let Some(m) = self.msgs.get(&id) else {
                 continue;
             };
-            if !leases.insert(id) {
+            if leases.contains(&id) {
+                // Still held (a release in progress): it stays queued.
+                held.push(id);
                 continue;
             }
+            leases.insert(id);
             out.push(Delivery {
                 message: Arc::clone(&m.message),
                 subscriber: sub.to_owned(),
                 attempts: 0,
                 first_enqueued_ms: m.message.enqueued_at_ms,
             });
+            taken += 1;
         }
+        ids.extend(held);
     }
 
     /// A lease on `id` for `sub` was given back without an outcome: it can be leased again.
@@ -402,6 +408,24 @@ mod tests {
         assert!(!hot.uses_segment(1));
         assert_eq!(hot.ids_before_segment(3, 10), vec!["m2".to_string()]);
         assert!(hot.ids_before_segment(2, 10).is_empty());
+    }
+
+    #[test]
+    fn a_lease_racing_a_release_never_loses_the_delivery() {
+        let mut hot = Hot::default();
+        hot.insert(hot_msg("m1", 1));
+        let (mut leases, mut out) = (HashSet::new(), Vec::new());
+        hot.lease("a", &mut leases, 5, &mut out);
+        assert_eq!(out.len(), 1);
+        // Queued again while the lease set still holds it (a release half done)...
+        hot.unlease("m1", "a");
+        out.clear();
+        hot.lease("a", &mut leases, 5, &mut out);
+        assert!(out.is_empty(), "still held: not leased twice");
+        // ...and once the lease is gone, it is leased again, not lost.
+        leases.remove("m1");
+        hot.lease("a", &mut leases, 5, &mut out);
+        assert_eq!(out.len(), 1);
     }
 
     #[test]

@@ -330,12 +330,13 @@ impl Broker for EmbeddedBroker {
     }
 
     async fn release(&self, d: &Delivery) {
-        // Back in the hot set's queue before the wake-up (no lock held across both).
-        self.mem
-            .hot
-            .lock()
-            .unlease(d.message.id.as_str(), &d.subscriber);
-        self.mem.unlease(&d.subscriber, d.message.id.as_str(), true);
+        let (id, sub) = (d.message.id.as_str(), d.subscriber.as_str());
+        // In this order: out of the lease set, back in the hot set's queue, then the
+        // wake-up. The other way round, a lease in between would find it queued but
+        // still leased.
+        self.mem.unlease(sub, id, false);
+        self.mem.hot.lock().unlease(id, sub);
+        self.mem.wake(sub);
     }
 
     async fn message_status(&self, id: &str) -> Result<Option<MessageStatus>, QueueError> {

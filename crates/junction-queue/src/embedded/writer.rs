@@ -333,7 +333,9 @@ impl Core {
             Vec::new()
         };
         if ops.is_empty() && !done.changed && !durable {
-            // Idle tick with nothing to prune or flush: abort instead of committing.
+            // Idle tick with nothing to prune or flush: abort instead of committing
+            // (but let overflowed messages into any room the hot set has).
+            self.publish_fast(fast, base);
             return Ok(answers);
         }
         if done.changed || durable {
