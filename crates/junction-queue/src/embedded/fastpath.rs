@@ -246,7 +246,7 @@ impl Core {
     /// batch's journal buffer was written.
     pub(super) fn publish_fast(&mut self, fast: &mut FastPath, base: Pos) {
         let mut wake = BTreeSet::new();
-        let loaded = self.load_overflow();
+        let loaded = self.load_overflow(fast.fresh.len());
         let mut hot = self.mem.hot.lock();
         fast.spilled.clear();
         hot.unpark_done(fast.recorded.iter().map(|(m, _)| m.message.id.as_str()));
@@ -290,8 +290,9 @@ impl Core {
         self.publish_fast(&mut none, head);
     }
 
-    /// Reads overflowed messages from the cursor into as much room as the hot set has.
-    fn load_overflow(&mut self) -> Vec<HotMessage> {
+    /// Reads overflowed messages from the cursor into as much room as the hot set
+    /// has once `arriving` fresh messages are in.
+    fn load_overflow(&mut self, arriving: usize) -> Vec<HotMessage> {
         let Some(o) = self.overflow.as_mut() else {
             return Vec::new();
         };
@@ -299,6 +300,7 @@ impl Core {
             let hot = self.mem.hot.lock();
             (hot.room(), load_chunk(o, &hot))
         };
+        let room = room.saturating_sub(arriving);
         if room < want {
             return Vec::new();
         }
