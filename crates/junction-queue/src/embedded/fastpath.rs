@@ -16,11 +16,11 @@ use std::time::Duration;
 
 use super::hot::HotMessage;
 use super::journal::{JournalMessage, Pos};
-use super::ops::{idem_expiry, Batch};
+use super::ops::{distinct_subscribers, idem_expiry, Batch};
 use super::state::Counters;
 use super::tables::Res;
 use super::writer::Core;
-use crate::broker::{EnqueueOutcome, EnqueueRequest, Message, MessageId, QueueError};
+use crate::broker::{EnqueueOutcome, EnqueueRequest, MessageId, QueueError};
 
 /// Most hot messages spilled per batch because their journal segment is old.
 const SPILL_OLD_LIMIT: usize = 1000;
@@ -103,19 +103,13 @@ impl Core {
                 return Ok(Some(Err(QueueError::Full { depth, max })));
             }
         }
-        let mut subscribers: Vec<String> = Vec::with_capacity(req.subscribers.len());
-        for s in &req.subscribers {
-            if !subscribers.contains(s) {
-                subscribers.push(s.clone());
-            }
-        }
         let id = self.ids.next(now).to_string();
         let jm = JournalMessage {
             id: id.clone(),
             topic: req.topic.clone(),
             content_type: req.content_type.clone(),
             headers: req.headers.clone(),
-            subscribers,
+            subscribers: distinct_subscribers(req),
             enqueued_at_ms: now,
             // A copy: the request's bytes may be a slice of a much larger read buffer,
             // which a held message would otherwise keep alive.
@@ -348,16 +342,7 @@ fn load_chunk(o: &Overflow, hot: &super::hot::Hot) -> usize {
 pub(super) fn hot_message(jm: JournalMessage, segment: u64) -> HotMessage {
     let delivered = vec![None; jm.subscribers.len()];
     HotMessage {
-        message: Arc::new(Message {
-            id: MessageId::new(jm.id),
-            topic: jm.topic,
-            body: jm.body,
-            content_type: jm.content_type,
-            headers: jm.headers,
-            ordering_key: None,
-            enqueued_at_ms: jm.enqueued_at_ms,
-            subscribers: jm.subscribers,
-        }),
+        message: Arc::new(jm.into_message()),
         segment,
         delivered,
     }

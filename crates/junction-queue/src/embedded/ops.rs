@@ -18,6 +18,17 @@ use crate::broker::{
     QueueError,
 };
 
+/// `req`'s subscribers, each once, in the order given.
+pub(crate) fn distinct_subscribers(req: &EnqueueRequest) -> Vec<String> {
+    let mut subscribers: Vec<String> = Vec::with_capacity(req.subscribers.len());
+    for s in &req.subscribers {
+        if !subscribers.contains(s) {
+            subscribers.push(s.clone());
+        }
+    }
+    subscribers
+}
+
 /// When an idempotency key given now with `req` stops counting.
 pub(crate) fn idem_expiry(now: u64, req: &EnqueueRequest) -> u64 {
     now.saturating_add(u64::try_from(req.idempotency_ttl.as_millis()).unwrap_or(u64::MAX))
@@ -126,12 +137,7 @@ impl<'t> Batch<'t> {
                 return Ok(Ok(EnqueueOutcome::Duplicate(MessageId::new(prior))));
             }
         }
-        let mut subscribers: Vec<String> = Vec::with_capacity(req.subscribers.len());
-        for s in &req.subscribers {
-            if !subscribers.contains(s) {
-                subscribers.push(s.clone());
-            }
-        }
+        let subscribers = distinct_subscribers(req);
         if let Some(max) = max_depth.filter(|m| *m > 0 && !subscribers.is_empty()) {
             let depth = self.counters.total();
             if depth >= max {

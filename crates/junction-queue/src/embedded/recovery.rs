@@ -150,7 +150,7 @@ fn restore_journal(db: &Database, dir: &Path, counters: Counters, seq: u64) -> R
         let mut batch = Batch::open(&txn, now_ms(), counters.clone(), *seq)?;
         for m in chunk.drain(..) {
             let subs = acked.get(&m.id).map_or(&[][..], Vec::as_slice);
-            batch.restore(&m, subs)?;
+            batch.restore(m, subs)?;
         }
         for (topic, key, id, expires_at_ms) in keys.drain(..) {
             batch.idem_restore(&topic, &key, &id, expires_at_ms)?;

@@ -46,27 +46,18 @@ impl Batch<'_> {
 
     /// After a restart: stores a journaled message (`acked` subscribers already have
     /// it), pending or completed. A message redb already holds is left alone.
-    pub fn restore(&mut self, m: &JournalMessage, acked: &[String]) -> Res<()> {
+    pub fn restore(&mut self, m: JournalMessage, acked: &[String]) -> Res<()> {
         if self.messages.get(m.id.as_str())?.is_some() {
             return Ok(());
         }
-        let msg = Message {
-            id: crate::broker::MessageId::new(m.id.as_str()),
-            topic: m.topic.clone(),
-            body: m.body.clone(),
-            content_type: m.content_type.clone(),
-            headers: m.headers.clone(),
-            ordering_key: None,
-            enqueued_at_ms: m.enqueued_at_ms,
-            subscribers: m.subscribers.clone(),
-        };
-        let delivered: Vec<Option<AttemptRecord>> = m
+        let msg = m.into_message();
+        let delivered: Vec<Option<AttemptRecord>> = msg
             .subscribers
             .iter()
             .map(|s| {
                 acked.contains(s).then(|| AttemptRecord {
                     attempt: 1,
-                    at_ms: m.enqueued_at_ms,
+                    at_ms: msg.enqueued_at_ms,
                     outcome: "delivered (recovered from the journal)".into(),
                     duration_ms: 0,
                 })

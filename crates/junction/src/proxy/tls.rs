@@ -10,14 +10,12 @@
 use crate::body::Body;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::{connect::HttpConnector, Client, ResponseFuture};
-use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// A pooled client speaking HTTPS (HTTP/2 or HTTP/1.1, by ALPN).
 type HttpsClient = Client<HttpsConnector<HttpConnector>, Body>;
@@ -65,19 +63,14 @@ impl UpstreamTls {
     }
 
     fn client(&self) -> HttpsClient {
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(Duration::from_secs(5)));
+        let mut http = super::upstream::tcp_connector();
         http.enforce_http(false);
         let https = HttpsConnectorBuilder::new()
             .with_tls_config((*self.config).clone())
             .https_only()
             .enable_all_versions()
             .wrap_connector(http);
-        Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .build(https)
+        super::upstream::client_builder().build(https)
     }
 }
 

@@ -41,13 +41,24 @@ thread_local! {
 
 /// Builds a client.
 pub fn http_client() -> HttpClient {
+    client_builder().build(tcp_connector())
+}
+
+/// TCP connections to upstreams: no Nagle delay, 5 s to connect.
+pub(super) fn tcp_connector() -> HttpConnector {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    Client::builder(TokioExecutor::new())
+    connector
+}
+
+/// Pool settings shared by the plain and the TLS clients.
+pub(super) fn client_builder() -> hyper_util::client::legacy::Builder {
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
         .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(1024)
-        .build(connector)
+        .pool_max_idle_per_host(1024);
+    builder
 }
 
 /// A request body as the retry loop sees it.

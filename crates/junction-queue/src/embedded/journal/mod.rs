@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use super::tables::{EmbeddedError, Res};
+use crate::broker::{Message, MessageId};
 
 mod read;
 
@@ -46,6 +47,22 @@ pub(crate) struct JournalMessage {
     /// Idempotency key and when it stops counting: journaled so that a restart can
     /// put back a key whose redb record was not flushed yet.
     pub idempotency: Option<(String, u64)>,
+}
+
+impl JournalMessage {
+    /// The message to deliver (ordering-key messages never take the journal).
+    pub fn into_message(self) -> Message {
+        Message {
+            id: MessageId::new(self.id),
+            topic: self.topic,
+            body: self.body,
+            content_type: self.content_type,
+            headers: self.headers,
+            ordering_key: None,
+            enqueued_at_ms: self.enqueued_at_ms,
+            subscribers: self.subscribers,
+        }
+    }
 }
 
 /// One replayed record.
