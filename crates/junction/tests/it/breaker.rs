@@ -1,4 +1,4 @@
-use super::{client, metric, start};
+use super::{client, get, metric, start};
 use junction_testkit::{Behavior, FakeUpstream};
 use std::time::{Duration, Instant};
 
@@ -38,14 +38,7 @@ async fn opens_after_threshold_then_half_open_probe_closes_it() {
         metric(gw.admin, r#"junction_breaker_state{upstream="vendor"}"#).await,
         1.0
     );
-    let admin: serde_json::Value = client()
-        .get(format!("http://{}/admin/breakers", gw.admin))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let admin: serde_json::Value = get(gw.admin, "/admin/breakers").await.json().await.unwrap();
     assert_eq!(admin["breakers"][0]["state"], "open");
     assert!(admin["breakers"][0]["next_probe_in_ms"].as_u64().unwrap() <= 500);
 

@@ -1,7 +1,7 @@
 //! The live views: overview, dependency graph numbers, the dashboard page (also
 //! in a real headless Chromium), and `junction top`.
 
-use super::{client, start};
+use super::{client, get, start};
 use junction_testkit::{Behavior, FakeUpstream};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -103,11 +103,8 @@ async fn graph_edges_carry_the_numbers_of_known_traffic() {
     );
     assert!(!g["slowest_path"].as_array().unwrap().is_empty());
 
-    let dot = client()
-        .get(format!("http://{}/admin/dependencies?format=dot", gw.admin))
-        .send()
+    let dot = get(gw.admin, "/admin/dependencies?format=dot")
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
@@ -145,22 +142,14 @@ async fn the_dashboard_is_served_and_the_api_needs_the_token() {
         config(&up.url(), &up.url())
     );
     let gw = start(&cfg).await;
-    let page = client()
-        .get(format!("http://{}/", gw.admin))
-        .send()
-        .await
-        .unwrap();
+    let page = get(gw.admin, "/").await;
     assert_eq!(page.status(), 200);
     assert!(page.headers()["content-type"]
         .to_str()
         .unwrap()
         .starts_with("text/html"));
     assert!(page.text().await.unwrap().contains("id=\"graph\""));
-    let denied = client()
-        .get(format!("http://{}/admin/overview", gw.admin))
-        .send()
-        .await
-        .unwrap();
+    let denied = get(gw.admin, "/admin/overview").await;
     assert_eq!(denied.status(), 401);
     assert_eq!(denied.headers()["content-type"], "application/problem+json");
     let ok = client()
@@ -170,26 +159,14 @@ async fn the_dashboard_is_served_and_the_api_needs_the_token() {
         .await
         .unwrap();
     assert_eq!(ok.status(), 200);
-    assert_eq!(
-        client()
-            .get(format!("http://{}/healthz", gw.admin))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get(gw.admin, "/healthz").await.status(), 200);
 }
 
 #[tokio::test]
 async fn top_prints_the_overview() {
     let up = FakeUpstream::start().await;
     let gw = start(&config(&up.url(), &up.url())).await;
-    client()
-        .get(format!("http://{}/stock", gw.data))
-        .send()
-        .await
-        .unwrap();
+    get(gw.data, "/stock").await;
     let admin = format!("http://{}", gw.admin);
     let out = tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_junction"))

@@ -51,6 +51,15 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// `GET http://{addr}{path}` with [`client`]; panics if nothing answers.
+pub async fn get(addr: std::net::SocketAddr, path: &str) -> reqwest::Response {
+    client()
+        .get(format!("http://{addr}{path}"))
+        .send()
+        .await
+        .unwrap()
+}
+
 /// The value of one metric sample line (exact label text), or 0 when absent.
 pub async fn metric(admin: std::net::SocketAddr, series: &str) -> f64 {
     let text = client()

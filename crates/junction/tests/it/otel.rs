@@ -194,6 +194,11 @@ fn free_addr() -> String {
     l.local_addr().unwrap().to_string()
 }
 
+/// `routes` (config text) with OTLP export to `endpoint` turned on.
+fn with_otlp(endpoint: &str, routes: &str) -> String {
+    format!("telemetry: {{ otlp_endpoint: \"{endpoint}\" }}\n{routes}")
+}
+
 fn sync_route(upstream: &str) -> String {
     format!(
         "upstreams:\n  inv: {{ url: \"{upstream}\" }}\nroutes:\n  - name: product\n    match: {{ method: GET, path: /products/{{id}} }}\n    upstream: inv\n"
@@ -230,10 +235,7 @@ async fn sync_request_and_attempt_spans_continue_the_callers_trace() {
     let endpoint = collector.start().await;
     let up = FakeUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let rest = format!(
-        "telemetry: {{ otlp_endpoint: \"{endpoint}\" }}\n{}",
-        sync_route(&up.url())
-    );
+    let rest = with_otlp(&endpoint, &sync_route(&up.url()));
     let proc = Proc::start(dir.path(), &rest, &[BATCH_FAST]).await;
     get_product(&proc, trace, caller).await;
 
@@ -276,9 +278,12 @@ async fn deliveries_continue_the_stored_trace() {
     let endpoint = collector.start().await;
     let sub = FakeUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let rest = format!(
-        "telemetry: {{ otlp_endpoint: \"{endpoint}\" }}\nupstreams:\n  hooks: {{ url: \"{}\" }}\nroutes:\n  - name: orders\n    match: {{ method: POST, path: /orders }}\n    async:\n      topic: orders\n      subscribers:\n        - {{ name: billing, upstream: hooks, path: /hook }}\n",
-        sub.url()
+    let rest = with_otlp(
+        &endpoint,
+        &format!(
+            "upstreams:\n  hooks: {{ url: \"{}\" }}\nroutes:\n  - name: orders\n    match: {{ method: POST, path: /orders }}\n    async:\n      topic: orders\n      subscribers:\n        - {{ name: billing, upstream: hooks, path: /hook }}\n",
+            sub.url()
+        ),
     );
     let proc = Proc::start(dir.path(), &rest, &[BATCH_FAST]).await;
     let resp = client()
@@ -329,10 +334,7 @@ async fn buffered_spans_are_flushed_on_shutdown() {
     let endpoint = collector.start().await;
     let up = FakeUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let rest = format!(
-        "telemetry: {{ otlp_endpoint: \"{endpoint}\" }}\n{}",
-        sync_route(&up.url())
-    );
+    let rest = with_otlp(&endpoint, &sync_route(&up.url()));
     // A batch delay far longer than the test: only the exit flush can send the spans.
     let mut proc = Proc::start(dir.path(), &rest, &[("OTEL_BSP_SCHEDULE_DELAY", "600000")]).await;
     get_product(&proc, trace, caller).await;

@@ -1,4 +1,4 @@
-use super::{client, metric, start};
+use super::{client, get, metric, start};
 use junction_testkit::{closed_port, Behavior, FakeUpstream};
 use std::time::{Duration, Instant};
 
@@ -49,11 +49,7 @@ async fn proxies_with_path_query_headers_and_trace() {
         .unwrap()
         .starts_with("00-"));
 
-    client()
-        .get(format!("http://{}/v1/items/7", gw.data))
-        .send()
-        .await
-        .unwrap();
+    get(gw.data, "/v1/items/7").await;
     assert_eq!(up.seen()[1].uri, "/internal/items/7");
     assert_eq!(
         metric(
@@ -69,11 +65,7 @@ async fn proxies_with_path_query_headers_and_trace() {
 async fn no_route_is_404_problem_json() {
     let up = FakeUpstream::start().await;
     let gw = start(&config(&up.url(), "", "")).await;
-    let resp = client()
-        .get(format!("http://{}/nope", gw.data))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(gw.data, "/nope").await;
     assert_eq!(resp.status(), 404);
     assert_eq!(resp.headers()["content-type"], "application/problem+json");
     let v: serde_json::Value = resp.json().await.unwrap();
@@ -117,11 +109,7 @@ async fn body_over_the_limit_is_413_and_not_sent() {
 async fn unreachable_upstream_is_502() {
     let down = closed_port().await;
     let gw = start(&config(&format!("http://{down}"), "", "")).await;
-    let resp = client()
-        .get(format!("http://{}/products/1", gw.data))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(gw.data, "/products/1").await;
     assert_eq!(resp.status(), 502);
     let v: serde_json::Value = resp.json().await.unwrap();
     assert!(v["detail"].as_str().unwrap().contains("unreachable"), "{v}");
@@ -140,11 +128,7 @@ async fn timeout_is_504_within_timeout_plus_margin() {
     let up = FakeUpstream::with(Behavior::Hang).await;
     let gw = start(&config(&up.url(), "", "")).await;
     let t0 = Instant::now();
-    let resp = client()
-        .get(format!("http://{}/products/1", gw.data))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(gw.data, "/products/1").await;
     let took = t0.elapsed();
     assert_eq!(resp.status(), 504);
     assert!(took >= Duration::from_millis(300), "{took:?}");

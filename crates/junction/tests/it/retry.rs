@@ -1,4 +1,4 @@
-use super::{client, metric, start};
+use super::{client, get, metric, start};
 use junction_testkit::{Behavior, FakeUpstream};
 use std::time::Duration;
 
@@ -32,11 +32,7 @@ async fn retries_idempotent_requests_with_growing_gaps() {
         "{ attempts: 4, backoff: 40ms, max_backoff: 1s, budget_min_per_sec: 100 }",
     ))
     .await;
-    let resp = client()
-        .get(format!("http://{}/p", gw.data))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(gw.data, "/p").await;
     assert_eq!(resp.status(), 200);
     assert_eq!(up.calls(), 4);
     let at: Vec<_> = up.seen().iter().map(|s| s.at).collect();
@@ -101,11 +97,7 @@ async fn retries_stop_at_the_budget() {
     ))
     .await;
     for _ in 0..20 {
-        let r = client()
-            .get(format!("http://{}/p", gw.data))
-            .send()
-            .await
-            .unwrap();
+        let r = get(gw.data, "/p").await;
         assert_eq!(r.status(), 503);
     }
     let retries = metric(
@@ -130,11 +122,7 @@ async fn retry_after_is_honoured() {
         "{ attempts: 2, backoff: 1ms, max_backoff: 3s }",
     ))
     .await;
-    let resp = client()
-        .get(format!("http://{}/p", gw.data))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(gw.data, "/p").await;
     assert_eq!(resp.status(), 200);
     let seen = up.seen();
     assert!(

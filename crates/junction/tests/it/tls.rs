@@ -14,7 +14,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::{client, start};
+use crate::{client, get, start};
 
 /// A TLS server answering every request with the HTTP version it arrived over.
 /// Returns its address and the PEM of its certificate.
@@ -98,11 +98,7 @@ async fn an_untrusted_certificate_is_a_502_and_nothing_is_proxied() {
     let (addr, _pem) = tls_upstream().await;
     // Without the ca_file, the self-signed certificate is not trusted.
     let j = start(&config(addr.port(), "")).await;
-    let resp = client()
-        .get(format!("http://{}/vendor/1", j.data))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(j.data, "/vendor/1").await;
     assert_eq!(resp.status(), 502);
     assert_eq!(resp.headers()["content-type"], "application/problem+json");
 }
