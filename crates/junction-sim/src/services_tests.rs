@@ -15,28 +15,33 @@ fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// POSTs every body to `url` at once; each answer's status and seconds taken.
+async fn post_concurrently(url: &str, bodies: Vec<serde_json::Value>) -> Vec<(u16, f64)> {
+    let c = client();
+    let mut set = tokio::task::JoinSet::new();
+    for body in bodies {
+        let (c, url) = (c.clone(), url.to_owned());
+        set.spawn(async move {
+            let t = Instant::now();
+            let r = c.post(url).json(&body).send().await.unwrap();
+            (r.status().as_u16(), t.elapsed().as_secs_f64())
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        out.push(r.unwrap());
+    }
+    out
+}
+
 #[tokio::test]
 async fn failure_rate_is_honoured_and_counted() {
     let s = scenario("  payment:\n    latency: {mean: 1ms, p99: 3ms}\n    failure_rate: 0.2\n");
     let cluster = SimCluster::start(&s).await.unwrap();
     let url = format!("{}/charge", cluster.url(ServiceKind::Payment));
-    let c = client();
-    let mut set = tokio::task::JoinSet::new();
-    for i in 0..600 {
-        let (c, url) = (c.clone(), url.clone());
-        set.spawn(async move {
-            let r = c
-                .post(url)
-                .json(&json!({"amount": i}))
-                .send()
-                .await
-                .unwrap();
-            r.status().as_u16()
-        });
-    }
+    let bodies = (0..600).map(|i| json!({"amount": i})).collect();
     let mut failed = 0;
-    while let Some(code) = set.join_next().await {
-        let code = code.unwrap();
+    for (code, _) in post_concurrently(&url, bodies).await {
         assert!([200, 500, 503].contains(&code), "{code}");
         if code != 200 {
             failed += 1;
@@ -254,25 +259,13 @@ async fn latency_follows_the_distribution() {
     let s = scenario("  analytics:\n    latency: {mean: 60ms, p99: 200ms}\n");
     let cluster = SimCluster::start(&s).await.unwrap();
     let url = format!("{}/events", cluster.url(ServiceKind::Analytics));
-    let c = client();
-    let mut set = tokio::task::JoinSet::new();
-    for i in 0..60 {
-        let (c, url) = (c.clone(), url.clone());
-        set.spawn(async move {
-            let t = Instant::now();
-            let r = c
-                .post(url)
-                .json(&json!({"orderId": format!("o{i}")}))
-                .send()
-                .await
-                .unwrap();
-            assert!(r.status().is_success());
-            t.elapsed().as_secs_f64()
-        });
-    }
+    let bodies = (0..60)
+        .map(|i| json!({"orderId": format!("o{i}")}))
+        .collect();
     let mut lat = Vec::new();
-    while let Some(v) = set.join_next().await {
-        lat.push(v.unwrap());
+    for (code, secs) in post_concurrently(&url, bodies).await {
+        assert!((200..300).contains(&code), "{code}");
+        lat.push(secs);
     }
     let mean = lat.iter().sum::<f64>() / lat.len() as f64;
     assert!((0.035..0.2).contains(&mean), "mean {mean}");
