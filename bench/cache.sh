@@ -74,16 +74,7 @@ wait_no_other_wrk() {
 }
 
 # --- upstream: nginx `return 200` (as in sync-proxy.sh) ----------------------------
-mkdir -p "$WORK/upstream"
-write_nginx_conf "$WORK/upstream" auto <<EOF
-    keepalive_timeout 120s;
-    server {
-        listen 127.0.0.1:$UP_PORT;
-        default_type application/json;
-        location / { return 200 '$BODY'; }
-    }
-EOF
-start_nginx "$WORK/upstream" "$UP_PORT"
+start_json_upstream "$WORK/upstream" "$UP_PORT" "$BODY"
 
 # --- (c) nginx proxy_cache -----------------------------------------------------------
 mkdir -p "$WORK/nginx-cache/cache"

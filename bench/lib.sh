@@ -235,6 +235,22 @@ start_nginx() {
     wait_port "$port"
 }
 
+# The upstream of the proxy benchmarks: nginx answering `return 200` with a JSON body
+# on every path. start_json_upstream DIR PORT BODY
+start_json_upstream() {
+    local dir="$1" port="$2" body="$3"
+    mkdir -p "$dir"
+    write_nginx_conf "$dir" auto <<EOF
+    keepalive_timeout 120s;
+    server {
+        listen 127.0.0.1:$port;
+        default_type application/json;
+        location / { return 200 '$body'; }
+    }
+EOF
+    start_nginx "$dir" "$port"
+}
+
 # Sums the samples of one metric family whose labels contain a fragment.
 # metric_sum ADMIN_PORT NAME [LABEL_FRAGMENT]
 metric_sum() {

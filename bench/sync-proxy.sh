@@ -42,16 +42,7 @@ rm -rf "$WORK" && mkdir -p "$WORK"
 for p in $UP_PORT $NGX_PORT $HAP_PORT $JB_PORT $JB_ADMIN $JP_PORT $JP_ADMIN $HF_MT_PORT $HF_TPC_PORT; do require_free_port "$p"; done
 
 # --- upstream: nginx `return 200` -------------------------------------------
-mkdir -p "$WORK/upstream"
-write_nginx_conf "$WORK/upstream" auto <<EOF
-    keepalive_timeout 120s;
-    server {
-        listen 127.0.0.1:$UP_PORT;
-        default_type application/json;
-        location / { return 200 '{"id":42,"name":"widget","price":19.99,"stock":7}'; }
-    }
-EOF
-start_nginx "$WORK/upstream" "$UP_PORT"
+start_json_upstream "$WORK/upstream" "$UP_PORT" '{"id":42,"name":"widget","price":19.99,"stock":7}'
 
 # --- (b) nginx reverse proxy --------------------------------------------------
 mkdir -p "$WORK/nginx-proxy"
