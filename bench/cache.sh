@@ -280,13 +280,6 @@ for rate in $OPEN_RATES; do
 done
 
 # 1 connection, everything pinned to CPU 0 (see sync-proxy.sh for why).
-pin_all() {
-    local pid c
-    for pid in "${STARTED_PIDS[@]}"; do
-        taskset -a -p -c "$1" "$pid" >/dev/null
-        for c in $(pgrep -P "$pid" || true); do taskset -a -p -c "$1" "$c" >/dev/null; done
-    done
-}
 pin_all 0
 WRK_CMD="taskset -c 0 wrk"
 measure "c1-direct-upstream" "http://127.0.0.1:$UP_PORT/products/42" 1 1 "$C1_DURATION"

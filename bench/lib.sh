@@ -235,6 +235,16 @@ start_nginx() {
     wait_port "$port"
 }
 
+# Pins every process the script started (and their children) to CPUs "$1",
+# e.g. pin_all 0 for the 1-connection runs. pin_all CPULIST
+pin_all() {
+    local pid c
+    for pid in "${STARTED_PIDS[@]}"; do
+        taskset -a -p -c "$1" "$pid" >/dev/null
+        for c in $(pgrep -P "$pid" || true); do taskset -a -p -c "$1" "$c" >/dev/null; done
+    done
+}
+
 # The upstream of the proxy benchmarks: nginx answering `return 200` with a JSON body
 # on every path. start_json_upstream DIR PORT BODY
 start_json_upstream() {

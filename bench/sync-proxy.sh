@@ -187,13 +187,6 @@ measure "g-ref-hyper-floor-tpc" "$HF_TPC_PORT" "$HF_TPC_PID" "$CONNS" "$THREADS"
 # Every server and wrk are pinned to CPU 0 for these runs: with one request in
 # flight, unpinned processes hop between vCPUs and each wake-up of an idle vCPU
 # costs tens of microseconds on a VM, which would swamp the cost of the code.
-pin_all() {
-    local pid c
-    for pid in "${STARTED_PIDS[@]}"; do
-        taskset -a -p -c "$1" "$pid" >/dev/null
-        for c in $(pgrep -P "$pid" || true); do taskset -a -p -c "$1" "$c" >/dev/null; done
-    done
-}
 ALL_CPUS="0-$(($(nproc) - 1))"
 pin_all 0
 WRK_CMD="taskset -c 0 wrk"
