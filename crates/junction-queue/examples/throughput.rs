@@ -5,45 +5,31 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use junction_queue::{AttemptRecord, Broker, EmbeddedBroker, EmbeddedConfig, EnqueueRequest};
+use junction_queue::conformance::{now_ms, request};
+use junction_queue::{AttemptRecord, Broker, EmbeddedBroker, EmbeddedConfig};
 
-const BODY: &[u8] = br#"{"orderId":"o-000000123456","customerId":"c-98765","items":[{"sku":"SKU-1001","qty":2,"price":19.99},{"sku":"SKU-2002","qty":1,"price":5.5}],"currency":"EUR","total":45.48,"createdAt":"2024-05-01T12:00:00Z"}"#;
+const BODY: &str = r#"{"orderId":"o-000000123456","customerId":"c-98765","items":[{"sku":"SKU-1001","qty":2,"price":19.99},{"sku":"SKU-2002","qty":1,"price":5.5}],"currency":"EUR","total":45.48,"createdAt":"2024-05-01T12:00:00Z"}"#;
 
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
     let secs: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
     let producers: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(64);
-    let dir = tempfile_dir();
-    let broker = EmbeddedBroker::open(EmbeddedConfig::new(&dir))
+    let dir = tempfile::tempdir().unwrap();
+    let broker = EmbeddedBroker::open(EmbeddedConfig::new(dir.path()))
         .await
         .unwrap();
-    let subs: Vec<String> = (1..=3).map(|i| format!("sub-{i}")).collect();
+    let subs = ["sub-1", "sub-2", "sub-3"];
     let deadline = Instant::now() + Duration::from_secs(secs);
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..producers {
-        let (b, subs) = (Arc::clone(&broker), subs.clone());
+        let b = Arc::clone(&broker);
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             while Instant::now() < deadline {
                 let t = Instant::now();
-                b.enqueue(EnqueueRequest {
-                    topic: "orders".into(),
-                    body: Bytes::from_static(BODY),
-                    content_type: Some("application/json".into()),
-                    headers: vec![(
-                        "traceparent".into(),
-                        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
-                    )],
-                    ordering_key: None,
-                    subscribers: subs.clone(),
-                    idempotency_key: None,
-                    idempotency_ttl: Duration::from_secs(60),
-                })
-                .await
-                .unwrap();
+                b.enqueue(request("orders", &subs, BODY)).await.unwrap();
                 lat.push(t.elapsed().as_micros() as u64);
             }
             lat
@@ -71,11 +57,8 @@ async fn main() {
         tasks.push(tokio::spawn(async move {
             let mut n = 0u64;
             loop {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_millis() as u64;
-                let batch = b.lease_due(&sub, now, 256).await.unwrap();
+                let now = now_ms();
+                let batch = b.lease_due(sub, now, 256).await.unwrap();
                 if batch.is_empty() {
                     break n;
                 }
@@ -90,7 +73,9 @@ async fn main() {
                         },
                     )
                 });
-                futures_ack(acks).await;
+                for r in futures::future::join_all(acks).await {
+                    r.unwrap();
+                }
                 n += batch.len() as u64;
             }
         }));
@@ -105,19 +90,4 @@ async fn main() {
         n as f64 / took
     );
     broker.close().await.unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-async fn futures_ack<F: std::future::Future<Output = Result<(), junction_queue::QueueError>>>(
-    acks: impl Iterator<Item = F>,
-) {
-    for r in futures::future::join_all(acks).await {
-        r.unwrap();
-    }
-}
-
-fn tempfile_dir() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("jq-throughput-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
