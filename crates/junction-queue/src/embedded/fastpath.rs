@@ -68,6 +68,13 @@ impl FastPath {
 }
 
 impl Core {
+    /// Undelivered messages outside redb: in the hot set (`hot_n`), journaled in
+    /// this batch, and overflowed into the journal alone.
+    pub(super) fn fast_path_depth(&self, hot_n: usize, fast: &FastPath) -> u64 {
+        let overflowed = self.overflow.as_ref().map_or(0, |o| o.count);
+        (hot_n + fast.fresh.len() + fast.overflowed.len()) as u64 + overflowed
+    }
+
     /// Journals a fast-path enqueue; `None` if it must take the redb path (an
     /// ordering key, or no subscriber). An idempotency key is checked and recorded
     /// in `batch` (redb, committed without fsync: the journal holds it too).
@@ -95,10 +102,9 @@ impl Core {
         };
         let overflowing = self.overflow.is_some() || !fast.overflowed.is_empty();
         if let Some(max) = self.max_depth {
-            let queued = self.overflow.as_ref().map_or(0, |o| o.count);
-            let depth = self.counters.total()
-                + (hot_n + fast.fresh.len() + fast.overflowed.len()) as u64
-                + queued;
+            // The batch's own count: a message spilled earlier in this batch has left
+            // the hot set already, and must still be counted once.
+            let depth = batch.pending_total() + self.fast_path_depth(hot_n, fast);
             if depth >= max {
                 return Ok(Some(Err(QueueError::Full { depth, max })));
             }

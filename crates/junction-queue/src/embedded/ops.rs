@@ -78,6 +78,12 @@ pub(crate) struct Finished {
 }
 
 impl<'t> Batch<'t> {
+    /// Messages pending in redb, counting this batch's changes so far (a message
+    /// spilled from the hot set earlier in the batch is counted here already).
+    pub fn pending_total(&self) -> u64 {
+        self.counters.total()
+    }
+
     /// Opens every table of `txn`, starting from the committed counters and sequence.
     pub fn open(txn: &'t WriteTransaction, now: u64, counters: Counters, seq: u64) -> Res<Self> {
         Ok(Self {
@@ -123,12 +129,14 @@ impl<'t> Batch<'t> {
 
     // === enqueue ===
 
-    /// Stores a new message (or finds the idempotent original).
+    /// Stores a new message (or finds the idempotent original). `outside` counts
+    /// the undelivered messages redb does not hold (the fast path's), for `max_depth`.
     pub fn enqueue(
         &mut self,
         req: &EnqueueRequest,
         ids: &mut IdGen,
         max_depth: Option<u64>,
+        outside: u64,
     ) -> Res<Result<EnqueueOutcome, QueueError>> {
         let now = self.now;
         let topic = req.topic.as_str();
@@ -139,7 +147,7 @@ impl<'t> Batch<'t> {
         }
         let subscribers = distinct_subscribers(req);
         if let Some(max) = max_depth.filter(|m| *m > 0 && !subscribers.is_empty()) {
-            let depth = self.counters.total();
+            let depth = self.counters.total() + outside;
             if depth >= max {
                 return Ok(Err(QueueError::Full { depth, max }));
             }

@@ -253,9 +253,14 @@ impl Core {
                         Answer::Enqueue(res)
                     } else {
                         durable = true;
-                        let hot_n = self.mem.hot.lock().len() as u64;
-                        let max = self.max_depth.map(|m| m.saturating_sub(hot_n).max(1));
-                        Answer::Enqueue(batch.enqueue(req, &mut self.ids, max)?)
+                        let hot_n = self.mem.hot.lock().len();
+                        let outside = self.fast_path_depth(hot_n, fast);
+                        Answer::Enqueue(batch.enqueue(
+                            req,
+                            &mut self.ids,
+                            self.max_depth,
+                            outside,
+                        )?)
                     }
                 }
                 Op::Ack {

@@ -322,6 +322,55 @@ async fn full_is_enforced_across_restarts() {
     b.close().await.unwrap();
 }
 
+/// `max_depth` counts fast-path messages, overflowed ones included, when an
+/// ordering-key event takes the redb path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_counts_overflowed_messages_for_keyed_events() {
+    let dir = tempfile::tempdir().unwrap();
+    // 3 in memory, 2 more overflowed into the journal: the queue is full at 5.
+    let b = open_with(&dir, Some(5), 3).await;
+    for i in 0..5 {
+        b.enqueue(request("t", &["s"], &format!("{i}")))
+            .await
+            .unwrap();
+    }
+    let mut keyed = request("t", &["s"], "k");
+    keyed.ordering_key = Some("k".into());
+    let res = b.enqueue(keyed).await;
+    assert!(
+        matches!(res, Err(QueueError::Full { depth: 5, max: 5 })),
+        "{res:?}"
+    );
+    b.close().await.unwrap();
+}
+
+/// A retry moving a message from memory into redb in the same write batch as an
+/// enqueue must not free a place under `max_depth`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_holds_while_a_retry_moves_a_message_in_the_same_batch() {
+    for round in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let b = open(&dir, Some(3)).await;
+        for i in 0..2 {
+            b.enqueue(request("t", &["s"], &format!("{i}")))
+                .await
+                .unwrap();
+        }
+        let d = b.lease_due("s", now_ms(), 1).await.unwrap().remove(0);
+        // Sent together, so the writer usually takes them as one batch.
+        let (retried, c, e) = tokio::join!(
+            b.retry_later(&d, attempt("status 500"), now_ms() + 60_000),
+            b.enqueue(request("t", &["s"], "c")),
+            b.enqueue(request("t", &["s"], "e")),
+        );
+        retried.unwrap();
+        let accepted = [&c, &e].iter().filter(|r| r.is_ok()).count();
+        assert_eq!(accepted, 1, "round {round}: {c:?} / {e:?}");
+        assert_eq!(b.depth().total, 3, "round {round}");
+        b.close().await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overflow_waits_in_the_journal_and_every_message_is_delivered_once() {
     let dir = tempfile::tempdir().unwrap();
