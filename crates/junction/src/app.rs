@@ -77,9 +77,10 @@ pub async fn run(
             &upstreams,
             &metrics,
             &live,
+            server::worker_count(),
             dispatch_stop.clone(),
         )?,
-        None => Vec::new(),
+        None => pipeline::Dispatchers::none(),
     };
     let token = match &config.admin.token_env {
         Some(var) => Some(
@@ -117,9 +118,7 @@ pub async fn run(
     data_task.await??;
     // Stop accepting first (above), then let dispatchers drain their in-flight deliveries.
     dispatch_stop.cancel();
-    for d in dispatchers {
-        let _ = d.await;
-    }
+    dispatchers.join().await;
     admin_task.await??;
     tracing::info!("junction stopped");
     Ok(())

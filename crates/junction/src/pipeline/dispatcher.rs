@@ -6,6 +6,7 @@
 //! sleeps until the next probe, so an outage does not burn attempts.
 
 use super::signing::Signer;
+use super::threads::DeliveryThreads;
 use crate::body::full;
 use crate::config::SubscriberConfig;
 use crate::problem::GatewayError;
@@ -25,8 +26,10 @@ use std::num::NonZeroU32;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 /// Attempts before dead-lettering when `max_attempts` is not set.
@@ -57,8 +60,8 @@ pub struct Dispatcher {
     max_age: Option<Duration>,
     disable_after: Option<Duration>,
     failing_since: Mutex<Option<Instant>>,
-    concurrency: Arc<Semaphore>,
-    max_concurrency: usize,
+    /// In-flight deliveries at most, over all lanes.
+    concurrency: usize,
     rate: Option<DefaultDirectRateLimiter>,
     signer: Option<Signer>,
     live: Arc<Live>,
@@ -128,8 +131,7 @@ impl Dispatcher {
             max_age: sub.max_age.map(|d| d.0),
             disable_after: sub.disable_after.map(|d| d.0),
             failing_since: Mutex::new(None),
-            concurrency: Arc::new(Semaphore::new(sub.concurrency)),
-            max_concurrency: sub.concurrency,
+            concurrency: sub.concurrency.max(1),
             rate,
             signer,
             sub_live: live.subscriber(topic, &sub.name),
@@ -143,10 +145,32 @@ impl Dispatcher {
     }
 
     /// Leases and delivers until `shutdown`, then drains in-flight deliveries.
-    pub async fn run(self, shutdown: CancellationToken) {
+    ///
+    /// Runs as lanes, one per delivery thread (fewer when the concurrency is lower),
+    /// each with its share of the concurrency; resolve every returned task to wait
+    /// for the drain.
+    pub fn start(
+        self,
+        threads: &DeliveryThreads,
+        shutdown: CancellationToken,
+    ) -> Vec<JoinHandle<()>> {
         let this = Arc::new(self);
+        let lanes = lane_sizes(this.concurrency, threads.len());
+        tracing::info!(subscriber = %this.name, topic = %this.topic, lanes = lanes.len(), "dispatcher started");
+        lanes
+            .into_iter()
+            .enumerate()
+            .map(|(i, slots)| threads.spawn(i, this.clone().run_lane(slots, shutdown.clone())))
+            .collect()
+    }
+
+    /// One lane: leases and delivers with up to `slots` deliveries in flight.
+    async fn run_lane(self: Arc<Self>, slots: usize, shutdown: CancellationToken) {
+        let this = self;
+        let concurrency = Arc::new(Semaphore::new(slots));
         let notify = this.broker.notifier(&this.name);
-        tracing::info!(subscriber = %this.name, topic = %this.topic, "dispatcher started");
+        // Deliveries still sending or recording their outcome; shutdown waits for them.
+        let in_flight = TaskTracker::new();
         while !shutdown.is_cancelled() {
             // An open breaker pauses this subscriber until the next probe is allowed.
             let snap = this.upstream.breaker().snapshot();
@@ -163,14 +187,14 @@ impl Dispatcher {
             };
             // Half-open: one probe at a time decides whether the upstream is back.
             let free = if probing {
-                this.concurrency.available_permits().min(1)
+                concurrency.available_permits().min(1)
             } else {
-                this.concurrency.available_permits()
+                concurrency.available_permits()
             };
             if free == 0 {
                 // Wait for one in-flight delivery to finish.
                 tokio::select! {
-                    p = this.concurrency.clone().acquire_owned() => drop(p),
+                    p = concurrency.clone().acquire_owned() => drop(p),
                     _ = shutdown.cancelled() => break,
                 }
                 continue;
@@ -202,32 +226,30 @@ impl Dispatcher {
                 continue;
             }
             for d in batch {
-                let permit = this
-                    .concurrency
+                let permit = concurrency
                     .clone()
                     .acquire_owned()
                     .await
                     .expect("semaphore never closed");
                 let me = this.clone();
-                tokio::spawn(async move {
-                    me.deliver(d).await;
-                    drop(permit);
-                });
+                in_flight.spawn(async move { me.deliver(d, permit).await });
             }
         }
-        // Drain: wait until every permit is back, bounded by the grace period.
-        let all = this
-            .concurrency
-            .clone()
-            .acquire_many_owned(this.max_concurrency as u32);
-        if tokio::time::timeout(DRAIN_GRACE, all).await.is_err() {
+        // Drain: wait until every delivery and its recording has finished, bounded by the grace period.
+        in_flight.close();
+        if tokio::time::timeout(DRAIN_GRACE, in_flight.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(subscriber = %this.name, "deliveries still in flight after the grace period; they will be redelivered");
         }
-        tracing::info!(subscriber = %this.name, "dispatcher stopped");
+        tracing::info!(subscriber = %this.name, "dispatcher lane stopped");
     }
 
-    /// One attempt for one delivery, and its recording.
-    async fn deliver(&self, d: Delivery) {
+    /// One attempt for one delivery, and its recording. `slot` is this delivery's
+    /// share of the subscriber's concurrency: it is given back once the subscriber
+    /// has answered, so recording the outcome does not hold up the next send.
+    async fn deliver(&self, d: Delivery, slot: OwnedSemaphorePermit) {
         let attempt = d.attempts + 1;
         let started_ms = now_ms();
         if let Some(max_age) = self.max_age {
@@ -293,9 +315,11 @@ impl Dispatcher {
             // dispatch loop pauses on the open breaker (or the bulkhead frees up);
             // holding the slot a moment keeps a half-open loop from spinning.
             tokio::time::sleep(REFUSED_PAUSE).await;
+            drop(slot);
             self.broker.release(&d).await;
             return;
         }
+        drop(slot);
         let (ok, outcome, retry_after) = match &result {
             Ok((status, retry_after)) => (
                 (200..300).contains(status),
@@ -422,6 +446,15 @@ impl Dispatcher {
     }
 }
 
+/// Splits `concurrency` slots over at most `threads` lanes, as evenly as possible;
+/// a concurrency below the thread count gets one lane per slot.
+fn lane_sizes(concurrency: usize, threads: usize) -> Vec<usize> {
+    let lanes = threads.clamp(1, concurrency.max(1));
+    (0..lanes)
+        .map(|i| concurrency / lanes + usize::from(i < concurrency % lanes))
+        .collect()
+}
+
 fn record(attempt: u32, at_ms: u64, outcome: String, took: Duration) -> AttemptRecord {
     AttemptRecord {
         attempt,
@@ -447,4 +480,21 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lane_sizes;
+
+    #[test]
+    fn lanes_share_the_concurrency_evenly_and_never_exceed_it() {
+        assert_eq!(lane_sizes(32, 2), vec![16, 16]);
+        assert_eq!(lane_sizes(5, 2), vec![3, 2]);
+        assert_eq!(lane_sizes(1, 2), vec![1]);
+        assert_eq!(lane_sizes(3, 8), vec![1, 1, 1]);
+        assert_eq!(lane_sizes(7, 1), vec![7]);
+        for (c, t) in [(1, 1), (2, 3), (33, 4), (1024, 2)] {
+            assert_eq!(lane_sizes(c, t).iter().sum::<usize>(), c, "{c} over {t}");
+        }
+    }
 }

@@ -7,6 +7,7 @@
 //!   [`Broker`] and sending them with the subscriber's retry policy, the
 //!   upstream's breaker and bulkhead, and a concurrency cap.
 //! - [`signing`]: Standard Webhooks signatures for subscribers with secrets.
+//! - [`threads`]: the thread-per-core runtimes the dispatchers' lanes run on.
 //!
 //! The dispatcher is written here, not taken from a library, because its
 //! semantics are the product: fan-out with independent retries per subscriber,
@@ -16,6 +17,7 @@
 pub mod dispatcher;
 pub mod ingest;
 pub mod signing;
+pub mod threads;
 
 use crate::config::{Config, KeySource, QueueConfig};
 use crate::proxy::upstream::Upstream;
@@ -90,16 +92,45 @@ pub fn async_routes(
         .collect()
 }
 
-/// Starts one dispatcher per subscriber; they stop when `shutdown` is cancelled.
+/// The running dispatchers: their lanes and the threads those run on.
+pub struct Dispatchers {
+    lanes: Vec<tokio::task::JoinHandle<()>>,
+    /// Kept until every lane has finished, then dropped to stop the threads.
+    threads: Option<threads::DeliveryThreads>,
+}
+
+impl Dispatchers {
+    /// No async routes, nothing to deliver.
+    pub fn none() -> Self {
+        Self {
+            lanes: Vec::new(),
+            threads: None,
+        }
+    }
+
+    /// Waits until every lane has drained and stopped (after `shutdown` was
+    /// cancelled), then stops the delivery threads.
+    pub async fn join(mut self) {
+        for lane in self.lanes.drain(..) {
+            let _ = lane.await;
+        }
+        self.threads.take();
+    }
+}
+
+/// Starts one dispatcher per subscriber on `workers` delivery threads; they stop
+/// when `shutdown` is cancelled.
 pub fn start_dispatchers(
     config: &Config,
     broker: &Arc<dyn Broker>,
     upstreams: &BTreeMap<String, Arc<Upstream>>,
     metrics: &Metrics,
     live: &Arc<crate::telemetry::live::Live>,
+    workers: usize,
     shutdown: tokio_util::sync::CancellationToken,
-) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
-    let mut tasks = Vec::new();
+) -> anyhow::Result<Dispatchers> {
+    let threads = threads::DeliveryThreads::start(workers).context("delivery threads")?;
+    let mut lanes = Vec::new();
     for route in &config.routes {
         let Some(a) = &route.async_ else { continue };
         for sub in &a.subscribers {
@@ -114,8 +145,11 @@ pub fn start_dispatchers(
                 metrics,
                 live.clone(),
             )?;
-            tasks.push(tokio::spawn(d.run(shutdown.clone())));
+            lanes.extend(d.start(&threads, shutdown.clone()));
         }
     }
-    Ok(tasks)
+    Ok(Dispatchers {
+        lanes,
+        threads: Some(threads),
+    })
 }
