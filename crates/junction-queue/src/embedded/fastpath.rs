@@ -12,8 +12,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use super::behind;
 use super::hot::HotMessage;
 use super::journal::{JournalMessage, Pos};
 use super::ops::{distinct_subscribers, idem_expiry, Batch};
@@ -158,8 +159,9 @@ impl Core {
 
     /// Spills hot messages that hold things up:
     /// - journaled well before the oldest journal data still needed otherwise (the
-    ///   overflow cursor, else the current segment), so a message stuck with a paused
-    ///   subscriber does not keep old segments on disk;
+    ///   overflow cursor, else the current segment) and for a while (see
+    ///   [`behind`](super::behind)), so a message stuck with a paused subscriber does
+    ///   not keep old segments on disk;
     /// - while messages overflow and the hot set is full, the oldest ones, when some
     ///   subscriber with overflowed messages has nothing left to do in the hot set:
     ///   a slow subscriber must not hold back the others (they get the overflowed
@@ -172,7 +174,11 @@ impl Core {
             .map_or(self.journal.current(), |o| o.cursor.segment);
         let mut ids = {
             let hot = self.mem.hot.lock();
-            let mut ids = hot.ids_before_segment(oldest.saturating_sub(1), SPILL_OLD_LIMIT);
+            let behind = hot.segments_before(oldest.saturating_sub(1));
+            let stuck = self
+                .behind
+                .stuck_before(behind, Instant::now(), behind::STUCK_AFTER);
+            let mut ids = hot.ids_before_segment(stuck, SPILL_OLD_LIMIT);
             if let Some(o) = &self.overflow {
                 let want = load_chunk(o, &hot);
                 let room = hot.room().0;

@@ -273,6 +273,11 @@ impl Hot {
         self.per_segment.contains_key(&seg)
     }
 
+    /// The journal segments before `seg` that hot messages still use.
+    pub fn segments_before(&self, seg: u64) -> impl Iterator<Item = u64> + '_ {
+        self.per_segment.range(..seg).map(|(s, _)| *s)
+    }
+
     /// Up to `limit` ids of hot messages journaled in segments before `seg`.
     pub fn ids_before_segment(&self, seg: u64, limit: usize) -> Vec<String> {
         if self.per_segment.range(..seg).next().is_none() {

@@ -34,6 +34,7 @@
 //! memory holds per-topic counters, the leased set and one notifier per subscriber.
 //! Storage format: see `tables.rs` (redb) and `journal/`.
 
+mod behind;
 mod fastpath;
 mod hot;
 mod journal;

@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 use redb::{Database, Durability};
 use tokio::sync::{mpsc, oneshot};
 
+use super::behind::BehindSegments;
 use super::fastpath::{FastPath, Overflow};
 use super::hot::{HotAck, HotMessage};
 use super::journal::Journal;
@@ -163,6 +164,8 @@ pub(crate) struct Core {
     last_durable: Instant,
     last_prune: Instant,
     prune_backlog: bool,
+    /// Since when old journal segments have held hot messages.
+    pub(super) behind: BehindSegments,
 }
 
 impl Core {
@@ -192,6 +195,7 @@ impl Core {
             last_durable: Instant::now(),
             last_prune: Instant::now(),
             prune_backlog: true,
+            behind: BehindSegments::default(),
         }
     }
 

@@ -1,8 +1,8 @@
 //! One dispatcher per subscriber: lease due deliveries, send them, record the outcome.
 //!
-//! A subscriber's dispatcher never waits on another's: each has its own task,
-//! concurrency cap and rate limit, so one slow or dead subscriber delays no one
-//! else. While the upstream's breaker is open the dispatcher leases nothing and
+//! A subscriber's dispatcher never waits on another's: each has its own tasks
+//! (one lane per delivery thread), concurrency cap and rate limit, so one slow
+//! or dead subscriber delays no one else. While the upstream's breaker is open the dispatcher leases nothing and
 //! sleeps until the next probe, so an outage does not burn attempts.
 
 use super::signing::Signer;

@@ -3,9 +3,9 @@
 //!
 //! - [`ingest`]: the data-plane side of an async route (validate, extract the
 //!   ordering and idempotency keys, enqueue, 202).
-//! - [`dispatcher`]: one task per subscriber leasing due deliveries from the
-//!   [`Broker`] and sending them with the subscriber's retry policy, the
-//!   upstream's breaker and bulkhead, and a concurrency cap.
+//! - [`dispatcher`]: per subscriber, one lane per delivery thread leasing due
+//!   deliveries from the [`Broker`] and sending them with the subscriber's retry
+//!   policy, the upstream's breaker and bulkhead, and a concurrency cap.
 //! - [`signing`]: Standard Webhooks signatures for subscribers with secrets.
 //! - [`threads`]: the thread-per-core runtimes the dispatchers' lanes run on.
 //!
