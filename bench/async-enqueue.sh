@@ -8,7 +8,9 @@
 # and accept latency; then deliveries/s, read from junction_deliveries_total
 # every 0.5 s until all 3 x accepted deliveries are done (bounded).
 # Then accept only: the same route on a fresh queue with its subscribers on a
-# closed port (breakers open, nothing delivered), same wrk shape.
+# closed port (breakers open, nothing delivered), same wrk shape. Then backlog
+# drain: Junction restarted on that queue with the subscribers reachable, timed
+# until every pending event reached all 3.
 #
 # Peer, same run: bench/rabbit-peer (lapin), 64 publishers on their own
 # channels, durable queue, persistent messages, each awaiting its confirm.
@@ -143,6 +145,20 @@ ACCEPT=$(run_wrk async-accept "$DURATION" "$CONNS" "$THREADS" "$URL" "$BENCH_DIR
 ACCEPT_RSS_KIB=$(rss_kib "$JUNCTION_PID")
 stop_pid "$JUNCTION_PID"
 
+# --- backlog drain: the accept-only backlog, delivered to the 3 nginx subscribers -----------
+# Restarted on that queue with the reachable subscribers: nothing else competes for the
+# cores, so this is the delivery capacity. Timed from the restart to an empty queue.
+sed -e "s#$WORK/queue#$WORK/queue-accept#" "$WORK/junction.yaml" >"$WORK/junction-drain.yaml"
+wait_quiet
+log "backlog drain: restart on the accept-only queue with the subscribers reachable"
+T_RESTART=$(now)
+READY_WAIT=60 start_junction "$WORK/junction-drain.yaml" "$WORK/junction-drain.log" "$J_ADMIN"
+T_READY=$(now)
+BACKLOG=$(depth)
+read -r BL_SECS BL_DRAINED < <(wait_drained "$WORK/drain-timeline.tsv")
+BL_DELIVERED=$(delivered)
+stop_pid "$JUNCTION_PID"
+
 # --- peer: RabbitMQ publisher confirms -----------------------------------------------------
 wait_quiet
 log "peer: RabbitMQ, $CONNS publishers with confirms, ${DURATION}s after ${WARMUP}s warm-up"
@@ -169,6 +185,9 @@ PEER=$(grep '^PEERJSON ' "$WORK/peer.txt" | sed 's/^PEERJSON //')
         printf "deliveries: %d for %d expected (3 x 202s; a few more are normal: requests cut off by wrk'"'"'s end can still commit)%s\n", delivered, 3 * accepted, drained ? "" : "  NOT DRAINED within the limit"
         printf "delivery rate, load start -> drained: %.0f deliveries/s over %.1f s\n", delivered / (td - ts), td - ts
         printf "delivery rate during the load: %.0f deliveries/s; after it (drain only): %.0f deliveries/s over %.1f s\n", dle / (tle - ts), (delivered - dle) / (td - tle), td - tle
+    }'
+    awk -v n="$BACKLOG" -v d="$BL_DELIVERED" -v s="$BL_SECS" -v ok="$BL_DRAINED" -v r0="$T_RESTART" -v r1="$T_READY" 'BEGIN {
+        printf "backlog drain: %d events pending at restart (ready in %.1f s); %d deliveries in %.1f s = %.0f deliveries/s (%.0f events/s to all 3)%s\n", n, r1 - r0, d, s, d / s, d / s / 3, ok ? "" : "  NOT DRAINED within the limit"
     }'
     echo "junction RSS: idle $(kib_to_mib "$IDLE_KIB") MiB, peak during run $(kib_to_mib "$PEAK_KIB") MiB; after the accept-only run $(kib_to_mib "$ACCEPT_RSS_KIB") MiB"
     echo "queue dir size after run: $(du -sh "$WORK/queue" | cut -f1); after the accept-only run: $(du -sh "$WORK/queue-accept" | cut -f1)"
