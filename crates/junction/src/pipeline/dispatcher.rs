@@ -2,8 +2,9 @@
 //!
 //! A subscriber's dispatcher never waits on another's: each has its own tasks
 //! (one lane per delivery thread), concurrency cap and rate limit, so one slow
-//! or dead subscriber delays no one else. While the upstream's breaker is open the dispatcher leases nothing and
-//! sleeps until the next probe, so an outage does not burn attempts.
+//! or dead subscriber delays no one else. While the upstream's breaker is open
+//! the dispatcher leases nothing and sleeps until the next probe, so an outage
+//! does not burn attempts.
 
 use super::signing::Signer;
 use super::threads::DeliveryThreads;
@@ -166,7 +167,7 @@ impl Dispatcher {
 
     /// One lane: leases and delivers with up to `slots` deliveries in flight.
     async fn run_lane(self: Arc<Self>, slots: usize, shutdown: CancellationToken) {
-        let this = self;
+        let this = self; // cloned into each delivery task below
         let concurrency = Arc::new(Semaphore::new(slots));
         let notify = this.broker.notifier(&this.name);
         // Deliveries still sending or recording their outcome; shutdown waits for them.
