@@ -60,7 +60,8 @@ pub async fn serve(
             None
         }
     };
-    let fetch = {
+    // Built only when the entry is not fresh: a hit needs no upstream request.
+    let fetch = || {
         let gw = gw.clone();
         let route = route.clone();
         let upstream = upstream.clone();
@@ -68,7 +69,7 @@ pub async fn serve(
         let path_and_query = upstream_path_and_query(&route, params, &parts.uri);
         let headers = upstream_headers(&parts.headers, peer);
         let tags: Vec<String> = render_tags(&cache.tags, params);
-        move || async move {
+        async move {
             gw.coalescer
                 .run(&key, || {
                     fetch_and_store(
