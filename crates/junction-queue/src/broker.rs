@@ -361,6 +361,10 @@ pub trait Broker: Send + Sync + 'static {
     /// Every waiting task is woken and one permit is stored, so a check-then-wait loop
     /// never misses a wake-up (it may see a spurious one).
     fn notifier(&self, subscriber: &str) -> Arc<Notify>;
+
+    /// Makes every change durable and stops taking writes (they fail with
+    /// `Closed` afterwards); for shutdown, while the runtime still runs.
+    async fn close(&self) -> Result<(), QueueError>;
 }
 
 /// Dead-letter id of a (message, subscriber) delivery.

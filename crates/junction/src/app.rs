@@ -120,6 +120,13 @@ pub async fn run(
     dispatch_stop.cancel();
     dispatchers.join().await;
     admin_task.await??;
+    // Flush the queue now, not whenever its last handle is dropped (possibly while
+    // the runtime is already shutting down).
+    if let Some(broker) = &broker {
+        if let Err(e) = broker.close().await {
+            tracing::error!(error = %e, "could not flush the queue on shutdown");
+        }
+    }
     tracing::info!("junction stopped");
     Ok(())
 }

@@ -417,4 +417,8 @@ impl Broker for EmbeddedBroker {
     fn notifier(&self, subscriber: &str) -> Arc<Notify> {
         self.mem.subscriber(subscriber).notifier()
     }
+
+    async fn close(&self) -> Result<(), QueueError> {
+        EmbeddedBroker::close(self).await
+    }
 }
