@@ -317,6 +317,16 @@ pub trait Broker: Send + Sync + 'static {
     /// Records a successful delivery and drops the lease (idempotent).
     async fn ack(&self, d: &Delivery, attempt: AttemptRecord) -> Result<(), QueueError>;
 
+    /// Like [`ack`](Self::ack), but may return once the ack is queued for recording,
+    /// in order before every later call (`close` included), instead of once it is
+    /// recorded. A failure to record it is then only logged: the delivery stays
+    /// leased until restart and is delivered again, which at-least-once allows.
+    /// The dispatcher's hot path uses it so that a delivery task need not be woken
+    /// again for the answer. The default waits for the recording.
+    async fn ack_queued(&self, d: &Delivery, attempt: AttemptRecord) -> Result<(), QueueError> {
+        self.ack(d, attempt).await
+    }
+
     /// Records a failed attempt and schedules the next one; drops the lease.
     async fn retry_later(
         &self,

@@ -12,5 +12,6 @@ pub mod demo;
 pub mod pipeline;
 pub mod problem;
 pub mod proxy;
+pub mod runtime;
 pub mod server;
 pub mod telemetry;

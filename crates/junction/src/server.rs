@@ -64,10 +64,7 @@ pub async fn serve_data_threads(
         std::thread::Builder::new()
             .name(format!("junction-data-{i}"))
             .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("data-plane runtime");
+                let rt = crate::runtime::current_thread().expect("data-plane runtime");
                 rt.block_on(async move {
                     match TcpListener::from_std(socket) {
                         Ok(listener) => serve_data(listener, gateway, shutdown, grace).await,

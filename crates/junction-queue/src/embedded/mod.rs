@@ -291,9 +291,19 @@ impl Broker for EmbeddedBroker {
             id,
             sub,
             attempt,
-            reply,
+            reply: Some(reply),
         })
         .await
+    }
+
+    async fn ack_queued(&self, d: &Delivery, attempt: AttemptRecord) -> Result<(), QueueError> {
+        let op = Op::Ack {
+            id: d.message.id.as_str().to_owned(),
+            sub: d.subscriber.clone(),
+            attempt,
+            reply: None,
+        };
+        self.tx.send(op).await.map_err(|_| QueueError::Closed)
     }
 
     async fn retry_later(

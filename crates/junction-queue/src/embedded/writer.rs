@@ -70,7 +70,8 @@ pub(crate) enum Op {
         id: String,
         sub: String,
         attempt: AttemptRecord,
-        reply: Reply<()>,
+        /// `None` for [`ack_queued`](crate::Broker::ack_queued): no one waits.
+        reply: Option<Reply<()>>,
     },
     Retry {
         id: String,
@@ -122,9 +123,21 @@ impl Op {
             (Op::Replay(_, r), Ok(Answer::Count(n))) => drop(r.send(Ok(n))),
             (Op::Enqueue(_, r), Err(e)) => drop(r.send(Err(e))),
             (Op::Replay(_, r), Err(e)) => drop(r.send(Err(e))),
+            (Op::Ack { reply: Some(r), .. }, res) => drop(r.send(res.map(|_| ()))),
+            (Op::Ack { reply: None, .. }, Ok(_)) => {}
             (
-                Op::Ack { reply, .. }
-                | Op::Retry { reply, .. }
+                Op::Ack {
+                    reply: None,
+                    id,
+                    sub,
+                    ..
+                },
+                Err(e),
+            ) => {
+                tracing::warn!(%id, subscriber = %sub, error = %e, "could not record an ack; the message will be delivered again");
+            }
+            (
+                Op::Retry { reply, .. }
                 | Op::Dead { reply, .. }
                 | Op::Flush(reply)
                 | Op::Close(reply),

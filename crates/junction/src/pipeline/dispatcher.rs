@@ -339,7 +339,9 @@ impl Dispatcher {
             self.latency
                 .observe(now_ms().saturating_sub(d.first_enqueued_ms) as f64 / 1000.0);
             self.attempts_hist.observe(attempt as f64);
-            if let Err(e) = self.broker.ack(&d, rec).await {
+            // Queued, not awaited: nothing here depends on the recording, and not
+            // waking this task again for it saves a cross-thread wake-up per delivery.
+            if let Err(e) = self.broker.ack_queued(&d, rec).await {
                 tracing::warn!(subscriber = %self.name, error = %e, "could not record an ack; the message will be redelivered");
             }
             return;
@@ -433,7 +435,7 @@ impl Dispatcher {
         }
         let resp = self
             .upstream
-            .send_once(&Method::POST, &self.uri, &h, full(msg.body.clone()))
+            .send_once(Method::POST, self.uri.clone(), h, full(msg.body.clone()))
             .await?;
         let status = resp.status().as_u16();
         let retry_after = resp

@@ -251,6 +251,7 @@ impl Upstream {
             RequestBody::Once(b) => (None, Some(b)),
         };
         let mut attempt = 1u32;
+        let mut parts = Some((method, uri, headers));
         loop {
             let body = match (&replay, once.take()) {
                 (Some(bytes), _) => crate::body::full(bytes.clone()),
@@ -258,7 +259,14 @@ impl Upstream {
                 // A streamed body allows one attempt only (max_attempts is 1).
                 (None, None) => crate::body::empty(),
             };
-            let outcome = self.attempt(&method, &uri, &headers, body).await;
+            // The last attempt takes the request's parts; earlier ones send copies.
+            let (method, uri, headers) = if attempt < max_attempts {
+                parts.clone()
+            } else {
+                parts.take()
+            }
+            .expect("no attempt after the last");
+            let outcome = self.attempt(method, uri, headers, body).await;
             let (retry_wanted, retry_after) = match &outcome {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
@@ -313,9 +321,9 @@ impl Upstream {
     /// One attempt, no retries (the dispatcher retries through the queue instead).
     pub async fn send_once(
         &self,
-        method: &Method,
-        uri: &Uri,
-        headers: &HeaderMap,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
         body: Body,
     ) -> Result<Response<Incoming>, GatewayError> {
         self.attempt(method, uri, headers, body)
@@ -326,15 +334,15 @@ impl Upstream {
     /// One attempt, in its own trace span when tracing is on.
     async fn attempt(
         &self,
-        method: &Method,
-        uri: &Uri,
-        headers: &HeaderMap,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
         body: Body,
     ) -> Result<Response<Incoming>, AttemptError> {
         if !otel::enabled() {
             return self.attempt_inner(method, uri, headers, body).await;
         }
-        let span = otel::attempt_span(&self.name, method);
+        let span = otel::attempt_span(&self.name, &method);
         let result = self
             .attempt_inner(method, uri, headers, body)
             .instrument(span.clone())
@@ -357,9 +365,9 @@ impl Upstream {
     /// One attempt through bulkhead, breaker and timeout.
     async fn attempt_inner(
         &self,
-        method: &Method,
-        uri: &Uri,
-        headers: &HeaderMap,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
         body: Body,
     ) -> Result<Response<Incoming>, AttemptError> {
         let _slot = self.bulkhead.try_acquire().map_err(|full| {
@@ -377,9 +385,9 @@ impl Upstream {
             })
         })?;
         let mut req = Request::new(body);
-        *req.method_mut() = method.clone();
-        *req.uri_mut() = uri.clone();
-        *req.headers_mut() = headers.clone();
+        *req.method_mut() = method;
+        *req.uri_mut() = uri;
+        *req.headers_mut() = headers;
         otel::inject_current(req.headers_mut());
         let sent = match &self.tls {
             Some(tls) => tls.request(req),
