@@ -22,7 +22,7 @@
 //! table it touches; on a 2-core machine that capped durable accepts at ~12k/s, the
 //! journal path takes them past 45k/s (see BENCHMARKS.md).
 //!
-//! A single writer task (`writer.rs`) makes every change, in batches (group commit):
+//! A single writer thread (`writer.rs`) makes every change, in batches (group commit):
 //! `enqueue` is durable when it returns, and throughput grows with concurrency. Acks,
 //! retries and completed records are committed without fsync (at-least-once tolerates
 //! losing them: a redelivery) and flushed within a second or two. After a crash,
@@ -53,7 +53,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redb::Database;
 use tokio::sync::{mpsc, oneshot, Notify};
-use tokio::task::JoinHandle;
 
 use self::state::{Counters, MemState};
 use self::tables::Res;
@@ -106,7 +105,8 @@ pub struct EmbeddedBroker {
     mem: Arc<MemState>,
     dir: PathBuf,
     tx: mpsc::Sender<Op>,
-    writer: parking_lot::Mutex<Option<JoinHandle<()>>>,
+    /// Resolves when the writer thread has stopped.
+    writer: parking_lot::Mutex<Option<oneshot::Receiver<()>>>,
 }
 
 impl std::fmt::Debug for EmbeddedBroker {
@@ -147,7 +147,9 @@ impl EmbeddedBroker {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         // Loads what waits in the journal before the first op arrives.
         core.resume();
-        let writer = tokio::spawn(writer::run(core, rx));
+        let writer = writer::spawn(core, rx).map_err(|e| {
+            QueueError::Storage(StorageError::new("starting the embedded queue writer", e))
+        })?;
         tracing::info!(path = %cfg.path.display(), depth = mem.counters.read().total(), "embedded queue opened");
         Ok(Arc::new(Self {
             db: rec.db,
@@ -172,8 +174,8 @@ impl EmbeddedBroker {
         };
         let handle = self.writer.lock().take();
         if let Some(handle) = handle {
-            if let Err(e) = handle.await {
-                tracing::error!(error = %e, "queue writer ended abnormally");
+            if handle.await.is_err() {
+                tracing::error!("queue writer ended abnormally");
             }
         }
         res
