@@ -32,6 +32,10 @@ impl Batch<'_> {
     ) -> Res<()> {
         let id = msg.id.as_str();
         let mut meta = meta_of(msg);
+        // What a status shows, no more: the body, content type and headers were
+        // only kept for delivery (this row is written for every event).
+        meta.content_type = None;
+        meta.headers = Vec::new();
         meta.completed_at_ms = Some(completed_at_ms);
         meta.final_states = delivered
             .iter()

@@ -83,15 +83,15 @@ pub(crate) type Res<T> = Result<T, EmbeddedError>;
 pub(crate) struct MessageMeta {
     pub id: String,
     pub topic: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<(String, String)>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ordering_key: Option<String>,
     pub enqueued_at_ms: u64,
     pub subscribers: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at_ms: Option<u64>,
     /// Completed records of fast-path messages keep each subscriber's final state
     /// here (same order as `subscribers`) instead of in `DELIVERIES` rows: one row
@@ -124,7 +124,7 @@ pub(crate) struct DeliveryRecord {
     #[serde(default)]
     pub history: Vec<AttemptRecord>,
     /// Sequence of its entry in `ORDER`, while pending with an ordering key.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order_seq: Option<u64>,
 }
 
