@@ -80,6 +80,10 @@ pub struct EmbeddedConfig {
     pub max_depth: Option<u64>,
     /// How long a completed message's record (states and history, no body) is kept.
     pub completed_retention: Duration,
+    /// Most completed records kept, whatever their age: past it the oldest are
+    /// dropped, so a sustained high rate cannot fill the disk within the retention
+    /// (at 25k events/s an hour is 90 million records). Default [`MAX_COMPLETED`].
+    pub max_completed: u64,
     /// Most messages held in memory on the fast path (more wait in the journal).
     pub hot_max_messages: usize,
     /// Most body bytes held in memory on the fast path.
@@ -87,17 +91,21 @@ pub struct EmbeddedConfig {
 }
 
 impl EmbeddedConfig {
-    /// Defaults: unlimited depth, completed records kept one hour.
+    /// Defaults: unlimited depth, completed records kept one hour (at most [`MAX_COMPLETED`]).
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
             max_depth: None,
             completed_retention: Duration::from_secs(3600),
+            max_completed: MAX_COMPLETED,
             hot_max_messages: HOT_MAX_MESSAGES,
             hot_max_bytes: HOT_MAX_BYTES,
         }
     }
 }
+
+/// Completed records kept at most by default: about 1 GB of queue file.
+pub const MAX_COMPLETED: u64 = 1_000_000;
 
 /// A [`Broker`] on a local redb file with group commit.
 pub struct EmbeddedBroker {
@@ -144,6 +152,7 @@ impl EmbeddedBroker {
         core.overflow = rec.overflow;
         core.max_depth = cfg.max_depth.filter(|m| *m > 0);
         core.retention_ms = u64::try_from(cfg.completed_retention.as_millis()).unwrap_or(u64::MAX);
+        core.max_completed = cfg.max_completed;
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         // Loads what waits in the journal before the first op arrives.
         core.resume();

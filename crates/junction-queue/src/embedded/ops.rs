@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 
-use redb::{ReadableTable, Table, WriteTransaction};
+use redb::{ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 
 use super::state::{Counters, IdGen};
 use super::tables::*;
@@ -398,15 +398,19 @@ impl<'t> Batch<'t> {
 
     // === retention ===
 
-    /// Drops completed records older than `retention_ms` and expired idempotency keys,
-    /// at most `limit` of each; returns whether more are waiting.
-    pub fn prune(&mut self, retention_ms: u64, limit: usize) -> Res<bool> {
+    /// Drops completed records older than `retention_ms`, and the oldest ones past
+    /// `max_completed` whatever their age, and expired idempotency keys, at most
+    /// `limit` of each; returns whether more are waiting.
+    pub fn prune(&mut self, retention_ms: u64, max_completed: u64, limit: usize) -> Res<bool> {
         let cutoff = self.now.saturating_sub(retention_ms);
+        // Past the cap, the oldest go first (the count is kept by redb, O(1)).
+        let over = usize::try_from(self.completed.len()?.saturating_sub(max_completed))
+            .unwrap_or(usize::MAX);
         let mut done: Vec<(u64, String)> = Vec::new();
         for entry in self.completed.iter()? {
             let (k, _) = entry?;
             let (at, id) = k.value();
-            if at > cutoff || done.len() > limit {
+            if (at > cutoff && done.len() >= over) || done.len() > limit {
                 break;
             }
             done.push((at, id.to_owned()));

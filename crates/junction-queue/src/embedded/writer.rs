@@ -166,6 +166,8 @@ pub(crate) struct Core {
     pub ids: IdGen,
     pub max_depth: Option<u64>,
     pub retention_ms: u64,
+    /// Most completed records kept (the oldest go first past it).
+    pub max_completed: u64,
     pub(super) journal: Journal,
     /// Journal segments no hot message uses any more: deleted after the next durable commit.
     pub(super) retiring: Vec<u64>,
@@ -200,6 +202,7 @@ impl Core {
             ids,
             max_depth: None,
             retention_ms: 0,
+            max_completed: u64::MAX,
             journal,
             retiring: Vec::new(),
             unrecorded: Vec::new(),
@@ -339,7 +342,7 @@ impl Core {
             });
         }
         let more = if prune {
-            Some(batch.prune(self.retention_ms, PRUNE_LIMIT)?)
+            Some(batch.prune(self.retention_ms, self.max_completed, PRUNE_LIMIT)?)
         } else {
             None
         };

@@ -235,6 +235,49 @@ async fn concurrent_enqueues_share_fsyncs_and_every_one_is_delivered_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completed_records_past_the_cap_are_pruned_oldest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = EmbeddedConfig::new(dir.path().join("queue"));
+    cfg.max_completed = 2;
+    let b: Arc<EmbeddedBroker> = EmbeddedBroker::open(cfg).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let id = b
+            .enqueue(request("t", &["s"], &format!("m{i}")))
+            .await
+            .unwrap()
+            .id()
+            .clone();
+        ids.push(id);
+    }
+    // Completed one by one, in enqueue order: the first three are the oldest records.
+    let leased = b.lease_due("s", now_ms(), 10).await.unwrap();
+    for id in &ids {
+        let d = leased.iter().find(|d| &d.message.id == id).expect("due");
+        b.ack(d, attempt("status 200")).await.unwrap();
+        b.flush().await.unwrap();
+    }
+    let mut kept = Vec::new();
+    for _ in 0..50 {
+        b.flush().await.unwrap();
+        kept.clear();
+        for id in &ids {
+            kept.push(b.message_status(id.as_str()).await.unwrap().is_some());
+        }
+        if kept == [false, false, false, true, true] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        kept,
+        [false, false, false, true, true],
+        "only the 2 newest records stay"
+    );
+    b.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn completed_records_are_pruned_but_dead_letters_still_replay() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = EmbeddedConfig::new(dir.path().join("queue"));
