@@ -51,6 +51,18 @@ use crate::broker::{AttemptRecord, EnqueueOutcome, EnqueueRequest, QueueError, S
 pub(crate) const MAX_BATCH_OPS: usize = 1024;
 /// Most body bytes committed in one transaction (a batch always takes at least one op).
 pub(crate) const MAX_BATCH_BYTES: usize = 32 << 20;
+/// When a batch would hold nothing but acks no one waits for, and fewer than
+/// [`LINGER_BELOW`] of them, the writer first lets more gather for this long.
+///
+/// Why: while deliveries drain a backlog, acks arrive one by one from the delivery
+/// threads and a batch held about a dozen of them, so the per-batch work (opening
+/// the tables, committing, publishing counters) cost more than the acks. Nobody
+/// waits for these answers ([`ack_queued`](crate::Broker::ack_queued)); the
+/// messages stay leased meanwhile, so the linger delays nothing but the
+/// bookkeeping. Enqueues and awaited ops never linger.
+const LINGER: Duration = Duration::from_millis(1);
+/// See [`LINGER`].
+const LINGER_BELOW: usize = 256;
 /// Longest time non-fsynced commits (acks, retries) stay unflushed.
 pub(crate) const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// While busy, a durable commit follows the last one after this long: small and
@@ -108,6 +120,11 @@ impl Op {
     /// journal's sync, decided per op in `commit`).
     fn needs_fsync(&self) -> bool {
         matches!(self, Op::Replay(..) | Op::Flush(_) | Op::Close(_))
+    }
+
+    /// An ack whose caller does not wait for the answer.
+    fn is_unawaited_ack(&self) -> bool {
+        matches!(self, Op::Ack { reply: None, .. })
     }
 
     fn body_len(&self) -> usize {
@@ -456,14 +473,11 @@ async fn run(core: Core, mut rx: mpsc::Receiver<Op>) {
             }
         }
         let mut bytes = ops.first().map_or(0, Op::body_len);
-        while ops.len() < MAX_BATCH_OPS && bytes < MAX_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(op) => {
-                    bytes += op.body_len();
-                    ops.push(op);
-                }
-                Err(_) => break,
-            }
+        drain_ready(&mut rx, &mut ops, &mut bytes);
+        if !ops.is_empty() && ops.len() < LINGER_BELOW && ops.iter().all(Op::is_unawaited_ack) {
+            // A plain sleep, not a wait on the channel: senders need not wake us.
+            tokio::time::sleep(LINGER).await;
+            drain_ready(&mut rx, &mut ops, &mut bytes);
         }
         let closing = ops.iter().any(|op| matches!(op, Op::Close(_)));
         if let Err(panic) = catch_unwind(AssertUnwindSafe(|| core.process(ops))) {
@@ -489,6 +503,19 @@ async fn run(core: Core, mut rx: mpsc::Receiver<Op>) {
         rest.push(Op::Flush(tx));
         if let Err(panic) = catch_unwind(AssertUnwindSafe(|| core.process(rest))) {
             tracing::error!(panic = panic_message(&panic), "queue final flush panicked");
+        }
+    }
+}
+
+/// Moves the ops already waiting in `rx` into `ops`, up to the batch limits.
+fn drain_ready(rx: &mut mpsc::Receiver<Op>, ops: &mut Vec<Op>, bytes: &mut usize) {
+    while ops.len() < MAX_BATCH_OPS && *bytes < MAX_BATCH_BYTES {
+        match rx.try_recv() {
+            Ok(op) => {
+                *bytes += op.body_len();
+                ops.push(op);
+            }
+            Err(_) => break,
         }
     }
 }

@@ -235,6 +235,44 @@ async fn concurrent_enqueues_share_fsyncs_and_every_one_is_delivered_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_acks_are_recorded_before_close_and_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(&dir, None).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let out = b
+            .enqueue(request("t", &["s"], &format!("m{i}")))
+            .await
+            .unwrap();
+        ids.push(out.id().clone());
+    }
+    let leased = b.lease_due("s", now_ms(), 10).await.unwrap();
+    assert_eq!(leased.len(), 3);
+    for d in &leased {
+        // Returns once queued; the writer may still be lingering for more acks.
+        b.ack_queued(d, attempt("status 200")).await.unwrap();
+    }
+    b.close().await.unwrap();
+    drop(b);
+    let b = open(&dir, None).await;
+    assert_eq!(
+        b.depth().total,
+        0,
+        "every queued ack was recorded before close"
+    );
+    assert!(b.lease_due("s", now_ms(), 10).await.unwrap().is_empty());
+    for id in &ids {
+        let st = b
+            .message_status(id.as_str())
+            .await
+            .unwrap()
+            .expect("completed record");
+        assert_eq!(st.subscribers[0].state, DeliveryState::Delivered);
+    }
+    b.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn completed_records_past_the_cap_are_pruned_oldest_first() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = EmbeddedConfig::new(dir.path().join("queue"));
