@@ -59,7 +59,9 @@ pub(crate) const MAX_BATCH_BYTES: usize = 32 << 20;
 /// the tables, committing, publishing counters) cost more than the acks. Nobody
 /// waits for these answers ([`ack_queued`](crate::Broker::ack_queued)); the
 /// messages stay leased meanwhile, so the linger delays nothing but the
-/// bookkeeping. Enqueues and awaited ops never linger.
+/// bookkeeping. A batch holding an enqueue or an awaited op never lingers; an
+/// enqueue arriving during a linger waits for it, at most this long (accept
+/// latency while delivering did not grow in BENCHMARKS §2).
 const LINGER: Duration = Duration::from_millis(1);
 /// See [`LINGER`].
 const LINGER_BELOW: usize = 256;
@@ -456,8 +458,7 @@ pub(crate) fn spawn(core: Core, rx: mpsc::Receiver<Op>) -> std::io::Result<onesh
 }
 
 /// Batches ops from `rx` until closed, then flushes durably.
-async fn run(core: Core, mut rx: mpsc::Receiver<Op>) {
-    let mut core = core;
+async fn run(mut core: Core, mut rx: mpsc::Receiver<Op>) {
     loop {
         let mut ops = Vec::new();
         // The timer is set only when nothing waits (under load, never).
