@@ -11,7 +11,8 @@ use tokio::runtime::Runtime;
 /// request timeouts are seconds long, so theirs do not.
 const ANCHOR_PERIOD: Duration = Duration::from_millis(500);
 
-/// A current-thread runtime with I/O and time, with one timer always armed.
+/// A current-thread runtime with I/O and time, with one timer always armed; its
+/// ticks also close the thread's expired idle upstream connections.
 ///
 /// Why the armed timer: Tokio's time driver remembers when it must next wake
 /// (`next_wake`) only when it parks or fires timers. While no timer is set,
@@ -32,6 +33,7 @@ pub fn current_thread() -> io::Result<Runtime> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            crate::proxy::pool::sweep();
         }
     });
     Ok(rt)

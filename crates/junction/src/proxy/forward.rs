@@ -1,6 +1,7 @@
 //! Forwarding a sync route's request to its upstream and streaming the answer back.
 
 use super::cached;
+use super::pool::UpstreamBody;
 use super::trim::{requested_fields, shape_streamed, Shaped};
 use super::upstream::{CallOptions, RequestBody, Upstream};
 use super::{router::render_path, Gateway, Outcome, Route};
@@ -192,12 +193,12 @@ pub fn upstream_headers(incoming: &HeaderMap, peer: SocketAddr) -> HeaderMap {
 }
 
 /// The upstream's response as the client should see it: hop-by-hop headers dropped, body streaming.
-pub fn client_response(resp: Response<Incoming>) -> Response<Body> {
+pub fn client_response(resp: Response<UpstreamBody>) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
     for name in HOP_BY_HOP {
         parts.headers.remove(*name);
     }
-    Response::from_parts(parts, body.map_err(BoxError::from).boxed())
+    Response::from_parts(parts, body.into())
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 pub mod cached;
 pub mod forward;
+pub mod pool;
 pub mod router;
 pub mod tls;
 pub mod trim;

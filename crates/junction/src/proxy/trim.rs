@@ -3,13 +3,13 @@
 //! (Compression is a layer around the whole data plane; see `server`.)
 
 use super::forward::client_response;
+use super::pool::UpstreamBody;
 use crate::body::{full, Body};
 use crate::pipeline::ingest::is_json_type;
 use crate::problem::GatewayError;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use junction_cache::{entry::etag_for, project_json_bytes, FieldSet};
 use prometheus_client::metrics::counter::Counter;
 use std::sync::Arc;
@@ -112,7 +112,7 @@ fn weak_eq(a: &str, b: &str) -> bool {
 /// An upstream response on an uncached route: streamed through, unless a JSON
 /// projection needs the whole body.
 pub async fn shape_streamed(
-    resp: Response<Incoming>,
+    resp: Response<UpstreamBody>,
     method: &Method,
     req_headers: &HeaderMap,
     shaped: &Shaped,

@@ -4,13 +4,15 @@
 //! 1. the retry loop (outermost, so each retry passes every check below again);
 //! 2. the bulkhead (refuse at once when too many calls are in flight);
 //! 3. the circuit breaker (refuse at once while open; count the outcome);
-//! 4. the timeout (to response headers), then the pooled HTTP client (plain
-//!    HTTP/1.1, or HTTPS with HTTP/2 by ALPN for `https://` upstreams, see `tls.rs`).
+//! 4. the timeout (to response headers), then a pooled connection (plain
+//!    HTTP/1.1, see `pool.rs`, or HTTPS with HTTP/2 by ALPN for `https://`
+//!    upstreams, see `tls.rs`).
 //!
 //! Retries happen only before a response is handed to the client, so never
 //! after its body started; they need a replayable request body (see
 //! [`RequestBody`]), a retryable outcome, an allowed method, and budget.
 
+use super::pool::{self, UpstreamBody};
 use crate::body::{Body, BoxError};
 use crate::config::{RetryCondition, RetryOn, UpstreamConfig};
 use crate::problem::GatewayError;
@@ -18,7 +20,6 @@ use crate::telemetry::metrics::{UpstreamLabel, UpstreamOutcome};
 use crate::telemetry::{otel, Metrics};
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request, Response, Uri};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use junction_policy::{
@@ -28,36 +29,20 @@ use prometheus_client::metrics::counter::Counter;
 use std::time::Duration;
 use tracing::Instrument;
 
-/// The HTTP client: pooled keep-alive HTTP/1.1.
-pub type HttpClient = Client<HttpConnector, Body>;
-
-thread_local! {
-    /// One client (and connection pool) per thread. The data plane runs one
-    /// single-threaded runtime per core; a per-thread pool keeps each pooled
-    /// connection's I/O on the thread that uses it, so a request never waits on
-    /// a cross-thread wake-up.
-    static CLIENT: HttpClient = http_client();
-}
-
-/// Builds a client.
-pub fn http_client() -> HttpClient {
-    client_builder().build(tcp_connector())
-}
-
-/// TCP connections to upstreams: no Nagle delay, 5 s to connect.
+/// TCP connections to HTTPS upstreams: no Nagle delay, the pool's connect timeout.
 pub(super) fn tcp_connector() -> HttpConnector {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    connector.set_connect_timeout(Some(pool::CONNECT_TIMEOUT));
     connector
 }
 
-/// Pool settings shared by the plain and the TLS clients.
+/// The HTTPS client's pool settings, the same as the plain pool's.
 pub(super) fn client_builder() -> hyper_util::client::legacy::Builder {
     let mut builder = Client::builder(TokioExecutor::new());
     builder
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(1024);
+        .pool_idle_timeout(pool::IDLE_TIMEOUT)
+        .pool_max_idle_per_host(pool::MAX_IDLE);
     builder
 }
 
@@ -88,6 +73,8 @@ struct RetryPolicy {
 /// One upstream: its address and policies. Shared by every route using it.
 pub struct Upstream {
     name: String,
+    /// Where plain `http://` upstreams are connected to.
+    target: pool::Target,
     /// Set for `https://` upstreams.
     tls: Option<super::tls::UpstreamTls>,
     scheme_authority: String,
@@ -174,6 +161,7 @@ impl Upstream {
         };
         Ok(Self {
             name: name.to_string(),
+            target: pool::Target::new(authority),
             tls,
             scheme_authority: format!("{}://{}", uri.scheme_str().unwrap_or("http"), authority),
             base_path,
@@ -238,7 +226,7 @@ impl Upstream {
         headers: HeaderMap,
         body: RequestBody,
         opts: CallOptions,
-    ) -> Result<(Response<Incoming>, u32), GatewayError> {
+    ) -> Result<(Response<UpstreamBody>, u32), GatewayError> {
         let max_attempts = match (&self.retry, &body) {
             (Some(r), RequestBody::Replayable(_)) => r.attempts,
             _ => 1,
@@ -325,7 +313,7 @@ impl Upstream {
         uri: Uri,
         headers: HeaderMap,
         body: Body,
-    ) -> Result<Response<Incoming>, GatewayError> {
+    ) -> Result<Response<UpstreamBody>, GatewayError> {
         self.attempt(method, uri, headers, body)
             .await
             .map_err(|e| e.into_gateway_error(&self.name, self.timeout, u64::MAX))
@@ -338,7 +326,7 @@ impl Upstream {
         uri: Uri,
         headers: HeaderMap,
         body: Body,
-    ) -> Result<Response<Incoming>, AttemptError> {
+    ) -> Result<Response<UpstreamBody>, AttemptError> {
         if !otel::enabled() {
             return self.attempt_inner(method, uri, headers, body).await;
         }
@@ -369,7 +357,7 @@ impl Upstream {
         uri: Uri,
         headers: HeaderMap,
         body: Body,
-    ) -> Result<Response<Incoming>, AttemptError> {
+    ) -> Result<Response<UpstreamBody>, AttemptError> {
         let _slot = self.bulkhead.try_acquire().map_err(|full| {
             self.outcomes.rejected.inc();
             AttemptError::Rejected(GatewayError::Overloaded {
@@ -389,9 +377,17 @@ impl Upstream {
         *req.uri_mut() = uri;
         *req.headers_mut() = headers;
         otel::inject_current(req.headers_mut());
-        let sent = match &self.tls {
-            Some(tls) => tls.request(req),
-            None => CLIENT.with(|c| c.request(req)),
+        let sent = async {
+            match &self.tls {
+                Some(tls) => tls
+                    .request(req)
+                    .await
+                    .map(|resp| resp.map(UpstreamBody::unpooled))
+                    .map_err(ClientError::Tls),
+                None => pool::send(&self.target, req)
+                    .await
+                    .map_err(ClientError::Plain),
+            }
         };
         match tokio::time::timeout(self.timeout, sent).await {
             Ok(Ok(resp)) => {
@@ -419,6 +415,24 @@ impl Upstream {
                 permit.failure();
                 Err(AttemptError::Timeout)
             }
+        }
+    }
+}
+
+/// An error of either client.
+#[derive(Debug, thiserror::Error)]
+enum ClientError {
+    #[error(transparent)]
+    Plain(pool::SendError),
+    #[error(transparent)]
+    Tls(hyper_util::client::legacy::Error),
+}
+
+impl ClientError {
+    fn is_connect(&self) -> bool {
+        match self {
+            ClientError::Plain(e) => e.is_connect(),
+            ClientError::Tls(e) => e.is_connect(),
         }
     }
 }
