@@ -5,13 +5,16 @@
 //!
 //! The data plane runs thread-per-core, like nginx's workers: each thread has a
 //! single-threaded Tokio runtime accepting on a clone of the listening socket
-//! and its own upstream connection pool, so a request is served start to end on
+//! (connections spread evenly, see [`balance`]) and its own upstream connection pool, so a request is served start to end on
 //! one thread with no cross-thread wake-ups (measured: the largest cost of a
 //! proxied request on a small VM). Shared state (routes, breakers, metrics,
 //! cache, queue) is the same `Arc`s for every thread.
 
+pub mod balance;
+
 use crate::body::{Body, BoxError};
 use crate::proxy::Gateway;
+use balance::{Balance, Handoff};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -56,10 +59,12 @@ pub async fn serve_data_threads(
     workers: usize,
 ) -> std::io::Result<()> {
     let std_listener = listener.into_std()?;
+    let workers = workers.max(1);
     let mut done = Vec::with_capacity(workers);
-    for i in 0..workers.max(1) {
+    let (balance, inboxes) = Balance::new(workers);
+    for (i, inbox) in inboxes.into_iter().enumerate() {
         let socket = std_listener.try_clone()?;
-        let (gateway, shutdown) = (gateway.clone(), shutdown.clone());
+        let (gateway, shutdown, balance) = (gateway.clone(), shutdown.clone(), balance.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
             .name(format!("junction-data-{i}"))
@@ -67,7 +72,15 @@ pub async fn serve_data_threads(
                 let rt = crate::runtime::current_thread().expect("data-plane runtime");
                 rt.block_on(async move {
                     match TcpListener::from_std(socket) {
-                        Ok(listener) => serve_data(listener, gateway, shutdown, grace).await,
+                        Ok(listener) => {
+                            let accept = Accept {
+                                listener,
+                                me: i,
+                                balance,
+                                inbox,
+                            };
+                            serve_data(accept, gateway, shutdown, grace).await
+                        }
                         Err(e) => {
                             tracing::error!(error = %e, "data-plane thread cannot use the listener")
                         }
@@ -86,9 +99,18 @@ pub async fn serve_data_threads(
     Ok(())
 }
 
-/// Accepts connections until `shutdown`, then lets in-flight requests finish for up to `grace`.
-pub async fn serve_data(
+/// Where one data thread gets its connections: its clone of the listener, and
+/// its inbox of connections other threads accepted for it.
+struct Accept {
     listener: TcpListener,
+    me: usize,
+    balance: Arc<Balance>,
+    inbox: tokio::sync::mpsc::UnboundedReceiver<Handoff>,
+}
+
+/// Accepts connections until `shutdown`, then lets in-flight requests finish for up to `grace`.
+async fn serve_data(
+    mut accept: Accept,
     gateway: Arc<Gateway>,
     shutdown: CancellationToken,
     grace: Duration,
@@ -107,9 +129,13 @@ pub async fn serve_data(
             .and(NotForContentType::const_new("audio/")),
     );
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
+        let (stream, peer, held) = tokio::select! {
+            accepted = accept.listener.accept() => match accepted {
+                Ok((stream, peer)) => match accept.balance.place(accept.me, stream, peer) {
+                    Some((stream, held)) => (stream, peer, held),
+                    // Handed to a less loaded thread.
+                    None => continue,
+                },
                 Err(e) => {
                     // Usually EMFILE: back off briefly instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -117,6 +143,13 @@ pub async fn serve_data(
                     continue;
                 }
             },
+            Some(handed) = accept.inbox.recv() => {
+                let peer = handed.1;
+                match accept.balance.take(accept.me, handed) {
+                    Some((stream, held)) => (stream, peer, held),
+                    None => continue,
+                }
+            }
             _ = shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
@@ -134,9 +167,10 @@ pub async fn serve_data(
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
+            drop(held);
         });
     }
-    drop(listener);
+    drop(accept);
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("data plane drained"),
         _ = tokio::time::sleep(grace) => tracing::warn!(?grace, "grace period over; closing remaining connections"),
