@@ -14,12 +14,15 @@
 //!   timeout, and the gateway treats every error as a miss.
 //! - [`Coalescer::run`] runs one computation per key at a time, and a cancelled
 //!   leader never leaves waiters hanging.
+//! - [`IdempotencyStore`] backends (memory, Redis) let exactly one of
+//!   concurrent requests with one `Idempotency-Key` run, and replay its answer.
 //! - [`FieldSet`] projection keeps exactly the requested paths and is cheap on
 //!   large bodies (unselected parts are skipped without being built).
 
 pub mod cache_control;
 pub mod coalesce;
 pub mod entry;
+pub mod idempotency;
 pub mod key;
 pub mod project;
 pub mod store;
@@ -27,6 +30,7 @@ pub mod tags;
 
 pub use coalesce::Coalescer;
 pub use entry::{CachedResponse, DecodeError, Freshness};
+pub use idempotency::{Claim, IdempotencyStore, MemoryIdempotency};
 pub use key::CacheKey;
 pub use project::{project_json_bytes, FieldSet, InvalidJson, ProjectionError};
 pub use store::{

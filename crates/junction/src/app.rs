@@ -8,7 +8,7 @@ use crate::server;
 use crate::telemetry::live::Live;
 use crate::telemetry::Metrics;
 use anyhow::Context;
-use junction_cache::{CacheStore, MemoryStore, RedisStore};
+use junction_cache::{CacheStore, IdempotencyStore, MemoryIdempotency, MemoryStore, RedisStore};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -59,7 +59,7 @@ pub async fn run(
         .as_ref()
         .map(|b| pipeline::async_routes(&config, b, &metrics))
         .unwrap_or_default();
-    let cache = open_cache(&config).await?;
+    let (cache, idempotency) = open_cache(&config).await?;
     let live = Arc::new(Live::new());
     let gateway = Arc::new(Gateway::build(
         &config,
@@ -67,6 +67,7 @@ pub async fn run(
         upstreams.clone(),
         &async_routes,
         cache,
+        idempotency,
         live.clone(),
     )?);
     let dispatch_stop = CancellationToken::new();
@@ -131,18 +132,26 @@ pub async fn run(
     Ok(())
 }
 
-/// Opens the configured cache backend. A Redis that is down at start-up is not
-/// fatal: the store starts degraded (pass-through) and reconnects by itself.
-async fn open_cache(config: &Config) -> anyhow::Result<Arc<dyn CacheStore>> {
+/// Opens the configured cache backend, and the idempotency store beside it
+/// (the same Redis, so instances share Idempotency-Key claims). A Redis that is
+/// down at start-up is not fatal: the store starts degraded (pass-through) and
+/// reconnects by itself.
+async fn open_cache(
+    config: &Config,
+) -> anyhow::Result<(Arc<dyn CacheStore>, Arc<dyn IdempotencyStore>)> {
     Ok(match &config.cache {
         CacheConfig::Memory {
             max_entries,
             max_bytes,
-        } => Arc::new(MemoryStore::new(*max_entries, max_bytes.0)),
+        } => (
+            Arc::new(MemoryStore::new(*max_entries, max_bytes.0)),
+            Arc::new(MemoryIdempotency::default()),
+        ),
         CacheConfig::Redis { url, prefix } => {
-            Arc::new(RedisStore::connect(url, prefix).await.map_err(|e| {
+            let redis = RedisStore::connect(url, prefix).await.map_err(|e| {
                 anyhow::anyhow!("cache: {}", crate::proxy::upstream::error_chain(&e))
-            })?)
+            })?;
+            (Arc::new(redis.clone()), Arc::new(redis))
         }
     })
 }

@@ -54,6 +54,17 @@ pub enum GatewayError {
     /// The queue could not store the event.
     #[error("the queue could not store the event: {0}")]
     QueueUnavailable(String),
+    /// A request with the same `Idempotency-Key` is still being served.
+    #[error(
+        "a request with this Idempotency-Key is still in progress; retry after it has finished"
+    )]
+    IdempotencyInFlight,
+    /// The `Idempotency-Key` was used before for a different request.
+    #[error("this Idempotency-Key was already used for a different request (method, path, query or body differ)")]
+    IdempotencyMismatch,
+    /// The idempotency store could not be asked; running the request could run it twice.
+    #[error("idempotency keys cannot be checked right now ({0}); the request was not forwarded")]
+    IdempotencyUnavailable(String),
     /// An admin-level resource is missing.
     #[error("{0}")]
     NotFound(String),
@@ -73,6 +84,9 @@ impl GatewayError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            IdempotencyInFlight => StatusCode::CONFLICT,
+            IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
+            IdempotencyUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -93,6 +107,9 @@ impl GatewayError {
             QueueFull { .. } => "queue-full",
             QueueUnavailable(_) => "queue-unavailable",
             NotFound(_) => "not-found",
+            IdempotencyInFlight => "idempotency-key-in-flight",
+            IdempotencyMismatch => "idempotency-key-mismatch",
+            IdempotencyUnavailable(_) => "idempotency-unavailable",
         }
     }
 
@@ -126,7 +143,9 @@ impl GatewayError {
             GatewayError::QueueFull { .. } | GatewayError::QueueUnavailable(_) => {
                 Some(Duration::from_secs(1))
             }
-            GatewayError::Overloaded { .. } => Some(Duration::from_secs(1)),
+            GatewayError::Overloaded { .. }
+            | GatewayError::IdempotencyInFlight
+            | GatewayError::IdempotencyUnavailable(_) => Some(Duration::from_secs(1)),
             _ => None,
         };
         if let Some(d) = retry_after {

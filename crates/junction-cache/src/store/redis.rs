@@ -209,8 +209,13 @@ impl RedisStore {
         format!("{}:invalidate", self.inner.opts.prefix)
     }
 
+    /// The key prefix shared by the instances of one group.
+    pub(crate) fn prefix(&self) -> &str {
+        &self.inner.opts.prefix
+    }
+
     /// Runs one Redis operation, connection included, within the timeout.
-    async fn exec<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, CacheError>
+    pub(crate) async fn exec<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, CacheError>
     where
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,

@@ -11,11 +11,11 @@ use junction_cache::{
 };
 use redis::AsyncCommands;
 
-fn redis_url() -> String {
+pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
-fn unique_prefix() -> String {
+pub fn unique_prefix() -> String {
     format!("jc-test-{}", uuid::Uuid::new_v4())
 }
 

@@ -194,6 +194,21 @@ pub(super) fn check(
                 "only GET or HEAD routes can be cached".into(),
             );
         }
+        if let Some(idem) = &r.idempotency {
+            if r.async_.is_some() {
+                errs.push(
+                    at(*i, &["idempotency"]),
+                    &format!("{key}.idempotency"),
+                    "async routes deduplicate with `async.idempotency_window`; `idempotency` is for sync routes".into(),
+                );
+            } else if idem.ttl.0.is_zero() {
+                errs.push(
+                    at(*i, &["idempotency", "ttl"]),
+                    &format!("{key}.idempotency.ttl"),
+                    "must be above zero".into(),
+                );
+            }
+        }
         if let Some(rl) = &r.rate_limit {
             if rl.requests == 0 || rl.per.0.is_zero() {
                 errs.push(

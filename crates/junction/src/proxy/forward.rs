@@ -1,9 +1,9 @@
 //! Forwarding a sync route's request to its upstream and streaming the answer back.
 
-use super::cached;
 use super::pool::UpstreamBody;
 use super::trim::{requested_fields, shape_streamed, Shaped};
 use super::upstream::{CallOptions, RequestBody, Upstream};
+use super::{cached, idempotent};
 use super::{router::render_path, Gateway, Outcome, Route};
 use crate::body::{Body, BoxError};
 use crate::problem::GatewayError;
@@ -52,6 +52,14 @@ pub async fn forward(
         if matches!(*req.method(), Method::GET | Method::HEAD) {
             return cached::serve(
                 gw, route, cache, upstream, params, req, peer, &shaped, outcome,
+            )
+            .await;
+        }
+    }
+    if let Some(idem) = &route.idempotency {
+        if req.headers().contains_key(idempotent::IDEMPOTENCY_KEY) {
+            return idempotent::serve(
+                gw, route, idem, upstream, params, req, peer, &shaped, outcome,
             )
             .await;
         }
@@ -195,10 +203,15 @@ pub fn upstream_headers(incoming: &HeaderMap, peer: SocketAddr) -> HeaderMap {
 /// The upstream's response as the client should see it: hop-by-hop headers dropped, body streaming.
 pub fn client_response(resp: Response<UpstreamBody>) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
-    for name in HOP_BY_HOP {
-        parts.headers.remove(*name);
-    }
+    drop_hop_by_hop(&mut parts.headers);
     Response::from_parts(parts, body.into())
+}
+
+/// Removes the headers that describe the upstream connection, not the answer.
+pub fn drop_hop_by_hop(headers: &mut HeaderMap) {
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
 }
 
 #[cfg(test)]

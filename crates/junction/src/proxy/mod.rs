@@ -7,6 +7,7 @@
 
 pub mod cached;
 pub mod forward;
+pub mod idempotent;
 pub mod pool;
 pub mod router;
 pub mod tls;
@@ -24,7 +25,8 @@ use anyhow::Context;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use http::{HeaderName, Method, Request, Response};
 use hyper::body::Incoming;
-use junction_cache::{CacheStore, Coalescer, FieldSet};
+use idempotent::RouteIdempotency;
+use junction_cache::{CacheStore, Coalescer, FieldSet, IdempotencyStore};
 use junction_telemetry::graph::node_id;
 use junction_telemetry::{EdgeKind, NodeKind, RouteStats};
 use prometheus_client::metrics::counter::Counter;
@@ -62,6 +64,8 @@ pub struct Gateway {
     pub caller_header: HeaderName,
     /// Response cache shared by cached routes.
     pub cache: Arc<dyn CacheStore>,
+    /// Idempotency-Key claims and stored answers of sync writes.
+    pub idempotency: Arc<dyn IdempotencyStore>,
     /// Collapses concurrent misses per cache key.
     pub coalescer: Coalescer<cached::Fetched>,
     /// Rolling stats and the dependency graph.
@@ -83,6 +87,8 @@ pub struct Route {
     pub cache: Option<RouteCache>,
     /// Tag templates dropped after a 2xx answer.
     pub invalidate: Vec<String>,
+    /// Sync writes run once per `Idempotency-Key`.
+    pub idempotency: Option<RouteIdempotency>,
     /// Default JSON projection.
     pub fields: Option<Arc<FieldSet>>,
     /// Body bytes in from the upstream and out to clients.
@@ -171,6 +177,7 @@ impl Gateway {
         upstreams: BTreeMap<String, Arc<Upstream>>,
         async_routes: &BTreeMap<String, Arc<AsyncRoute>>,
         cache: Arc<dyn CacheStore>,
+        idempotency: Arc<dyn IdempotencyStore>,
         live: Arc<Live>,
     ) -> anyhow::Result<Self> {
         let mut router = Router::default();
@@ -198,6 +205,7 @@ impl Gateway {
             routes,
             no_route,
             cache,
+            idempotency,
             coalescer: Coalescer::new(),
             live,
             metrics,
@@ -279,6 +287,10 @@ impl Gateway {
             retry_non_idempotent: rc.retry_non_idempotent,
             cache,
             invalidate: rc.invalidate.clone(),
+            idempotency: rc
+                .idempotency
+                .as_ref()
+                .map(|i| RouteIdempotency::new(&rc.name, i.ttl.0, metrics)),
             fields,
             traffic: Traffic {
                 bytes_in: metrics.bytes_in.get_or_create(&label).clone(),

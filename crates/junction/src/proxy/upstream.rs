@@ -196,6 +196,16 @@ impl Upstream {
         self.timeout
     }
 
+    /// The longest [`call`](Self::call) can wait for response headers: every
+    /// attempt's timeout plus the longest wait between them (a honoured
+    /// `Retry-After` included, which is never above the backoff's maximum).
+    pub fn longest_call(&self) -> Duration {
+        match &self.retry {
+            Some(r) => self.timeout * r.attempts + r.backoff.max * r.attempts.saturating_sub(1),
+            None => self.timeout,
+        }
+    }
+
     /// Whether responses with `status` count as failures for the breaker.
     pub fn is_failure_status(&self, status: u16) -> bool {
         match &self.failure_statuses {

@@ -45,6 +45,15 @@ pub struct UpstreamLabel {
     pub upstream: String,
 }
 
+/// Labels `{route, outcome}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteOutcome {
+    /// Route name.
+    pub route: String,
+    /// What happened (metric-specific).
+    pub outcome: &'static str,
+}
+
 /// Labels `{topic}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TopicLabel {
@@ -86,6 +95,7 @@ pub struct Metrics {
     pub cache_bytes: Gauge,
     pub cache_entries: Gauge,
     pub bytes_in: Family<RouteLabel, Counter>,
+    pub idempotency: Family<RouteOutcome, Counter>,
     pub bytes_out: Family<RouteLabel, Counter>,
     pub queue_depth: Family<TopicLabel, Gauge>,
     pub dlq_depth: Family<TopicLabel, Gauge>,
@@ -165,6 +175,7 @@ impl Metrics {
             cache_bytes: Gauge::default(),
             cache_entries: Gauge::default(),
             bytes_in: Family::default(),
+            idempotency: Family::default(),
             bytes_out: Family::default(),
             queue_depth: Family::default(),
             dlq_depth: Family::default(),
@@ -249,6 +260,11 @@ impl Metrics {
             "junction_client_bytes_out",
             "Response body bytes sent to clients, by route",
             m.bytes_out.clone(),
+        );
+        r.register(
+            "junction_idempotency",
+            "Requests with an Idempotency-Key on routes that honour it, by outcome",
+            m.idempotency.clone(),
         );
         r.register(
             "junction_queue_depth",

@@ -5,6 +5,7 @@ mod cache;
 mod cli;
 mod crash;
 mod dashboard;
+mod idempotency;
 mod otel;
 mod pipeline;
 mod proxy;

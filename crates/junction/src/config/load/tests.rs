@@ -116,6 +116,32 @@ routes:
 }
 
 #[test]
+fn idempotency_is_for_sync_routes_with_a_ttl() {
+    let bad = r#"
+upstreams: { a: { url: "http://127.0.0.1:1" } }
+routes:
+  - { name: pay, match: { method: POST, path: "/p" }, upstream: a, idempotency: { ttl: 0s } }
+  - name: ev
+    match: { method: POST, path: "/e" }
+    idempotency: { ttl: 1h }
+    async: { topic: t, subscribers: [{ name: s, upstream: a, path: /x }] }
+"#;
+    let errs = load_str(bad, "i.yaml").unwrap_err();
+    let all: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    assert_eq!(errs.len(), 2, "{all:?}");
+    assert!(all[0].starts_with("i.yaml:4:"), "{all:?}");
+    assert!(
+        all[0].contains("routes[0].idempotency.ttl: must be above zero"),
+        "{all:?}"
+    );
+    assert!(all[1].starts_with("i.yaml:7:"), "{all:?}");
+    assert!(
+        all[1].contains("routes[1].idempotency: async routes"),
+        "{all:?}"
+    );
+}
+
+#[test]
 fn otlp_endpoint_must_be_a_url() {
     let errs = load_str("telemetry: { otlp_endpoint: \"not a url\" }\n", "o.yaml").unwrap_err();
     assert_eq!(errs.len(), 1);
