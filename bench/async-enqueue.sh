@@ -15,13 +15,23 @@
 # Peer, same run: bench/rabbit-peer (lapin), 64 publishers on their own
 # channels, durable queue, persistent messages, each awaiting its confirm.
 #
-# Env: CONNS DURATION WARMUP THREADS, DRAIN_LIMIT (120 s), BENCH_PORT_BASE (18000).
+# SUBSCRIBERS=h2c: the nginx subscribers listen for HTTP/2 without TLS and Junction's
+# upstreams say `http2: true` (one multiplexed connection per delivery thread and
+# subscriber); the default, http1, is keep-alive HTTP/1.1.
+#
+# Env: CONNS DURATION WARMUP THREADS, DRAIN_LIMIT (120 s), BENCH_PORT_BASE (18000), SUBSCRIBERS (http1).
 source "$(dirname "$0")/lib.sh"
 
 BASE="${BENCH_PORT_BASE:-18000}"
 J_PORT=$((BASE + 21)) J_ADMIN=$((BASE + 31))
 S1=$((BASE + 22)) S2=$((BASE + 23)) S3=$((BASE + 24))
 DRAIN_LIMIT="${DRAIN_LIMIT:-120}"
+SUBSCRIBERS="${SUBSCRIBERS:-http1}"
+case "$SUBSCRIBERS" in
+    http1) LISTEN_OPT="" UP_OPT="" ;;
+    h2c) LISTEN_OPT=" http2" UP_OPT=", http2: true" ;;
+    *) die "SUBSCRIBERS is http1 or h2c, not $SUBSCRIBERS" ;;
+esac
 AMQP_URI="${AMQP_URI:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 WORK="$OUT_DIR/async-enqueue"
 URL="http://127.0.0.1:$J_PORT/orders"
@@ -41,9 +51,10 @@ for p in $J_PORT $J_ADMIN $S1 $S2 $S3; do require_free_port "$p"; done
 # --- three fast subscribers: one nginx, three ports ----------------------------
 write_nginx_conf "$WORK/subscribers" 1 <<EOF
     keepalive_timeout 120s;
-    server { listen 127.0.0.1:$S1; location / { return 200 'ok'; } }
-    server { listen 127.0.0.1:$S2; location / { return 200 'ok'; } }
-    server { listen 127.0.0.1:$S3; location / { return 200 'ok'; } }
+    keepalive_requests 100000000;
+    server { listen 127.0.0.1:$S1$LISTEN_OPT; location / { return 200 'ok'; } }
+    server { listen 127.0.0.1:$S2$LISTEN_OPT; location / { return 200 'ok'; } }
+    server { listen 127.0.0.1:$S3$LISTEN_OPT; location / { return 200 'ok'; } }
 EOF
 start_nginx "$WORK/subscribers" "$S1"
 wait_port "$S2"; wait_port "$S3"
@@ -53,9 +64,9 @@ listen: 127.0.0.1:$J_PORT
 admin: { listen: 127.0.0.1:$J_ADMIN }
 queue: { backend: embedded, path: $WORK/queue }
 upstreams:
-  s1: { url: "http://127.0.0.1:$S1" }
-  s2: { url: "http://127.0.0.1:$S2" }
-  s3: { url: "http://127.0.0.1:$S3" }
+  s1: { url: "http://127.0.0.1:$S1"$UP_OPT }
+  s2: { url: "http://127.0.0.1:$S2"$UP_OPT }
+  s3: { url: "http://127.0.0.1:$S3"$UP_OPT }
 routes:
   - name: orders
     match: { method: POST, path: /orders }
@@ -167,7 +178,7 @@ log "peer: RabbitMQ, $CONNS publishers with confirms, ${DURATION}s after ${WARMU
 PEER=$(grep '^PEERJSON ' "$WORK/peer.txt" | sed 's/^PEERJSON //')
 
 {
-    echo "== async enqueue: $CONNS connections x ${DURATION}s POST 207-byte JSON (after ${WARMUP}s warm-up, drained); 3 nginx subscribers =="
+    echo "== async enqueue: $CONNS connections x ${DURATION}s POST 207-byte JSON (after ${WARMUP}s warm-up, drained); 3 nginx subscribers ($SUBSCRIBERS) =="
     awk -v w="$WRK" -v accepted=$(( $(json_get "$WRK" requests) - $(json_get "$WRK" non2xx) )) -v delivered=$((D1 - D0)) -v dle=$((D_LOAD_END - D0)) -v macc=$((A1 - A0)) \
         -v ts="$T_START" -v tle="$T_LOAD_END" -v td="$T_DONE" -v drained="$DRAINED" \
         -v req="$(json_get "$WRK" requests)" -v secs="$(json_get "$WRK" seconds)" -v p50="$(json_get "$WRK" p50_us)" -v p99="$(json_get "$WRK" p99_us)" \

@@ -40,6 +40,8 @@ pub struct Seen {
     pub method: Method,
     /// Path and query.
     pub uri: String,
+    /// HTTP version it came over (the server speaks HTTP/1.1 and h2c).
+    pub version: axum::http::Version,
     /// Headers.
     pub headers: HeaderMap,
     /// Body.
@@ -143,7 +145,12 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     shared.calls.fetch_add(1, Ordering::SeqCst);
     shared.seen.lock().push(Seen {
         method: parts.method.clone(),
-        uri: parts.uri.to_string(),
+        uri: parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned(),
+        version: parts.version,
         headers: parts.headers.clone(),
         body,
         at: Instant::now(),

@@ -172,6 +172,9 @@ pub struct UpstreamConfig {
     /// TLS settings of an `https://` upstream.
     #[serde(default)]
     pub tls: Option<UpstreamTlsConfig>,
+    /// Speak HTTP/2 without TLS (prior knowledge) to an `http://` upstream.
+    #[serde(default)]
+    pub http2: bool,
     /// Per-attempt timeout (to response headers).
     #[serde(default = "defaults::timeout")]
     pub timeout: Dur,

@@ -63,6 +63,16 @@ pub(super) fn check(
                 }
             }
         }
+        if u.http2 && !u.url.starts_with("http://") {
+            errs.push(
+                pos_of(root, &["upstreams", name, "http2"]),
+                &format!("{key}.http2"),
+                format!(
+                    "http2 (HTTP/2 without TLS) applies to http:// upstreams; {:?} negotiates HTTP/2 by ALPN",
+                    u.url
+                ),
+            );
+        }
         if let Err(msg) = check_url(&u.url) {
             errs.push(
                 pos_of(root, &["upstreams", name, "url"]),

@@ -7,6 +7,7 @@
 
 pub mod cached;
 pub mod forward;
+pub mod h2c;
 pub mod idempotent;
 pub mod pool;
 pub mod router;

@@ -62,6 +62,11 @@ pub struct Target {
 }
 
 impl Target {
+    /// `host:port`, with the port made explicit.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
     /// The target of `authority` (an `http://` upstream's, port 80 when absent).
     pub fn new(authority: &Authority) -> Self {
         let host = authority
@@ -226,7 +231,8 @@ async fn connect(target: &Target) -> Result<http1::SendRequest<Body>, SendError>
     Ok(tx)
 }
 
-async fn connect_tcp(target: &Target) -> Result<TcpStream, SendError> {
+/// A TCP connection to `target`, trying each address its host resolves to.
+pub(super) async fn connect_tcp(target: &Target) -> Result<TcpStream, SendError> {
     let addrs: Vec<std::net::SocketAddr> = match target.host.parse::<std::net::IpAddr>() {
         Ok(ip) => vec![(ip, target.port).into()],
         Err(_) => tokio::net::lookup_host((&*target.host, target.port))

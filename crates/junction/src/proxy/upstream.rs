@@ -5,8 +5,9 @@
 //! 2. the bulkhead (refuse at once when too many calls are in flight);
 //! 3. the circuit breaker (refuse at once while open; count the outcome);
 //! 4. the timeout (to response headers), then a pooled connection (plain
-//!    HTTP/1.1, see `pool.rs`, or HTTPS with HTTP/2 by ALPN for `https://`
-//!    upstreams, see `tls.rs`).
+//!    HTTP/1.1, see `pool.rs`; HTTP/2 without TLS for `http2: true`, see
+//!    `h2c.rs`; or HTTPS with HTTP/2 by ALPN for `https://` upstreams, see
+//!    `tls.rs`).
 //!
 //! Retries happen only before a response is handed to the client, so never
 //! after its body started; they need a replayable request body (see
@@ -77,6 +78,8 @@ pub struct Upstream {
     target: pool::Target,
     /// Set for `https://` upstreams.
     tls: Option<super::tls::UpstreamTls>,
+    /// HTTP/2 without TLS (`http2: true`), instead of the HTTP/1.1 pool.
+    h2c: bool,
     scheme_authority: String,
     base_path: String,
     timeout: Duration,
@@ -163,6 +166,7 @@ impl Upstream {
             name: name.to_string(),
             target: pool::Target::new(authority),
             tls,
+            h2c: cfg.http2,
             scheme_authority: format!("{}://{}", uri.scheme_str().unwrap_or("http"), authority),
             base_path,
             timeout,
@@ -394,6 +398,9 @@ impl Upstream {
                     .await
                     .map(|resp| resp.map(UpstreamBody::unpooled))
                     .map_err(ClientError::Tls),
+                None if self.h2c => super::h2c::send(&self.target, req)
+                    .await
+                    .map_err(ClientError::Plain),
                 None => pool::send(&self.target, req)
                     .await
                     .map_err(ClientError::Plain),

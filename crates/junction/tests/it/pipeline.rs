@@ -121,6 +121,32 @@ async fn accepted_events_reach_every_subscriber_with_headers() {
 }
 
 #[tokio::test]
+async fn subscribers_on_http2_upstreams_get_every_event_over_http2() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    let yaml = two_subscribers(&a.url(), &b.url(), "")
+        .replace("timeout: 500ms,", "timeout: 500ms, http2: true,");
+    let gw = start_in(dir.path(), &yaml).await;
+    let posts = (0..40).map(|i| {
+        client()
+            .post(format!("http://{}/orders", gw.data))
+            .header("content-type", "application/json")
+            .body(format!(r#"{{"orderId":"o-{i}"}}"#))
+            .send()
+    });
+    for resp in futures::future::join_all(posts).await {
+        assert_eq!(resp.unwrap().status(), 202);
+    }
+    eventually("40 events at both", Duration::from_secs(10), || {
+        a.calls() == 40 && b.calls() == 40
+    })
+    .await;
+    for up in [&a, &b] {
+        assert!(up.seen().iter().all(|s| s.version == http::Version::HTTP_2));
+    }
+}
+
+#[tokio::test]
 async fn bad_json_is_400_and_nothing_is_enqueued() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (FakeUpstream::start().await, FakeUpstream::start().await);

@@ -184,3 +184,44 @@ async fn rate_limit_answers_429_with_retry_after() {
     assert_eq!(statuses, vec![200, 200, 200, 429, 429]);
     assert_eq!(up.calls(), 3);
 }
+
+#[tokio::test]
+async fn http2_upstreams_get_http2_without_tls_and_others_http1() {
+    let up = FakeUpstream::start().await;
+    let h2 = start(&config(&up.url(), "    http2: true", "")).await;
+    let h1 = start(&config(&up.url(), "", "")).await;
+    for i in 0..3 {
+        let resp = get(h2.data, &format!("/products/{i}?x=1")).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.text().await.unwrap(), r#"{"ok":true}"#);
+    }
+    assert_eq!(get(h1.data, "/products/9").await.status(), 200);
+    let seen = up.seen();
+    assert_eq!(seen.len(), 4);
+    for s in &seen[..3] {
+        assert_eq!(s.version, http::Version::HTTP_2);
+        assert!(
+            s.uri.starts_with("/products/") && s.uri.ends_with("?x=1"),
+            "{}",
+            s.uri
+        );
+    }
+    assert_eq!(seen[3].version, http::Version::HTTP_11);
+    // A POST body reaches an HTTP/2 upstream whole.
+    let resp = client()
+        .post(format!("http://{}/products", h2.data))
+        .body("{\"name\":\"bolt\"}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(up.seen()[4].body.as_ref(), b"{\"name\":\"bolt\"}");
+    // An HTTP/2 upstream that is down is a 502 like any other.
+    let down = start(&config(
+        &format!("http://{}", closed_port().await),
+        "    http2: true",
+        "",
+    ))
+    .await;
+    assert_eq!(get(down.data, "/products/1").await.status(), 502);
+}

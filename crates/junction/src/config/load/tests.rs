@@ -142,6 +142,20 @@ routes:
 }
 
 #[test]
+fn http2_without_tls_is_for_http_upstreams() {
+    let bad = "upstreams:\n  a: { url: \"https://example.com\", http2: true }\n";
+    let errs = load_str(bad, "h.yaml").unwrap_err();
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs[0].key, "upstreams.a.http2");
+    assert!(errs[0].to_string().starts_with("h.yaml:2:"), "{}", errs[0]);
+    assert!(load_str(
+        "upstreams:\n  a: { url: \"http://127.0.0.1:1\", http2: true }\n",
+        "h.yaml"
+    )
+    .is_ok());
+}
+
+#[test]
 fn otlp_endpoint_must_be_a_url() {
     let errs = load_str("telemetry: { otlp_endpoint: \"not a url\" }\n", "o.yaml").unwrap_err();
     assert_eq!(errs.len(), 1);
