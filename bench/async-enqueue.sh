@@ -51,7 +51,6 @@ for p in $J_PORT $J_ADMIN $S1 $S2 $S3; do require_free_port "$p"; done
 # --- three fast subscribers: one nginx, three ports ----------------------------
 write_nginx_conf "$WORK/subscribers" 1 <<EOF
     keepalive_timeout 120s;
-    keepalive_requests 100000000;
     server { listen 127.0.0.1:$S1$LISTEN_OPT; location / { return 200 'ok'; } }
     server { listen 127.0.0.1:$S2$LISTEN_OPT; location / { return 200 'ok'; } }
     server { listen 127.0.0.1:$S3$LISTEN_OPT; location / { return 200 'ok'; } }
