@@ -9,7 +9,8 @@
 //! of subscribers, idempotent enqueue, per-key ordering, a dead-letter queue with
 //! replay, and explicit back-pressure ([`QueueError::Full`]).
 //!
-//! Backends: [`embedded`] (one redb file, group commit). Others implement the same
+//! Backends: [`embedded`] (one redb file, group commit) and [`redis`] (shared by
+//! several instances). Others implement the same
 //! trait and must pass the same suite (`conformance`, behind the `conformance`
 //! feature).
 
@@ -17,7 +18,9 @@ pub mod broker;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod embedded;
+pub mod redis;
 
+pub use self::redis::{RedisBroker, RedisConfig};
 pub use broker::{
     dead_letter_id, split_dead_letter_id, AttemptRecord, Broker, DeadLetter, Delivery,
     DeliveryState, DepthSnapshot, DlqFilter, DlqPage, EnqueueOutcome, EnqueueRequest, Message,

@@ -7,3 +7,8 @@ junction_queue::conformance_suite!(crate::support::embedded);
 mod small_hot {
     junction_queue::conformance_suite!(crate::support::embedded_small_hot);
 }
+
+/// The same suite against a real Redis, one key prefix per check.
+mod redis {
+    junction_queue::conformance_suite!(crate::support::redis);
+}

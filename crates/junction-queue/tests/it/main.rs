@@ -3,4 +3,5 @@
 mod conformance;
 mod embedded;
 mod model;
+mod redis;
 mod support;

@@ -52,3 +52,24 @@ pub fn attempt(outcome: &str) -> AttemptRecord {
         duration_ms: 1,
     }
 }
+
+/// A fresh Redis broker on the real Redis at `REDIS_URL` (default
+/// redis://127.0.0.1:6379), under a prefix of its own.
+pub async fn redis(opts: BrokerOptions) -> Harness {
+    let mut cfg = junction_queue::RedisConfig::new(redis_url(), unique_prefix());
+    cfg.max_depth = opts.max_depth;
+    let b = junction_queue::RedisBroker::connect(cfg)
+        .await
+        .expect("redis must be running for these tests");
+    Harness::new(b, ())
+}
+
+/// `REDIS_URL`, or the local default.
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A key prefix no other test uses.
+pub fn unique_prefix() -> String {
+    format!("jq-test-{}", uuid::Uuid::new_v4())
+}

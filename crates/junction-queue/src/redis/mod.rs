@@ -1,0 +1,795 @@
+//! The Redis backend: several Junction instances share one queue in Redis.
+//!
+//! Why it exists: the embedded queue lives on one machine's disk. With the
+//! queue in Redis, any instance can accept an event and any instance can
+//! deliver it; a dispatcher that dies leaves leases that expire and are
+//! delivered by another instance.
+//!
+//! Why sorted sets and Lua rather than Redis Streams: the contract needs a due
+//! time per delivery (retries with backoff), per-key ordering per subscriber,
+//! a dead-letter queue listed in order and replayed one by one, and a status
+//! per (message, subscriber); consumer groups give none of those directly.
+//! Each state change is one Lua script (see [`scripts`]), so it is atomic.
+//!
+//! What it promises, beyond the [`Broker`] contract:
+//! - Durability is Redis's own: an event is "accepted" once Redis has it in
+//!   memory; it survives a Redis restart only as far as Redis persistence is
+//!   configured (`appendonly yes` with `appendfsync always` to survive a crash
+//!   of Redis itself). Say so to users (README).
+//! - A lease lasts [`RedisConfig::lease_ttl`] ([`LEASE_TTL`] by default); a delivery leased by an instance that died is
+//!   due again after that (at-least-once: it may be delivered twice).
+//! - [`Broker::depth`] is exact for this instance's own changes at once and for
+//!   other instances' within [`DEPTH_REFRESH`]; `max_depth` is checked in Redis.
+//! - Wake-ups reach every instance through a pub/sub channel; a dispatcher
+//!   also polls at least once a second, so a lost announcement only delays.
+//! - Keys are computed inside scripts, so this targets a standalone Redis (or
+//!   a proxy pinning one prefix to one node), not Redis Cluster.
+
+mod scripts;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::Value;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::broker::*;
+use scripts::Scripts;
+
+/// How long a delivery stays leased without an outcome before it is due again, by default.
+pub const LEASE_TTL: Duration = Duration::from_secs(300);
+/// How often the depth snapshot is re-read, for other instances' changes.
+pub const DEPTH_REFRESH: Duration = Duration::from_secs(1);
+/// Bound on every Redis call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Settings of a [`RedisBroker`].
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`.
+    pub url: String,
+    /// Key prefix; instances sharing a queue use the same one.
+    pub prefix: String,
+    /// Undelivered messages past which enqueue fails with [`QueueError::Full`].
+    pub max_depth: Option<u64>,
+    /// How long a completed message's record is kept.
+    pub completed_retention: Duration,
+    /// How long a lease lasts without an outcome (an instance that died holds it).
+    pub lease_ttl: Duration,
+}
+
+impl RedisConfig {
+    /// Settings with no depth limit and completed records kept one hour.
+    pub fn new(url: impl Into<String>, prefix: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            prefix: prefix.into(),
+            max_depth: None,
+            completed_retention: Duration::from_secs(3600),
+            lease_ttl: LEASE_TTL,
+        }
+    }
+}
+
+/// What a message holds besides its body, topic and key (JSON in `meta`).
+#[derive(Serialize, Deserialize)]
+struct Meta {
+    content_type: Option<String>,
+    headers: Vec<(String, String)>,
+    enqueued_at_ms: u64,
+    subscribers: Vec<String>,
+}
+
+/// A [`Broker`] in Redis; cheap to share (`Arc`).
+pub struct RedisBroker {
+    conn: ConnectionManager,
+    client: redis::Client,
+    cfg: RedisConfig,
+    scripts: Scripts,
+    depth: RwLock<DepthSnapshot>,
+    notifiers: Mutex<HashMap<String, Arc<Notify>>>,
+    closed: AtomicBool,
+}
+
+impl RedisBroker {
+    /// Connects (an unreachable Redis is an error: the gateway does not start
+    /// without its queue) and starts the depth refresher and wake-up listener.
+    pub async fn connect(cfg: RedisConfig) -> Result<Arc<Self>, QueueError> {
+        let client = redis::Client::open(cfg.url.as_str())
+            .map_err(|e| storage(&format!("invalid redis URL {:?}", cfg.url), e))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(CALL_TIMEOUT)
+            .set_response_timeout(CALL_TIMEOUT)
+            .set_number_of_retries(2)
+            .set_max_delay(1_000);
+        let conn = tokio::time::timeout(
+            CALL_TIMEOUT * 2,
+            ConnectionManager::new_with_config(client.clone(), config),
+        )
+        .await
+        .map_err(|e| storage(&format!("connecting to {}", cfg.url), e))?
+        .map_err(|e| storage(&format!("connecting to {}", cfg.url), e))?;
+        let broker = Arc::new(Self {
+            conn,
+            client,
+            cfg,
+            scripts: Scripts::new(),
+            depth: RwLock::new(DepthSnapshot::default()),
+            notifiers: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
+        });
+        broker.refresh_depth().await?;
+        tokio::spawn(refresh_depth_forever(Arc::downgrade(&broker)));
+        tokio::spawn(listen_for_wakeups(Arc::downgrade(&broker)));
+        Ok(broker)
+    }
+
+    fn key(&self, rest: &str) -> String {
+        format!("{}:{rest}", self.cfg.prefix)
+    }
+
+    fn check_open(&self) -> Result<(), QueueError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(QueueError::Closed);
+        }
+        Ok(())
+    }
+
+    /// Runs one script invocation and returns its reply, within [`CALL_TIMEOUT`].
+    async fn run(
+        &self,
+        what: &str,
+        script: &redis::Script,
+        args: Vec<Vec<u8>>,
+    ) -> Result<Value, QueueError> {
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .arg(&self.cfg.prefix)
+            .arg(wall_ms())
+            .arg(self.cfg.completed_retention.as_millis() as u64);
+        for a in args {
+            invocation.arg(a);
+        }
+        let mut conn = self.conn.clone();
+        tokio::time::timeout(CALL_TIMEOUT, invocation.invoke_async::<Value>(&mut conn))
+            .await
+            .map_err(|e| storage(what, e))?
+            .map_err(|e| storage(what, e))
+    }
+
+    /// Runs a plain command within [`CALL_TIMEOUT`].
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        what: &str,
+        cmd: &redis::Cmd,
+    ) -> Result<T, QueueError> {
+        let mut conn = self.conn.clone();
+        tokio::time::timeout(CALL_TIMEOUT, cmd.query_async::<T>(&mut conn))
+            .await
+            .map_err(|e| storage(what, e))?
+            .map_err(|e| storage(what, e))
+    }
+
+    /// Replaces the depth snapshot with a script's trailing `HGETALL` reply.
+    fn take_depth(&self, reply: &Value) {
+        if let Value::Array(items) = reply {
+            if let Some(last) = items.last() {
+                *self.depth.write() = parse_depth(last);
+            }
+        }
+    }
+
+    async fn refresh_depth(&self) -> Result<(), QueueError> {
+        let reply: Value = self
+            .query(
+                "reading the queue depth",
+                redis::cmd("HGETALL").arg(self.key("depth")),
+            )
+            .await?;
+        *self.depth.write() = parse_depth(&reply);
+        Ok(())
+    }
+
+    /// Wakes `subscriber`'s dispatchers here and, through pub/sub, everywhere.
+    async fn wake(&self, subscriber: &str) {
+        self.wake_local(subscriber);
+        let publish = redis::cmd("PUBLISH")
+            .arg(self.key("wake"))
+            .arg(subscriber)
+            .to_owned();
+        if let Err(e) = self.query::<i64>("announcing new work", &publish).await {
+            tracing::debug!(error = %e, "wake-up not announced; other instances poll");
+        }
+    }
+
+    fn wake_local(&self, subscriber: &str) {
+        let n = self.notifier_of(subscriber);
+        n.notify_waiters();
+        n.notify_one();
+    }
+
+    fn notifier_of(&self, subscriber: &str) -> Arc<Notify> {
+        self.notifiers
+            .lock()
+            .entry(subscriber.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    async fn settle(
+        &self,
+        d: &Delivery,
+        mode: &str,
+        attempt: &AttemptRecord,
+        next_at: u64,
+        reason: &str,
+    ) -> Result<(), QueueError> {
+        self.check_open()?;
+        let record = format!(
+            "{}|{}|{}",
+            attempt.at_ms, attempt.duration_ms, attempt.outcome
+        );
+        let reply = self
+            .run(
+                "recording a delivery outcome",
+                &self.scripts.settle,
+                vec![
+                    d.message.id.as_str().into(),
+                    d.subscriber.as_bytes().to_vec(),
+                    mode.into(),
+                    record.into_bytes(),
+                    next_at.to_string().into_bytes(),
+                    reason.as_bytes().to_vec(),
+                ],
+            )
+            .await?;
+        self.take_depth(&reply);
+        if mode == "retry" {
+            self.wake(&d.subscriber).await;
+        }
+        Ok(())
+    }
+
+    /// Dead letters from the cursor on, `limit + 1` matching at most (to know if more follow).
+    async fn dead_letters(
+        &self,
+        filter: &DlqFilter,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, QueueError> {
+        let mut out = Vec::new();
+        let mut cursor = after.map_or_else(|| "-".to_owned(), |a| format!("({a}"));
+        loop {
+            let members: Vec<String> = self
+                .query(
+                    "listing dead letters",
+                    redis::cmd("ZRANGEBYLEX")
+                        .arg(self.key("dlq"))
+                        .arg(&cursor)
+                        .arg("+")
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(200),
+                )
+                .await?;
+            let Some(last) = members.last() else {
+                return Ok(out);
+            };
+            cursor = format!("({last}");
+            for member in &members {
+                let Some((id, sub)) = split_dead_letter_id(member) else {
+                    continue;
+                };
+                if filter.subscriber.as_deref().is_some_and(|s| s != sub) {
+                    continue;
+                }
+                let Some(letter) = self.dead_letter_of(id, sub).await? else {
+                    continue;
+                };
+                if !filter.matches(&letter.message.topic, sub) {
+                    continue;
+                }
+                out.push(letter);
+                if out.len() > limit {
+                    return Ok(out);
+                }
+            }
+        }
+    }
+
+    async fn dead_letter_of(&self, id: &str, sub: &str) -> Result<Option<DeadLetter>, QueueError> {
+        let Some(message) = self.message(id).await? else {
+            return Ok(None);
+        };
+        let (fields, history) = self.delivery(id, sub).await?;
+        Ok(Some(DeadLetter {
+            id: dead_letter_id(id, sub),
+            message,
+            subscriber: sub.to_owned(),
+            attempts: history,
+            reason: fields.get("why").cloned().unwrap_or_default(),
+            dead_at_ms: num(fields.get("dead_at")),
+        }))
+    }
+
+    /// The whole message (body included), if it is still held.
+    async fn message(&self, id: &str) -> Result<Option<Message>, QueueError> {
+        let (topic, okey, meta, body): (
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<Vec<u8>>,
+        ) = self
+            .query(
+                "reading a message",
+                redis::cmd("HMGET")
+                    .arg(self.key(&format!("m:{id}")))
+                    .arg(&["topic", "okey", "meta", "body"]),
+            )
+            .await?;
+        let (Some(topic), Some(meta)) = (topic, meta) else {
+            return Ok(None);
+        };
+        Ok(Some(message_from(
+            id,
+            topic,
+            okey,
+            &meta,
+            body.unwrap_or_default(),
+        )?))
+    }
+
+    /// A delivery's fields and attempt history.
+    async fn delivery(
+        &self,
+        id: &str,
+        sub: &str,
+    ) -> Result<(HashMap<String, String>, Vec<AttemptRecord>), QueueError> {
+        let fields: HashMap<String, String> = self
+            .query(
+                "reading a delivery",
+                redis::cmd("HGETALL").arg(self.key(&format!("d:{id}:{sub}"))),
+            )
+            .await?;
+        let raw: Vec<String> = self
+            .query(
+                "reading a delivery's history",
+                redis::cmd("LRANGE")
+                    .arg(self.key(&format!("h:{id}:{sub}")))
+                    .arg(0)
+                    .arg(-1),
+            )
+            .await?;
+        Ok((
+            fields,
+            raw.iter().filter_map(|r| parse_attempt(r)).collect(),
+        ))
+    }
+
+    async fn replay_one(&self, id: &str, sub: &str) -> Result<bool, QueueError> {
+        let reply = self
+            .run(
+                "replaying a dead letter",
+                &self.scripts.replay,
+                vec![id.into(), sub.into()],
+            )
+            .await?;
+        self.take_depth(&reply);
+        let replayed = status_of(&reply) == "ok";
+        if replayed {
+            self.wake(sub).await;
+        }
+        Ok(replayed)
+    }
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    async fn enqueue(&self, req: EnqueueRequest) -> Result<EnqueueOutcome, QueueError> {
+        self.check_open()?;
+        let mut subscribers: Vec<String> = Vec::with_capacity(req.subscribers.len());
+        for s in req.subscribers {
+            if !subscribers.contains(&s) {
+                subscribers.push(s);
+            }
+        }
+        let id = uuid::Uuid::now_v7().to_string();
+        let meta = Meta {
+            content_type: req.content_type,
+            headers: req.headers,
+            enqueued_at_ms: wall_ms(),
+            subscribers: subscribers.clone(),
+        };
+        let meta = serde_json::to_vec(&meta).map_err(|e| storage("encoding a message", e))?;
+        let mut args: Vec<Vec<u8>> = vec![
+            id.clone().into_bytes(),
+            req.topic.clone().into_bytes(),
+            req.ordering_key.clone().unwrap_or_default().into_bytes(),
+            meta,
+            req.body.to_vec(),
+            req.idempotency_key.clone().unwrap_or_default().into_bytes(),
+            (req.idempotency_ttl.as_millis() as u64)
+                .to_string()
+                .into_bytes(),
+            self.cfg.max_depth.unwrap_or(0).to_string().into_bytes(),
+        ];
+        args.extend(subscribers.iter().map(|s| s.clone().into_bytes()));
+        let reply = self
+            .run("storing a message", &self.scripts.enqueue, args)
+            .await?;
+        self.take_depth(&reply);
+        let detail = match &reply {
+            Value::Array(items) => items.get(1).map(text).unwrap_or_default(),
+            _ => String::new(),
+        };
+        match status_of(&reply).as_str() {
+            "ok" => {
+                for s in &subscribers {
+                    self.wake(s).await;
+                }
+                Ok(EnqueueOutcome::Accepted(MessageId::new(id)))
+            }
+            "dup" => Ok(EnqueueOutcome::Duplicate(MessageId::new(detail))),
+            "full" => Err(QueueError::Full {
+                depth: detail.parse().unwrap_or(0),
+                max: self.cfg.max_depth.unwrap_or(0),
+            }),
+            other => Err(storage(
+                "storing a message",
+                std::io::Error::other(format!("unexpected script reply {other:?}")),
+            )),
+        }
+    }
+
+    async fn lease_due(
+        &self,
+        subscriber: &str,
+        now_ms: u64,
+        max: usize,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        self.check_open()?;
+        let reply = self
+            .run(
+                "leasing deliveries",
+                &self.scripts.lease,
+                vec![
+                    subscriber.into(),
+                    now_ms.to_string().into_bytes(),
+                    max.to_string().into_bytes(),
+                    (self.cfg.lease_ttl.as_millis() as u64)
+                        .to_string()
+                        .into_bytes(),
+                ],
+            )
+            .await?;
+        let Value::Array(rows) = reply else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let Value::Array(f) = row else { continue };
+            let [id, meta, body, attempts, topic, okey] = &f[..] else {
+                continue;
+            };
+            let message = message_from(
+                &text(id),
+                text(topic),
+                Some(text(okey)),
+                &text(meta),
+                bytes(body),
+            )?;
+            out.push(Delivery {
+                first_enqueued_ms: message.enqueued_at_ms,
+                message: Arc::new(message),
+                subscriber: subscriber.to_owned(),
+                attempts: text(attempts).parse().unwrap_or(0),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn next_due_at(&self, subscriber: &str) -> Result<Option<u64>, QueueError> {
+        let first: Vec<(String, f64)> = self
+            .query(
+                "reading the next due time",
+                redis::cmd("ZRANGE")
+                    .arg(self.key(&format!("due:{subscriber}")))
+                    .arg(0)
+                    .arg(0)
+                    .arg("WITHSCORES"),
+            )
+            .await?;
+        Ok(first.first().map(|(_, at)| *at as u64))
+    }
+
+    async fn ack(&self, d: &Delivery, attempt: AttemptRecord) -> Result<(), QueueError> {
+        self.settle(d, "ack", &attempt, 0, "").await
+    }
+
+    async fn retry_later(
+        &self,
+        d: &Delivery,
+        attempt: AttemptRecord,
+        next_attempt_at_ms: u64,
+    ) -> Result<(), QueueError> {
+        self.settle(d, "retry", &attempt, next_attempt_at_ms, "")
+            .await
+    }
+
+    async fn dead_letter(
+        &self,
+        d: &Delivery,
+        attempt: AttemptRecord,
+        reason: String,
+    ) -> Result<(), QueueError> {
+        self.settle(d, "dead", &attempt, 0, &reason).await
+    }
+
+    async fn release(&self, d: &Delivery) {
+        let args = vec![
+            d.message.id.as_str().into(),
+            d.subscriber.as_bytes().to_vec(),
+        ];
+        match self
+            .run("releasing a lease", &self.scripts.release, args)
+            .await
+        {
+            Ok(reply) => {
+                self.take_depth(&reply);
+                self.wake_local(&d.subscriber);
+            }
+            Err(e) => tracing::warn!(error = %e, "lease not released; it expires by itself"),
+        }
+    }
+
+    async fn message_status(&self, id: &str) -> Result<Option<MessageStatus>, QueueError> {
+        let fields: HashMap<String, String> = self
+            .query(
+                "reading a message",
+                redis::cmd("HGETALL").arg(self.key(&format!("m:{id}"))),
+            )
+            .await?;
+        let (Some(meta), Some(topic)) = (fields.get("meta"), fields.get("topic")) else {
+            return Ok(None);
+        };
+        let meta: Meta =
+            serde_json::from_str(meta).map_err(|e| storage("decoding a message", e))?;
+        let mut subscribers = Vec::with_capacity(meta.subscribers.len());
+        for sub in &meta.subscribers {
+            let (d, history) = self.delivery(id, sub).await?;
+            let at = num(d.get("at"));
+            let state = match d.get("st").map(String::as_str) {
+                Some("d") => DeliveryState::Delivered,
+                Some("x") => DeliveryState::Dead {
+                    reason: d.get("why").cloned().unwrap_or_default(),
+                },
+                _ => DeliveryState::Pending {
+                    next_attempt_at_ms: at,
+                },
+            };
+            subscribers.push(SubscriberStatus {
+                subscriber: sub.clone(),
+                next_attempt_at_ms: matches!(state, DeliveryState::Pending { .. }).then_some(at),
+                state,
+                attempts: num(d.get("n")) as u32,
+                history,
+                leased: d.get("ls").is_some_and(|v| v == "1"),
+            });
+        }
+        Ok(Some(MessageStatus {
+            id: MessageId::new(id),
+            topic: topic.clone(),
+            ordering_key: fields.get("okey").filter(|k| !k.is_empty()).cloned(),
+            enqueued_at_ms: meta.enqueued_at_ms,
+            completed_at_ms: fields.get("done").and_then(|v| v.parse().ok()),
+            subscribers,
+        }))
+    }
+
+    async fn dlq_list(
+        &self,
+        filter: DlqFilter,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<DlqPage, QueueError> {
+        let limit = limit.max(1);
+        let mut items = self.dead_letters(&filter, after, limit).await?;
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|d| d.id.clone())
+        } else {
+            None
+        };
+        Ok(DlqPage { items, next })
+    }
+
+    async fn dlq_replay(&self, dead_letter_id: &str) -> Result<(), QueueError> {
+        self.check_open()?;
+        let (id, sub) = split_dead_letter_id(dead_letter_id).ok_or(QueueError::NotFound)?;
+        if self.replay_one(id, sub).await? {
+            Ok(())
+        } else {
+            Err(QueueError::NotFound)
+        }
+    }
+
+    async fn dlq_replay_all(&self, filter: DlqFilter) -> Result<u64, QueueError> {
+        self.check_open()?;
+        let mut replayed = 0;
+        loop {
+            let page = self.dead_letters(&filter, None, 500).await?;
+            if page.is_empty() {
+                return Ok(replayed);
+            }
+            for letter in page {
+                if self
+                    .replay_one(letter.message.id.as_str(), &letter.subscriber)
+                    .await?
+                {
+                    replayed += 1;
+                }
+            }
+        }
+    }
+
+    fn depth(&self) -> DepthSnapshot {
+        self.depth.read().clone()
+    }
+
+    fn notifier(&self, subscriber: &str) -> Arc<Notify> {
+        self.notifier_of(subscriber)
+    }
+
+    async fn close(&self) -> Result<(), QueueError> {
+        // Every accepted change is already in Redis; nothing is buffered here.
+        self.closed.store(true, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// Re-reads the depth every [`DEPTH_REFRESH`] until the broker is dropped.
+async fn refresh_depth_forever(broker: Weak<RedisBroker>) {
+    loop {
+        tokio::time::sleep(DEPTH_REFRESH).await;
+        let Some(b) = broker.upgrade() else { return };
+        if b.closed.load(Ordering::Acquire) {
+            return;
+        }
+        if let Err(e) = b.refresh_depth().await {
+            tracing::debug!(error = %e, "queue depth not refreshed");
+        }
+    }
+}
+
+/// Wakes local dispatchers on other instances' announcements; resubscribes after a loss.
+async fn listen_for_wakeups(broker: Weak<RedisBroker>) {
+    use futures::StreamExt;
+    loop {
+        let Some((client, channel)) = broker
+            .upgrade()
+            .filter(|b| !b.closed.load(Ordering::Acquire))
+            .map(|b| (b.client.clone(), b.key("wake")))
+        else {
+            return;
+        };
+        match client.get_async_pubsub().await {
+            Ok(mut pubsub) => {
+                if pubsub.subscribe(&channel).await.is_ok() {
+                    let mut messages = pubsub.into_on_message();
+                    while let Some(msg) = messages.next().await {
+                        let Some(b) = broker.upgrade() else { return };
+                        if let Ok(sub) = msg.get_payload::<String>() {
+                            b.wake_local(&sub);
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "wake-up channel unavailable; retrying"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn message_from(
+    id: &str,
+    topic: String,
+    okey: Option<String>,
+    meta: &str,
+    body: Vec<u8>,
+) -> Result<Message, QueueError> {
+    let meta: Meta = serde_json::from_str(meta).map_err(|e| storage("decoding a message", e))?;
+    Ok(Message {
+        id: MessageId::new(id),
+        topic,
+        body: Bytes::from(body),
+        content_type: meta.content_type,
+        headers: meta.headers,
+        ordering_key: okey.filter(|k| !k.is_empty()),
+        enqueued_at_ms: meta.enqueued_at_ms,
+        subscribers: meta.subscribers,
+    })
+}
+
+/// `attempt|at_ms|duration_ms|outcome` back into a record.
+fn parse_attempt(raw: &str) -> Option<AttemptRecord> {
+    let mut parts = raw.splitn(4, '|');
+    Some(AttemptRecord {
+        attempt: parts.next()?.parse().ok()?,
+        at_ms: parts.next()?.parse().ok()?,
+        duration_ms: parts.next()?.parse().ok()?,
+        outcome: parts.next()?.to_owned(),
+    })
+}
+
+/// The depth hash (`HGETALL` reply) as a snapshot.
+fn parse_depth(reply: &Value) -> DepthSnapshot {
+    let mut snap = DepthSnapshot::default();
+    let pairs: Vec<(String, i64)> = match reply {
+        Value::Array(items) => items
+            .chunks(2)
+            .filter_map(|kv| Some((text(&kv[0]), text(kv.get(1)?).parse().ok()?)))
+            .collect(),
+        Value::Map(kv) => kv
+            .iter()
+            .filter_map(|(k, v)| Some((text(k), text(v).parse().ok()?)))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut topics = BTreeMap::new();
+    let mut dlq = BTreeMap::new();
+    for (field, n) in pairs {
+        let n = n.max(0) as u64;
+        if let Some(topic) = field.strip_prefix("u:") {
+            topics.insert(topic.to_owned(), n);
+        } else if let Some(topic) = field.strip_prefix("x:") {
+            dlq.insert(topic.to_owned(), n);
+        }
+    }
+    snap.total = topics.values().sum();
+    snap.dlq_total = dlq.values().sum();
+    snap.topics = topics;
+    snap.dlq = dlq;
+    snap
+}
+
+/// The first element of a script reply (its status word).
+fn status_of(reply: &Value) -> String {
+    match reply {
+        Value::Array(items) => items.first().map(text).unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+fn text(v: &Value) -> String {
+    String::from_utf8_lossy(&bytes(v)).into_owned()
+}
+
+fn bytes(v: &Value) -> Vec<u8> {
+    match v {
+        Value::BulkString(b) => b.clone(),
+        Value::SimpleString(s) => s.clone().into_bytes(),
+        Value::Int(i) => i.to_string().into_bytes(),
+        _ => Vec::new(),
+    }
+}
+
+fn num(v: Option<&String>) -> u64 {
+    v.and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn storage(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> QueueError {
+    QueueError::Storage(StorageError::new(format!("redis queue: {what}"), e))
+}
