@@ -82,6 +82,17 @@ pub enum QueueConfig {
         #[serde(default)]
         max_depth: Option<u64>,
     },
+    /// A queue in Redis, shared by every instance using the same `prefix`.
+    Redis {
+        /// `redis://host:port/db`.
+        url: String,
+        /// Key prefix of the shared queue.
+        #[serde(default = "defaults::queue_prefix")]
+        prefix: String,
+        /// Undelivered messages past which new events get 503.
+        #[serde(default)]
+        max_depth: Option<u64>,
+    },
 }
 
 impl Default for QueueConfig {
@@ -518,6 +529,9 @@ mod defaults {
     }
     pub fn half_open_probes() -> u32 {
         1
+    }
+    pub fn queue_prefix() -> String {
+        "junction:q".into()
     }
     pub fn idempotency_window() -> Dur {
         Dur(Duration::from_secs(24 * 3600))

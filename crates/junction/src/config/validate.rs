@@ -23,6 +23,24 @@ pub(super) fn check(
         pos_of(root, &segs)
     };
 
+    for section in ["queue", "cache"] {
+        let url = root
+            .get(section)
+            .filter(|(_, s)| s.get("backend").and_then(|(_, b)| b.as_str()) == Some("redis"))
+            .and_then(|(_, s)| s.get("url"))
+            .and_then(|(_, v)| v.as_str());
+        if let Some(url) = url {
+            let scheme = url.split_once("://").map(|(s, _)| s);
+            if !matches!(scheme, Some("redis" | "rediss" | "redis+unix" | "unix")) {
+                errs.push(
+                    pos_of(root, &[section, "url"]),
+                    &format!("{section}.url"),
+                    format!("invalid Redis URL {url:?}: expected e.g. redis://127.0.0.1:6379"),
+                );
+            }
+        }
+    }
+
     let otlp = root
         .get("telemetry")
         .and_then(|(_, t)| t.get("otlp_endpoint"))

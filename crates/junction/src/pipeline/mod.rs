@@ -24,7 +24,7 @@ use crate::proxy::upstream::Upstream;
 use crate::telemetry::metrics::TopicLabel;
 use crate::telemetry::Metrics;
 use anyhow::Context;
-use junction_queue::{Broker, EmbeddedBroker, EmbeddedConfig};
+use junction_queue::{Broker, EmbeddedBroker, EmbeddedConfig, RedisBroker, RedisConfig};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +58,22 @@ pub async fn open_broker(config: &Config) -> anyhow::Result<Arc<dyn Broker>> {
             let broker = EmbeddedBroker::open(cfg)
                 .await
                 .with_context(|| format!("cannot open the embedded queue at {}", path.display()))?;
+            Ok(broker)
+        }
+        QueueConfig::Redis {
+            url,
+            prefix,
+            max_depth,
+        } => {
+            let mut cfg = RedisConfig::new(url.clone(), prefix.clone());
+            cfg.max_depth = *max_depth;
+            cfg.completed_retention = COMPLETED_RETENTION;
+            let broker = RedisBroker::connect(cfg).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot open the redis queue at {url}: {}",
+                    crate::proxy::upstream::error_chain(&e)
+                )
+            })?;
             Ok(broker)
         }
     }

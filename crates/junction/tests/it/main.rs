@@ -9,6 +9,7 @@ mod idempotency;
 mod otel;
 mod pipeline;
 mod proxy;
+mod redis_queue;
 mod retry;
 mod tls;
 

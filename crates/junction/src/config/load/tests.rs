@@ -156,6 +156,18 @@ fn http2_without_tls_is_for_http_upstreams() {
 }
 
 #[test]
+fn redis_backends_need_a_redis_url() {
+    let bad = "queue: { backend: redis, url: \"http://x\" }\ncache: { backend: redis, url: \"127.0.0.1\" }\n";
+    let errs = load_str(bad, "r.yaml").unwrap_err();
+    let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["queue.url", "cache.url"], "{errs:?}");
+    assert!(errs[0].to_string().starts_with("r.yaml:1:"), "{}", errs[0]);
+    let good =
+        "queue: { backend: redis, url: \"redis://127.0.0.1:6379\", prefix: app, max_depth: 10 }\n";
+    assert!(load_str(good, "r.yaml").is_ok());
+}
+
+#[test]
 fn otlp_endpoint_must_be_a_url() {
     let errs = load_str("telemetry: { otlp_endpoint: \"not a url\" }\n", "o.yaml").unwrap_err();
     assert_eq!(errs.len(), 1);
