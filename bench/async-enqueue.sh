@@ -19,7 +19,11 @@
 # upstreams say `http2: true` (one multiplexed connection per delivery thread and
 # subscriber); the default, http1, is keep-alive HTTP/1.1.
 #
-# Env: CONNS DURATION WARMUP THREADS, DRAIN_LIMIT (120 s), BENCH_PORT_BASE (18000), SUBSCRIBERS (http1).
+# QUEUE=redis: the same runs on the Redis queue (REDIS_URL, default redis://127.0.0.1:6379;
+# a fresh key prefix per run) instead of the embedded one.
+#
+# Env: CONNS DURATION WARMUP THREADS, DRAIN_LIMIT (120 s), BENCH_PORT_BASE (18000), SUBSCRIBERS (http1),
+# QUEUE (embedded).
 source "$(dirname "$0")/lib.sh"
 
 BASE="${BENCH_PORT_BASE:-18000}"
@@ -27,6 +31,7 @@ J_PORT=$((BASE + 21)) J_ADMIN=$((BASE + 31))
 S1=$((BASE + 22)) S2=$((BASE + 23)) S3=$((BASE + 24))
 DRAIN_LIMIT="${DRAIN_LIMIT:-120}"
 SUBSCRIBERS="${SUBSCRIBERS:-http1}"
+QUEUE="${QUEUE:-embedded}"
 case "$SUBSCRIBERS" in
     http1) LISTEN_OPT="" UP_OPT="" ;;
     h2c) LISTEN_OPT=" http2" UP_OPT=", http2: true" ;;
@@ -58,10 +63,17 @@ EOF
 start_nginx "$WORK/subscribers" "$S1"
 wait_port "$S2"; wait_port "$S3"
 
+case "$QUEUE" in
+    # The prefix ends in the queue's path so the accept-only and drain runs below,
+    # which rewrite that path, get their own queue in Redis too.
+    redis) QUEUE_LINE="queue: { backend: redis, url: \"${REDIS_URL:-redis://127.0.0.1:6379}\", prefix: \"bench-$(date +%s):$WORK/queue\" }" ;;
+    embedded) QUEUE_LINE="queue: { backend: embedded, path: $WORK/queue }" ;;
+    *) die "QUEUE is embedded or redis, not $QUEUE" ;;
+esac
 cat >"$WORK/junction.yaml" <<EOF
 listen: 127.0.0.1:$J_PORT
 admin: { listen: 127.0.0.1:$J_ADMIN }
-queue: { backend: embedded, path: $WORK/queue }
+$QUEUE_LINE
 upstreams:
   s1: { url: "http://127.0.0.1:$S1"$UP_OPT }
   s2: { url: "http://127.0.0.1:$S2"$UP_OPT }
@@ -177,7 +189,7 @@ log "peer: RabbitMQ, $CONNS publishers with confirms, ${DURATION}s after ${WARMU
 PEER=$(grep '^PEERJSON ' "$WORK/peer.txt" | sed 's/^PEERJSON //')
 
 {
-    echo "== async enqueue: $CONNS connections x ${DURATION}s POST 207-byte JSON (after ${WARMUP}s warm-up, drained); 3 nginx subscribers ($SUBSCRIBERS) =="
+    echo "== async enqueue: $CONNS connections x ${DURATION}s POST 207-byte JSON (after ${WARMUP}s warm-up, drained); 3 nginx subscribers ($SUBSCRIBERS), $QUEUE queue =="
     awk -v w="$WRK" -v accepted=$(( $(json_get "$WRK" requests) - $(json_get "$WRK" non2xx) )) -v delivered=$((D1 - D0)) -v dle=$((D_LOAD_END - D0)) -v macc=$((A1 - A0)) \
         -v ts="$T_START" -v tle="$T_LOAD_END" -v td="$T_DONE" -v drained="$DRAINED" \
         -v req="$(json_get "$WRK" requests)" -v secs="$(json_get "$WRK" seconds)" -v p50="$(json_get "$WRK" p50_us)" -v p99="$(json_get "$WRK" p99_us)" \
@@ -200,6 +212,10 @@ PEER=$(grep '^PEERJSON ' "$WORK/peer.txt" | sed 's/^PEERJSON //')
         printf "backlog drain: %d events pending at restart (ready in %.1f s); %d deliveries in %.1f s = %.0f deliveries/s (%.0f events/s to all 3)%s\n", n, r1 - r0, d, s, d / s, d / s / 3, ok ? "" : "  NOT DRAINED within the limit"
     }'
     echo "junction RSS: idle $(kib_to_mib "$IDLE_KIB") MiB, peak during run $(kib_to_mib "$PEAK_KIB") MiB; after the accept-only run $(kib_to_mib "$ACCEPT_RSS_KIB") MiB"
-    echo "queue dir size after run: $(du -sh "$WORK/queue" | cut -f1); after the accept-only run: $(du -sh "$WORK/queue-accept" | cut -f1)"
+    if [ "$QUEUE" = embedded ]; then
+        echo "queue dir size after run: $(du -sh "$WORK/queue" | cut -f1); after the accept-only run: $(du -sh "$WORK/queue-accept" | cut -f1)"
+    else
+        echo "redis memory after the runs: $(redis-cli -u "${REDIS_URL:-redis://127.0.0.1:6379}" info memory | awk -F: '/^used_memory_human/ {print $2}' | tr -d '\r') (completed records expire after 1 h)"
+    fi
     echo "timeline (epoch, accepted, delivered, depth, rss): $TIMELINE"
 } | tee "$OUT_DIR/async-enqueue.txt"
