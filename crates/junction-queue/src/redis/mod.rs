@@ -197,18 +197,8 @@ impl RedisBroker {
         Ok(())
     }
 
-    /// Wakes `subscriber`'s dispatchers here and, through pub/sub, everywhere.
-    async fn wake(&self, subscriber: &str) {
-        self.wake_local(subscriber);
-        let publish = redis::cmd("PUBLISH")
-            .arg(self.key("wake"))
-            .arg(subscriber)
-            .to_owned();
-        if let Err(e) = self.query::<i64>("announcing new work", &publish).await {
-            tracing::debug!(error = %e, "wake-up not announced; other instances poll");
-        }
-    }
-
+    /// Wakes `subscriber`'s dispatchers in this instance; the scripts that make
+    /// work due announce it to the others (`P:wake`).
     fn wake_local(&self, subscriber: &str) {
         let n = self.notifier_of(subscriber);
         n.notify_waiters();
@@ -252,7 +242,7 @@ impl RedisBroker {
             .await?;
         self.take_depth(&reply);
         if mode == "retry" {
-            self.wake(&d.subscriber).await;
+            self.wake_local(&d.subscriber);
         }
         Ok(())
     }
@@ -384,7 +374,7 @@ impl RedisBroker {
         self.take_depth(&reply);
         let replayed = status_of(&reply) == "ok";
         if replayed {
-            self.wake(sub).await;
+            self.wake_local(sub);
         }
         Ok(replayed)
     }
@@ -432,7 +422,7 @@ impl Broker for RedisBroker {
         match status_of(&reply).as_str() {
             "ok" => {
                 for s in &subscribers {
-                    self.wake(s).await;
+                    self.wake_local(s);
                 }
                 Ok(EnqueueOutcome::Accepted(MessageId::new(id)))
             }
@@ -792,4 +782,41 @@ fn wall_ms() -> u64 {
 
 fn storage(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> QueueError {
     QueueError::Storage(StorageError::new(format!("redis queue: {what}"), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn the_depth_hash_becomes_a_snapshot() {
+        let reply = Value::Array(
+            [
+                "u:orders", "2", "x:orders", "1", "u:users", "0", "_u", "2", "_x", "1",
+            ]
+            .iter()
+            .map(|s| bulk(s))
+            .collect(),
+        );
+        let snap = parse_depth(&reply);
+        assert_eq!((snap.total, snap.dlq_total), (2, 1));
+        assert_eq!(snap.topics.get("orders"), Some(&2));
+        assert_eq!(snap.topics.get("users"), Some(&0));
+        assert_eq!(snap.dlq.get("orders"), Some(&1));
+    }
+
+    #[test]
+    fn attempts_keep_pipes_in_their_outcome() {
+        let a = parse_attempt("3|1700000000000|12|status 503 | upstream said no").unwrap();
+        assert_eq!(
+            (a.attempt, a.at_ms, a.duration_ms),
+            (3, 1_700_000_000_000, 12)
+        );
+        assert_eq!(a.outcome, "status 503 | upstream said no");
+        assert!(parse_attempt("x|1|2|y").is_none());
+    }
 }

@@ -22,7 +22,8 @@
 //!   of that key currently in the due set or leased (only one per key);
 //! - `P:dlq` zset (scores 0, ordered by dead-letter id = by message id);
 //! - `P:i:{topic}:{key}` idempotency keys; `P:depth` hash: `u:{topic}`
-//!   undelivered messages, `x:{topic}` dead letters, `_u` and `_x` totals.
+//!   undelivered messages, `x:{topic}` dead letters, `_u` and `_x` totals;
+//! - `P:wake` pub/sub channel: a subscriber's name when it has new work.
 //!
 //! [`MAX_HISTORY`]: crate::MAX_HISTORY
 
@@ -34,6 +35,8 @@ local function mkey(id) return P .. ':m:' .. id end
 local function dkey(id, sub) return P .. ':d:' .. id .. ':' .. sub end
 local function hkey(id, sub) return P .. ':h:' .. id .. ':' .. sub end
 local function depth() return redis.call('HGETALL', DEPTH) end
+-- Announces new work for a subscriber to every instance (their dispatchers wake).
+local function wake(sub) redis.call('PUBLISH', P .. ':wake', sub) end
 local function count(field, by)
   redis.call('HINCRBY', DEPTH, field, by)
 end
@@ -115,6 +118,7 @@ for _, sub in ipairs(subs) do
   else
     redis.call('ZADD', P .. ':due:' .. sub, NOW, id)
   end
+  wake(sub)
 end
 if #subs > 0 then
   count('u:' .. topic, 1)
@@ -169,6 +173,7 @@ local topic, okey = redis.call('HGET', m, 'topic'), redis.call('HGET', m, 'okey'
 if mode == 'retry' then
   redis.call('HSET', dk, 'at', ARGV[8], 'ls', 0)
   redis.call('ZADD', P .. ':due:' .. sub, ARGV[8], id)
+  wake(sub)
   return {'ok', depth()}
 end
 if mode == 'ack' then
@@ -218,6 +223,7 @@ if okey ~= '' then
 else
   redis.call('ZADD', P .. ':due:' .. sub, NOW, id)
 end
+wake(sub)
 return {'ok', depth()}
 ";
 
