@@ -66,7 +66,9 @@ wait_port "$S2"; wait_port "$S3"
 case "$QUEUE" in
     # The prefix ends in the queue's path so the accept-only and drain runs below,
     # which rewrite that path, get their own queue in Redis too.
-    redis) QUEUE_LINE="queue: { backend: redis, url: \"${REDIS_URL:-redis://127.0.0.1:6379}\", prefix: \"bench-$(date +%s):$WORK/queue\" }" ;;
+    redis)
+        BENCH_PREFIX="bench-$(date +%s)"
+        QUEUE_LINE="queue: { backend: redis, url: \"${REDIS_URL:-redis://127.0.0.1:6379}\", prefix: \"$BENCH_PREFIX:$WORK/queue\" }" ;;
     embedded) QUEUE_LINE="queue: { backend: embedded, path: $WORK/queue }" ;;
     *) die "QUEUE is embedded or redis, not $QUEUE" ;;
 esac
@@ -215,7 +217,13 @@ PEER=$(grep '^PEERJSON ' "$WORK/peer.txt" | sed 's/^PEERJSON //')
     if [ "$QUEUE" = embedded ]; then
         echo "queue dir size after run: $(du -sh "$WORK/queue" | cut -f1); after the accept-only run: $(du -sh "$WORK/queue-accept" | cut -f1)"
     else
-        echo "redis memory after the runs: $(redis-cli -u "${REDIS_URL:-redis://127.0.0.1:6379}" info memory | awk -F: '/^used_memory_human/ {print $2}' | tr -d '\r') (completed records expire after 1 h)"
+        echo "redis memory after the runs: $(redis-cli -u "${REDIS_URL:-redis://127.0.0.1:6379}" info memory | awk -F: '/^used_memory_human/ {print $2}' | tr -d '\r')"
     fi
     echo "timeline (epoch, accepted, delivered, depth, rss): $TIMELINE"
 } | tee "$OUT_DIR/async-enqueue.txt"
+
+if [ "$QUEUE" = redis ]; then
+    log "removing this run's keys from Redis ($BENCH_PREFIX:*)"
+    redis-cli -u "${REDIS_URL:-redis://127.0.0.1:6379}" --scan --pattern "$BENCH_PREFIX:*" |
+        xargs -r -n 1000 redis-cli -u "${REDIS_URL:-redis://127.0.0.1:6379}" unlink >/dev/null
+fi
