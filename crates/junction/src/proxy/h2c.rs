@@ -12,7 +12,7 @@
 //! connection the upstream closed (or sent GOAWAY on) is replaced on the next
 //! request; a request it refused before sending goes out once more on a new one.
 
-use super::pool::{connect_tcp, SendError, Target, UpstreamBody, CONNECT_TIMEOUT};
+use super::pool::{connect_tcp, SendError, Target, UpstreamBody};
 use crate::body::Body;
 use http::{Request, Response};
 use hyper::client::conn::http2;
@@ -74,15 +74,7 @@ async fn connection(
     if let Some(tx) = held.as_ref().filter(|tx| !fresh && !tx.is_closed()) {
         return Ok(tx.clone());
     }
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect_tcp(target))
-        .await
-        .map_err(|_| {
-            SendError::Connect(format!(
-                "timed out after {}s connecting to {}",
-                CONNECT_TIMEOUT.as_secs(),
-                target.key()
-            ))
-        })??;
+    let stream = connect_tcp(target).await?;
     let (tx, conn) = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .keep_alive_interval(KEEP_ALIVE_INTERVAL)

@@ -213,15 +213,7 @@ pub fn sweep() {
 
 /// Opens a connection to `target`, trying each address its host resolves to.
 async fn connect(target: &Target) -> Result<http1::SendRequest<Body>, SendError> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect_tcp(target))
-        .await
-        .map_err(|_| {
-            SendError::Connect(format!(
-                "timed out after {}s connecting to {}",
-                CONNECT_TIMEOUT.as_secs(),
-                target.key
-            ))
-        })??;
+    let stream = connect_tcp(target).await?;
     let (tx, conn) = http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
@@ -231,8 +223,21 @@ async fn connect(target: &Target) -> Result<http1::SendRequest<Body>, SendError>
     Ok(tx)
 }
 
-/// A TCP connection to `target`, trying each address its host resolves to.
+/// A TCP connection to `target`, trying each address its host resolves to,
+/// within [`CONNECT_TIMEOUT`].
 pub(super) async fn connect_tcp(target: &Target) -> Result<TcpStream, SendError> {
+    tokio::time::timeout(CONNECT_TIMEOUT, connect_any(target))
+        .await
+        .map_err(|_| {
+            SendError::Connect(format!(
+                "timed out after {}s connecting to {}",
+                CONNECT_TIMEOUT.as_secs(),
+                target.key
+            ))
+        })?
+}
+
+async fn connect_any(target: &Target) -> Result<TcpStream, SendError> {
     let addrs: Vec<std::net::SocketAddr> = match target.host.parse::<std::net::IpAddr>() {
         Ok(ip) => vec![(ip, target.port).into()],
         Err(_) => tokio::net::lookup_host((&*target.host, target.port))
