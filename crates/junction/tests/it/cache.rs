@@ -256,7 +256,7 @@ async fn compression_is_negotiated_and_decodable() {
 
 #[tokio::test]
 async fn two_instances_on_one_redis_share_entries_and_invalidations() {
-    let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let redis = super::redis_url();
     let prefix = format!("jt-{}", uuid::Uuid::new_v4());
     let backend = format!("cache: {{ backend: redis, url: \"{redis}\", prefix: \"{prefix}\" }}");
     let up = FakeUpstream::with(Behavior::Ok(PRODUCT.into())).await;

@@ -1,13 +1,9 @@
 //! Sync writes with `Idempotency-Key` on a route with `idempotency: { ttl }`:
 //! run once, replayed after, 409 while running, 422 on reuse, shared through Redis.
 
-use super::{client, metric, start};
+use super::{client, metric, redis_url, start};
 use junction_testkit::{closed_port, Behavior, FakeUpstream};
 use std::time::Duration;
-
-fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
 
 /// One idempotent payment route on `url`; `cache` is the cache line (backend).
 fn config(url: &str, cache: &str) -> String {

@@ -45,6 +45,11 @@ pub async fn start(yaml: &str) -> Running {
     panic!("junction not ready after 3 s")
 }
 
+/// The Redis the tests use: `REDIS_URL`, or the local default.
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
 /// A client that does not pool across tests and never follows redirects.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()

@@ -2,14 +2,10 @@
 //! gateways sharing one queue (one stops; the other delivers what it accepted).
 
 use super::pipeline::{eventually, poll_json};
-use super::{client, metric, start};
+use super::{client, metric, redis_url, start};
 use junction_testkit::{Behavior, FakeUpstream};
 use std::collections::HashSet;
 use std::time::Duration;
-
-fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
 
 fn config(prefix: &str, a: &str, b: &str) -> String {
     format!(
