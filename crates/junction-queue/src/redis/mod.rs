@@ -177,10 +177,10 @@ impl RedisBroker {
             .map_err(|e| storage(what, e))
     }
 
-    /// Replaces the depth snapshot with a script's trailing `HGETALL` reply.
+    /// Replaces the depth snapshot with a script's trailing `HGETALL` reply, if it has one.
     fn take_depth(&self, reply: &Value) {
         if let Value::Array(items) = reply {
-            if let Some(last) = items.last() {
+            if let Some(last @ (Value::Array(_) | Value::Map(_))) = items.last() {
                 *self.depth.write() = parse_depth(last);
             }
         }

@@ -3,9 +3,9 @@
 //!
 //! Every script gets `ARGV[1]` the key prefix, `ARGV[2]` the wall clock (unix
 //! ms, for leases and completion), `ARGV[3]` how long completed records are
-//! kept (ms); its own arguments follow. Mutating scripts end their reply with
-//! the depth hash (`HGETALL`), so the caller's depth snapshot is exact after
-//! its own changes.
+//! kept (ms); its own arguments follow. A script that changed the depth
+//! counters ends its reply with the depth hash (`HGETALL`), so the caller's
+//! depth snapshot is exact after its own changes; others end it with false.
 //!
 //! Keys (`P` = prefix):
 //! - `P:m:{id}` hash: `topic`, `okey` (ordering key or ''), `meta` (JSON the
@@ -76,17 +76,22 @@ local function finish(id)
     end
   end
 end
+-- Counts a delivery leaving (-1) or re-entering (+1) the pending state;
+-- true when that changed the depth counters.
 local function pending_delta(id, topic, by)
   local left = redis.call('HINCRBY', mkey(id), 'left', by)
   if by < 0 and left == 0 then
     count('u:' .. topic, -1)
     count('_u', -1)
     finish(id)
+    return true
   elseif by > 0 and left == 1 then
     count('u:' .. topic, 1)
     count('_u', 1)
     redis.call('HDEL', mkey(id), 'done')
+    return true
   end
+  return false
 end
 ";
 
@@ -148,10 +153,11 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', due_by, 'LIMIT', 0,
   redis.call('ZREM', due, id)
   local dk = dkey(id, sub)
   local f = redis.call('HMGET', mkey(id), 'meta', 'body', 'topic', 'okey')
-  if f[1] and redis.call('HGET', dk, 'st') == 'p' then
+  local d = redis.call('HMGET', dk, 'st', 'n')
+  if f[1] and d[1] == 'p' then
     redis.call('ZADD', lease, NOW + ttl, id)
     redis.call('HSET', dk, 'ls', 1)
-    out[#out + 1] = {id, f[1], f[2] or '', redis.call('HGET', dk, 'n'), f[3], f[4]}
+    out[#out + 1] = {id, f[1], f[2] or '', d[2], f[3], f[4]}
   end
 end
 return out
@@ -159,23 +165,24 @@ return out
 
 /// ARGV[4..]: id, subscriber, mode (`ack`, `retry`, `dead`), the attempt as
 /// `at_ms|duration_ms|outcome`, next attempt time (retry), reason (dead).
-/// Reply: `{'ok' | 'noop', depth}`.
+/// Reply: `{'ok' | 'noop', depth or false when it did not change}`.
 const SETTLE: &str = r"
 local id, sub, mode, attempt = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local dk, m = dkey(id, sub), mkey(id)
 redis.call('ZREM', P .. ':lease:' .. sub, id)
-if redis.call('HGET', dk, 'st') ~= 'p' then return {'noop', depth()} end
+if redis.call('HGET', dk, 'st') ~= 'p' then return {'noop', false} end
 local n = redis.call('HINCRBY', dk, 'n', 1)
 local h = hkey(id, sub)
-redis.call('RPUSH', h, n .. '|' .. attempt)
-redis.call('LTRIM', h, -20, -1)
-local topic, okey = redis.call('HGET', m, 'topic'), redis.call('HGET', m, 'okey')
+if redis.call('RPUSH', h, n .. '|' .. attempt) > 20 then redis.call('LTRIM', h, -20, -1) end
+local f = redis.call('HMGET', m, 'topic', 'okey')
+local topic, okey = f[1], f[2]
 if mode == 'retry' then
   redis.call('HSET', dk, 'at', ARGV[8], 'ls', 0)
   redis.call('ZADD', P .. ':due:' .. sub, ARGV[8], id)
   wake(sub)
-  return {'ok', depth()}
+  return {'ok', false}
 end
+local changed = false
 if mode == 'ack' then
   redis.call('HSET', dk, 'st', 'd', 'ls', 0)
 else
@@ -184,13 +191,15 @@ else
   count('x:' .. topic, 1)
   count('_x', 1)
   redis.call('HINCRBY', m, 'dead', 1)
+  changed = true
 end
 if okey and okey ~= '' then
   redis.call('ZREM', P .. ':c:' .. sub .. ':' .. okey, id)
   promote(sub, okey)
 end
-pending_delta(id, topic, -1)
-return {'ok', depth()}
+if pending_delta(id, topic, -1) then changed = true end
+if changed then return {'ok', depth()} end
+return {'ok', false}
 ";
 
 /// ARGV[4..]: id, subscriber. Gives a lease back; the delivery is due at its time.
@@ -201,7 +210,7 @@ if redis.call('ZREM', P .. ':lease:' .. sub, id) == 1 and redis.call('HGET', dk,
   redis.call('HSET', dk, 'ls', 0)
   redis.call('ZADD', P .. ':due:' .. sub, redis.call('HGET', dk, 'at'), id)
 end
-return {'ok', depth()}
+return {'ok', false}
 ";
 
 /// ARGV[4..]: id, subscriber. A dead delivery is pending again, due now,
