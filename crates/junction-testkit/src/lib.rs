@@ -1,6 +1,10 @@
 //! Test helpers: a fake upstream HTTP server on 127.0.0.1 port 0 whose status,
 //! latency and failure mode a test can change while it runs, and which records
-//! every request it sees.
+//! every request it sees; and a TCP forwarder a test can cut ([`TcpGate`]).
+
+mod gate;
+
+pub use gate::TcpGate;
 
 use axum::body::Bytes;
 use axum::extract::{Request, State};

@@ -16,15 +16,22 @@
 //!   memory; it survives a Redis restart only as far as Redis persistence is
 //!   configured (`appendonly yes` with `appendfsync always` to survive a crash
 //!   of Redis itself). Say so to users (README).
-//! - A lease lasts [`RedisConfig::lease_ttl`] ([`LEASE_TTL`] by default); a delivery leased by an instance that died is
+//! - A lease lasts [`RedisConfig::lease_ttl`] ([`LEASE_TTL`] by default) and the
+//!   instance holding it renews it until the outcome is recorded (see
+//!   [`leases`]); a delivery leased by an instance that died is
 //!   due again after that (at-least-once: it may be delivered twice).
 //! - [`Broker::depth`] is exact for this instance's own changes at once and for
 //!   other instances' within [`DEPTH_REFRESH`]; `max_depth` is checked in Redis.
+//! - An outcome (ack, retry, dead letter, release) that cannot reach Redis is
+//!   kept in memory, in order, and recorded when Redis answers again (see
+//!   [`backlog`]); enqueues are not kept: they fail, and the gateway answers 503.
 //! - Wake-ups reach every instance through a pub/sub channel; a dispatcher
 //!   also polls at least once a second, so a lost announcement only delays.
 //! - Keys are computed inside scripts, so this targets a standalone Redis (or
 //!   a proxy pinning one prefix to one node), not Redis Cluster.
 
+mod backlog;
+mod leases;
 mod scripts;
 
 use std::collections::{BTreeMap, HashMap};
@@ -41,14 +48,18 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::broker::*;
+use backlog::{Backlog, Held, Op};
+use leases::HeldLeases;
 use scripts::Scripts;
 
-/// How long a delivery stays leased without an outcome before it is due again, by default.
-pub const LEASE_TTL: Duration = Duration::from_secs(300);
+/// How long a lease lasts unless its instance renews it (every third of it), by default.
+pub const LEASE_TTL: Duration = Duration::from_secs(30);
 /// How often the depth snapshot is re-read, for other instances' changes.
 pub const DEPTH_REFRESH: Duration = Duration::from_secs(1);
 /// Bound on every Redis call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often outcomes Redis could not take are tried again.
+const BACKLOG_RETRY: Duration = Duration::from_millis(250);
 
 /// Settings of a [`RedisBroker`].
 #[derive(Clone, Debug)]
@@ -61,7 +72,8 @@ pub struct RedisConfig {
     pub max_depth: Option<u64>,
     /// How long a completed message's record is kept.
     pub completed_retention: Duration,
-    /// How long a lease lasts without an outcome (an instance that died holds it).
+    /// How long a lease lasts unless renewed; the instance holding it renews it
+    /// every third of that, so this is how soon a dead instance's deliveries go out again.
     pub lease_ttl: Duration,
 }
 
@@ -95,6 +107,10 @@ pub struct RedisBroker {
     scripts: Scripts,
     depth: RwLock<DepthSnapshot>,
     notifiers: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Outcomes recorded while Redis was unreachable, to record when it is back.
+    backlog: Backlog,
+    /// Leases this instance holds (renewed until their outcome is recorded).
+    leases: HeldLeases,
     closed: AtomicBool,
 }
 
@@ -123,11 +139,15 @@ impl RedisBroker {
             scripts: Scripts::new(),
             depth: RwLock::new(DepthSnapshot::default()),
             notifiers: Mutex::new(HashMap::new()),
+            backlog: Backlog::default(),
+            leases: HeldLeases::default(),
             closed: AtomicBool::new(false),
         });
         broker.refresh_depth().await?;
         tokio::spawn(refresh_depth_forever(Arc::downgrade(&broker)));
         tokio::spawn(listen_for_wakeups(Arc::downgrade(&broker)));
+        tokio::spawn(retry_backlog_forever(Arc::downgrade(&broker)));
+        tokio::spawn(renew_leases_forever(Arc::downgrade(&broker)));
         Ok(broker)
     }
 
@@ -149,6 +169,16 @@ impl RedisBroker {
         script: &redis::Script,
         args: Vec<Vec<u8>>,
     ) -> Result<Value, QueueError> {
+        self.try_run(what, script, args).await.map_err(|f| f.error)
+    }
+
+    /// Like [`run`](Self::run), saying whether a failure was Redis being unreachable.
+    async fn try_run(
+        &self,
+        what: &str,
+        script: &redis::Script,
+        args: Vec<Vec<u8>>,
+    ) -> Result<Value, Failure> {
         let mut invocation = script.prepare_invoke();
         invocation
             .arg(&self.cfg.prefix)
@@ -158,10 +188,111 @@ impl RedisBroker {
             invocation.arg(a);
         }
         let mut conn = self.conn.clone();
-        tokio::time::timeout(CALL_TIMEOUT, invocation.invoke_async::<Value>(&mut conn))
+        match tokio::time::timeout(CALL_TIMEOUT, invocation.invoke_async::<Value>(&mut conn)).await
+        {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(Failure {
+                unreachable: e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_refusal()
+                    || e.is_connection_dropped()
+                    || e.is_unrecoverable_error(),
+                error: storage(what, e),
+            }),
+            Err(e) => Err(Failure {
+                unreachable: true,
+                error: storage(what, e),
+            }),
+        }
+    }
+
+    /// Runs an outcome's script; while Redis is unreachable (or outcomes from
+    /// that time still wait), keeps it in the backlog instead. `Ok(false)`: kept.
+    async fn record(&self, outcome: Held) -> Result<bool, QueueError> {
+        if self.backlog.len() > 0 {
+            self.hold(outcome);
+            return Ok(false);
+        }
+        let script = self.script_of(outcome.op);
+        match self
+            .try_run("recording a delivery outcome", script, outcome.args.clone())
             .await
-            .map_err(|e| storage(what, e))?
-            .map_err(|e| storage(what, e))
+        {
+            Ok(reply) => {
+                self.take_depth(&reply);
+                self.forget_lease(&outcome);
+                Ok(true)
+            }
+            Err(f) if f.unreachable => {
+                tracing::warn!(error = %f.error, "redis unreachable; the delivery outcome is kept and recorded when it is back");
+                self.hold(outcome);
+                Ok(false)
+            }
+            Err(f) => {
+                self.forget_lease(&outcome);
+                Err(f.error)
+            }
+        }
+    }
+
+    fn forget_lease(&self, outcome: &Held) {
+        let id = String::from_utf8_lossy(&outcome.args[0]);
+        self.leases.remove(&outcome.subscriber, &id);
+    }
+
+    /// Pushes the expiry of every lease this instance still holds forward.
+    async fn renew_leases(&self) {
+        let until = wall_ms() + self.cfg.lease_ttl.as_millis() as u64;
+        for (sub, ids) in self.leases.snapshot() {
+            for chunk in ids.chunks(500) {
+                let mut cmd = redis::cmd("ZADD");
+                cmd.arg(self.key(&format!("lease:{sub}"))).arg("XX");
+                for id in chunk {
+                    cmd.arg(until).arg(id);
+                }
+                if let Err(e) = self.query::<i64>("renewing leases", &cmd).await {
+                    tracing::debug!(error = %e, "leases not renewed this time");
+                }
+            }
+        }
+    }
+
+    fn hold(&self, outcome: Held) {
+        if !self.backlog.push(outcome) {
+            tracing::warn!("too many unrecorded delivery outcomes; the oldest was dropped (its delivery goes out again when its lease expires)");
+        }
+    }
+
+    fn script_of(&self, op: Op) -> &redis::Script {
+        match op {
+            Op::Settle => &self.scripts.settle,
+            Op::Release => &self.scripts.release,
+        }
+    }
+
+    /// Records what the backlog holds, in order, until Redis fails again.
+    async fn drain_backlog(&self) {
+        let mut waiting = self.backlog.take();
+        while let Some(outcome) = waiting.pop_front() {
+            let script = self.script_of(outcome.op);
+            match self
+                .try_run("recording a delivery outcome", script, outcome.args.clone())
+                .await
+            {
+                Ok(reply) => {
+                    self.take_depth(&reply);
+                    self.wake_local(&outcome.subscriber);
+                }
+                Err(f) if f.unreachable => {
+                    waiting.push_front(outcome);
+                    self.backlog.put_back(waiting);
+                    return;
+                }
+                Err(f) => {
+                    tracing::error!(error = %f.error, "a delivery outcome was refused; its delivery goes out again when its lease expires");
+                }
+            }
+        }
     }
 
     /// Runs a plain command within [`CALL_TIMEOUT`].
@@ -226,22 +357,19 @@ impl RedisBroker {
             "{}|{}|{}",
             attempt.at_ms, attempt.duration_ms, attempt.outcome
         );
-        let reply = self
-            .run(
-                "recording a delivery outcome",
-                &self.scripts.settle,
-                vec![
-                    d.message.id.as_str().into(),
-                    d.subscriber.as_bytes().to_vec(),
-                    mode.into(),
-                    record.into_bytes(),
-                    next_at.to_string().into_bytes(),
-                    reason.as_bytes().to_vec(),
-                ],
-            )
-            .await?;
-        self.take_depth(&reply);
-        if mode == "retry" {
+        let outcome = Held {
+            op: Op::Settle,
+            args: vec![
+                d.message.id.as_str().into(),
+                d.subscriber.as_bytes().to_vec(),
+                mode.into(),
+                record.into_bytes(),
+                next_at.to_string().into_bytes(),
+                reason.as_bytes().to_vec(),
+            ],
+            subscriber: d.subscriber.clone(),
+        };
+        if self.record(outcome).await? && mode == "retry" {
             self.wake_local(&d.subscriber);
         }
         Ok(())
@@ -482,6 +610,8 @@ impl Broker for RedisBroker {
                 attempts: text(attempts).parse().unwrap_or(0),
             });
         }
+        self.leases
+            .add(subscriber, out.iter().map(|d| d.message.id.as_str()));
         Ok(out)
     }
 
@@ -523,18 +653,17 @@ impl Broker for RedisBroker {
     }
 
     async fn release(&self, d: &Delivery) {
-        let args = vec![
-            d.message.id.as_str().into(),
-            d.subscriber.as_bytes().to_vec(),
-        ];
-        match self
-            .run("releasing a lease", &self.scripts.release, args)
-            .await
-        {
-            Ok(reply) => {
-                self.take_depth(&reply);
-                self.wake_local(&d.subscriber);
-            }
+        let outcome = Held {
+            op: Op::Release,
+            args: vec![
+                d.message.id.as_str().into(),
+                d.subscriber.as_bytes().to_vec(),
+            ],
+            subscriber: d.subscriber.clone(),
+        };
+        match self.record(outcome).await {
+            Ok(true) => self.wake_local(&d.subscriber),
+            Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "lease not released; it expires by itself"),
         }
     }
@@ -638,9 +767,53 @@ impl Broker for RedisBroker {
     }
 
     async fn close(&self) -> Result<(), QueueError> {
-        // Every accepted change is already in Redis; nothing is buffered here.
+        // Accepted events are in Redis already; only outcomes kept while Redis
+        // was unreachable may still wait.
         self.closed.store(true, Ordering::Release);
-        Ok(())
+        self.drain_backlog().await;
+        match self.backlog.len() {
+            0 => Ok(()),
+            n => Err(storage(
+                "flushing on shutdown",
+                std::io::Error::other(format!(
+                    "{n} delivery outcomes could not be recorded; those deliveries go out again when their leases expire"
+                )),
+            )),
+        }
+    }
+}
+
+/// Why a script did not run.
+struct Failure {
+    /// Redis could not be reached (or did not answer in time), as opposed to refusing.
+    unreachable: bool,
+    error: QueueError,
+}
+
+/// Records backlogged outcomes every [`BACKLOG_RETRY`] until the broker is dropped.
+async fn retry_backlog_forever(broker: Weak<RedisBroker>) {
+    loop {
+        tokio::time::sleep(BACKLOG_RETRY).await;
+        let Some(b) = broker.upgrade() else { return };
+        if b.backlog.len() > 0 {
+            b.drain_backlog().await;
+        }
+    }
+}
+
+/// Renews this instance's leases every third of their lifetime until the broker is dropped.
+async fn renew_leases_forever(broker: Weak<RedisBroker>) {
+    loop {
+        let every = match broker.upgrade() {
+            Some(b) => b.cfg.lease_ttl / 3,
+            None => return,
+        };
+        tokio::time::sleep(every).await;
+        let Some(b) = broker.upgrade() else { return };
+        if b.closed.load(Ordering::Acquire) {
+            return;
+        }
+        b.renew_leases().await;
     }
 }
 

@@ -92,6 +92,10 @@ pub enum QueueConfig {
         /// Undelivered messages past which new events get 503.
         #[serde(default)]
         max_depth: Option<u64>,
+        /// How long a lease lasts unless renewed: how soon the deliveries of an
+        /// instance that died (or a lease whose reply was lost) go out again.
+        #[serde(default = "defaults::lease_ttl")]
+        lease_ttl: Dur,
     },
 }
 
@@ -529,6 +533,9 @@ mod defaults {
     }
     pub fn half_open_probes() -> u32 {
         1
+    }
+    pub fn lease_ttl() -> Dur {
+        Dur(junction_queue::redis::LEASE_TTL)
     }
     pub fn queue_prefix() -> String {
         "junction:q".into()

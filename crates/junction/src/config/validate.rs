@@ -23,6 +23,19 @@ pub(super) fn check(
         pos_of(root, &segs)
     };
 
+    let lease_ttl = root
+        .get("queue")
+        .and_then(|(_, q)| q.get("lease_ttl"))
+        .and_then(|(_, v)| v.as_str())
+        .and_then(|v| humantime::parse_duration(v).ok());
+    if lease_ttl.is_some_and(|d| d < std::time::Duration::from_millis(300)) {
+        errs.push(
+            pos_of(root, &["queue", "lease_ttl"]),
+            "queue.lease_ttl",
+            "must be at least 300ms (leases are renewed every third of it)".into(),
+        );
+    }
+
     for section in ["queue", "cache"] {
         let url = root
             .get(section)

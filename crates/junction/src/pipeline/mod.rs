@@ -64,9 +64,11 @@ pub async fn open_broker(config: &Config) -> anyhow::Result<Arc<dyn Broker>> {
             url,
             prefix,
             max_depth,
+            lease_ttl,
         } => {
             let mut cfg = RedisConfig::new(url.clone(), prefix.clone());
             cfg.max_depth = *max_depth;
+            cfg.lease_ttl = lease_ttl.0;
             cfg.completed_retention = COMPLETED_RETENTION;
             let broker = RedisBroker::connect(cfg).await.map_err(|e| {
                 anyhow::anyhow!(

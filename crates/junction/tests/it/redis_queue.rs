@@ -3,14 +3,19 @@
 
 use super::pipeline::{eventually, poll_json};
 use super::{client, metric, redis_url, start};
-use junction_testkit::{Behavior, FakeUpstream};
+use junction_testkit::{Behavior, FakeUpstream, TcpGate};
 use std::collections::HashSet;
 use std::time::Duration;
 
 fn config(prefix: &str, a: &str, b: &str) -> String {
+    config_at(&redis_url(), prefix, a, b)
+}
+
+/// Two subscribers of `orders` on the Redis queue at `url`.
+fn config_at(url: &str, prefix: &str, a: &str, b: &str) -> String {
     format!(
         r#"
-queue: {{ backend: redis, url: "{url}", prefix: {prefix} }}
+queue: {{ backend: redis, url: "{url}", prefix: {prefix}, lease_ttl: 1s }}
 upstreams:
   a: {{ url: "{a}", timeout: 500ms, breaker: {{ min_requests: 1000 }} }}
   b: {{ url: "{b}", timeout: 500ms }}
@@ -22,8 +27,7 @@ routes:
       subscribers:
         - {{ name: sub-a, upstream: a, path: /hook, retry: {{ backoff: 50ms, max_backoff: 100ms }}, max_attempts: 1000 }}
         - {{ name: sub-b, upstream: b, path: /events }}
-"#,
-        url = redis_url()
+"#
     )
 }
 
@@ -125,4 +129,87 @@ async fn metric_becomes(admin: std::net::SocketAddr, series: &str, want: f64) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(metric(admin, series).await, want, "{series}");
+}
+
+#[tokio::test]
+async fn a_redis_outage_refuses_new_events_with_503_and_loses_no_accepted_one() {
+    let (a, b) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    let redis_addr = tokio::net::lookup_host(
+        redis_url()
+            .trim_start_matches("redis://")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_owned(),
+    )
+    .await
+    .unwrap()
+    .next()
+    .unwrap();
+    let gate = TcpGate::start(redis_addr).await;
+    // Subscriber a fails until Redis is back, so accepted events wait in Redis through the outage.
+    a.set(Behavior::Status(503));
+    let prefix = format!("jt-q-{}", uuid::Uuid::new_v4());
+    let url = format!("redis://{}", gate.addr());
+    let gw = start(&config_at(&url, &prefix, &a.url(), &b.url())).await;
+    let mut ids = HashSet::new();
+    for i in 0..5 {
+        ids.insert(post(gw.data, format!(r#"{{"before":{i}}}"#)).await);
+    }
+    gate.cut();
+    let refused = client()
+        .post(format!("http://{}/orders", gw.data))
+        .header("content-type", "application/json")
+        .body(r#"{"during":1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_eq!(
+        refused.headers()["content-type"],
+        "application/problem+json"
+    );
+    gate.restore();
+    a.set(Behavior::Ok(r#"{"ok":true}"#.into()));
+    // Accepted again once Redis is reachable (the connection is re-made on demand).
+    let mut back = None;
+    for _ in 0..100 {
+        let resp = client()
+            .post(format!("http://{}/orders", gw.data))
+            .header("content-type", "application/json")
+            .body(r#"{"after":1}"#)
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == 202 {
+            let v: serde_json::Value = resp.json().await.unwrap();
+            back = Some(v["id"].as_str().unwrap().to_owned());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ids.insert(back.expect("accepting again within 10 s of Redis coming back"));
+    let delivered = |up: &FakeUpstream| {
+        up.seen()
+            .iter()
+            .map(|s| {
+                s.headers["x-junction-message-id"]
+                    .to_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect::<HashSet<_>>()
+    };
+    eventually("every accepted event at b", Duration::from_secs(15), || {
+        ids.is_subset(&delivered(&b))
+    })
+    .await;
+    // a answered 503 until Redis was back: each message's record says it reached a too.
+    let done = |v: &serde_json::Value| !v["completed_at_ms"].is_null();
+    for id in &ids {
+        let url = format!("http://{}/admin/messages/{id}", gw.admin);
+        let status = poll_json(&url, Duration::from_secs(10), done).await;
+        assert!(done(&status), "{status}");
+    }
 }

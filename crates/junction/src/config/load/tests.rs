@@ -162,9 +162,11 @@ fn redis_backends_need_a_redis_url() {
     let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
     assert_eq!(keys, ["queue.url", "cache.url"], "{errs:?}");
     assert!(errs[0].to_string().starts_with("r.yaml:1:"), "{}", errs[0]);
-    let good =
-        "queue: { backend: redis, url: \"redis://127.0.0.1:6379\", prefix: app, max_depth: 10 }\n";
+    let good = "queue: { backend: redis, url: \"redis://127.0.0.1:6379\", prefix: app, max_depth: 10, lease_ttl: 10s }\n";
     assert!(load_str(good, "r.yaml").is_ok());
+    let short = "queue: { backend: redis, url: \"redis://x\", lease_ttl: 100ms }\n";
+    let errs = load_str(short, "r.yaml").unwrap_err();
+    assert_eq!(errs[0].key, "queue.lease_ttl", "{errs:?}");
 }
 
 #[test]
