@@ -29,28 +29,39 @@
 //!   also polls at least once a second, so a lost announcement only delays.
 //! - Keys are computed inside scripts, so this targets a standalone Redis (or
 //!   a proxy pinning one prefix to one node), not Redis Cluster.
+//!
+//! Layout: this file holds the broker and its [`Broker`] methods; [`scripts`]
+//! the Lua and the key layout, [`outcomes`] recording outcomes (with the
+//! [`backlog`] and [`leases`] renewal), [`read`] the admin reads, [`codec`]
+//! reply parsing, [`tasks`] the background loops.
 
 mod backlog;
+mod codec;
 mod leases;
+mod outcomes;
+mod read;
 mod scripts;
+mod tasks;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Value;
-use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::broker::*;
 use backlog::{Backlog, Held, Op};
+use codec::{bytes, message_from, num, parse_depth, status_of, storage, text, wall_ms, Meta};
 use leases::HeldLeases;
 use scripts::Scripts;
+use tasks::{
+    listen_for_wakeups, refresh_depth_forever, renew_leases_forever, retry_backlog_forever,
+};
 
 /// How long a lease lasts unless its instance renews it (every third of it), by default.
 pub const LEASE_TTL: Duration = Duration::from_secs(30);
@@ -88,15 +99,6 @@ impl RedisConfig {
             lease_ttl: LEASE_TTL,
         }
     }
-}
-
-/// What a message holds besides its body, topic and key (JSON in `meta`).
-#[derive(Serialize, Deserialize)]
-struct Meta {
-    content_type: Option<String>,
-    headers: Vec<(String, String)>,
-    enqueued_at_ms: u64,
-    subscribers: Vec<String>,
 }
 
 /// A [`Broker`] in Redis; cheap to share (`Arc`).
@@ -172,129 +174,6 @@ impl RedisBroker {
         self.try_run(what, script, args).await.map_err(|f| f.error)
     }
 
-    /// Like [`run`](Self::run), saying whether a failure was Redis being unreachable.
-    async fn try_run(
-        &self,
-        what: &str,
-        script: &redis::Script,
-        args: Vec<Vec<u8>>,
-    ) -> Result<Value, Failure> {
-        let mut invocation = script.prepare_invoke();
-        invocation
-            .arg(&self.cfg.prefix)
-            .arg(wall_ms())
-            .arg(self.cfg.completed_retention.as_millis() as u64);
-        for a in args {
-            invocation.arg(a);
-        }
-        let mut conn = self.conn.clone();
-        match tokio::time::timeout(CALL_TIMEOUT, invocation.invoke_async::<Value>(&mut conn)).await
-        {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(Failure {
-                unreachable: e.is_io_error()
-                    || e.is_timeout()
-                    || e.is_connection_refusal()
-                    || e.is_connection_dropped()
-                    || e.is_unrecoverable_error(),
-                error: storage(what, e),
-            }),
-            Err(e) => Err(Failure {
-                unreachable: true,
-                error: storage(what, e),
-            }),
-        }
-    }
-
-    /// Runs an outcome's script; while Redis is unreachable (or outcomes from
-    /// that time still wait), keeps it in the backlog instead. `Ok(false)`: kept.
-    async fn record(&self, outcome: Held) -> Result<bool, QueueError> {
-        if self.backlog.len() > 0 {
-            self.hold(outcome);
-            return Ok(false);
-        }
-        let script = self.script_of(outcome.op);
-        match self
-            .try_run("recording a delivery outcome", script, outcome.args.clone())
-            .await
-        {
-            Ok(reply) => {
-                self.take_depth(&reply);
-                self.forget_lease(&outcome);
-                Ok(true)
-            }
-            Err(f) if f.unreachable => {
-                tracing::warn!(error = %f.error, "redis unreachable; the delivery outcome is kept and recorded when it is back");
-                self.hold(outcome);
-                Ok(false)
-            }
-            Err(f) => {
-                self.forget_lease(&outcome);
-                Err(f.error)
-            }
-        }
-    }
-
-    fn forget_lease(&self, outcome: &Held) {
-        let id = String::from_utf8_lossy(&outcome.args[0]);
-        self.leases.remove(&outcome.subscriber, &id);
-    }
-
-    /// Pushes the expiry of every lease this instance still holds forward.
-    async fn renew_leases(&self) {
-        let until = wall_ms() + self.cfg.lease_ttl.as_millis() as u64;
-        for (sub, ids) in self.leases.snapshot() {
-            for chunk in ids.chunks(500) {
-                let mut cmd = redis::cmd("ZADD");
-                cmd.arg(self.key(&format!("lease:{sub}"))).arg("XX");
-                for id in chunk {
-                    cmd.arg(until).arg(id);
-                }
-                if let Err(e) = self.query::<i64>("renewing leases", &cmd).await {
-                    tracing::debug!(error = %e, "leases not renewed this time");
-                }
-            }
-        }
-    }
-
-    fn hold(&self, outcome: Held) {
-        if !self.backlog.push(outcome) {
-            tracing::warn!("too many unrecorded delivery outcomes; the oldest was dropped (its delivery goes out again when its lease expires)");
-        }
-    }
-
-    fn script_of(&self, op: Op) -> &redis::Script {
-        match op {
-            Op::Settle => &self.scripts.settle,
-            Op::Release => &self.scripts.release,
-        }
-    }
-
-    /// Records what the backlog holds, in order, until Redis fails again.
-    async fn drain_backlog(&self) {
-        let mut waiting = self.backlog.take();
-        while let Some(outcome) = waiting.pop_front() {
-            let script = self.script_of(outcome.op);
-            match self
-                .try_run("recording a delivery outcome", script, outcome.args.clone())
-                .await
-            {
-                Ok(reply) => {
-                    self.take_depth(&reply);
-                    self.wake_local(&outcome.subscriber);
-                }
-                Err(f) if f.unreachable => {
-                    waiting.push_front(outcome);
-                    self.backlog.put_back(waiting);
-                    return;
-                }
-                Err(f) => {
-                    tracing::error!(error = %f.error, "a delivery outcome was refused; its delivery goes out again when its lease expires");
-                }
-            }
-        }
-    }
-
     /// Runs a plain command within [`CALL_TIMEOUT`].
     async fn query<T: redis::FromRedisValue>(
         &self,
@@ -342,153 +221,6 @@ impl RedisBroker {
             .entry(subscriber.to_owned())
             .or_default()
             .clone()
-    }
-
-    async fn settle(
-        &self,
-        d: &Delivery,
-        mode: &str,
-        attempt: &AttemptRecord,
-        next_at: u64,
-        reason: &str,
-    ) -> Result<(), QueueError> {
-        self.check_open()?;
-        let record = format!(
-            "{}|{}|{}",
-            attempt.at_ms, attempt.duration_ms, attempt.outcome
-        );
-        let outcome = Held {
-            op: Op::Settle,
-            args: vec![
-                d.message.id.as_str().into(),
-                d.subscriber.as_bytes().to_vec(),
-                mode.into(),
-                record.into_bytes(),
-                next_at.to_string().into_bytes(),
-                reason.as_bytes().to_vec(),
-            ],
-            subscriber: d.subscriber.clone(),
-        };
-        if self.record(outcome).await? && mode == "retry" {
-            self.wake_local(&d.subscriber);
-        }
-        Ok(())
-    }
-
-    /// Dead letters from the cursor on, `limit + 1` matching at most (to know if more follow).
-    async fn dead_letters(
-        &self,
-        filter: &DlqFilter,
-        after: Option<String>,
-        limit: usize,
-    ) -> Result<Vec<DeadLetter>, QueueError> {
-        let mut out = Vec::new();
-        let mut cursor = after.map_or_else(|| "-".to_owned(), |a| format!("({a}"));
-        loop {
-            let members: Vec<String> = self
-                .query(
-                    "listing dead letters",
-                    redis::cmd("ZRANGEBYLEX")
-                        .arg(self.key("dlq"))
-                        .arg(&cursor)
-                        .arg("+")
-                        .arg("LIMIT")
-                        .arg(0)
-                        .arg(200),
-                )
-                .await?;
-            let Some(last) = members.last() else {
-                return Ok(out);
-            };
-            cursor = format!("({last}");
-            for member in &members {
-                let Some((id, sub)) = split_dead_letter_id(member) else {
-                    continue;
-                };
-                if filter.subscriber.as_deref().is_some_and(|s| s != sub) {
-                    continue;
-                }
-                let Some(letter) = self.dead_letter_of(id, sub).await? else {
-                    continue;
-                };
-                if !filter.matches(&letter.message.topic, sub) {
-                    continue;
-                }
-                out.push(letter);
-                if out.len() > limit {
-                    return Ok(out);
-                }
-            }
-        }
-    }
-
-    async fn dead_letter_of(&self, id: &str, sub: &str) -> Result<Option<DeadLetter>, QueueError> {
-        let Some(message) = self.message(id).await? else {
-            return Ok(None);
-        };
-        let (fields, history) = self.delivery(id, sub).await?;
-        Ok(Some(DeadLetter {
-            id: dead_letter_id(id, sub),
-            message,
-            subscriber: sub.to_owned(),
-            attempts: history,
-            reason: fields.get("why").cloned().unwrap_or_default(),
-            dead_at_ms: num(fields.get("dead_at")),
-        }))
-    }
-
-    /// The whole message (body included), if it is still held.
-    async fn message(&self, id: &str) -> Result<Option<Message>, QueueError> {
-        let (topic, okey, meta, body): (
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<Vec<u8>>,
-        ) = self
-            .query(
-                "reading a message",
-                redis::cmd("HMGET")
-                    .arg(self.key(&format!("m:{id}")))
-                    .arg(&["topic", "okey", "meta", "body"]),
-            )
-            .await?;
-        let (Some(topic), Some(meta)) = (topic, meta) else {
-            return Ok(None);
-        };
-        Ok(Some(message_from(
-            id,
-            topic,
-            okey,
-            &meta,
-            body.unwrap_or_default(),
-        )?))
-    }
-
-    /// A delivery's fields and attempt history.
-    async fn delivery(
-        &self,
-        id: &str,
-        sub: &str,
-    ) -> Result<(HashMap<String, String>, Vec<AttemptRecord>), QueueError> {
-        let fields: HashMap<String, String> = self
-            .query(
-                "reading a delivery",
-                redis::cmd("HGETALL").arg(self.key(&format!("d:{id}:{sub}"))),
-            )
-            .await?;
-        let raw: Vec<String> = self
-            .query(
-                "reading a delivery's history",
-                redis::cmd("LRANGE")
-                    .arg(self.key(&format!("h:{id}:{sub}")))
-                    .arg(0)
-                    .arg(-1),
-            )
-            .await?;
-        Ok((
-            fields,
-            raw.iter().filter_map(|r| parse_attempt(r)).collect(),
-        ))
     }
 
     async fn replay_one(&self, id: &str, sub: &str) -> Result<bool, QueueError> {
@@ -780,216 +512,5 @@ impl Broker for RedisBroker {
                 )),
             )),
         }
-    }
-}
-
-/// Why a script did not run.
-struct Failure {
-    /// Redis could not be reached (or did not answer in time), as opposed to refusing.
-    unreachable: bool,
-    error: QueueError,
-}
-
-/// Records backlogged outcomes every [`BACKLOG_RETRY`] until the broker is dropped.
-async fn retry_backlog_forever(broker: Weak<RedisBroker>) {
-    loop {
-        tokio::time::sleep(BACKLOG_RETRY).await;
-        let Some(b) = broker.upgrade() else { return };
-        if b.backlog.len() > 0 {
-            b.drain_backlog().await;
-        }
-    }
-}
-
-/// Renews this instance's leases every third of their lifetime until the broker is dropped.
-async fn renew_leases_forever(broker: Weak<RedisBroker>) {
-    loop {
-        let every = match broker.upgrade() {
-            Some(b) => b.cfg.lease_ttl / 3,
-            None => return,
-        };
-        tokio::time::sleep(every).await;
-        let Some(b) = broker.upgrade() else { return };
-        if b.closed.load(Ordering::Acquire) {
-            return;
-        }
-        b.renew_leases().await;
-    }
-}
-
-/// Re-reads the depth every [`DEPTH_REFRESH`] until the broker is dropped.
-async fn refresh_depth_forever(broker: Weak<RedisBroker>) {
-    loop {
-        tokio::time::sleep(DEPTH_REFRESH).await;
-        let Some(b) = broker.upgrade() else { return };
-        if b.closed.load(Ordering::Acquire) {
-            return;
-        }
-        if let Err(e) = b.refresh_depth().await {
-            tracing::debug!(error = %e, "queue depth not refreshed");
-        }
-    }
-}
-
-/// Wakes local dispatchers on other instances' announcements; resubscribes after a loss.
-async fn listen_for_wakeups(broker: Weak<RedisBroker>) {
-    use futures::StreamExt;
-    loop {
-        let Some((client, channel)) = broker
-            .upgrade()
-            .filter(|b| !b.closed.load(Ordering::Acquire))
-            .map(|b| (b.client.clone(), b.key("wake")))
-        else {
-            return;
-        };
-        match client.get_async_pubsub().await {
-            Ok(mut pubsub) => {
-                if pubsub.subscribe(&channel).await.is_ok() {
-                    let mut messages = pubsub.into_on_message();
-                    while let Some(msg) = messages.next().await {
-                        let Some(b) = broker.upgrade() else { return };
-                        if let Ok(sub) = msg.get_payload::<String>() {
-                            b.wake_local(&sub);
-                        }
-                    }
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "wake-up channel unavailable; retrying"),
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-fn message_from(
-    id: &str,
-    topic: String,
-    okey: Option<String>,
-    meta: &str,
-    body: Vec<u8>,
-) -> Result<Message, QueueError> {
-    let meta: Meta = serde_json::from_str(meta).map_err(|e| storage("decoding a message", e))?;
-    Ok(Message {
-        id: MessageId::new(id),
-        topic,
-        body: Bytes::from(body),
-        content_type: meta.content_type,
-        headers: meta.headers,
-        ordering_key: okey.filter(|k| !k.is_empty()),
-        enqueued_at_ms: meta.enqueued_at_ms,
-        subscribers: meta.subscribers,
-    })
-}
-
-/// `attempt|at_ms|duration_ms|outcome` back into a record.
-fn parse_attempt(raw: &str) -> Option<AttemptRecord> {
-    let mut parts = raw.splitn(4, '|');
-    Some(AttemptRecord {
-        attempt: parts.next()?.parse().ok()?,
-        at_ms: parts.next()?.parse().ok()?,
-        duration_ms: parts.next()?.parse().ok()?,
-        outcome: parts.next()?.to_owned(),
-    })
-}
-
-/// The depth hash (`HGETALL` reply) as a snapshot.
-fn parse_depth(reply: &Value) -> DepthSnapshot {
-    let mut snap = DepthSnapshot::default();
-    let pairs: Vec<(String, i64)> = match reply {
-        Value::Array(items) => items
-            .chunks(2)
-            .filter_map(|kv| Some((text(&kv[0]), text(kv.get(1)?).parse().ok()?)))
-            .collect(),
-        Value::Map(kv) => kv
-            .iter()
-            .filter_map(|(k, v)| Some((text(k), text(v).parse().ok()?)))
-            .collect(),
-        _ => Vec::new(),
-    };
-    let mut topics = BTreeMap::new();
-    let mut dlq = BTreeMap::new();
-    for (field, n) in pairs {
-        let n = n.max(0) as u64;
-        if let Some(topic) = field.strip_prefix("u:") {
-            topics.insert(topic.to_owned(), n);
-        } else if let Some(topic) = field.strip_prefix("x:") {
-            dlq.insert(topic.to_owned(), n);
-        }
-    }
-    snap.total = topics.values().sum();
-    snap.dlq_total = dlq.values().sum();
-    snap.topics = topics;
-    snap.dlq = dlq;
-    snap
-}
-
-/// The first element of a script reply (its status word).
-fn status_of(reply: &Value) -> String {
-    match reply {
-        Value::Array(items) => items.first().map(text).unwrap_or_default(),
-        _ => String::new(),
-    }
-}
-
-fn text(v: &Value) -> String {
-    String::from_utf8_lossy(&bytes(v)).into_owned()
-}
-
-fn bytes(v: &Value) -> Vec<u8> {
-    match v {
-        Value::BulkString(b) => b.clone(),
-        Value::SimpleString(s) => s.clone().into_bytes(),
-        Value::Int(i) => i.to_string().into_bytes(),
-        _ => Vec::new(),
-    }
-}
-
-fn num(v: Option<&String>) -> u64 {
-    v.and_then(|s| s.parse().ok()).unwrap_or(0)
-}
-
-fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn storage(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> QueueError {
-    QueueError::Storage(StorageError::new(format!("redis queue: {what}"), e))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn bulk(s: &str) -> Value {
-        Value::BulkString(s.as_bytes().to_vec())
-    }
-
-    #[test]
-    fn the_depth_hash_becomes_a_snapshot() {
-        let reply = Value::Array(
-            [
-                "u:orders", "2", "x:orders", "1", "u:users", "0", "_u", "2", "_x", "1",
-            ]
-            .iter()
-            .map(|s| bulk(s))
-            .collect(),
-        );
-        let snap = parse_depth(&reply);
-        assert_eq!((snap.total, snap.dlq_total), (2, 1));
-        assert_eq!(snap.topics.get("orders"), Some(&2));
-        assert_eq!(snap.topics.get("users"), Some(&0));
-        assert_eq!(snap.dlq.get("orders"), Some(&1));
-    }
-
-    #[test]
-    fn attempts_keep_pipes_in_their_outcome() {
-        let a = parse_attempt("3|1700000000000|12|status 503 | upstream said no").unwrap();
-        assert_eq!(
-            (a.attempt, a.at_ms, a.duration_ms),
-            (3, 1_700_000_000_000, 12)
-        );
-        assert_eq!(a.outcome, "status 503 | upstream said no");
-        assert!(parse_attempt("x|1|2|y").is_none());
     }
 }

@@ -1,0 +1,153 @@
+//! How Redis replies and stored fields become the queue's types.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use redis::Value;
+use serde::{Deserialize, Serialize};
+
+use crate::broker::*;
+
+/// What a message holds besides its body, topic and key (JSON in `meta`).
+#[derive(Serialize, Deserialize)]
+pub(super) struct Meta {
+    pub content_type: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub enqueued_at_ms: u64,
+    pub subscribers: Vec<String>,
+}
+
+pub(super) fn message_from(
+    id: &str,
+    topic: String,
+    okey: Option<String>,
+    meta: &str,
+    body: Vec<u8>,
+) -> Result<Message, QueueError> {
+    let meta: Meta = serde_json::from_str(meta).map_err(|e| storage("decoding a message", e))?;
+    Ok(Message {
+        id: MessageId::new(id),
+        topic,
+        body: Bytes::from(body),
+        content_type: meta.content_type,
+        headers: meta.headers,
+        ordering_key: okey.filter(|k| !k.is_empty()),
+        enqueued_at_ms: meta.enqueued_at_ms,
+        subscribers: meta.subscribers,
+    })
+}
+
+/// `attempt|at_ms|duration_ms|outcome` back into a record.
+pub(super) fn parse_attempt(raw: &str) -> Option<AttemptRecord> {
+    let mut parts = raw.splitn(4, '|');
+    Some(AttemptRecord {
+        attempt: parts.next()?.parse().ok()?,
+        at_ms: parts.next()?.parse().ok()?,
+        duration_ms: parts.next()?.parse().ok()?,
+        outcome: parts.next()?.to_owned(),
+    })
+}
+
+/// The depth hash (`HGETALL` reply) as a snapshot.
+pub(super) fn parse_depth(reply: &Value) -> DepthSnapshot {
+    let mut snap = DepthSnapshot::default();
+    let pairs: Vec<(String, i64)> = match reply {
+        Value::Array(items) => items
+            .chunks(2)
+            .filter_map(|kv| Some((text(&kv[0]), text(kv.get(1)?).parse().ok()?)))
+            .collect(),
+        Value::Map(kv) => kv
+            .iter()
+            .filter_map(|(k, v)| Some((text(k), text(v).parse().ok()?)))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut topics = BTreeMap::new();
+    let mut dlq = BTreeMap::new();
+    for (field, n) in pairs {
+        let n = n.max(0) as u64;
+        if let Some(topic) = field.strip_prefix("u:") {
+            topics.insert(topic.to_owned(), n);
+        } else if let Some(topic) = field.strip_prefix("x:") {
+            dlq.insert(topic.to_owned(), n);
+        }
+    }
+    snap.total = topics.values().sum();
+    snap.dlq_total = dlq.values().sum();
+    snap.topics = topics;
+    snap.dlq = dlq;
+    snap
+}
+
+/// The first element of a script reply (its status word).
+pub(super) fn status_of(reply: &Value) -> String {
+    match reply {
+        Value::Array(items) => items.first().map(text).unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+pub(super) fn text(v: &Value) -> String {
+    String::from_utf8_lossy(&bytes(v)).into_owned()
+}
+
+pub(super) fn bytes(v: &Value) -> Vec<u8> {
+    match v {
+        Value::BulkString(b) => b.clone(),
+        Value::SimpleString(s) => s.clone().into_bytes(),
+        Value::Int(i) => i.to_string().into_bytes(),
+        _ => Vec::new(),
+    }
+}
+
+pub(super) fn num(v: Option<&String>) -> u64 {
+    v.and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+pub(super) fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+pub(super) fn storage(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> QueueError {
+    QueueError::Storage(StorageError::new(format!("redis queue: {what}"), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn the_depth_hash_becomes_a_snapshot() {
+        let reply = Value::Array(
+            [
+                "u:orders", "2", "x:orders", "1", "u:users", "0", "_u", "2", "_x", "1",
+            ]
+            .iter()
+            .map(|s| bulk(s))
+            .collect(),
+        );
+        let snap = parse_depth(&reply);
+        assert_eq!((snap.total, snap.dlq_total), (2, 1));
+        assert_eq!(snap.topics.get("orders"), Some(&2));
+        assert_eq!(snap.topics.get("users"), Some(&0));
+        assert_eq!(snap.dlq.get("orders"), Some(&1));
+    }
+
+    #[test]
+    fn attempts_keep_pipes_in_their_outcome() {
+        let a = parse_attempt("3|1700000000000|12|status 503 | upstream said no").unwrap();
+        assert_eq!(
+            (a.attempt, a.at_ms, a.duration_ms),
+            (3, 1_700_000_000_000, 12)
+        );
+        assert_eq!(a.outcome, "status 503 | upstream said no");
+        assert!(parse_attempt("x|1|2|y").is_none());
+    }
+}
