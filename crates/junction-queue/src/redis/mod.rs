@@ -9,7 +9,7 @@
 //! time per delivery (retries with backoff), per-key ordering per subscriber,
 //! a dead-letter queue listed in order and replayed one by one, and a status
 //! per (message, subscriber); consumer groups give none of those directly.
-//! Each state change is one Lua script (see [`scripts`]), so it is atomic.
+//! Each state change is one Lua script (see `scripts`), so it is atomic.
 //!
 //! What it promises, beyond the [`Broker`] contract:
 //! - Durability is Redis's own: an event is "accepted" once Redis has it in
@@ -18,22 +18,22 @@
 //!   of Redis itself). Say so to users (README).
 //! - A lease lasts [`RedisConfig::lease_ttl`] ([`LEASE_TTL`] by default) and the
 //!   instance holding it renews it until the outcome is recorded (see
-//!   [`leases`]); a delivery leased by an instance that died is
+//!   `leases`); a delivery leased by an instance that died is
 //!   due again after that (at-least-once: it may be delivered twice).
 //! - [`Broker::depth`] is exact for this instance's own changes at once and for
 //!   other instances' within [`DEPTH_REFRESH`]; `max_depth` is checked in Redis.
 //! - An outcome (ack, retry, dead letter, release) that cannot reach Redis is
 //!   kept in memory, in order, and recorded when Redis answers again (see
-//!   [`backlog`]); enqueues are not kept: they fail, and the gateway answers 503.
+//!   `backlog`); enqueues are not kept: they fail, and the gateway answers 503.
 //! - Wake-ups reach every instance through a pub/sub channel; a dispatcher
 //!   also polls at least once a second, so a lost announcement only delays.
 //! - Keys are computed inside scripts, so this targets a standalone Redis (or
 //!   a proxy pinning one prefix to one node), not Redis Cluster.
 //!
-//! Layout: this file holds the broker and its [`Broker`] methods; [`scripts`]
-//! the Lua and the key layout, [`outcomes`] recording outcomes (with the
-//! [`backlog`] and [`leases`] renewal), [`read`] the admin reads, [`codec`]
-//! reply parsing, [`tasks`] the background loops.
+//! Layout: this file holds the broker and its [`Broker`] methods; `scripts`
+//! the Lua and the key layout, `outcomes` recording outcomes (with the
+//! `backlog` and `leases` renewal), `read` the admin reads, `codec`
+//! reply parsing, `tasks` the background loops.
 
 mod backlog;
 mod codec;
