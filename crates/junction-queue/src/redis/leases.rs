@@ -39,6 +39,11 @@ impl HeldLeases {
         }
     }
 
+    /// How many leases are held.
+    pub fn count(&self) -> usize {
+        self.by_subscriber.lock().values().map(HashSet::len).sum()
+    }
+
     /// What to renew: every subscriber's held ids.
     pub fn snapshot(&self) -> Vec<(String, Vec<String>)> {
         self.by_subscriber

@@ -153,6 +153,12 @@ impl RedisBroker {
         Ok(broker)
     }
 
+    /// Leases this instance holds and renews, and outcomes waiting for Redis
+    /// (diagnostics; both fall to 0 once every outcome is recorded).
+    pub fn held(&self) -> (usize, usize) {
+        (self.leases.count(), self.backlog.len())
+    }
+
     fn key(&self, rest: &str) -> String {
         format!("{}:{rest}", self.cfg.prefix)
     }

@@ -79,6 +79,7 @@ impl RedisBroker {
         }
     }
 
+    /// Stops renewing the lease of a delivery whose outcome is settled.
     pub(super) fn forget_lease(&self, outcome: &Held) {
         let id = String::from_utf8_lossy(&outcome.args[0]);
         self.leases.remove(&outcome.subscriber, &id);
@@ -125,6 +126,7 @@ impl RedisBroker {
             {
                 Ok(reply) => {
                     self.take_depth(&reply);
+                    self.forget_lease(&outcome);
                     self.wake_local(&outcome.subscriber);
                 }
                 Err(f) if f.unreachable => {
@@ -133,6 +135,7 @@ impl RedisBroker {
                     return;
                 }
                 Err(f) => {
+                    self.forget_lease(&outcome);
                     tracing::error!(error = %f.error, "a delivery outcome was refused; its delivery goes out again when its lease expires");
                 }
             }

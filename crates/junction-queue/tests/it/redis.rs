@@ -101,3 +101,62 @@ async fn an_unreachable_redis_is_a_start_up_error() {
         .expect("no Redis there");
     assert!(err.to_string().contains("queue storage failed"), "{err}");
 }
+
+#[tokio::test]
+async fn outcomes_made_while_redis_is_unreachable_are_recorded_when_it_is_back() {
+    let redis_addr = tokio::net::lookup_host(
+        redis_url()
+            .trim_start_matches("redis://")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_owned(),
+    )
+    .await
+    .unwrap()
+    .next()
+    .unwrap();
+    let gate = junction_testkit::TcpGate::start(redis_addr).await;
+    let b = broker(RedisConfig::new(
+        format!("redis://{}", gate.addr()),
+        unique_prefix(),
+    ))
+    .await;
+    for body in ["1", "2"] {
+        b.enqueue(request("t", &["s"], body)).await.unwrap();
+    }
+    let leased = b.lease_due("s", now_ms(), 10).await.unwrap();
+    assert_eq!(leased.len(), 2);
+    assert_eq!(b.held(), (2, 0));
+    gate.cut();
+    // Redis is unreachable: the outcomes are kept, in order, not lost.
+    b.ack(&leased[0], attempt("status 200")).await.unwrap();
+    b.retry_later(&leased[1], attempt("status 503"), now_ms())
+        .await
+        .unwrap();
+    assert_eq!(b.held(), (2, 2), "leases still held and renewed meanwhile");
+    assert!(
+        b.enqueue(request("t", &["s"], "3")).await.is_err(),
+        "enqueues fail"
+    );
+    gate.restore();
+    for _ in 0..100 {
+        if b.held() == (0, 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(b.held(), (0, 0));
+    let first = b
+        .message_status(leased[0].message.id.as_str())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(first.completed_at_ms.is_some(), "{first:?}");
+    let again = b.lease_due("s", now_ms(), 10).await.unwrap();
+    assert_eq!(again.len(), 1, "the retried one is due again");
+    assert_eq!(
+        (again[0].message.id.clone(), again[0].attempts),
+        (leased[1].message.id.clone(), 1)
+    );
+}
