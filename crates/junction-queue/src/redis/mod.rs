@@ -407,17 +407,25 @@ impl Broker for RedisBroker {
     }
 
     async fn message_status(&self, id: &str) -> Result<Option<MessageStatus>, QueueError> {
-        let fields: HashMap<String, String> = self
+        // Not the body: a status does not show it (and it need not be UTF-8).
+        let (meta, topic, okey, done): (
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<u64>,
+        ) = self
             .query(
                 "reading a message",
-                redis::cmd("HGETALL").arg(self.key(&format!("m:{id}"))),
+                redis::cmd("HMGET")
+                    .arg(self.key(&format!("m:{id}")))
+                    .arg(&["meta", "topic", "okey", "done"]),
             )
             .await?;
-        let (Some(meta), Some(topic)) = (fields.get("meta"), fields.get("topic")) else {
+        let (Some(meta), Some(topic)) = (meta, topic) else {
             return Ok(None);
         };
         let meta: Meta =
-            serde_json::from_str(meta).map_err(|e| storage("decoding a message", e))?;
+            serde_json::from_str(&meta).map_err(|e| storage("decoding a message", e))?;
         let mut subscribers = Vec::with_capacity(meta.subscribers.len());
         for sub in &meta.subscribers {
             let (d, history) = self.delivery(id, sub).await?;
@@ -442,10 +450,10 @@ impl Broker for RedisBroker {
         }
         Ok(Some(MessageStatus {
             id: MessageId::new(id),
-            topic: topic.clone(),
-            ordering_key: fields.get("okey").filter(|k| !k.is_empty()).cloned(),
+            topic,
+            ordering_key: okey.filter(|k| !k.is_empty()),
             enqueued_at_ms: meta.enqueued_at_ms,
-            completed_at_ms: fields.get("done").and_then(|v| v.parse().ok()),
+            completed_at_ms: done,
             subscribers,
         }))
     }

@@ -160,3 +160,17 @@ async fn outcomes_made_while_redis_is_unreachable_are_recorded_when_it_is_back()
         (leased[1].message.id.clone(), 1)
     );
 }
+
+#[tokio::test]
+async fn the_status_of_a_message_with_a_binary_body_is_readable() {
+    let b = broker(RedisConfig::new(redis_url(), unique_prefix())).await;
+    let mut req = request("t", &["s"], "");
+    req.body = bytes::Bytes::from_static(&[0xff, 0xfe, 0x00, 0x80]);
+    let EnqueueOutcome::Accepted(id) = b.enqueue(req).await.unwrap() else {
+        panic!("accepted expected")
+    };
+    let status = b.message_status(id.as_str()).await.unwrap();
+    assert!(status.is_some_and(|s| s.subscribers.len() == 1));
+    let d = b.lease_due("s", now_ms(), 1).await.unwrap().pop().unwrap();
+    assert_eq!(d.message.body.as_ref(), &[0xff, 0xfe, 0x00, 0x80]);
+}
