@@ -21,7 +21,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::{header, HeaderMap, HeaderName};
+use http::{header, HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
 /// Format marker at the start of every encoded entry.
@@ -154,6 +154,21 @@ impl CachedResponse {
             stale_if_error,
             etag,
         }
+    }
+
+    /// The stored headers as a map, with room for `extra` more (names or
+    /// values that no longer parse are left out).
+    pub fn header_map(&self, extra: usize) -> HeaderMap {
+        let mut headers = HeaderMap::with_capacity(self.headers.len() + extra);
+        for (name, value) in &self.headers {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_bytes(value),
+            ) {
+                headers.append(n, v);
+            }
+        }
+        headers
     }
 
     /// Time since storage (zero if the clock went backwards).

@@ -209,15 +209,7 @@ fn respond(
     shaped: &Shaped,
     now: u64,
 ) -> Response<Body> {
-    let mut headers = HeaderMap::with_capacity(entry.headers.len() + 3);
-    for (name, value) in &entry.headers {
-        if let (Ok(n), Ok(v)) = (
-            header::HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_bytes(value),
-        ) {
-            headers.append(n, v);
-        }
-    }
+    let mut headers = entry.header_map(3);
     headers.insert("x-junction-cache", HeaderValue::from_static(state));
     if state != "MISS" {
         headers.insert(header::AGE, HeaderValue::from(entry.age(now).as_secs()));

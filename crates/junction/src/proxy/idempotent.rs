@@ -243,15 +243,7 @@ fn replay(
     req_headers: &HeaderMap,
     shaped: &Shaped,
 ) -> Response<Body> {
-    let mut headers = HeaderMap::with_capacity(answer.headers.len() + 1);
-    for (name, value) in &answer.headers {
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_bytes(value),
-        ) {
-            headers.append(n, v);
-        }
-    }
+    let mut headers = answer.header_map(1);
     headers.insert(REPLAYED, HeaderValue::from_static("true"));
     finish(
         answer.status,
