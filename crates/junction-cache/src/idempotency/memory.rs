@@ -195,8 +195,4 @@ impl IdempotencyStore for MemoryIdempotency {
         }
         Ok(())
     }
-
-    fn backend(&self) -> &'static str {
-        "memory"
-    }
 }

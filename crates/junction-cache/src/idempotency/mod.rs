@@ -75,9 +75,6 @@ pub trait IdempotencyStore: Send + Sync {
 
     /// Gives the key up without an answer (the request failed in a way a retry may fix).
     async fn release(&self, key: &str, fingerprint: u128, token: Token) -> Result<(), CacheError>;
-
-    /// Short backend name for logs (`memory`, `redis`).
-    fn backend(&self) -> &'static str;
 }
 
 /// The fingerprint of a request (XXH3-128 of method, target and body): a

@@ -132,8 +132,4 @@ impl IdempotencyStore for RedisStore {
             .await
             .map(|_| ())
     }
-
-    fn backend(&self) -> &'static str {
-        "redis"
-    }
 }
