@@ -139,7 +139,14 @@ pub fn load_str(text: &str, file: &str) -> Result<Config, Vec<ConfigError>> {
                 .collect()
         })
         .unwrap_or_default();
-    super::validate::check(&root, &upstream_names, &upstreams, &routes, &mut errs);
+    super::validate::check(
+        &root,
+        &upstream_names,
+        &upstreams,
+        &routes,
+        config.as_ref().map(|c| &c.queue),
+        &mut errs,
+    );
     if let Some(c) = config.as_mut() {
         c.upstreams = upstreams;
         c.routes = routes.into_iter().map(|(_, r)| r).collect();

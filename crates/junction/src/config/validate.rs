@@ -2,18 +2,20 @@
 
 use super::load::{pos_of, repeated, Errors};
 use super::yaml::Node;
-use super::{RouteConfig, UpstreamConfig};
+use super::{QueueConfig, RouteConfig, UpstreamConfig};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
 /// Records every cross-section problem in `errs`. `routes` holds the routes that
-/// deserialized, with their index in the file.
+/// deserialized, with their index in the file; `queue` the queue section, if the
+/// top level deserialized.
 pub(super) fn check(
     root: &Node,
     upstream_names: &BTreeSet<String>,
     upstreams: &BTreeMap<String, UpstreamConfig>,
     routes: &[(usize, RouteConfig)],
+    queue: Option<&QueueConfig>,
     errs: &mut Errors,
 ) {
     let at = |i: usize, rest: &[&str]| -> super::yaml::Pos {
@@ -23,17 +25,14 @@ pub(super) fn check(
         pos_of(root, &segs)
     };
 
-    let lease_ttl = root
-        .get("queue")
-        .and_then(|(_, q)| q.get("lease_ttl"))
-        .and_then(|(_, v)| v.as_str())
-        .and_then(|v| humantime::parse_duration(v).ok());
-    if lease_ttl.is_some_and(|d| d < std::time::Duration::from_millis(300)) {
-        errs.push(
-            pos_of(root, &["queue", "lease_ttl"]),
-            "queue.lease_ttl",
-            "must be at least 300ms (leases are renewed every third of it)".into(),
-        );
+    if let Some(QueueConfig::Redis { lease_ttl, .. }) = queue {
+        if lease_ttl.0 < std::time::Duration::from_millis(300) {
+            errs.push(
+                pos_of(root, &["queue", "lease_ttl"]),
+                "queue.lease_ttl",
+                "must be at least 300ms (leases are renewed every third of it)".into(),
+            );
+        }
     }
 
     for section in ["queue", "cache"] {
