@@ -51,6 +51,22 @@ impl TcpGate {
         }
     }
 
+    /// Starts forwarding to the host and port of `url` (`scheme://host:port/...`).
+    pub async fn in_front_of(url: &str) -> Self {
+        let authority = url
+            .split_once("://")
+            .map_or(url, |(_, rest)| rest)
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        let target = tokio::net::lookup_host(authority)
+            .await
+            .unwrap_or_else(|e| panic!("cannot resolve {authority}: {e}"))
+            .next()
+            .unwrap_or_else(|| panic!("{authority} resolves to no address"));
+        Self::start(target).await
+    }
+
     /// Where clients connect.
     pub fn addr(&self) -> SocketAddr {
         self.addr

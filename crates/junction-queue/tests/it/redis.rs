@@ -104,19 +104,7 @@ async fn an_unreachable_redis_is_a_start_up_error() {
 
 #[tokio::test]
 async fn outcomes_made_while_redis_is_unreachable_are_recorded_when_it_is_back() {
-    let redis_addr = tokio::net::lookup_host(
-        redis_url()
-            .trim_start_matches("redis://")
-            .split('/')
-            .next()
-            .unwrap()
-            .to_owned(),
-    )
-    .await
-    .unwrap()
-    .next()
-    .unwrap();
-    let gate = junction_testkit::TcpGate::start(redis_addr).await;
+    let gate = junction_testkit::TcpGate::in_front_of(&redis_url()).await;
     let b = broker(RedisConfig::new(
         format!("redis://{}", gate.addr()),
         unique_prefix(),

@@ -95,27 +95,16 @@ async fn two_gateways_share_one_queue_and_a_stopped_one_loses_nothing() {
     first.shutdown.cancel();
     first.task.await.unwrap().unwrap();
     a.set(Behavior::Ok(r#"{"ok":true}"#.into()));
-    let delivered_ids = |up: &FakeUpstream| {
-        up.seen()
-            .iter()
-            .map(|s| {
-                s.headers["x-junction-message-id"]
-                    .to_str()
-                    .unwrap()
-                    .to_owned()
-            })
-            .collect::<HashSet<_>>()
-    };
     eventually(
         "every accepted event reached b",
         Duration::from_secs(10),
-        || delivered_ids(&b) == ids,
+        || message_ids(&b) == ids,
     )
     .await;
     // Only the second gateway can have delivered to a: it was down until the first stopped.
     let series = r#"junction_deliveries_total{subscriber="sub-a",outcome="delivered"}"#;
     metric_becomes(second.admin, series, 30.0).await;
-    assert!(ids.is_subset(&delivered_ids(&a)));
+    assert!(ids.is_subset(&message_ids(&a)));
     // The delivered counter moves just before the ack is recorded: wait for the depth.
     metric_becomes(second.admin, r#"junction_queue_depth{topic="orders"}"#, 0.0).await;
 }
@@ -134,19 +123,7 @@ async fn metric_becomes(admin: std::net::SocketAddr, series: &str, want: f64) {
 #[tokio::test]
 async fn a_redis_outage_refuses_new_events_with_503_and_loses_no_accepted_one() {
     let (a, b) = (FakeUpstream::start().await, FakeUpstream::start().await);
-    let redis_addr = tokio::net::lookup_host(
-        redis_url()
-            .trim_start_matches("redis://")
-            .split('/')
-            .next()
-            .unwrap()
-            .to_owned(),
-    )
-    .await
-    .unwrap()
-    .next()
-    .unwrap();
-    let gate = TcpGate::start(redis_addr).await;
+    let gate = TcpGate::in_front_of(&redis_url()).await;
     // Subscriber a fails until Redis is back, so accepted events wait in Redis through the outage.
     a.set(Behavior::Status(503));
     let prefix = format!("jt-q-{}", uuid::Uuid::new_v4());
@@ -190,19 +167,8 @@ async fn a_redis_outage_refuses_new_events_with_503_and_loses_no_accepted_one() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     ids.insert(back.expect("accepting again within 10 s of Redis coming back"));
-    let delivered = |up: &FakeUpstream| {
-        up.seen()
-            .iter()
-            .map(|s| {
-                s.headers["x-junction-message-id"]
-                    .to_str()
-                    .unwrap()
-                    .to_owned()
-            })
-            .collect::<HashSet<_>>()
-    };
     eventually("every accepted event at b", Duration::from_secs(15), || {
-        ids.is_subset(&delivered(&b))
+        ids.is_subset(&message_ids(&b))
     })
     .await;
     // a answered 503 until Redis was back: each message's record says it reached a too.
@@ -212,4 +178,17 @@ async fn a_redis_outage_refuses_new_events_with_503_and_loses_no_accepted_one() 
         let status = poll_json(&url, Duration::from_secs(10), done).await;
         assert!(done(&status), "{status}");
     }
+}
+
+/// The message ids a subscriber has seen (every attempt, whatever it answered).
+fn message_ids(up: &FakeUpstream) -> HashSet<String> {
+    up.seen()
+        .iter()
+        .map(|s| {
+            s.headers["x-junction-message-id"]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
 }
