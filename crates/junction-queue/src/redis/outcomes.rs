@@ -57,30 +57,37 @@ impl RedisBroker {
             self.hold(outcome);
             return Ok(false);
         }
-        let script = self.script_of(outcome.op);
-        match self
-            .try_run("recording a delivery outcome", script, outcome.args.clone())
-            .await
-        {
-            Ok(reply) => {
-                self.take_depth(&reply);
-                self.forget_lease(&outcome);
-                Ok(true)
-            }
+        match self.apply(&outcome).await {
+            Ok(()) => Ok(true),
             Err(f) if f.unreachable => {
                 tracing::warn!(error = %f.error, "redis unreachable; the delivery outcome is kept and recorded when it is back");
                 self.hold(outcome);
                 Ok(false)
             }
-            Err(f) => {
-                self.forget_lease(&outcome);
-                Err(f.error)
-            }
+            Err(f) => Err(f.error),
         }
     }
 
+    /// Runs an outcome's script. Once Redis has answered, recorded or refused,
+    /// the outcome is settled: its lease is no longer renewed.
+    async fn apply(&self, outcome: &Held) -> Result<(), Failure> {
+        let script = self.script_of(outcome.op);
+        let ran = self
+            .try_run("recording a delivery outcome", script, outcome.args.clone())
+            .await;
+        match &ran {
+            Err(f) if f.unreachable => {}
+            Ok(reply) => {
+                self.take_depth(reply);
+                self.forget_lease(outcome);
+            }
+            Err(_) => self.forget_lease(outcome),
+        }
+        ran.map(|_| ())
+    }
+
     /// Stops renewing the lease of a delivery whose outcome is settled.
-    pub(super) fn forget_lease(&self, outcome: &Held) {
+    fn forget_lease(&self, outcome: &Held) {
         let id = String::from_utf8_lossy(&outcome.args[0]);
         self.leases.remove(&outcome.subscriber, &id);
     }
@@ -102,13 +109,13 @@ impl RedisBroker {
         }
     }
 
-    pub(super) fn hold(&self, outcome: Held) {
+    fn hold(&self, outcome: Held) {
         if !self.backlog.push(outcome) {
             tracing::warn!("too many unrecorded delivery outcomes; the oldest was dropped (its delivery goes out again when its lease expires)");
         }
     }
 
-    pub(super) fn script_of(&self, op: Op) -> &redis::Script {
+    fn script_of(&self, op: Op) -> &redis::Script {
         match op {
             Op::Settle => &self.scripts.settle,
             Op::Release => &self.scripts.release,
@@ -119,23 +126,14 @@ impl RedisBroker {
     pub(super) async fn drain_backlog(&self) {
         let mut waiting = self.backlog.take();
         while let Some(outcome) = waiting.pop_front() {
-            let script = self.script_of(outcome.op);
-            match self
-                .try_run("recording a delivery outcome", script, outcome.args.clone())
-                .await
-            {
-                Ok(reply) => {
-                    self.take_depth(&reply);
-                    self.forget_lease(&outcome);
-                    self.wake_local(&outcome.subscriber);
-                }
+            match self.apply(&outcome).await {
+                Ok(()) => self.wake_local(&outcome.subscriber),
                 Err(f) if f.unreachable => {
                     waiting.push_front(outcome);
                     self.backlog.put_back(waiting);
                     return;
                 }
                 Err(f) => {
-                    self.forget_lease(&outcome);
                     tracing::error!(error = %f.error, "a delivery outcome was refused; its delivery goes out again when its lease expires");
                 }
             }
