@@ -62,6 +62,17 @@ local function promote(sub, key)
     redis.call('HDEL', khead, key)
   end
 end
+-- A pending delivery is due now: behind its key's chain when it has an
+-- ordering key, else in the due set; every instance is told.
+local function make_due(id, sub, okey)
+  if okey ~= '' then
+    redis.call('ZADD', P .. ':c:' .. sub .. ':' .. okey, 0, id)
+    promote(sub, okey)
+  else
+    redis.call('ZADD', P .. ':due:' .. sub, NOW, id)
+  end
+  wake(sub)
+end
 -- Every delivery is final: stamp completion; without dead letters, drop the
 -- body and let the record expire after KEEP.
 local function finish(id)
@@ -117,13 +128,7 @@ redis.call('HSET', mkey(id), 'topic', topic, 'okey', okey, 'meta', meta, 'body',
   'left', #subs, 'dead', 0, 'subs', table.concat(subs, '\n'))
 for _, sub in ipairs(subs) do
   redis.call('HSET', dkey(id, sub), 'st', 'p', 'at', NOW, 'n', 0, 'ls', 0)
-  if okey ~= '' then
-    redis.call('ZADD', P .. ':c:' .. sub .. ':' .. okey, 0, id)
-    promote(sub, okey)
-  else
-    redis.call('ZADD', P .. ':due:' .. sub, NOW, id)
-  end
-  wake(sub)
+  make_due(id, sub, okey)
 end
 if #subs > 0 then
   count('u:' .. topic, 1)
@@ -226,13 +231,7 @@ count('x:' .. topic, -1)
 count('_x', -1)
 redis.call('HINCRBY', m, 'dead', -1)
 pending_delta(id, topic, 1)
-if okey ~= '' then
-  redis.call('ZADD', P .. ':c:' .. sub .. ':' .. okey, 0, id)
-  promote(sub, okey)
-else
-  redis.call('ZADD', P .. ':due:' .. sub, NOW, id)
-end
-wake(sub)
+make_due(id, sub, okey)
 return {'ok', depth()}
 ";
 
