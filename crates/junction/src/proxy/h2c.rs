@@ -40,11 +40,12 @@ pub async fn send(
     req: Request<Body>,
 ) -> Result<Response<UpstreamBody>, SendError> {
     let slot = CONNS.with(|conns| {
-        conns
-            .borrow_mut()
-            .entry(target.key().into())
-            .or_default()
-            .clone()
+        let mut conns = conns.borrow_mut();
+        // Looked up by `&str` first: the key is allocated once per address, not per request.
+        match conns.get(target.key()) {
+            Some(slot) => slot.clone(),
+            None => conns.entry(target.key().into()).or_default().clone(),
+        }
     });
     let mut req = req;
     // A connection that closed before taking the request gives it back; the
