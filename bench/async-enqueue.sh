@@ -32,6 +32,7 @@ S1=$((BASE + 22)) S2=$((BASE + 23)) S3=$((BASE + 24))
 DRAIN_LIMIT="${DRAIN_LIMIT:-120}"
 SUBSCRIBERS="${SUBSCRIBERS:-http1}"
 QUEUE="${QUEUE:-embedded}"
+REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 case "$SUBSCRIBERS" in
     http1) LISTEN_OPT="" UP_OPT="" ;;
     h2c) LISTEN_OPT=" http2" UP_OPT=", http2: true" ;;
@@ -68,7 +69,7 @@ case "$QUEUE" in
     # which rewrite that path, get their own queue in Redis too.
     redis)
         BENCH_PREFIX="bench-$(date +%s)"
-        QUEUE_LINE="queue: { backend: redis, url: \"${REDIS_URL:-redis://127.0.0.1:6379}\", prefix: \"$BENCH_PREFIX:$WORK/queue\" }" ;;
+        QUEUE_LINE="queue: { backend: redis, url: \"$REDIS_URL\", prefix: \"$BENCH_PREFIX:$WORK/queue\" }" ;;
     embedded) QUEUE_LINE="queue: { backend: embedded, path: $WORK/queue }" ;;
     *) die "QUEUE is embedded or redis, not $QUEUE" ;;
 esac
@@ -217,13 +218,13 @@ PEER=$(grep '^PEERJSON ' "$WORK/peer.txt" | sed 's/^PEERJSON //')
     if [ "$QUEUE" = embedded ]; then
         echo "queue dir size after run: $(du -sh "$WORK/queue" | cut -f1); after the accept-only run: $(du -sh "$WORK/queue-accept" | cut -f1)"
     else
-        echo "redis memory after the runs: $(redis-cli -u "${REDIS_URL:-redis://127.0.0.1:6379}" info memory | awk -F: '/^used_memory_human/ {print $2}' | tr -d '\r')"
+        echo "redis memory after the runs: $(redis-cli -u "$REDIS_URL" info memory | awk -F: '/^used_memory_human/ {print $2}' | tr -d '\r')"
     fi
     echo "timeline (epoch, accepted, delivered, depth, rss): $TIMELINE"
 } | tee "$OUT_DIR/async-enqueue.txt"
 
 if [ "$QUEUE" = redis ]; then
     log "removing this run's keys from Redis ($BENCH_PREFIX:*)"
-    redis-cli -u "${REDIS_URL:-redis://127.0.0.1:6379}" --scan --pattern "$BENCH_PREFIX:*" |
-        xargs -r -n 1000 redis-cli -u "${REDIS_URL:-redis://127.0.0.1:6379}" unlink >/dev/null
+    redis-cli -u "$REDIS_URL" --scan --pattern "$BENCH_PREFIX:*" |
+        xargs -r -n 1000 redis-cli -u "$REDIS_URL" unlink >/dev/null
 fi
