@@ -12,7 +12,9 @@ use crate::broker::{AttemptRecord, DeliveryState, Message};
 
 impl Batch<'_> {
     /// Stores a hot message as an ordinary pending one: subscribers that have it as
-    /// delivered, the others pending and due now.
+    /// delivered, the others pending and due since it was enqueued (as on the fast
+    /// path: it keeps its place before newer messages, and a lease at any time since
+    /// sees it).
     pub fn spill(&mut self, m: &HotMessage) -> Res<()> {
         let delivered: Vec<Option<AttemptRecord>> = m.delivered.clone();
         self.store_pending(&m.message, &delivered)
@@ -82,7 +84,10 @@ impl Batch<'_> {
         for (sub, attempt) in msg.subscribers.iter().zip(delivered) {
             match attempt {
                 Some(a) => self.put_delivery(id, sub, &delivered_record(Some(a.clone())))?,
-                None => self.make_pending(id, sub, None, DeliveryRecord::pending(self.now))?,
+                None => {
+                    let due = DeliveryRecord::pending(msg.enqueued_at_ms);
+                    self.make_pending(id, sub, None, due)?;
+                }
             }
         }
         self.bump("depth", &msg.topic, 1);

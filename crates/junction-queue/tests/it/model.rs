@@ -70,6 +70,17 @@ impl Model {
         self.held.remove(&slot);
     }
 
+    /// Messages some subscriber still has to receive.
+    fn pending_messages(&self) -> usize {
+        let ids: HashSet<&String> = self
+            .state
+            .iter()
+            .filter(|(_, st)| matches!(st, St::Pending(_)))
+            .map(|((id, _), _)| id)
+            .collect();
+        ids.len()
+    }
+
     fn depth(&self) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
         let (mut depth, mut dlq) = (BTreeMap::new(), BTreeMap::new());
         let mut pending_msgs = HashSet::new();
@@ -143,11 +154,19 @@ async fn run(seed: u64, hot_max: usize) {
                 let sub = SUBS[rng.gen_range(0..3)];
                 let now = now_ms() + [0, 20_000, 90_000][rng.gen_range(0..3)];
                 let want = m.leasable(sub, now);
+                let mut got = b.lease_due(sub, now, 1000).await.unwrap();
                 if hot_max < STEPS {
-                    // Any batch lets a subscriber with nothing hot to do get work.
-                    b.flush().await.unwrap();
+                    // A subscriber with nothing hot to do while its messages overflow
+                    // makes each batch spill a hot message and load the oldest
+                    // overflowed one; that may be another subscriber's, so it can take
+                    // one batch per overflowed message, never more.
+                    let mut batches = m.pending_messages();
+                    while got.is_empty() && !want.is_empty() && batches > 0 {
+                        b.flush().await.unwrap();
+                        got = b.lease_due(sub, now, 1000).await.unwrap();
+                        batches -= 1;
+                    }
                 }
-                let got = b.lease_due(sub, now, 1000).await.unwrap();
                 let got_ids: HashSet<String> =
                     got.iter().map(|d| d.message.id.to_string()).collect();
                 if hot_max >= STEPS {
