@@ -19,7 +19,7 @@ use crate::body::Body;
 use crate::config::{Config, RouteConfig};
 use crate::pipeline::AsyncRoute;
 use crate::problem::GatewayError;
-use crate::telemetry::live::{caller_node, Live};
+use crate::telemetry::live::{Client, Live};
 use crate::telemetry::metrics::{RouteLabel, RouteRequests};
 use crate::telemetry::{otel, Metrics};
 use anyhow::Context;
@@ -34,7 +34,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use router::Router;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -337,21 +336,18 @@ impl Gateway {
     }
 
     /// Answers one request, inside its trace span when tracing is on.
-    pub async fn handle(
-        self: Arc<Self>,
-        req: Request<Incoming>,
-        peer: SocketAddr,
-    ) -> Response<Body> {
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, client: Client) -> Response<Body> {
         if !otel::enabled() {
-            return self.respond(req, peer).await;
+            return self.respond(req, client).await;
         }
         let span = otel::request_span(req.method(), req.uri().path(), req.headers());
-        let resp = self.respond(req, peer).instrument(span.clone()).await;
+        let resp = self.respond(req, client).instrument(span.clone()).await;
         otel::record_response(&span, &resp);
         resp
     }
 
-    async fn respond(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    async fn respond(self: Arc<Self>, req: Request<Incoming>, client: Client) -> Response<Body> {
+        let peer = client.addr;
         let start = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
@@ -374,11 +370,10 @@ impl Gateway {
         };
         let route = matched.route;
         otel::record_route(&route.name);
-        let caller = caller_node(
+        let caller = client.caller_node(
             req.headers()
                 .get(&self.caller_header)
                 .and_then(|v| v.to_str().ok()),
-            peer,
         );
         let mut outcome = Outcome::default();
         let result = match route.rate_limiter.as_ref().map(|l| l.check()) {

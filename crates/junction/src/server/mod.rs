@@ -14,6 +14,7 @@ pub mod balance;
 
 use crate::body::{Body, BoxError};
 use crate::proxy::Gateway;
+use crate::telemetry::live::Client;
 use balance::{Balance, Handoff};
 use http::{Request, Response};
 use http_body_util::BodyExt;
@@ -23,7 +24,6 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -158,7 +158,10 @@ async fn serve_data(
             // Box the compressed body back into our `Body` so hyper sees one concrete type.
             .map_response(box_compressed)
             .layer(compression.clone())
-            .service(Handler { gateway: gw, peer });
+            .service(Handler {
+                gateway: gw,
+                client: Client::new(peer),
+            });
         let conn = builder
             .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc))
             .into_owned();
@@ -185,7 +188,7 @@ fn box_compressed(resp: Response<CompressionBody<Body>>) -> Response<Body> {
 #[derive(Clone)]
 struct Handler {
     gateway: Arc<Gateway>,
-    peer: SocketAddr,
+    client: Client,
 }
 
 impl tower::Service<Request<Incoming>> for Handler {
@@ -202,7 +205,7 @@ impl tower::Service<Request<Incoming>> for Handler {
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
         let gateway = self.gateway.clone();
-        let peer = self.peer;
-        Box::pin(async move { Ok(gateway.handle(req, peer).await) })
+        let client = self.client.clone();
+        Box::pin(async move { Ok(gateway.handle(req, client).await) })
     }
 }

@@ -6,6 +6,7 @@
 
 use junction_telemetry::graph::node_id;
 use junction_telemetry::{DependencyGraph, EdgeKind, NodeKind, RouteStats, StatsRegistry};
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -122,10 +123,31 @@ impl SubscriberLive {
     }
 }
 
-/// The graph node of the system that sent a request: the caller header's value, else the client address.
-pub fn caller_node(header_value: Option<&str>, peer: SocketAddr) -> String {
-    match header_value.filter(|v| !v.is_empty()) {
-        Some(v) => node_id(NodeKind::Caller, v),
-        None => node_id(NodeKind::Caller, &peer.ip().to_string()),
+/// One client connection: its address, and its graph node, worked out once per
+/// connection rather than per request.
+#[derive(Clone, Debug)]
+pub struct Client {
+    /// The peer address.
+    pub addr: SocketAddr,
+    /// The caller node of requests without a caller header.
+    pub node: Arc<str>,
+}
+
+impl Client {
+    /// The client at `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            node: node_id(NodeKind::Caller, &addr.ip().to_string()).into(),
+        }
+    }
+
+    /// The graph node of the system that sent a request: the caller header's value,
+    /// else the client address.
+    pub fn caller_node<'a>(&'a self, header_value: Option<&str>) -> Cow<'a, str> {
+        match header_value.filter(|v| !v.is_empty()) {
+            Some(v) => Cow::Owned(node_id(NodeKind::Caller, v)),
+            None => Cow::Borrowed(&self.node),
+        }
     }
 }

@@ -151,15 +151,18 @@ async fn bad_json_is_400_and_nothing_is_enqueued() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (FakeUpstream::start().await, FakeUpstream::start().await);
     let gw = start_in(dir.path(), &two_subscribers(&a.url(), &b.url(), "")).await;
-    let resp = client()
-        .post(format!("http://{}/orders", gw.data))
-        .header("content-type", "application/json")
-        .body("{not json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 400);
-    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    let bodies: [&[u8]; 3] = [b"{not json", b"{\"a\":\"\xff\"}", b"{} {}"];
+    for body in bodies {
+        let resp = client()
+            .post(format!("http://{}/orders", gw.data))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{body:?}");
+        assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    }
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(a.calls() + b.calls(), 0);
 }
