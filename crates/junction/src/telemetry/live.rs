@@ -151,3 +151,20 @@ impl Client {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_caller_header_names_the_node_else_the_client_address() {
+        let client = Client::new("10.1.2.3:4567".parse().unwrap());
+        let by_addr = node_id(NodeKind::Caller, "10.1.2.3");
+        assert_eq!(client.caller_node(None), by_addr);
+        assert_eq!(client.caller_node(Some("")), by_addr);
+        assert_eq!(
+            client.caller_node(Some("erp")),
+            node_id(NodeKind::Caller, "erp")
+        );
+    }
+}
