@@ -540,6 +540,40 @@ async fn a_restart_interrupted_after_copying_the_backlog_makes_no_duplicates() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spilled_message_stays_due_since_its_enqueue_for_the_other_subscribers() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(&dir, None).await;
+    let id = enqueue_n(&b, &["a", "b"], 1).await.remove(0);
+    let enqueued_at = b
+        .message_status(id.as_str())
+        .await
+        .unwrap()
+        .unwrap()
+        .enqueued_at_ms;
+    // Later, b's failed attempt moves the message off the fast path into redb.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let d = b.lease_due("b", now_ms(), 10).await.unwrap().remove(0);
+    b.retry_later(&d, attempt("status 503"), now_ms() + 60_000)
+        .await
+        .unwrap();
+    let st = b.message_status(id.as_str()).await.unwrap().unwrap();
+    let a = st.subscribers.iter().find(|s| s.subscriber == "a").unwrap();
+    assert_eq!(
+        a.state,
+        DeliveryState::Pending {
+            next_attempt_at_ms: enqueued_at
+        },
+        "a's delivery keeps its place: due since the enqueue, not since the spill"
+    );
+    // A lease as of the enqueue time already sees it.
+    let got = b.lease_due("a", enqueued_at, 10).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].message.id, id);
+    assert_eq!(b.verify().await.unwrap(), b.depth());
+    b.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivered_fast_path_message_keeps_its_history_in_one_record() {
     let dir = tempfile::tempdir().unwrap();
     let b = open(&dir, None).await;
