@@ -38,7 +38,7 @@ use crate::entry::{now_ms, CachedResponse};
 /// An entry as held in moka, with what the index and counters need.
 #[derive(Debug)]
 struct Stored {
-    entry: CachedResponse,
+    entry: Arc<CachedResponse>,
     tags: Box<[String]>,
     generation: u64,
     /// Real size in bytes (entry plus key).
@@ -136,7 +136,7 @@ impl MemoryStore {
 
 #[async_trait]
 impl CacheStore for MemoryStore {
-    async fn get(&self, key: &str) -> Result<Option<CachedResponse>, CacheError> {
+    async fn get(&self, key: &str) -> Result<Option<Arc<CachedResponse>>, CacheError> {
         Ok(self.cache.get(key).await.map(|stored| stored.entry.clone()))
     }
 
@@ -172,7 +172,7 @@ impl CacheStore for MemoryStore {
         self.shared.entries.fetch_add(1, Ordering::Relaxed);
         self.shared.bytes.fetch_add(size, Ordering::Relaxed);
         let stored = Stored {
-            entry,
+            entry: Arc::new(entry),
             tags: tags.into_boxed_slice(),
             generation,
             size,
@@ -270,7 +270,7 @@ mod tests {
         let store = MemoryStore::new(100, 1 << 20);
         let e = entry(10, 60_000);
         store.put("k", e.clone(), &[]).await.expect("put");
-        assert_eq!(store.get("k").await.expect("get"), Some(e));
+        assert_eq!(store.get("k").await.expect("get").as_deref(), Some(&e));
         assert_eq!(store.get("other").await.expect("get"), None);
         assert!(store.invalidate_key("k").await.expect("invalidate"));
         assert!(!store.invalidate_key("k").await.expect("invalidate"));

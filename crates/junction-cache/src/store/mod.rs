@@ -19,6 +19,7 @@ mod redis;
 
 use async_trait::async_trait;
 use serde::Serialize;
+use std::sync::Arc;
 
 use crate::entry::CachedResponse;
 
@@ -84,8 +85,9 @@ pub enum Invalidation {
 /// A response cache backend.
 #[async_trait]
 pub trait CacheStore: Send + Sync {
-    /// The entry for `key`, fresh or stale, if the store still holds it.
-    async fn get(&self, key: &str) -> Result<Option<CachedResponse>, CacheError>;
+    /// The entry for `key`, fresh or stale, if the store still holds it (shared:
+    /// a hit on the memory store copies nothing).
+    async fn get(&self, key: &str) -> Result<Option<Arc<CachedResponse>>, CacheError>;
 
     /// Stores `entry` under `key`, replacing any previous entry, reachable by `tags`.
     async fn put(

@@ -308,7 +308,7 @@ impl WarnLimiter {
 
 #[async_trait]
 impl CacheStore for RedisStore {
-    async fn get(&self, key: &str) -> Result<Option<CachedResponse>, CacheError> {
+    async fn get(&self, key: &str) -> Result<Option<Arc<CachedResponse>>, CacheError> {
         let redis_key = self.entry_key(key);
         let raw: Option<Vec<u8>> = self
             .exec("get", |mut conn| async move {
@@ -320,7 +320,7 @@ impl CacheStore for RedisStore {
             .await?;
         let Some(raw) = raw else { return Ok(None) };
         match CachedResponse::decode(Bytes::from(raw)) {
-            Ok(entry) => Ok(Some(entry)),
+            Ok(entry) => Ok(Some(Arc::new(entry))),
             Err(error) => {
                 // Another version's format, or damage: a miss; the next put overwrites it.
                 tracing::debug!(key, %error, "unreadable redis cache entry; treating as miss");

@@ -61,7 +61,10 @@ async fn two_instances_share_entries_and_key_invalidations() {
     let (a, b) = (store(&prefix).await, store(&prefix).await);
     let e = entry(b"{\"id\":1}", 60_000);
     a.put("GET /products/1", e.clone(), &[]).await.expect("put");
-    assert_eq!(b.get("GET /products/1").await.expect("get"), Some(e));
+    assert_eq!(
+        b.get("GET /products/1").await.expect("get").as_deref(),
+        Some(&e)
+    );
     assert_eq!(b.get("GET /products/2").await.expect("get"), None);
 
     let other = store(&unique_prefix()).await;

@@ -88,13 +88,13 @@ pub async fn serve(
     let (entry, state) = match stored.map(|e| (e.freshness(now), e)) {
         Some((Freshness::Fresh, e)) => {
             cache.hits.inc();
-            (Arc::new(e), "HIT")
+            (e, "HIT")
         }
         Some((Freshness::Stale, e)) => {
             // Serve now; refresh once in the background (coalesced with any miss).
             cache.stale.inc();
             tokio::spawn(fetch());
-            (Arc::new(e), "STALE")
+            (e, "STALE")
         }
         stored => {
             cache.misses.inc();
@@ -105,13 +105,13 @@ pub async fn serve(
                 Ok(failed) => {
                     tracing::debug!(route = %route.name, status = failed.status, "upstream failed; serving stale");
                     cache.stale.inc();
-                    (Arc::new(usable_on_error.expect("checked")), "STALE")
+                    (usable_on_error.expect("checked"), "STALE")
                 }
                 Err(e) => match usable_on_error {
                     Some(old) => {
                         tracing::debug!(route = %route.name, error = %e, "upstream failed; serving stale");
                         cache.stale.inc();
-                        (Arc::new(old), "STALE")
+                        (old, "STALE")
                     }
                     None => {
                         let mut resp = e.to_response();
