@@ -31,14 +31,20 @@ routes:
     )
 }
 
-async fn post(addr: std::net::SocketAddr, body: String) -> String {
-    let resp = client()
+/// POSTs a JSON event to `/orders`, whatever the answer.
+async fn send(addr: std::net::SocketAddr, body: &str) -> reqwest::Response {
+    client()
         .post(format!("http://{addr}/orders"))
         .header("content-type", "application/json")
-        .body(body)
+        .body(body.to_owned())
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// POSTs a JSON event to `/orders`, expects 202; returns its id.
+async fn post(addr: std::net::SocketAddr, body: String) -> String {
+    let resp = send(addr, &body).await;
     assert_eq!(resp.status(), 202);
     let v: serde_json::Value = resp.json().await.unwrap();
     v["id"].as_str().unwrap().to_owned()
@@ -134,13 +140,7 @@ async fn a_redis_outage_refuses_new_events_with_503_and_loses_no_accepted_one() 
         ids.insert(post(gw.data, format!(r#"{{"before":{i}}}"#)).await);
     }
     gate.cut();
-    let refused = client()
-        .post(format!("http://{}/orders", gw.data))
-        .header("content-type", "application/json")
-        .body(r#"{"during":1}"#)
-        .send()
-        .await
-        .unwrap();
+    let refused = send(gw.data, r#"{"during":1}"#).await;
     assert_eq!(refused.status(), 503);
     assert!(refused.headers().contains_key("retry-after"));
     assert_eq!(
@@ -152,13 +152,7 @@ async fn a_redis_outage_refuses_new_events_with_503_and_loses_no_accepted_one() 
     // Accepted again once Redis is reachable (the connection is re-made on demand).
     let mut back = None;
     for _ in 0..100 {
-        let resp = client()
-            .post(format!("http://{}/orders", gw.data))
-            .header("content-type", "application/json")
-            .body(r#"{"after":1}"#)
-            .send()
-            .await
-            .unwrap();
+        let resp = send(gw.data, r#"{"after":1}"#).await;
         if resp.status() == 202 {
             let v: serde_json::Value = resp.json().await.unwrap();
             back = Some(v["id"].as_str().unwrap().to_owned());
