@@ -5,12 +5,10 @@ use crate::body::{full, Body};
 use crate::config::KeySource;
 use crate::problem::GatewayError;
 use crate::proxy::forward::collect_body;
+use crate::proxy::idempotent::IDEMPOTENCY_KEY;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use junction_queue::{EnqueueOutcome, EnqueueRequest, QueueError};
-
-/// Header carrying the publisher's idempotency key.
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Accepts one event: 202 with `{"id","topic","status":"accepted"}` once it is durable.
 pub async fn accept(

@@ -38,7 +38,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The request header naming the key.
+/// The request header naming the key (sync routes here, async routes in `pipeline::ingest`).
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 /// Set on answers replayed from a stored record.
 pub const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
