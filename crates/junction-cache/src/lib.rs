@@ -7,6 +7,9 @@
 //! an HTTP server, so it lives here, testable on its own.
 //!
 //! What it promises:
+//! - The cache is an RFC 9111 shared cache: [`policy::storable`] decides what
+//!   may be stored and for how long, [`CachedResponse::reuse`] whether a stored
+//!   response may answer a request, [`Variants`] which stored response does.
 //! - [`CacheKey::build`] never maps two requests the upstream could answer
 //!   differently onto one key (normalisation only merges equivalent spellings).
 //! - [`CacheStore`] backends ([`MemoryStore`], [`RedisStore`]) are bounded and fail
@@ -21,15 +24,19 @@
 
 pub mod cache_control;
 pub mod coalesce;
+pub mod codec;
 pub mod entry;
 pub mod idempotency;
 pub mod key;
+pub mod policy;
 pub mod project;
 pub mod store;
 pub mod tags;
+pub mod variants;
 
 pub use coalesce::Coalescer;
-pub use entry::{CachedResponse, DecodeError, Freshness};
+pub use codec::DecodeError;
+pub use entry::{CachedResponse, Reuse};
 pub use idempotency::{Claim, IdempotencyStore, MemoryIdempotency};
 pub use key::CacheKey;
 pub use project::{project_json_bytes, FieldSet, InvalidJson, ProjectionError};
@@ -37,3 +44,4 @@ pub use store::{
     CacheError, CacheStats, CacheStore, Invalidation, MemoryStore, RedisOptions, RedisStore,
 };
 pub use tags::render_tag;
+pub use variants::Variants;

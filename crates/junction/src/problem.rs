@@ -65,6 +65,11 @@ pub enum GatewayError {
     /// The idempotency store could not be asked; running the request could run it twice.
     #[error("idempotency keys cannot be checked right now ({0}); the request was not forwarded")]
     IdempotencyUnavailable(String),
+    /// The client sent `Cache-Control: only-if-cached` and nothing stored may answer it.
+    #[error(
+        "the request asked for a cached answer only (only-if-cached) and route {route} has none"
+    )]
+    NotCached { route: String },
     /// An admin-level resource is missing.
     #[error("{0}")]
     NotFound(String),
@@ -78,7 +83,7 @@ impl GatewayError {
             NoRoute { .. } | NotFound(_) => StatusCode::NOT_FOUND,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             BadBody(_) | BadJson(_) | BadRequest(_) => StatusCode::BAD_REQUEST,
-            UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            UpstreamTimeout { .. } | NotCached { .. } => StatusCode::GATEWAY_TIMEOUT,
             UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
             BreakerOpen { .. } | Overloaded { .. } | QueueFull { .. } | QueueUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -106,6 +111,7 @@ impl GatewayError {
             RateLimited { .. } => "rate-limited",
             QueueFull { .. } => "queue-full",
             QueueUnavailable(_) => "queue-unavailable",
+            NotCached { .. } => "not-cached",
             NotFound(_) => "not-found",
             IdempotencyInFlight => "idempotency-key-in-flight",
             IdempotencyMismatch => "idempotency-key-mismatch",

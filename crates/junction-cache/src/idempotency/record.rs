@@ -8,7 +8,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::Token;
-use crate::entry::{CachedResponse, DecodeError};
+use crate::codec::DecodeError;
+use crate::entry::CachedResponse;
 
 const MAGIC: &[u8; 3] = b"JIK";
 const VERSION: u8 = 1;

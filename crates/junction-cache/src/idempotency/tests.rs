@@ -14,6 +14,7 @@ fn answer(body: &'static [u8]) -> CachedResponse {
         stale_while_revalidate: Duration::ZERO,
         stale_if_error: Duration::ZERO,
         etag: "\"e\"".into(),
+        ..CachedResponse::default()
     }
 }
 

@@ -33,12 +33,13 @@ use moka::Expiry;
 use parking_lot::Mutex;
 
 use super::{CacheError, CacheStats, CacheStore};
-use crate::entry::{now_ms, CachedResponse};
+use crate::entry::now_ms;
+use crate::variants::Variants;
 
 /// An entry as held in moka, with what the index and counters need.
 #[derive(Debug)]
 struct Stored {
-    entry: Arc<CachedResponse>,
+    variants: Arc<Variants>,
     tags: Box<[String]>,
     generation: u64,
     /// Real size in bytes (entry plus key).
@@ -136,18 +137,17 @@ impl MemoryStore {
 
 #[async_trait]
 impl CacheStore for MemoryStore {
-    async fn get(&self, key: &str) -> Result<Option<Arc<CachedResponse>>, CacheError> {
-        Ok(self.cache.get(key).await.map(|stored| stored.entry.clone()))
+    async fn get(&self, key: &str) -> Result<Option<Arc<Variants>>, CacheError> {
+        Ok(self
+            .cache
+            .get(key)
+            .await
+            .map(|stored| stored.variants.clone()))
     }
 
-    async fn put(
-        &self,
-        key: &str,
-        entry: CachedResponse,
-        tags: &[String],
-    ) -> Result<(), CacheError> {
-        let size = entry.size_bytes() + key.len() as u64;
-        let Some(ttl) = entry.remaining_retention(now_ms()) else {
+    async fn put(&self, key: &str, variants: Variants, tags: &[String]) -> Result<(), CacheError> {
+        let size = variants.size_bytes() + key.len() as u64;
+        let Some(ttl) = variants.remaining_retention(now_ms()) else {
             return Ok(()); // Already past use: nothing to keep.
         };
         if size > self.max_bytes || size > u64::from(u32::MAX) {
@@ -172,7 +172,7 @@ impl CacheStore for MemoryStore {
         self.shared.entries.fetch_add(1, Ordering::Relaxed);
         self.shared.bytes.fetch_add(size, Ordering::Relaxed);
         let stored = Stored {
-            entry: Arc::new(entry),
+            variants: Arc::new(variants),
             tags: tags.into_boxed_slice(),
             generation,
             size,
@@ -246,10 +246,11 @@ fn saturating_sub(counter: &AtomicU64, n: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entry::CachedResponse;
     use bytes::Bytes;
 
-    fn entry(body_len: usize, retention_ms: u64) -> CachedResponse {
-        CachedResponse {
+    fn entry(body_len: usize, retention_ms: u64) -> Variants {
+        Variants::one(CachedResponse {
             status: 200,
             headers: vec![("content-type".into(), b"text/plain".to_vec())],
             body: Bytes::from(vec![b'x'; body_len]),
@@ -258,7 +259,8 @@ mod tests {
             stale_while_revalidate: Duration::ZERO,
             stale_if_error: Duration::from_millis(retention_ms / 2),
             etag: "\"e\"".into(),
-        }
+            ..CachedResponse::default()
+        })
     }
 
     fn tags(names: &[&str]) -> Vec<String> {
@@ -400,9 +402,12 @@ mod tests {
     #[tokio::test]
     async fn entries_past_retention_are_not_stored() {
         let store = MemoryStore::new(100, 1 << 20);
-        let mut old = entry(1, 1_000);
+        let mut old = (**entry(1, 1_000).iter().next().expect("one")).clone();
         old.stored_at_ms -= 5_000;
-        store.put("old", old, &[]).await.expect("put");
+        store
+            .put("old", Variants::one(old), &[])
+            .await
+            .expect("put");
         assert!(store.get("old").await.expect("get").is_none());
         assert_eq!(store.stats().entries, Some(0));
     }

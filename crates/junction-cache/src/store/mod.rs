@@ -4,9 +4,10 @@
 //! process memory (single machine) or in Redis (several Junction instances).
 //!
 //! What every backend promises:
-//! - An entry is kept at most `fresh_for + max(stale_while_revalidate,
-//!   stale_if_error)` after its `stored_at_ms`; `get` may return it stale, and the
-//!   caller decides with [`CachedResponse::freshness`](crate::CachedResponse::freshness).
+//! - A key holds the [`Variants`] of one URI. They are kept for their
+//!   [`Variants::remaining_retention`] at the time of `put`; `get` may return
+//!   them stale, and the caller decides with
+//!   [`CachedResponse::reuse`](crate::CachedResponse::reuse).
 //! - `put` with tags makes the entry reachable by [`CacheStore::invalidate_tag`]
 //!   for as long as the entry lives.
 //! - Errors are [`CacheError`]s the gateway treats as a miss (for `get`) or as
@@ -21,7 +22,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use std::sync::Arc;
 
-use crate::entry::CachedResponse;
+use crate::variants::Variants;
 
 pub use self::memory::MemoryStore;
 pub use self::redis::{RedisOptions, RedisStore};
@@ -85,22 +86,17 @@ pub enum Invalidation {
 /// A response cache backend.
 #[async_trait]
 pub trait CacheStore: Send + Sync {
-    /// The entry for `key`, fresh or stale, if the store still holds it (shared:
-    /// a hit on the memory store copies nothing).
-    async fn get(&self, key: &str) -> Result<Option<Arc<CachedResponse>>, CacheError>;
+    /// The variants stored for `key`, fresh or stale, if the store still holds
+    /// them (shared: a hit on the memory store copies nothing).
+    async fn get(&self, key: &str) -> Result<Option<Arc<Variants>>, CacheError>;
 
-    /// Stores `entry` under `key`, replacing any previous entry, reachable by `tags`.
-    async fn put(
-        &self,
-        key: &str,
-        entry: CachedResponse,
-        tags: &[String],
-    ) -> Result<(), CacheError>;
+    /// Stores `variants` under `key`, replacing what was there, reachable by `tags`.
+    async fn put(&self, key: &str, variants: Variants, tags: &[String]) -> Result<(), CacheError>;
 
     /// Drops every entry stored with `tag`; returns how many were dropped.
     async fn invalidate_tag(&self, tag: &str) -> Result<u64, CacheError>;
 
-    /// Drops the entry for `key`; returns whether there was one.
+    /// Drops every variant stored for `key`; returns whether there was one.
     async fn invalidate_key(&self, key: &str) -> Result<bool, CacheError>;
 
     /// Current counters.

@@ -5,8 +5,8 @@
 //! others.
 //!
 //! Layout (all under a configurable `prefix`):
-//! - `{prefix}:e:{key}` — the encoded [`CachedResponse`], with a `PX` expiry of
-//!   its remaining retention;
+//! - `{prefix}:e:{key}` — the encoded [`Variants`] of one URI, with a `PX`
+//!   expiry of their remaining retention;
 //! - `{prefix}:t:{tag}` — a set of entry keys; its expiry is raised to at least
 //!   that of every entry added, so the set outlives its members;
 //! - `{prefix}:invalidate` — a pub/sub channel announcing each invalidation
@@ -39,7 +39,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
 
 use super::{BoxError, CacheError, CacheStats, CacheStore, Invalidation};
-use crate::entry::{now_ms, CachedResponse};
+use crate::entry::now_ms;
+use crate::variants::Variants;
 
 const BACKEND: &str = "redis";
 /// Minimum gap between two degradation warnings in the log.
@@ -308,7 +309,7 @@ impl WarnLimiter {
 
 #[async_trait]
 impl CacheStore for RedisStore {
-    async fn get(&self, key: &str) -> Result<Option<Arc<CachedResponse>>, CacheError> {
+    async fn get(&self, key: &str) -> Result<Option<Arc<Variants>>, CacheError> {
         let redis_key = self.entry_key(key);
         let raw: Option<Vec<u8>> = self
             .exec("get", |mut conn| async move {
@@ -319,8 +320,8 @@ impl CacheStore for RedisStore {
             })
             .await?;
         let Some(raw) = raw else { return Ok(None) };
-        match CachedResponse::decode(Bytes::from(raw)) {
-            Ok(entry) => Ok(Some(Arc::new(entry))),
+        match Variants::decode(Bytes::from(raw)) {
+            Ok(variants) => Ok(Some(Arc::new(variants))),
             Err(error) => {
                 // Another version's format, or damage: a miss; the next put overwrites it.
                 tracing::debug!(key, %error, "unreadable redis cache entry; treating as miss");
@@ -329,13 +330,8 @@ impl CacheStore for RedisStore {
         }
     }
 
-    async fn put(
-        &self,
-        key: &str,
-        entry: CachedResponse,
-        tags: &[String],
-    ) -> Result<(), CacheError> {
-        let Some(ttl) = entry.remaining_retention(now_ms()) else {
+    async fn put(&self, key: &str, variants: Variants, tags: &[String]) -> Result<(), CacheError> {
+        let Some(ttl) = variants.remaining_retention(now_ms()) else {
             return Ok(());
         };
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
@@ -344,7 +340,7 @@ impl CacheStore for RedisStore {
         for tag in tags {
             invocation.key(self.tag_key(tag));
         }
-        invocation.arg(entry.encode().as_ref()).arg(ttl_ms);
+        invocation.arg(variants.encode().as_ref()).arg(ttl_ms);
         self.exec("put", |mut conn| async move {
             invocation.invoke_async::<()>(&mut conn).await
         })

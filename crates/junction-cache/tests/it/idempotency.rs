@@ -19,6 +19,7 @@ fn answer(body: &'static [u8]) -> CachedResponse {
         stale_while_revalidate: Duration::ZERO,
         stale_if_error: Duration::ZERO,
         etag: "\"p1\"".into(),
+        ..CachedResponse::default()
     }
 }
 

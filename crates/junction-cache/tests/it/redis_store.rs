@@ -7,7 +7,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use junction_cache::entry::now_ms;
 use junction_cache::{
-    CacheError, CacheStore, CachedResponse, Invalidation, RedisOptions, RedisStore,
+    CacheError, CacheStore, CachedResponse, Invalidation, RedisOptions, RedisStore, Variants,
 };
 use redis::AsyncCommands;
 
@@ -38,8 +38,8 @@ async fn raw() -> redis::aio::MultiplexedConnection {
         .expect("redis must be running for these tests")
 }
 
-fn entry(body: &'static [u8], retention_ms: u64) -> CachedResponse {
-    CachedResponse {
+fn entry(body: &'static [u8], retention_ms: u64) -> Variants {
+    Variants::one(CachedResponse {
         status: 200,
         headers: vec![("content-type".into(), b"application/json".to_vec())],
         body: Bytes::from_static(body),
@@ -48,7 +48,8 @@ fn entry(body: &'static [u8], retention_ms: u64) -> CachedResponse {
         stale_while_revalidate: Duration::from_millis(retention_ms / 2),
         stale_if_error: Duration::from_millis(retention_ms / 4),
         etag: "\"v1\"".into(),
-    }
+        ..CachedResponse::default()
+    })
 }
 
 fn tags(names: &[&str]) -> Vec<String> {
@@ -138,9 +139,9 @@ async fn entries_expire_and_tag_sets_outlive_them() {
     assert!(a.get("short").await.expect("get").is_none());
     assert!(a.get("long").await.expect("get").is_some());
 
-    let mut past = entry(b"p", 1_000);
+    let mut past = (**entry(b"p", 1_000).iter().next().expect("one")).clone();
     past.stored_at_ms -= 10_000;
-    a.put("past", past, &[]).await.expect("put");
+    a.put("past", Variants::one(past), &[]).await.expect("put");
     assert!(
         a.get("past").await.expect("get").is_none(),
         "past retention is not stored"

@@ -380,6 +380,18 @@ pub struct RouteCacheConfig {
     /// Also cache non-2xx answers.
     #[serde(default)]
     pub cache_errors: bool,
+    /// Use `ttl` even when the origin sends freshness of its own (dangerous).
+    #[serde(default, rename = "override")]
+    pub override_ttl: bool,
+    /// Variants kept per URI (by `Vary` and `vary`); the oldest go first.
+    #[serde(default = "defaults::max_variants")]
+    pub max_variants: u32,
+    /// Ignore clients' `Cache-Control` (`no-cache`, `max-age`, `only-if-cached`, ...).
+    #[serde(default)]
+    pub ignore_request_cache_control: bool,
+    /// Treat a request `Cookie` like `Authorization`: no shared answer unless the origin allows it.
+    #[serde(default)]
+    pub cookie_is_credential: bool,
 }
 
 /// A token-bucket rate limit.
@@ -477,6 +489,10 @@ mod defaults {
     pub fn max_entries() -> u64 {
         100_000
     }
+    pub fn max_variants() -> u32 {
+        16
+    }
+
     pub fn max_cache_bytes() -> ByteSize {
         ByteSize(256 << 20)
     }

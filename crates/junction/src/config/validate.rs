@@ -234,6 +234,13 @@ pub(super) fn check(
                 "only GET or HEAD routes can be cached".into(),
             );
         }
+        if r.cache.as_ref().is_some_and(|c| c.max_variants == 0) {
+            errs.push(
+                at(*i, &["cache", "max_variants"]),
+                &format!("{key}.cache.max_variants"),
+                "must be at least 1".into(),
+            );
+        }
         if let Some(idem) = &r.idempotency {
             if r.async_.is_some() {
                 errs.push(

@@ -32,6 +32,7 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use junction_cache::idempotency::{fingerprint, scope, Token};
+use junction_cache::policy::Storable;
 use junction_cache::{entry::now_ms, CachedResponse, Claim, IdempotencyStore};
 use prometheus_client::metrics::counter::Counter;
 use std::net::SocketAddr;
@@ -190,15 +191,8 @@ pub async fn serve(
         }
     };
     shaped.bytes_in.inc_by(body.len() as u64);
-    let answer = CachedResponse::from_upstream(
-        status,
-        &head.headers,
-        body,
-        now_ms(),
-        Duration::ZERO,
-        Duration::ZERO,
-        Duration::ZERO,
-    );
+    let answer =
+        CachedResponse::from_upstream(status, &head.headers, body, now_ms(), &Storable::UNSHARED);
     idem.executed.inc();
     claim.complete(&answer, idem.ttl, &route.name).await;
     if head.status.is_success() && !route.invalidate.is_empty() {

@@ -27,6 +27,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use http::{HeaderName, Method, Request, Response};
 use hyper::body::Incoming;
 use idempotent::RouteIdempotency;
+use junction_cache::policy::RouteRules;
 use junction_cache::{CacheStore, Coalescer, FieldSet, IdempotencyStore};
 use junction_telemetry::graph::node_id;
 use junction_telemetry::{EdgeKind, NodeKind, RouteStats};
@@ -70,6 +71,8 @@ pub struct Gateway {
     pub coalescer: Coalescer<cached::Fetched>,
     /// Rolling stats and the dependency graph.
     pub live: Arc<Live>,
+    /// Some route caches: unsafe requests then invalidate what they change.
+    any_cached: bool,
     no_route: RouteMeters,
 }
 
@@ -104,24 +107,28 @@ pub struct Route {
 
 /// A route's cache settings and counters.
 pub struct RouteCache {
-    /// Freshness when the upstream gives none.
-    pub ttl: Duration,
+    /// Freshness and stale rules for storing.
+    pub rules: RouteRules,
     /// Tag templates.
     pub tags: Vec<String>,
-    /// Request headers in the key.
-    pub vary: Vec<HeaderName>,
-    /// Serve stale while refreshing, this long past freshness.
-    pub stale_while_revalidate: Duration,
-    /// Serve stale on upstream failure, this long past freshness.
-    pub stale_if_error: Duration,
-    /// Cache non-2xx answers too.
-    pub cache_errors: bool,
+    /// Request headers (lower case) that always select variants.
+    pub vary: Vec<String>,
+    /// Variants kept per URI.
+    pub max_variants: usize,
+    /// Clients' `Cache-Control` is honoured.
+    pub honour_request_directives: bool,
+    /// A request `Cookie` counts as a credential.
+    pub cookie_is_credential: bool,
     /// `junction_cache_hits_total{route}`.
     pub hits: Counter,
     /// `junction_cache_misses_total{route}`.
     pub misses: Counter,
     /// `junction_cache_stale_serves_total{route}`.
     pub stale: Counter,
+    /// `junction_cache_revalidations_total{route}`.
+    pub revalidated: Counter,
+    /// `junction_cache_bypasses_total{route}`.
+    pub bypassed: Counter,
 }
 
 /// A route's request count and latency handles, resolved once.
@@ -200,7 +207,9 @@ impl Gateway {
                 .with_context(|| format!("route {}", rc.name))?;
         }
         let no_route = RouteMeters::new(&metrics, "none");
+        let any_cached = routes.iter().any(|r| r.cache.is_some());
         Ok(Self {
+            any_cached,
             router,
             routes,
             no_route,
@@ -256,19 +265,27 @@ impl Gateway {
         };
         let cache = match &rc.cache {
             Some(c) => Some(RouteCache {
-                ttl: c.ttl.0,
+                rules: RouteRules {
+                    ttl: c.ttl.0,
+                    force_ttl: c.override_ttl,
+                    stale_while_revalidate: c.stale_while_revalidate.map(|d| d.0),
+                    stale_if_error: c.stale_if_error.map(|d| d.0),
+                    cache_errors: c.cache_errors,
+                },
                 tags: c.tags.clone(),
                 vary: c
                     .vary
                     .iter()
-                    .map(|h| HeaderName::from_bytes(h.as_bytes()))
+                    .map(|h| HeaderName::from_bytes(h.as_bytes()).map(|n| n.as_str().to_owned()))
                     .collect::<Result<_, _>>()?,
-                stale_while_revalidate: c.stale_while_revalidate.map(|d| d.0).unwrap_or_default(),
-                stale_if_error: c.stale_if_error.map(|d| d.0).unwrap_or_default(),
-                cache_errors: c.cache_errors,
+                max_variants: c.max_variants.max(1) as usize,
+                honour_request_directives: !c.ignore_request_cache_control,
+                cookie_is_credential: c.cookie_is_credential,
                 hits: metrics.cache_hits.get_or_create(&label).clone(),
                 misses: metrics.cache_misses.get_or_create(&label).clone(),
                 stale: metrics.cache_stale.get_or_create(&label).clone(),
+                revalidated: metrics.cache_revalidated.get_or_create(&label).clone(),
+                bypassed: metrics.cache_bypassed.get_or_create(&label).clone(),
             }),
             None => None,
         };
@@ -302,6 +319,13 @@ impl Gateway {
             stats: live.routes.get_or_create(&rc.name),
             callee,
         })
+    }
+
+    /// Whether a `GET` of `path` is served by a cached route.
+    pub fn is_cached_get(&self, path: &str) -> bool {
+        self.router
+            .find(&Method::GET, path)
+            .is_some_and(|m| m.route.cache.is_some())
     }
 
     /// Drops every cache entry with one of `tags` (errors degrade to a warning and a metric).
@@ -376,6 +400,16 @@ impl Gateway {
                 .and_then(|v| v.to_str().ok()),
         );
         let mut outcome = Outcome::default();
+        // An unsafe request's URI (and Host) for invalidation once it is answered (RFC 9111 §4.4).
+        let written = (self.any_cached && cached::invalidate::is_unsafe(&method)).then(|| {
+            let host = req
+                .headers()
+                .get(http::header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+                .or_else(|| req.uri().authority().map(|a| a.to_string()));
+            (req.uri().clone(), host)
+        });
         let result = match route.rate_limiter.as_ref().map(|l| l.check()) {
             Some(Err(not_until)) => Err(GatewayError::RateLimited {
                 route: route.name.clone(),
@@ -403,6 +437,16 @@ impl Gateway {
             },
         };
         let resp = result.unwrap_or_else(GatewayError::into_response);
+        if let Some((uri, host)) = written {
+            cached::invalidate::after_write(
+                &self,
+                &uri,
+                host.as_deref(),
+                resp.status(),
+                resp.headers(),
+            )
+            .await;
+        }
         self.observe(&route, &caller, &resp, &outcome, start.elapsed());
         self.record(
             &route.name,

@@ -10,7 +10,7 @@ use crate::problem::GatewayError;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use junction_cache::{entry::etag_for, project_json_bytes, FieldSet};
+use junction_cache::{cache_control, entry::etag_for, project_json_bytes, FieldSet};
 use prometheus_client::metrics::counter::Counter;
 use std::sync::Arc;
 
@@ -74,22 +74,27 @@ pub fn finish(
     }
     headers.remove(header::CONTENT_LENGTH);
     headers.remove(header::TRANSFER_ENCODING);
-    if let Some(tag) = etag.as_deref().and_then(|t| HeaderValue::from_str(t).ok()) {
-        let matches = req_headers
-            .get(header::IF_NONE_MATCH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|inm| {
+    let tag = etag.as_deref().and_then(|t| HeaderValue::from_str(t).ok());
+    // If-None-Match, when sent, decides alone (RFC 9110 §13.2.2).
+    let not_modified = match req_headers.get(header::IF_NONE_MATCH) {
+        Some(inm) => tag.as_ref().is_some_and(|tag| {
+            inm.to_str().is_ok_and(|inm| {
                 inm.split(',')
                     .any(|c| c.trim() == "*" || weak_eq(c.trim(), tag.to_str().unwrap_or("")))
-            });
+            })
+        }),
+        None => unmodified_since(req_headers, &headers),
+    };
+    if let Some(tag) = tag {
         headers.insert(header::ETAG, tag);
-        if matches && (200..300).contains(&status) {
-            headers.remove(header::CONTENT_TYPE);
-            let mut resp = Response::new(crate::body::empty());
-            *resp.status_mut() = StatusCode::NOT_MODIFIED;
-            *resp.headers_mut() = headers;
-            return resp;
-        }
+    }
+    if not_modified && (200..300).contains(&status) && matches!(*method, Method::GET | Method::HEAD)
+    {
+        headers.remove(header::CONTENT_TYPE);
+        let mut resp = Response::new(crate::body::empty());
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        *resp.headers_mut() = headers;
+        return resp;
     }
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     shaped.bytes_out.inc_by(body.len() as u64);
@@ -102,6 +107,13 @@ pub fn finish(
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     *resp.headers_mut() = headers;
     resp
+}
+
+/// `If-Modified-Since` holds: the response's `Last-Modified` is not after it.
+fn unmodified_since(req_headers: &HeaderMap, resp_headers: &HeaderMap) -> bool {
+    let since = cache_control::date_secs(req_headers, &header::IF_MODIFIED_SINCE);
+    let last = cache_control::date_secs(resp_headers, &header::LAST_MODIFIED);
+    matches!((since, last), (Some(since), Some(last)) if last <= since)
 }
 
 /// Weak comparison of entity tags (RFC 9110 §8.8.3.2).

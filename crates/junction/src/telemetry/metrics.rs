@@ -89,6 +89,8 @@ pub struct Metrics {
     pub cache_hits: Family<RouteLabel, Counter>,
     pub cache_misses: Family<RouteLabel, Counter>,
     pub cache_stale: Family<RouteLabel, Counter>,
+    pub cache_revalidated: Family<RouteLabel, Counter>,
+    pub cache_bypassed: Family<RouteLabel, Counter>,
     pub cache_degraded: Counter,
     pub cache_bytes_saved: Counter,
     pub cache_evictions: Gauge,
@@ -169,6 +171,8 @@ impl Metrics {
             cache_hits: Family::default(),
             cache_misses: Family::default(),
             cache_stale: Family::default(),
+            cache_revalidated: Family::default(),
+            cache_bypassed: Family::default(),
             cache_degraded: Counter::default(),
             cache_bytes_saved: Counter::default(),
             cache_evictions: Gauge::default(),
@@ -225,6 +229,16 @@ impl Metrics {
             "junction_cache_stale_serves",
             "Stale responses served (revalidating or upstream failing)",
             m.cache_stale.clone(),
+        );
+        r.register(
+            "junction_cache_revalidations",
+            "Stored responses refreshed by a 304 to a conditional request",
+            m.cache_revalidated.clone(),
+        );
+        r.register(
+            "junction_cache_bypasses",
+            "Requests on cached routes the cache could not answer for privacy (credentials, no-store)",
+            m.cache_bypassed.clone(),
         );
         r.register(
             "junction_cache_degraded",

@@ -1,0 +1,260 @@
+//! The upstream side of a cached route: fetch (conditionally when a stored
+//! response has validators), update a stored response from a `304`, and store
+//! what RFC 9111 lets a shared cache store.
+
+use super::super::upstream::{CallOptions, RequestBody, Upstream};
+use super::super::{Gateway, Route, RouteCache};
+use crate::problem::GatewayError;
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use junction_cache::cache_control::vary_names;
+use junction_cache::entry::{now_ms, upstream_etag};
+use junction_cache::policy::{self, Storable, Timing};
+use junction_cache::{CachedResponse, Variants};
+use std::sync::Arc;
+
+/// Largest upstream body a cached route buffers.
+const MAX_CACHED_BODY: usize = 32 << 20;
+
+/// Client conditional and range headers: the cache fetches whole responses
+/// and answers clients' conditions itself, so they are never sent upstream.
+const CLIENT_CONDITIONALS: [header::HeaderName; 5] = [
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_MATCH,
+    header::IF_UNMODIFIED_SINCE,
+    header::IF_RANGE,
+];
+
+/// What one upstream fetch produced, shared by every coalesced waiter.
+pub type Fetched = Result<Arc<Fetch>, Arc<GatewayError>>;
+
+/// One fetched (or revalidated) response.
+pub struct Fetch {
+    /// The response as the cache holds it (stored or not).
+    pub entry: Arc<CachedResponse>,
+    /// A `304` refreshed a stored response.
+    pub revalidated: bool,
+    /// The response may answer other requests (it was storable): coalesced
+    /// waiters use it only then.
+    pub shared: bool,
+    /// `Set-Cookie` lines, for the client whose request made the call only.
+    pub cookies: Vec<HeaderValue>,
+}
+
+/// Everything a fetch for one request needs; cloned into background revalidations.
+pub struct FetchRequest {
+    pub gw: Arc<Gateway>,
+    pub route: Arc<Route>,
+    pub upstream: Arc<Upstream>,
+    /// The URI's cache key.
+    pub key: String,
+    pub path_and_query: String,
+    /// Headers to send upstream (client conditionals removed).
+    pub upstream_headers: HeaderMap,
+    /// The client's request headers, which select the variant stored.
+    pub request_headers: HeaderMap,
+    /// Tags the stored response is reachable by.
+    pub tags: Vec<String>,
+    /// The request carried credentials (RFC 9111 §3.5).
+    pub credentials: bool,
+    /// The client asked that nothing be stored (`Cache-Control: no-store`).
+    pub no_store: bool,
+}
+
+impl FetchRequest {
+    fn cache(&self) -> &RouteCache {
+        self.route.cache.as_ref().expect("a cached route")
+    }
+}
+
+/// Removes the client's conditional and range headers from what goes upstream.
+pub fn strip_client_conditionals(headers: &mut HeaderMap) {
+    for name in &CLIENT_CONDITIONALS {
+        headers.remove(name);
+    }
+    headers.remove(header::RANGE);
+}
+
+/// Fetches the resource; with `prior` (a stored response with validators)
+/// the request is conditional and a `304` refreshes `prior`.
+pub async fn fetch(req: Arc<FetchRequest>, prior: Option<Arc<CachedResponse>>) -> Fetched {
+    let prior = prior.filter(|p| p.has_validator());
+    let mut headers = req.upstream_headers.clone();
+    if let Some(p) = &prior {
+        for (stored, condition) in [
+            ("etag", header::IF_NONE_MATCH),
+            ("last-modified", header::IF_MODIFIED_SINCE),
+        ] {
+            if let Some(v) = p
+                .header(stored)
+                .and_then(|v| HeaderValue::from_bytes(v).ok())
+            {
+                headers.insert(condition, v);
+            }
+        }
+    }
+    let request_ms = now_ms();
+    let uri = req
+        .upstream
+        .uri_for(&req.path_and_query)
+        .map_err(Arc::new)?;
+    let opts = CallOptions {
+        retry_allowed: true,
+        body_limit: 0,
+    };
+    let (resp, _attempts) = req
+        .upstream
+        .call(
+            Method::GET,
+            uri,
+            headers,
+            RequestBody::Replayable(Bytes::new()),
+            opts,
+        )
+        .await
+        .map_err(Arc::new)?;
+    let timing = Timing {
+        request_ms,
+        response_ms: now_ms(),
+    };
+    let (parts, body) = resp.into_parts();
+    let body = Limited::new(body, MAX_CACHED_BODY)
+        .collect()
+        .await
+        .map_err(|e| {
+            Arc::new(GatewayError::UpstreamUnreachable {
+                upstream: req.upstream.name().to_string(),
+                cause: format!("reading the response body failed: {e}"),
+            })
+        })?
+        .to_bytes();
+    req.route.traffic.bytes_in.inc_by(body.len() as u64);
+
+    if parts.status == StatusCode::NOT_MODIFIED {
+        if let Some(p) = prior.filter(|p| same_validator(p, &parts.headers)) {
+            return Ok(Arc::new(refresh(&req, &p, &parts.headers, timing).await));
+        }
+        // A 304 we cannot pair with what we hold: ask again, unconditionally.
+        return Box::pin(fetch(req, None)).await;
+    }
+    let status = parts.status.as_u16();
+    let cache = req.cache();
+    let keep = policy::storable(
+        status,
+        &parts.headers,
+        &cache.rules,
+        timing,
+        req.credentials,
+    );
+    let entry = CachedResponse::from_upstream(
+        status,
+        &parts.headers,
+        body,
+        timing.response_ms,
+        &keep.unwrap_or(Storable::UNSHARED),
+    )
+    .select_by(
+        &selecting_names(cache, &parts.headers),
+        &req.request_headers,
+    );
+    let entry = Arc::new(entry);
+    if keep.is_some() && !req.no_store {
+        store(&req, entry.clone()).await;
+    }
+    Ok(Arc::new(Fetch {
+        entry,
+        revalidated: false,
+        shared: keep.is_some(),
+        cookies: parts
+            .headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .cloned()
+            .collect(),
+    }))
+}
+
+/// `prior` updated by a `304` (RFC 9111 §4.3.4): its fields replaced by the
+/// 304's, freshness computed again from the result, stored again.
+async fn refresh(
+    req: &FetchRequest,
+    prior: &CachedResponse,
+    update: &HeaderMap,
+    timing: Timing,
+) -> Fetch {
+    let cache = req.cache();
+    let merged = prior.headers_updated_by(update);
+    let keep = policy::storable(prior.status, &merged, &cache.rules, timing, req.credentials);
+    let mut entry = CachedResponse::from_upstream(
+        prior.status,
+        &merged,
+        prior.body.clone(),
+        timing.response_ms,
+        &keep.unwrap_or(Storable::UNSHARED),
+    );
+    if upstream_etag(&merged).is_none() {
+        entry.etag.clone_from(&prior.etag);
+    }
+    entry.selecting.clone_from(&prior.selecting);
+    let entry = Arc::new(entry);
+    if keep.is_some() && !req.no_store {
+        store(req, entry.clone()).await;
+    }
+    Fetch {
+        entry,
+        revalidated: true,
+        shared: keep.is_some(),
+        cookies: Vec::new(),
+    }
+}
+
+/// Whether a `304` speaks of the stored response: same entity tag (weakly
+/// compared) when both have one.
+fn same_validator(prior: &CachedResponse, update: &HeaderMap) -> bool {
+    let (Some(stored), Some(sent)) = (prior.header("etag"), update.get(header::ETAG)) else {
+        return true;
+    };
+    let weak = |t: &[u8]| t.strip_prefix(b"W/").unwrap_or(t).to_vec();
+    weak(stored) == weak(sent.as_bytes())
+}
+
+/// The request headers a response is selected by: the route's `vary:` list
+/// and the response's `Vary`.
+fn selecting_names(cache: &RouteCache, headers: &HeaderMap) -> Vec<String> {
+    let mut names = cache.vary.clone();
+    for name in vary_names(headers) {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// Adds `entry` to the URI's stored variants (a store failure degrades to a metric).
+async fn store(req: &FetchRequest, entry: Arc<CachedResponse>) {
+    let gw = &req.gw;
+    // Only a response with selecting headers keeps others beside it.
+    let existing = if entry.selecting.is_empty() {
+        None
+    } else {
+        match gw.cache.get(&req.key).await {
+            Ok(v) => v,
+            Err(e) => {
+                gw.degraded(&e);
+                return;
+            }
+        }
+    };
+    let set = Variants::with(
+        existing.as_deref(),
+        entry,
+        &req.request_headers,
+        req.cache().max_variants,
+        now_ms(),
+    );
+    if let Err(e) = gw.cache.put(&req.key, set, &req.tags).await {
+        gw.degraded(&e);
+    }
+}

@@ -1,0 +1,289 @@
+//! Cached sync routes: Junction as an RFC 9111 **shared** cache in front of one
+//! upstream, with its own features (tags, coalescing, stale-while-revalidate,
+//! stale-if-error, the Redis backend, projection) on top.
+//!
+//! The request path, in order:
+//! 1. The key is the URI (`fields` left out: projection happens on the way
+//!    out, so one stored response serves every projection). It holds the URI's
+//!    variants; the one the request's headers select is the candidate.
+//! 2. A request carrying credentials (`Authorization`, or `Cookie` when the
+//!    route says so) may only use a response the origin marked shareable
+//!    (`public`, `s-maxage`, `must-revalidate`); otherwise it goes upstream on
+//!    its own (`BYPASS`), as does a request with `Cache-Control: no-store`.
+//! 3. [`CachedResponse::reuse`] decides: fresh → `HIT`; stale within
+//!    stale-while-revalidate → `STALE` and a background revalidation;
+//!    otherwise a fetch, conditional when the stored response has validators
+//!    (`REVALIDATED` on a 304), coalesced with concurrent requests for the key;
+//!    within stale-if-error, the stored response answers if the fetch fails.
+//! 4. The answer: stored headers, `Age` (current age) on everything served
+//!    from storage, the client's own `Set-Cookie` on the answer to its request
+//!    only, `304` for matching client conditionals, projection applied.
+//!
+//! The storage rules are [`junction_cache::policy`]; invalidation after
+//! unsafe requests is [`invalidate`].
+
+mod fetch;
+pub mod invalidate;
+
+pub use fetch::Fetched;
+
+use super::forward::{upstream_headers, upstream_path_and_query};
+use super::trim::{finish, Shaped};
+use super::upstream::Upstream;
+use super::{Gateway, Outcome, Route, RouteCache};
+use crate::body::Body;
+use crate::problem::GatewayError;
+use fetch::{fetch, strip_client_conditionals, FetchRequest};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response};
+use hyper::body::Incoming;
+use junction_cache::cache_control::{RequestDirectives, CDN_CACHE_CONTROL, JUNCTION_CACHE_CONTROL};
+use junction_cache::{entry::now_ms, render_tag, CacheKey, CachedResponse, Reuse};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// What `x-junction-cache` says about an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Hit,
+    Miss,
+    Stale,
+    Revalidated,
+    Bypass,
+}
+
+impl State {
+    fn header(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            State::Hit => "HIT",
+            State::Miss => "MISS",
+            State::Stale => "STALE",
+            State::Revalidated => "REVALIDATED",
+            State::Bypass => "BYPASS",
+        })
+    }
+
+    /// Whether the upstream was called for the answer.
+    fn went_upstream(self) -> bool {
+        matches!(self, State::Miss | State::Revalidated | State::Bypass)
+    }
+}
+
+/// The key of a URI's stored variants: method GET (HEAD is answered from a
+/// stored GET), the path, the normalised query without `fields`.
+pub fn uri_key(path: &str, query: Option<&str>) -> String {
+    CacheKey::build(
+        &Method::GET,
+        path,
+        query,
+        &["fields"],
+        &[],
+        &HeaderMap::new(),
+    )
+}
+
+/// Serves a GET/HEAD on a cached route.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve(
+    gw: &Arc<Gateway>,
+    route: &Arc<Route>,
+    cache: &RouteCache,
+    upstream: &Arc<Upstream>,
+    params: &[(String, String)],
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    shaped: &Shaped,
+    outcome: &mut Outcome,
+) -> Result<Response<Body>, GatewayError> {
+    outcome.upstream = Some(upstream.name().to_string());
+    let (parts, _body) = req.into_parts();
+    let key = uri_key(parts.uri.path(), parts.uri.query());
+    let directives = if cache.honour_request_directives {
+        RequestDirectives::parse(&parts.headers)
+    } else {
+        RequestDirectives::default()
+    };
+    let credentials = carries_credentials(&parts.headers, cache);
+    let now = now_ms();
+    let stored = match gw.cache.get(&key).await {
+        Ok(variants) => variants.and_then(|v| v.select(&parts.headers).cloned()),
+        Err(e) => {
+            gw.degraded(&e);
+            None
+        }
+    }
+    .filter(|e| !credentials || e.shared_with_credentials);
+    let reuse = stored.as_ref().map(|e| e.reuse(now, &directives));
+
+    let mut upstream_req_headers = upstream_headers(&parts.headers, peer);
+    strip_client_conditionals(&mut upstream_req_headers);
+    let request = Arc::new(FetchRequest {
+        gw: gw.clone(),
+        route: route.clone(),
+        upstream: upstream.clone(),
+        key: key.clone(),
+        path_and_query: upstream_path_and_query(route, params, &parts.uri),
+        upstream_headers: upstream_req_headers,
+        request_headers: parts.headers.clone(),
+        tags: render_tags(&cache.tags, params),
+        credentials,
+        no_store: directives.no_store,
+    });
+
+    let (fetched, state, cookies) = match (stored, reuse) {
+        (Some(e), Some(Reuse::Fresh)) => {
+            cache.hits.inc();
+            (e, State::Hit, Vec::new())
+        }
+        (Some(e), Some(Reuse::Stale)) => {
+            // Serve now; revalidate once in the background (coalesced with any miss).
+            cache.stale.inc();
+            let prior = e.clone();
+            tokio::spawn(async move { coalesced(&request, Some(prior)).await });
+            (e, State::Stale, Vec::new())
+        }
+        (_, _) if directives.only_if_cached => {
+            return Err(GatewayError::NotCached {
+                route: route.name.clone(),
+            });
+        }
+        (stored, reuse) => {
+            let private = credentials || directives.no_store;
+            if private {
+                cache.bypassed.inc();
+            } else {
+                cache.misses.inc();
+            }
+            let usable_on_error = stored
+                .clone()
+                .filter(|_| reuse == Some(Reuse::StaleIfError));
+            let result = if private {
+                fetch(request.clone(), stored).await
+            } else {
+                coalesced(&request, stored).await
+            };
+            match result {
+                Ok(f) if f.entry.status < 500 || usable_on_error.is_none() => {
+                    let state = match (f.revalidated, private) {
+                        (true, _) => State::Revalidated,
+                        (false, true) => State::Bypass,
+                        (false, false) => State::Miss,
+                    };
+                    if state == State::Revalidated {
+                        cache.revalidated.inc();
+                    }
+                    (f.entry.clone(), state, f.cookies.clone())
+                }
+                Ok(failed) => {
+                    tracing::debug!(route = %route.name, status = failed.entry.status, "upstream failed; serving stale");
+                    cache.stale.inc();
+                    (usable_on_error.expect("checked"), State::Stale, Vec::new())
+                }
+                Err(e) => match usable_on_error {
+                    Some(old) => {
+                        tracing::debug!(route = %route.name, error = %e, "upstream failed; serving stale");
+                        cache.stale.inc();
+                        (old, State::Stale, Vec::new())
+                    }
+                    None => {
+                        let mut resp = e.to_response();
+                        resp.headers_mut()
+                            .insert("x-junction-cache", State::Miss.header());
+                        return Ok(resp);
+                    }
+                },
+            }
+        }
+    };
+    outcome.attempts = u32::from(state.went_upstream());
+    if !state.went_upstream() {
+        gw.metrics()
+            .cache_bytes_saved
+            .inc_by(fetched.body.len() as u64);
+    }
+    Ok(respond(
+        &fetched,
+        state,
+        &cookies,
+        &parts.method,
+        &parts.headers,
+        shaped,
+        now,
+    ))
+}
+
+/// A fetch coalesced with every concurrent one for the key. A waiter uses the
+/// leader's answer only when it was storable (a private answer is the
+/// leader's alone) and its variant is the one the waiter's headers select;
+/// otherwise it fetches for itself.
+async fn coalesced(request: &Arc<FetchRequest>, prior: Option<Arc<CachedResponse>>) -> Fetched {
+    let mut led = false;
+    let result = request
+        .gw
+        .coalescer
+        .run(&request.key, || {
+            led = true;
+            fetch(request.clone(), prior.clone())
+        })
+        .await;
+    let usable = |f: &fetch::Fetch| f.shared && f.entry.matches(&request.request_headers);
+    match result {
+        Ok(f) if !led && !usable(&f) => fetch(request.clone(), prior).await,
+        other => other,
+    }
+}
+
+/// Whether the request carries credentials a shared cache must not answer
+/// from a shared entry: `Authorization`, and `Cookie` when the route says so,
+/// unless the route's own `vary:` list keys on that header.
+fn carries_credentials(headers: &HeaderMap, cache: &RouteCache) -> bool {
+    let varies_on = |name: &str| cache.vary.iter().any(|v| v == name);
+    (headers.contains_key(header::AUTHORIZATION) && !varies_on("authorization"))
+        || (cache.cookie_is_credential
+            && headers.contains_key(header::COOKIE)
+            && !varies_on("cookie"))
+}
+
+/// A client response from a stored or fetched response.
+fn respond(
+    entry: &CachedResponse,
+    state: State,
+    cookies: &[HeaderValue],
+    method: &Method,
+    req_headers: &HeaderMap,
+    shaped: &Shaped,
+    now: u64,
+) -> Response<Body> {
+    let mut headers = entry.header_map(3 + cookies.len());
+    headers.insert("x-junction-cache", state.header());
+    // A MISS passes the origin's own Age through; anything answered from storage says how old it is.
+    if state != State::Miss && state != State::Bypass {
+        headers.insert(
+            header::AGE,
+            HeaderValue::from(entry.current_age(now).as_secs()),
+        );
+    }
+    // Targeted at Junction (and CDNs before it): not for clients.
+    headers.remove(JUNCTION_CACHE_CONTROL);
+    headers.remove(CDN_CACHE_CONTROL);
+    for cookie in cookies {
+        headers.append(header::SET_COOKIE, cookie.clone());
+    }
+    finish(
+        entry.status,
+        headers,
+        entry.body.clone(),
+        Some(&entry.etag),
+        method,
+        req_headers,
+        shaped,
+    )
+}
+
+/// Tags of a route rendered with this request's path parameters.
+pub fn render_tags(templates: &[String], params: &[(String, String)]) -> Vec<String> {
+    let params: Vec<(&str, &str)> = params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    templates.iter().map(|t| render_tag(t, &params)).collect()
+}
