@@ -457,6 +457,31 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Whatever the origin sends, the decision is made without panicking,
+        /// and never stores what `no-store` or `Set-Cookie` forbid.
+        #[test]
+        fn any_headers_get_a_conservative_answer(
+            cc in "[ -~]{0,40}",
+            age in "[ -~]{0,12}",
+            expires in "[ -~]{0,32}",
+            status in 100u16..700,
+        ) {
+            let mut h = HeaderMap::new();
+            for (name, value) in [("cache-control", &cc), ("age", &age), ("expires", &expires), ("date", &expires)] {
+                if let Ok(v) = HeaderValue::from_str(value) {
+                    h.insert(name, v);
+                }
+            }
+            let decision = storable(status, &h, &rules(), AT, false);
+            if cache_control::Directives::parse(&cc).has("no-store") {
+                proptest::prop_assert!(decision.is_none());
+            }
+            h.insert("set-cookie", HeaderValue::from_static("a=b"));
+            proptest::prop_assert!(storable(status, &h, &rules(), AT, false).is_none());
+        }
+    }
+
     #[test]
     fn initial_age_follows_the_rfc() {
         let age = |h: &HeaderMap| initial_age(h, AT).as_millis();

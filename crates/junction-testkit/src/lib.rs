@@ -1,10 +1,13 @@
 //! Test helpers: a fake upstream HTTP server on 127.0.0.1 port 0 whose status,
 //! latency and failure mode a test can change while it runs, and which records
-//! every request it sees; and a TCP forwarder a test can cut ([`TcpGate`]).
+//! every request it sees; an origin whose answers a test computes from each
+//! request ([`ScriptedOrigin`]); and a TCP forwarder a test can cut ([`TcpGate`]).
 
 mod gate;
+mod scripted;
 
 pub use gate::TcpGate;
+pub use scripted::{Reply, ScriptedOrigin};
 
 use axum::body::Bytes;
 use axum::extract::{Request, State};

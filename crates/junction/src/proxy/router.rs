@@ -41,12 +41,17 @@ impl<R> Router<R> {
         }
     }
 
-    /// The route for a request; method-specific routes win over any-method ones.
+    /// The route for a request; method-specific routes win over any-method
+    /// ones, and a `HEAD` without a route of its own goes to the `GET` route
+    /// (RFC 9110 §9.3.2: HEAD is GET without the body).
     pub fn find(&self, method: &Method, path: &str) -> Option<Matched<R>> {
-        let hit = self
-            .by_method
-            .get(method)
-            .and_then(|r| r.at(path).ok())
+        let exact = |m: &Method| self.by_method.get(m).and_then(|r| r.at(path).ok());
+        let hit = exact(method)
+            .or_else(|| {
+                (*method == Method::HEAD)
+                    .then(|| exact(&Method::GET))
+                    .flatten()
+            })
             .or_else(|| self.any_method.at(path).ok())?;
         Some(Matched {
             route: hit.value.clone(),
@@ -95,6 +100,13 @@ mod tests {
         assert_eq!(m.params, vec![("id".to_string(), "42".to_string())]);
         assert_eq!(*r.find(&Method::PUT, "/products/42").unwrap().route, "any");
         assert!(r.find(&Method::GET, "/nothing").is_none());
+        assert_eq!(*r.find(&Method::HEAD, "/products/42").unwrap().route, "get");
+        r.insert(Some(Method::HEAD), "/products/{id}", Arc::new("head"))
+            .unwrap();
+        assert_eq!(
+            *r.find(&Method::HEAD, "/products/42").unwrap().route,
+            "head"
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 mod breaker;
 mod cache;
+mod cache_rfc;
 mod cli;
 mod crash;
 mod dashboard;
