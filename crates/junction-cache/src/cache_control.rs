@@ -104,17 +104,66 @@ impl Directives {
 
 /// The directives that govern Junction's storage of a response:
 /// `Junction-Cache-Control`, else `CDN-Cache-Control`, else `Cache-Control`
-/// (RFC 9213: a readable targeted field replaces the general one).
+/// (RFC 9213: a valid targeted field replaces the general one).
 pub fn response_directives(headers: &HeaderMap) -> (Directives, Source) {
     for field in [&JUNCTION_CACHE_CONTROL, &CDN_CACHE_CONTROL] {
-        if let Some(d) = Directives::of(headers, field) {
-            if !d.unreadable && !d.is_empty() {
-                return (d, Source::Targeted);
-            }
+        if let Some(d) = targeted(headers, field) {
+            return (d, Source::Targeted);
         }
     }
     let general = Directives::of(headers, &header::CACHE_CONTROL).unwrap_or_default();
     (general, Source::CacheControl)
+}
+
+/// Directives that take a delta-seconds value; in a targeted field they must be
+/// non-negative Integers.
+const SECONDS_DIRECTIVES: [&str; 4] = [
+    "max-age",
+    "s-maxage",
+    "stale-while-revalidate",
+    "stale-if-error",
+];
+
+/// A targeted field (RFC 9213 §2.1): a Structured Field Dictionary (RFC 9651).
+/// `None` when absent, empty, not a valid Dictionary, or when a known
+/// directive has a value of the wrong type: such a field is ignored whole.
+fn targeted(headers: &HeaderMap, name: &HeaderName) -> Option<Directives> {
+    let mut text = String::new();
+    for line in headers.get_all(name) {
+        if !text.is_empty() {
+            text.push_str(", ");
+        }
+        text.push_str(line.to_str().ok()?);
+    }
+    let dictionary = sfv::Parser::new(&text).parse::<sfv::Dictionary>().ok()?;
+    let mut out = Directives::default();
+    for (key, entry) in &dictionary {
+        let name = key.as_str();
+        let sfv::ListEntry::Item(item) = entry else {
+            return None;
+        };
+        let bare = &item.bare_item;
+        let value = if SECONDS_DIRECTIVES.contains(&name) {
+            let seconds = i64::from(bare.as_integer()?);
+            Some(
+                u64::try_from(seconds)
+                    .ok()?
+                    .min(DELTA_SECONDS_MAX)
+                    .to_string(),
+            )
+        } else {
+            match bare.as_boolean() {
+                Some(true) => None,
+                Some(false) => continue,
+                None => Some(
+                    bare.as_string()
+                        .map_or_else(String::new, |s| s.as_str().to_owned()),
+                ),
+            }
+        };
+        out.list.push((name.to_owned(), value));
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// What a client's request `Cache-Control` asks of the cache (RFC 9111 §5.2.1).
@@ -192,10 +241,62 @@ pub fn date_secs(headers: &HeaderMap, name: &HeaderName) -> Option<u64> {
     http_date_secs(text.trim())
 }
 
-/// Parses an HTTP date (IMF-fixdate and the two obsolete forms).
+/// Parses an HTTP date (IMF-fixdate and the two obsolete forms), leniently
+/// as RFC 9110 §5.6.7 asks of recipients: the case of names and a weekday
+/// that does not match the date are forgiven.
 pub fn http_date_secs(text: &str) -> Option<u64> {
-    let time = httpdate::parse_http_date(text).ok()?;
-    time.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs())
+    let strict = |t: &str| {
+        httpdate::parse_http_date(t)
+            .ok()
+            .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_secs())
+    };
+    if let Some(secs) = strict(text) {
+        return Some(secs);
+    }
+    if text.len() > 64 || !text.is_ascii() {
+        return None;
+    }
+    let canonical = canonical_case(text);
+    if let Some(secs) = strict(&canonical) {
+        return Some(secs);
+    }
+    // The date's own weekday: try each (httpdate checks it; we do not care).
+    let (weekday, rest) = canonical.split_at(canonical.find([',', ' '])?);
+    let days: &[&str] = if weekday.len() > 3 {
+        &[
+            "Monday",
+            "Tuesday",
+            "Wednesday",
+            "Thursday",
+            "Friday",
+            "Saturday",
+            "Sunday",
+        ]
+    } else {
+        &["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+    };
+    days.iter().find_map(|day| strict(&format!("{day}{rest}")))
+}
+
+/// Words in date case: `GMT` upper, others capitalised (`THU` → `Thu`).
+fn canonical_case(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut word_start = true;
+    for c in text.chars() {
+        if c.is_ascii_alphabetic() {
+            out.push(if word_start {
+                c.to_ascii_uppercase()
+            } else {
+                c.to_ascii_lowercase()
+            });
+            word_start = false;
+        } else {
+            out.push(c);
+            word_start = true;
+        }
+    }
+    out.replace("Gmt", "GMT")
 }
 
 /// Formats seconds since the Unix epoch as an IMF-fixdate.
@@ -317,9 +418,27 @@ mod tests {
         assert_eq!(response_directives(&h).0.seconds("max-age"), Some(Some(10)));
         let (d, source) = response_directives(&with(&[("cache-control", "no-store")]));
         assert!(d.has("no-store") && source == Source::CacheControl);
-        // An empty targeted field does not hide Cache-Control.
-        let h = with(&[("cache-control", "no-store"), ("cdn-cache-control", "")]);
-        assert!(response_directives(&h).0.has("no-store"));
+        // An empty or invalid targeted field does not hide Cache-Control.
+        for ignored in [
+            "",
+            "max-age=10000, &&&&&",
+            "max-age=\"10000\"",
+            "max-age=-1",
+            "Max-Age=5",
+        ] {
+            let h = with(&[
+                ("cache-control", "no-store"),
+                ("cdn-cache-control", ignored),
+            ]);
+            assert!(response_directives(&h).0.has("no-store"), "{ignored:?}");
+        }
+        let h = with(&[(
+            "cdn-cache-control",
+            "max-age=60, must-revalidate, private=\"a\", no-cache=?0",
+        )]);
+        let (d, _) = response_directives(&h);
+        assert!(d.has("must-revalidate") && d.has("private") && !d.has("no-cache"));
+        assert_eq!(d.seconds("max-age"), Some(Some(60)));
     }
 
     #[test]
@@ -368,6 +487,20 @@ mod tests {
             http_date_secs("Sunday, 06-Nov-94 08:49:37 GMT"),
             Some(784_111_777)
         );
+        let fixdate = http_date_secs("Thu, 18 Aug 2050 02:01:18 GMT").expect("valid");
+        for lenient in [
+            "THU, 18 Aug 2050 02:01:18 GMT",
+            "Thu, 18 AUG 2050 02:01:18 GMT",
+            "Thu, 18 Aug 2050 02:01:18 gMT",
+            "Mon, 18 Aug 2050 02:01:18 GMT",
+        ] {
+            assert_eq!(http_date_secs(lenient), Some(fixdate), "{lenient}");
+        }
+        assert!(
+            http_date_secs("Thu Aug  8 02:01:18 2050").is_some(),
+            "asctime, wrong weekday"
+        );
+        assert_eq!(http_date_secs("Thu, 18 Aug 2050 25:01:18 GMT"), None);
     }
 
     #[test]
