@@ -14,8 +14,8 @@
 # the route TTL applies), memory backend, RUST_LOG=warn. nginx: proxy_cache_valid
 # 200 5m, keep-alive upstream pool, worker_processes 2 (Junction runs 2 data threads).
 #
-# Env: ROUNDS (3), DURATION (8), CONNS (32), WRK_THREADS (1), JUNCTION_BASE (HEAD~1),
-#      BENCH_PORT_BASE (18300).
+# Env: ROUNDS (3), DURATION (10), CONNS (64), WRK_THREADS (1), JUNCTION_BASE (HEAD~1),
+#      BENCH_PORT_BASE (18300). HEAD is the working tree as built (uncommitted edits included).
 source "$(dirname "$0")/lib.sh"
 
 BASE_PORT="${BENCH_PORT_BASE:-18300}"
@@ -23,8 +23,6 @@ UP_PORT=$((BASE_PORT + 1)) NGC_PORT=$((BASE_PORT + 2))
 JB_PORT=$((BASE_PORT + 3)) JB_ADMIN=$((BASE_PORT + 13))
 JH_PORT=$((BASE_PORT + 4)) JH_ADMIN=$((BASE_PORT + 14))
 ROUNDS="${ROUNDS:-3}"
-DURATION="${DURATION:-8}"
-CONNS="${CONNS:-32}"
 WRK_THREADS="${WRK_THREADS:-1}"
 JUNCTION_BASE="${JUNCTION_BASE:-HEAD~1}"
 WORK="$OUT_DIR/cache-cpu"

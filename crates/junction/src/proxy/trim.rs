@@ -111,9 +111,10 @@ pub fn finish(
 
 /// `If-Modified-Since` holds: the response's `Last-Modified` is not after it.
 fn unmodified_since(req_headers: &HeaderMap, resp_headers: &HeaderMap) -> bool {
-    let since = cache_control::date_secs(req_headers, &header::IF_MODIFIED_SINCE);
-    let last = cache_control::date_secs(resp_headers, &header::LAST_MODIFIED);
-    matches!((since, last), (Some(since), Some(last)) if last <= since)
+    let Some(since) = cache_control::date_secs(req_headers, &header::IF_MODIFIED_SINCE) else {
+        return false;
+    };
+    cache_control::date_secs(resp_headers, &header::LAST_MODIFIED).is_some_and(|last| last <= since)
 }
 
 /// Weak comparison of entity tags (RFC 9110 §8.8.3.2).

@@ -114,20 +114,23 @@ pub async fn serve(
     .filter(|e| !credentials || e.shared_with_credentials);
     let reuse = stored.as_ref().map(|e| e.reuse(now, &directives));
 
-    let mut upstream_req_headers = upstream_headers(&parts.headers, peer);
-    strip_client_conditionals(&mut upstream_req_headers);
-    let request = Arc::new(FetchRequest {
-        gw: gw.clone(),
-        route: route.clone(),
-        upstream: upstream.clone(),
-        key: key.clone(),
-        path_and_query: upstream_path_and_query(route, params, &parts.uri),
-        upstream_headers: upstream_req_headers,
-        request_headers: parts.headers.clone(),
-        tags: render_tags(&cache.tags, params),
-        credentials,
-        no_store: directives.no_store,
-    });
+    // Built only when the upstream is needed: a hit makes no upstream request.
+    let request = || {
+        let mut upstream_req_headers = upstream_headers(&parts.headers, peer);
+        strip_client_conditionals(&mut upstream_req_headers);
+        Arc::new(FetchRequest {
+            gw: gw.clone(),
+            route: route.clone(),
+            upstream: upstream.clone(),
+            key: key.clone(),
+            path_and_query: upstream_path_and_query(route, params, &parts.uri),
+            upstream_headers: upstream_req_headers,
+            request_headers: parts.headers.clone(),
+            tags: render_tags(&cache.tags, params),
+            credentials,
+            no_store: directives.no_store,
+        })
+    };
 
     let (fetched, state, cookies) = match (stored, reuse) {
         (Some(e), Some(Reuse::Fresh)) => {
@@ -137,7 +140,7 @@ pub async fn serve(
         (Some(e), Some(Reuse::Stale)) => {
             // Serve now; revalidate once in the background (coalesced with any miss).
             cache.stale.inc();
-            let prior = e.clone();
+            let (prior, request) = (e.clone(), request());
             tokio::spawn(async move { coalesced(&request, Some(prior)).await });
             (e, State::Stale, Vec::new())
         }
@@ -156,8 +159,9 @@ pub async fn serve(
             let usable_on_error = stored
                 .clone()
                 .filter(|_| reuse == Some(Reuse::StaleIfError));
+            let request = request();
             let result = if private {
-                fetch(request.clone(), stored).await
+                fetch(request, stored).await
             } else {
                 coalesced(&request, stored).await
             };
