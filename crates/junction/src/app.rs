@@ -12,7 +12,6 @@ use junction_cache::{CacheStore, IdempotencyStore, MemoryIdempotency, MemoryStor
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -37,15 +36,20 @@ impl Listeners {
     }
 }
 
-/// How long in-flight work may take to finish after shutdown is asked.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// The two steps of a graceful shutdown (`junction serve` drives them from signals).
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    /// Cancelled first: `/readyz` answers 503 while everything keeps serving,
+    /// so load balancers take the instance out before anything is refused.
+    pub drain: CancellationToken,
+    /// Cancelled next: stop accepting, finish in-flight requests and
+    /// deliveries within `shutdown.grace`, return. Implies `drain`.
+    pub stop: CancellationToken,
+}
 
-/// Runs Junction until `shutdown` is cancelled, then drains.
-pub async fn run(
-    config: Config,
-    listeners: Listeners,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+/// Runs Junction until `shutdown.stop` is cancelled, then drains.
+pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> anyhow::Result<()> {
+    let grace = config.shutdown.grace.0;
     let metrics = Metrics::new();
     let upstreams = build_upstreams(&config, &metrics)?;
     let has_async = config.routes.iter().any(|r| r.async_.is_some());
@@ -91,6 +95,13 @@ pub async fn run(
         ),
         None => None,
     };
+    if token.is_none() && !config.admin.listen.ip().is_loopback() {
+        // Only reachable with `admin.insecure: true` (validation refuses it otherwise).
+        tracing::warn!(
+            admin = %config.admin.listen,
+            "the admin API is served to other hosts WITHOUT a token (admin.insecure: true)"
+        );
+    }
     let ready = Arc::new(AtomicBool::new(false));
     let admin_router = admin::router(AdminState {
         gateway: gateway.clone(),
@@ -101,25 +112,46 @@ pub async fn run(
     });
     let data_addr = listeners.data.local_addr()?;
     let admin_addr = listeners.admin.local_addr()?;
-    let admin_shutdown = shutdown.clone();
+    // The admin port outlives the data plane: `/readyz` says 503 until the very end.
+    let admin_stop = CancellationToken::new();
+    let admin_stopped = admin_stop.clone();
     let admin_task = tokio::spawn(async move {
         axum::serve(listeners.admin, admin_router)
-            .with_graceful_shutdown(async move { admin_shutdown.cancelled().await })
+            .with_graceful_shutdown(async move { admin_stopped.cancelled().await })
             .await
     });
     let data_task = tokio::spawn(server::serve_data_threads(
         listeners.data,
         gateway,
-        shutdown.clone(),
-        SHUTDOWN_GRACE,
+        shutdown.stop.clone(),
+        grace,
         server::worker_count(),
     ));
     ready.store(true, Ordering::Release);
     tracing::info!(data = %data_addr, admin = %admin_addr, "junction is serving");
+    let not_ready = ready.clone();
+    let draining = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = draining.drain.cancelled() => {}
+            _ = draining.stop.cancelled() => {}
+        }
+        not_ready.store(false, Ordering::Release);
+        tracing::info!("draining: /readyz answers 503");
+    });
     data_task.await??;
     // Stop accepting first (above), then let dispatchers drain their in-flight deliveries.
     dispatch_stop.cancel();
-    dispatchers.join().await;
+    if tokio::time::timeout(grace, dispatchers.join())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?grace,
+            "deliveries still in flight after the grace period; they will be delivered again after restart"
+        );
+    }
+    admin_stop.cancel();
     admin_task.await??;
     // Flush the queue now, not whenever its last handle is dropped (possibly while
     // the runtime is already shutting down).
@@ -162,7 +194,7 @@ pub struct Running {
     pub data: SocketAddr,
     /// Admin address.
     pub admin: SocketAddr,
-    /// Cancel to stop.
+    /// Cancel to stop (no drain delay: in-process callers stop at once).
     pub shutdown: CancellationToken,
     /// Resolves when stopped.
     pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -172,12 +204,13 @@ pub struct Running {
 pub fn spawn(config: Config, listeners: Listeners) -> anyhow::Result<Running> {
     let data = listeners.data.local_addr()?;
     let admin = listeners.admin.local_addr()?;
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(run(config, listeners, shutdown.clone()));
+    let shutdown = Shutdown::default();
+    let stop = shutdown.stop.clone();
+    let task = tokio::spawn(run(config, listeners, shutdown));
     Ok(Running {
         data,
         admin,
-        shutdown,
+        shutdown: stop,
         task,
     })
 }

@@ -11,7 +11,6 @@ use junction::config;
 use junction::telemetry::otel;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tokio_util::sync::CancellationToken;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
@@ -230,29 +229,65 @@ fn main() -> ExitCode {
 
 async fn serve(cfg: config::Config) -> anyhow::Result<()> {
     let listeners = Listeners::bind(&cfg).await?;
-    let shutdown = CancellationToken::new();
-    let signal = shutdown.clone();
+    let shutdown = app::Shutdown::default();
+    let steps = shutdown.clone();
+    let drain_delay = cfg.shutdown.drain_delay.0;
+    let mut signals = Signals::new()?;
     tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutdown requested; draining");
-        signal.cancel();
+        signals.next().await;
+        tracing::info!(
+            ?drain_delay,
+            "shutdown requested: /readyz answers 503, still accepting for the drain delay (a second signal exits at once)"
+        );
+        steps.drain.cancel();
+        tokio::select! {
+            _ = tokio::time::sleep(drain_delay) => {}
+            _ = signals.next() => exit_at_once(),
+        }
+        tracing::info!("drain delay over: no longer accepting; finishing in-flight work");
+        steps.stop.cancel();
+        signals.next().await;
+        exit_at_once();
     });
     app::run(cfg, listeners, shutdown).await
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// A second SIGTERM / Ctrl-C: leave without waiting for in-flight work (an
+/// accepted event is durable already; an interrupted delivery goes out again).
+fn exit_at_once() -> ! {
+    tracing::warn!("second shutdown signal: exiting at once");
+    std::process::exit(1)
+}
+
+/// SIGTERM and SIGINT (Ctrl-C), registered once so no signal between two waits is lost.
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Self {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Self {})
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -1,8 +1,9 @@
 //! The admin API: metrics, health, breakers, messages, dead letters.
 //!
 //! Handlers are thin: they read shared state and serialize it. When
-//! `admin.token_env` names a set variable, every path but `/healthz` and
-//! `/readyz` needs `Authorization: Bearer <token>`.
+//! `admin.token_env` names a set variable, every path but `/healthz`,
+//! `/readyz` and the dashboard's static page (which holds no data and asks for
+//! the token its API calls carry) needs `Authorization: Bearer <token>`.
 
 mod observe;
 mod overview;
@@ -62,9 +63,8 @@ async fn require_token(State(state): State<AdminState>, req: Request, next: Next
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token.as_ref()) {
+            .and_then(|v| bearer_token(v.as_bytes()));
+        if !given.is_some_and(|g| token_matches(g, token.as_bytes())) {
             return problem(
                 StatusCode::UNAUTHORIZED,
                 "a valid admin bearer token is required",
@@ -72,6 +72,24 @@ async fn require_token(State(state): State<AdminState>, req: Request, next: Next
         }
     }
     next.run(req).await
+}
+
+/// The credentials of an `Authorization: Bearer <token>` value; the scheme
+/// is case-insensitive (RFC 9110 §11.1).
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let space = value.iter().position(|b| *b == b' ')?;
+    let (scheme, rest) = value.split_at(space);
+    scheme
+        .eq_ignore_ascii_case(b"bearer")
+        .then(|| rest.trim_ascii())
+        .filter(|t| !t.is_empty())
+}
+
+/// Compares tokens in constant time, so response timing does not reveal how
+/// much of a guess was right (only its length).
+fn token_matches(given: &[u8], expected: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    given.len() == expected.len() && bool::from(given.ct_eq(expected))
 }
 
 /// A problem+json response for admin errors.
@@ -95,5 +113,24 @@ async fn readyz(State(state): State<AdminState>) -> Response {
         "ready\n".into_response()
     } else {
         problem(StatusCode::SERVICE_UNAVAILABLE, "starting")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_tokens_compare_whole() {
+        assert_eq!(bearer_token(b"Bearer s3cret"), Some(&b"s3cret"[..]));
+        assert_eq!(bearer_token(b"bearer s3cret"), Some(&b"s3cret"[..]));
+        assert_eq!(bearer_token(b"BEARER  s3cret "), Some(&b"s3cret"[..]));
+        assert_eq!(bearer_token(b"Basic s3cret"), None);
+        assert_eq!(bearer_token(b"Bearer"), None);
+        assert_eq!(bearer_token(b"Bearer "), None);
+        assert!(token_matches(b"s3cret", b"s3cret"));
+        assert!(!token_matches(b"s3cre", b"s3cret"));
+        assert!(!token_matches(b"s3cres", b"s3cret"));
+        assert!(!token_matches(b"", b"s3cret"));
     }
 }

@@ -42,9 +42,27 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Largest config file read (a config is a few KiB; this bounds a mistake, not a design).
+pub const MAX_FILE_BYTES: u64 = 4 << 20;
+
 /// Reads and validates a config file.
 pub fn load_file(path: &Path) -> Result<Config, Vec<ConfigError>> {
     let name = path.display().to_string();
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.len() > MAX_FILE_BYTES {
+            return Err(vec![ConfigError {
+                file: name,
+                line: 0,
+                col: 0,
+                key: String::new(),
+                message: format!(
+                    "the config file is {} bytes, over the {} MiB limit",
+                    meta.len(),
+                    MAX_FILE_BYTES >> 20
+                ),
+            }]);
+        }
+    }
     match std::fs::read_to_string(path) {
         Ok(text) => load_str(&text, &name),
         Err(e) => Err(vec![ConfigError {
@@ -145,6 +163,7 @@ pub fn load_str(text: &str, file: &str) -> Result<Config, Vec<ConfigError>> {
         &upstreams,
         &routes,
         config.as_ref().map(|c| &c.queue),
+        config.as_ref().map(|c| &c.admin),
         &mut errs,
     );
     if let Some(c) = config.as_mut() {

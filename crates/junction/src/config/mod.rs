@@ -46,6 +46,31 @@ pub struct Config {
     /// Routes, matched by method and path template.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Graceful shutdown on SIGTERM / Ctrl-C.
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+}
+
+/// How a `SIGTERM` (or Ctrl-C) ends the process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// `/readyz` answers 503 and both listeners keep accepting this long, so
+    /// load balancers stop sending new work before connections are refused.
+    #[serde(default = "defaults::drain_delay")]
+    pub drain_delay: Dur,
+    /// Then in-flight requests and deliveries get at most this long to finish.
+    #[serde(default = "defaults::grace")]
+    pub grace: Dur,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            drain_delay: defaults::drain_delay(),
+            grace: defaults::grace(),
+        }
+    }
 }
 
 /// The admin listener.
@@ -58,6 +83,9 @@ pub struct AdminConfig {
     /// Name of the environment variable holding the bearer token; no auth when absent.
     #[serde(default)]
     pub token_env: Option<String>,
+    /// Serve a non-loopback admin address without a token (logged at every start).
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 impl Default for AdminConfig {
@@ -65,6 +93,7 @@ impl Default for AdminConfig {
         Self {
             listen: defaults::admin_listen(),
             token_env: None,
+            insecure: false,
         }
     }
 }
@@ -447,6 +476,9 @@ pub struct SubscriberConfig {
     /// Delivery rate cap.
     #[serde(default)]
     pub rate: Option<Rate>,
+    /// Deliveries allowed at once beyond the even spacing of `rate` (default 1: none).
+    #[serde(default)]
+    pub burst: Option<u32>,
     /// Per-key ordering source.
     #[serde(default)]
     pub ordering_key: Option<KeySource>,
@@ -489,6 +521,14 @@ mod defaults {
     pub fn max_entries() -> u64 {
         100_000
     }
+    pub fn drain_delay() -> Dur {
+        Dur(Duration::from_secs(5))
+    }
+
+    pub fn grace() -> Dur {
+        Dur(Duration::from_secs(30))
+    }
+
     pub fn max_variants() -> u32 {
         16
     }

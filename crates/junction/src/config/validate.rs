@@ -2,7 +2,7 @@
 
 use super::load::{pos_of, repeated, Errors};
 use super::yaml::Node;
-use super::{QueueConfig, RouteConfig, UpstreamConfig};
+use super::{AdminConfig, QueueConfig, RouteConfig, UpstreamConfig};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
@@ -16,6 +16,7 @@ pub(super) fn check(
     upstreams: &BTreeMap<String, UpstreamConfig>,
     routes: &[(usize, RouteConfig)],
     queue: Option<&QueueConfig>,
+    admin: Option<&AdminConfig>,
     errs: &mut Errors,
 ) {
     let at = |i: usize, rest: &[&str]| -> super::yaml::Pos {
@@ -24,6 +25,20 @@ pub(super) fn check(
         segs.extend_from_slice(rest);
         pos_of(root, &segs)
     };
+
+    if let Some(a) = admin {
+        if !a.listen.ip().is_loopback() && a.token_env.is_none() && !a.insecure {
+            errs.push(
+                pos_of(root, &["admin", "listen"]),
+                "admin.listen",
+                format!(
+                    "{} is reachable from other hosts, and the admin API can replay dead letters and drop the cache: \
+                     set admin.token_env, or admin.insecure: true to serve it without a token anyway",
+                    a.listen
+                ),
+            );
+        }
+    }
 
     if let Some(QueueConfig::Redis { lease_ttl, .. }) = queue {
         if lease_ttl.0 < std::time::Duration::from_millis(300) {

@@ -123,12 +123,29 @@ enum Frame {
     Map(Pos, usize, Vec<(Node, Node)>, Option<Node>),
 }
 
+/// Nodes a config may hold once aliases are expanded: a real config has a few
+/// thousand; a "billion laughs" file asks for billions and must fail fast.
+pub const MAX_NODES: usize = 100_000;
+/// Scalar bytes a config may hold once aliases are expanded.
+pub const MAX_EXPANDED_BYTES: usize = 16 << 20;
+/// Collections nested deeper than this are refused (later passes recurse).
+pub const MAX_DEPTH: usize = 64;
+
+/// How much of the tree a node stands for: nodes and scalar bytes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Weight {
+    nodes: usize,
+    bytes: usize,
+}
+
 #[derive(Default)]
 struct Builder {
     stack: Vec<Frame>,
-    anchors: Vec<(usize, Node)>,
+    anchors: Vec<(usize, Node, Weight)>,
     root: Option<Node>,
     error: Option<SyntaxError>,
+    /// The tree built so far, aliases expanded.
+    built: Weight,
 }
 
 impl Builder {
@@ -147,16 +164,44 @@ impl Builder {
 
     fn remember(&mut self, anchor: usize, node: &Node) {
         if anchor > 0 {
-            self.anchors.push((anchor, node.clone()));
+            self.anchors.push((anchor, node.clone(), node.weight()));
         }
+    }
+
+    /// Counts `w` into the tree; false (and an error) past the bounds.
+    fn grow(&mut self, w: Weight, pos: Pos) -> bool {
+        self.built.nodes = self.built.nodes.saturating_add(w.nodes);
+        self.built.bytes = self.built.bytes.saturating_add(w.bytes);
+        if self.built.nodes > MAX_NODES || self.built.bytes > MAX_EXPANDED_BYTES {
+            self.error.get_or_insert(SyntaxError {
+                pos,
+                message: format!(
+                    "the config expands (through aliases) past {MAX_NODES} nodes or {} MiB of text; refusing it",
+                    MAX_EXPANDED_BYTES >> 20
+                ),
+            });
+            return false;
+        }
+        true
     }
 }
 
 impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         let pos = Pos::from(mark);
+        // After the first error nothing more is built (an alias bomb stops here).
+        if self.error.is_some() {
+            return;
+        }
         match ev {
             Event::Scalar(value, style, anchor, _tag) => {
+                let weight = Weight {
+                    nodes: 1,
+                    bytes: value.len(),
+                };
+                if !self.grow(weight, pos) {
+                    return;
+                }
                 let node = Node {
                     pos,
                     kind: NodeKind::Scalar {
@@ -166,6 +211,12 @@ impl MarkedEventReceiver for Builder {
                 };
                 self.remember(anchor, &node);
                 self.push_value(node);
+            }
+            Event::SequenceStart(..) | Event::MappingStart(..) if self.stack.len() >= MAX_DEPTH => {
+                self.error.get_or_insert(SyntaxError {
+                    pos,
+                    message: format!("collections are nested more than {MAX_DEPTH} deep"),
+                });
             }
             Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq(pos, anchor, Vec::new())),
             Event::MappingStart(anchor, _) => {
@@ -189,12 +240,20 @@ impl MarkedEventReceiver for Builder {
                     ),
                     None => return,
                 };
+                if !self.grow(Weight { nodes: 1, bytes: 0 }, pos) {
+                    return;
+                }
                 self.remember(anchor, &node);
                 self.push_value(node);
             }
-            Event::Alias(id) => match self.anchors.iter().rev().find(|(a, _)| *a == id) {
-                Some((_, node)) => {
-                    let mut node = node.clone();
+            Event::Alias(id) => match self.anchors.iter().rev().find(|(a, _, _)| *a == id) {
+                Some((_, node, weight)) => {
+                    // Count before copying: the copy is what an alias bomb multiplies.
+                    let (node, weight) = (node.clone(), *weight);
+                    if !self.grow(weight, pos) {
+                        return;
+                    }
+                    let mut node = node;
                     node.pos = pos;
                     self.push_value(node);
                 }
@@ -215,6 +274,36 @@ impl MarkedEventReceiver for Builder {
 }
 
 // === impl Node ===
+
+impl Node {
+    /// Nodes and scalar bytes under (and including) this node.
+    fn weight(&self) -> Weight {
+        match &self.kind {
+            NodeKind::Scalar { value, .. } => Weight {
+                nodes: 1,
+                bytes: value.len(),
+            },
+            NodeKind::Seq(items) => items.iter().fold(Weight { nodes: 1, bytes: 0 }, |w, n| {
+                let i = n.weight();
+                Weight {
+                    nodes: w.nodes.saturating_add(i.nodes),
+                    bytes: w.bytes.saturating_add(i.bytes),
+                }
+            }),
+            NodeKind::Map(entries) => {
+                entries
+                    .iter()
+                    .fold(Weight { nodes: 1, bytes: 0 }, |w, (k, v)| {
+                        let (k, v) = (k.weight(), v.weight());
+                        Weight {
+                            nodes: w.nodes.saturating_add(k.nodes).saturating_add(v.nodes),
+                            bytes: w.bytes.saturating_add(k.bytes).saturating_add(v.bytes),
+                        }
+                    })
+            }
+        }
+    }
+}
 
 impl Node {
     /// The entries of a mapping node, or `None` for other kinds.
@@ -346,6 +435,30 @@ mod tests {
     fn syntax_errors_have_positions() {
         let err = parse("a: [1, 2\nb: 3\n").unwrap_err();
         assert!(err.pos.line >= 1, "{err:?}");
+    }
+
+    #[test]
+    fn alias_bombs_and_deep_nesting_are_refused_fast() {
+        // "Billion laughs": 9 levels of 9 aliases each.
+        let mut bomb = String::from(
+            "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+        );
+        for (prev, next) in ["a", "b", "c", "d", "e", "f", "g", "h"]
+            .iter()
+            .zip(["b", "c", "d", "e", "f", "g", "h", "i"])
+        {
+            let refs = vec![format!("*{prev}"); 9].join(",");
+            bomb.push_str(&format!("{next}: &{next} [{refs}]\n"));
+        }
+        let started = std::time::Instant::now();
+        let err = parse(&bomb).expect_err("refused");
+        assert!(err.message.contains("expands"), "{}", err.message);
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        let deep = format!("x: {}1{}", "[".repeat(200), "]".repeat(200));
+        let err = parse(&deep).expect_err("refused");
+        assert!(err.message.contains("nested"), "{}", err.message);
+        // Ordinary aliases still work.
+        assert!(parse("x: &r {a: 1}\ny: *r\nz: *r\n").is_ok());
     }
 
     #[test]

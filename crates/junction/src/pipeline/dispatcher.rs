@@ -33,6 +33,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+/// A delivery rate of `count` per `per`: evenly spaced, so no window of `per`
+/// sees more than `count` (plus `burst - 1` when a burst is configured).
+fn rate_limiter(count: u32, per: Duration, burst: Option<u32>) -> DefaultDirectRateLimiter {
+    let burst = NonZeroU32::new(burst.unwrap_or(1).max(1)).expect("at least 1");
+    let quota = Quota::with_period((per / count.max(1)).max(Duration::from_nanos(1)))
+        .expect("non-zero")
+        .allow_burst(burst);
+    RateLimiter::direct(quota)
+}
+
 /// Attempts before dead-lettering when `max_attempts` is not set.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 20;
 /// Backoff when a subscriber has no `retry`: long enough to ride out a vendor outage.
@@ -96,13 +106,7 @@ impl Dispatcher {
         let label = SubscriberLabel {
             subscriber: sub.name.clone(),
         };
-        let rate = sub.rate.map(|r| {
-            let burst = NonZeroU32::new(r.count).expect("validated non-zero");
-            let quota = Quota::with_period((r.per / r.count).max(Duration::from_nanos(1)))
-                .expect("non-zero")
-                .allow_burst(burst);
-            RateLimiter::direct(quota)
-        });
+        let rate = sub.rate.map(|r| rate_limiter(r.count, r.per, sub.burst));
         let signer = match &sub.secret_env {
             Some(names) => Some(Signer::from_env(&names.0)?),
             None => None,
@@ -114,11 +118,9 @@ impl Dispatcher {
             },
             None => DEFAULT_BACKOFF,
         };
-        let max_attempts = sub
-            .max_attempts
-            .or(sub.retry.as_ref().map(|r| r.attempts))
-            .unwrap_or(DEFAULT_MAX_ATTEMPTS)
-            .max(1);
+        // `retry` sets the backoff only: its `attempts` (an upstream setting,
+        // default 3) never caps deliveries, `max_attempts` does.
+        let max_attempts = sub.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS).max(1);
         Ok(Self {
             topic: topic.to_string(),
             name: sub.name.clone(),
@@ -487,7 +489,19 @@ pub fn now_ms() -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::lane_sizes;
+    use super::{lane_sizes, rate_limiter};
+    use std::time::Duration;
+
+    #[test]
+    fn a_rate_allows_no_burst_unless_one_is_configured() {
+        let admitted_at_once = |burst| {
+            let limiter = rate_limiter(10, Duration::from_secs(1), burst);
+            (0..50).filter(|_| limiter.check().is_ok()).count()
+        };
+        // 10/s spaced evenly: 1 now, the next 100 ms later (so at most 10 in any second).
+        assert_eq!(admitted_at_once(None), 1);
+        assert_eq!(admitted_at_once(Some(5)), 5);
+    }
 
     #[test]
     fn lanes_share_the_concurrency_evenly_and_never_exceed_it() {

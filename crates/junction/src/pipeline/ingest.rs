@@ -5,7 +5,7 @@ use crate::body::{full, Body};
 use crate::config::KeySource;
 use crate::problem::GatewayError;
 use crate::proxy::forward::collect_body;
-use crate::proxy::idempotent::IDEMPOTENCY_KEY;
+use crate::proxy::idempotent::{valid_key, IDEMPOTENCY_KEY};
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use junction_queue::{EnqueueOutcome, EnqueueRequest, QueueError};
@@ -40,11 +40,12 @@ pub async fn accept(
             }
         }
     };
-    let idempotency_key = parts
-        .headers
-        .get(IDEMPOTENCY_KEY)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    // The same rules as sync routes: a key that is empty, too long or not
+    // visible ASCII is a 400, never silently ignored or merged with another.
+    let idempotency_key = match parts.headers.contains_key(IDEMPOTENCY_KEY) {
+        true => Some(valid_key(&parts.headers)?.to_owned()),
+        false => None,
+    };
     let req = EnqueueRequest {
         topic: route.topic.clone(),
         body,

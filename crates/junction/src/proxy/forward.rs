@@ -180,6 +180,15 @@ pub fn upstream_headers(incoming: &HeaderMap, peer: SocketAddr) -> HeaderMap {
         }
         h.append(name.clone(), value.clone());
     }
+    // Fields the client's `Connection` names are about its connection only (RFC 9110 §7.6.1).
+    for value in incoming.get_all(header::CONNECTION) {
+        let Ok(list) = value.to_str() else { continue };
+        for token in list.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            if let Ok(name) = http::HeaderName::from_bytes(token.as_bytes()) {
+                h.remove(&name);
+            }
+        }
+    }
     if let Some(host) = incoming.get(header::HOST) {
         h.insert("x-forwarded-host", host.clone());
     }
@@ -217,6 +226,24 @@ pub fn drop_hop_by_hop(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fields_named_in_connection_are_not_forwarded() {
+        let mut incoming = HeaderMap::new();
+        incoming.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Secret , close"),
+        );
+        incoming.insert(
+            "x-secret",
+            HeaderValue::from_static("for the first hop only"),
+        );
+        incoming.insert("x-kept", HeaderValue::from_static("1"));
+        let out = upstream_headers(&incoming, "127.0.0.1:1".parse().expect("addr"));
+        assert!(!out.contains_key("x-secret"));
+        assert!(!out.contains_key(header::CONNECTION));
+        assert_eq!(out["x-kept"], "1");
+    }
 
     #[test]
     fn fields_is_removed_from_the_upstream_query() {

@@ -213,8 +213,9 @@ pub async fn serve(
     ))
 }
 
-/// The key of a request, checked: 1 to 255 visible ASCII characters.
-fn valid_key(headers: &HeaderMap) -> Result<&str, GatewayError> {
+/// The key of a request, checked: 1 to 255 visible ASCII characters (sync
+/// and async routes alike).
+pub fn valid_key(headers: &HeaderMap) -> Result<&str, GatewayError> {
     let raw = headers.get(IDEMPOTENCY_KEY).map(HeaderValue::as_bytes);
     let key = raw
         .and_then(|v| std::str::from_utf8(v).ok())

@@ -24,6 +24,78 @@ fn check_accepts_a_good_file() {
 }
 
 #[test]
+fn an_alias_bomb_is_refused_with_a_clear_error_not_an_abort() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bomb.yaml");
+    // The 366-byte "billion laughs" shape: each level repeats the previous nine times.
+    let mut bomb = String::from(
+        "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
+    for (prev, next) in ["a", "b", "c", "d", "e", "f", "g", "h"]
+        .iter()
+        .zip(["b", "c", "d", "e", "f", "g", "h", "i"])
+    {
+        bomb.push_str(&format!(
+            "{next}: &{next} [{}]\n",
+            vec![format!("*{prev}"); 9].join(",")
+        ));
+    }
+    std::fs::write(&path, &bomb).unwrap();
+    for command in ["check", "serve"] {
+        let started = std::time::Instant::now();
+        let out = junction()
+            .args([command, "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
+        assert!(
+            stderr.contains("expands (through aliases)"),
+            "{command}: {stderr}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{command} took {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+#[test]
+fn a_public_admin_address_needs_a_token_or_an_explicit_insecure() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |yaml: &str| {
+        let path = dir.path().join("admin.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        junction()
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let open = check("admin: { listen: 0.0.0.0:9090 }\n");
+    let stderr = String::from_utf8_lossy(&open.stderr);
+    assert_eq!(open.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(":1:") && stderr.contains("admin.listen") && stderr.contains("token_env"),
+        "{stderr}"
+    );
+    for ok in [
+        "admin: { listen: 0.0.0.0:9090, token_env: SOME_TOKEN }\n",
+        "admin: { listen: 0.0.0.0:9090, insecure: true }\n",
+        "admin: { listen: \"[::1]:9090\" }\n",
+    ] {
+        let out = check(ok);
+        assert!(
+            out.status.success(),
+            "{ok}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
 fn check_reports_every_error_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.yaml");

@@ -160,6 +160,21 @@ async fn the_dashboard_is_served_and_the_api_needs_the_token() {
         .unwrap();
     assert_eq!(ok.status(), 200);
     assert_eq!(get(gw.admin, "/healthz").await.status(), 200);
+    // The scheme is case-insensitive; a wrong token (a prefix of the right one too) is refused.
+    for (value, status) in [
+        ("bearer s3cret", 200),
+        ("BEARER s3cret", 200),
+        ("Bearer s3cre", 401),
+        ("Bearer s3cretx", 401),
+    ] {
+        let r = client()
+            .get(format!("http://{}/admin/overview", gw.admin))
+            .header("authorization", value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{value}");
+    }
 }
 
 #[tokio::test]

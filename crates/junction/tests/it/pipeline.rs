@@ -265,6 +265,57 @@ async fn idempotent_repeats_return_the_same_id_and_deliver_once() {
 }
 
 #[tokio::test]
+async fn a_subscriber_retry_setting_does_not_cap_attempts_at_three() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        FakeUpstream::with(Behavior::Status(500)).await,
+        FakeUpstream::start().await,
+    );
+    let extra = ", retry: { backoff: 1ms, max_backoff: 5ms }";
+    let gw = start_in(dir.path(), &two_subscribers(&a.url(), &b.url(), extra)).await;
+    let r = client()
+        .post(format!("http://{}/orders", gw.data))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    // The documented default is 20 attempts; `retry.attempts` (3) is an upstream setting.
+    eventually("more than 3 attempts", Duration::from_secs(10), || {
+        a.calls() >= 6
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn malformed_idempotency_keys_are_400_and_never_merge_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    let gw = start_in(dir.path(), &two_subscribers(&a.url(), &b.url(), "")).await;
+    let long = "k".repeat(300);
+    let bad: [&[u8]; 4] = [b"", b"   ", "caf\u{e9}".as_bytes(), long.as_bytes()];
+    for key in bad {
+        for body in ["{\"a\":1}", "{\"a\":2}"] {
+            let r = client()
+                .post(format!("http://{}/orders", gw.data))
+                .header(
+                    "idempotency-key",
+                    reqwest::header::HeaderValue::from_bytes(key).unwrap(),
+                )
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 400, "key {:?}", String::from_utf8_lossy(key));
+            assert_eq!(r.headers()["content-type"], "application/problem+json");
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(a.calls(), 0, "nothing was accepted");
+}
+
+#[tokio::test]
 async fn per_key_order_holds_under_parallel_load() {
     let dir = tempfile::tempdir().unwrap();
     // The subscriber fails now and then, which would reorder deliveries without per-key ordering.
