@@ -25,6 +25,9 @@ pub enum GatewayError {
     /// A query or header the gateway interprets is malformed.
     #[error("{0}")]
     BadRequest(String),
+    /// The client did not send its request body in time (the attempt timed out waiting on it).
+    #[error("the request body did not arrive within {timeout:?}")]
+    ClientTimeout { timeout: Duration },
     /// The upstream did not answer within its timeout.
     #[error("upstream {upstream} did not answer within {timeout:?}")]
     UpstreamTimeout { upstream: String, timeout: Duration },
@@ -76,6 +79,17 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
+    /// The `reason` of `junction_client_errors_total` when the client's own
+    /// request caused this error (it never counts against an upstream).
+    pub fn client_fault(&self) -> Option<&'static str> {
+        match self {
+            GatewayError::BodyTooLarge { .. } => Some("body_too_large"),
+            GatewayError::BadBody(_) => Some("bad_body"),
+            GatewayError::ClientTimeout { .. } => Some("body_timeout"),
+            _ => None,
+        }
+    }
+
     /// The HTTP status this error maps to.
     pub fn status(&self) -> StatusCode {
         use GatewayError::*;
@@ -83,6 +97,7 @@ impl GatewayError {
             NoRoute { .. } | NotFound(_) => StatusCode::NOT_FOUND,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             BadBody(_) | BadJson(_) | BadRequest(_) => StatusCode::BAD_REQUEST,
+            ClientTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             UpstreamTimeout { .. } | NotCached { .. } => StatusCode::GATEWAY_TIMEOUT,
             UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
             BreakerOpen { .. } | Overloaded { .. } | QueueFull { .. } | QueueUnavailable(_) => {
@@ -104,6 +119,7 @@ impl GatewayError {
             BadBody(_) => "bad-body",
             BadJson(_) => "bad-json",
             BadRequest(_) => "bad-request",
+            ClientTimeout { .. } => "client-timeout",
             UpstreamTimeout { .. } => "upstream-timeout",
             UpstreamUnreachable { .. } => "upstream-unreachable",
             BreakerOpen { .. } => "breaker-open",

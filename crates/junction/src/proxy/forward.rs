@@ -1,5 +1,6 @@
 //! Forwarding a sync route's request to its upstream and streaming the answer back.
 
+use super::client_body::WatchedBody;
 use super::pool::UpstreamBody;
 use super::trim::{requested_fields, shape_streamed, Shaped};
 use super::upstream::{CallOptions, RequestBody, Upstream};
@@ -148,7 +149,8 @@ async fn read_body(body: Incoming, max: u64, may_retry: bool) -> Result<RequestB
             .to_bytes();
         return Ok(RequestBody::Replayable(bytes));
     }
-    Ok(RequestBody::Once(limited.map_err(BoxError::from).boxed()))
+    let (body, watch) = WatchedBody::wrap(limited.map_err(BoxError::from).boxed());
+    Ok(RequestBody::Once(body, watch))
 }
 
 /// Buffers a request body whole (async routes, JSON checks), within `max`.

@@ -6,6 +6,7 @@
 //! problem+json in one place.
 
 pub mod cached;
+pub mod client_body;
 pub mod forward;
 pub mod h2c;
 pub mod idempotent;
@@ -20,7 +21,7 @@ use crate::config::{Config, RouteConfig};
 use crate::pipeline::AsyncRoute;
 use crate::problem::GatewayError;
 use crate::telemetry::live::{Client, Live};
-use crate::telemetry::metrics::{RouteLabel, RouteRequests};
+use crate::telemetry::metrics::{ClientFaultLabel, RouteLabel, RouteRequests};
 use crate::telemetry::{otel, Metrics};
 use anyhow::Context;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -436,6 +437,15 @@ impl Gateway {
                 }
             },
         };
+        if let Some(reason) = result.as_ref().err().and_then(GatewayError::client_fault) {
+            self.metrics
+                .client_errors
+                .get_or_create(&ClientFaultLabel {
+                    route: route.name.clone(),
+                    reason,
+                })
+                .inc();
+        }
         let resp = result.unwrap_or_else(GatewayError::into_response);
         if let Some((uri, host)) = written {
             cached::invalidate::after_write(

@@ -13,6 +13,7 @@
 //! after its body started; they need a replayable request body (see
 //! [`RequestBody`]), a retryable outcome, an allowed method, and budget.
 
+use super::client_body::{BodyWatch, ClientFault};
 use super::pool::{self, UpstreamBody};
 use crate::body::{Body, BoxError};
 use crate::config::{RetryCondition, RetryOn, UpstreamConfig};
@@ -27,6 +28,7 @@ use junction_policy::{
     parse_retry_after, Backoff, Bulkhead, CircuitBreaker, RetryBudget, RetryBudgetConfig,
 };
 use prometheus_client::metrics::counter::Counter;
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
 
@@ -51,8 +53,9 @@ pub(super) fn client_builder() -> hyper_util::client::legacy::Builder {
 pub enum RequestBody {
     /// Buffered: can be sent again.
     Replayable(Bytes),
-    /// Streaming: can be sent once.
-    Once(Body),
+    /// Streaming from the client: can be sent once; the watch tells a
+    /// client's fault from the upstream's.
+    Once(Body, Arc<BodyWatch>),
 }
 
 /// How a call may be retried, decided by the route.
@@ -248,9 +251,9 @@ impl Upstream {
         if let Some(r) = &self.retry {
             r.budget.deposit();
         }
-        let (replay, mut once) = match body {
-            RequestBody::Replayable(b) => (Some(b), None),
-            RequestBody::Once(b) => (None, Some(b)),
+        let (replay, mut once, watch) = match body {
+            RequestBody::Replayable(b) => (Some(b), None, None),
+            RequestBody::Once(b, watch) => (None, Some(b), Some(watch)),
         };
         let mut attempt = 1u32;
         let mut parts = Some((method, uri, headers));
@@ -268,7 +271,9 @@ impl Upstream {
                 parts.take()
             }
             .expect("no attempt after the last");
-            let outcome = self.attempt(method, uri, headers, body).await;
+            let outcome = self
+                .attempt(method, uri, headers, body, watch.as_deref())
+                .await;
             let (retry_wanted, retry_after) = match &outcome {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
@@ -288,7 +293,9 @@ impl Upstream {
                     self.retryable(RetryCondition::Timeout) && opts.retry_allowed,
                     None,
                 ),
-                Err(AttemptError::Rejected(_)) | Err(AttemptError::Other(_)) => (false, None),
+                Err(AttemptError::Rejected(_))
+                | Err(AttemptError::Other(_))
+                | Err(AttemptError::Client(_)) => (false, None),
             };
             if retry_wanted && attempt < max_attempts {
                 let policy = self
@@ -328,7 +335,7 @@ impl Upstream {
         headers: HeaderMap,
         body: Body,
     ) -> Result<Response<UpstreamBody>, GatewayError> {
-        self.attempt(method, uri, headers, body)
+        self.attempt(method, uri, headers, body, None)
             .await
             .map_err(|e| e.into_gateway_error(&self.name, self.timeout, u64::MAX))
     }
@@ -340,13 +347,14 @@ impl Upstream {
         uri: Uri,
         headers: HeaderMap,
         body: Body,
+        watch: Option<&BodyWatch>,
     ) -> Result<Response<UpstreamBody>, AttemptError> {
         if !otel::enabled() {
-            return self.attempt_inner(method, uri, headers, body).await;
+            return self.attempt_inner(method, uri, headers, body, watch).await;
         }
         let span = otel::attempt_span(&self.name, &method);
         let result = self
-            .attempt_inner(method, uri, headers, body)
+            .attempt_inner(method, uri, headers, body, watch)
             .instrument(span.clone())
             .await;
         let (outcome, status) = match &result {
@@ -359,6 +367,7 @@ impl Upstream {
             Err(AttemptError::Rejected(GatewayError::BreakerOpen { .. })) => ("breaker_open", None),
             Err(AttemptError::Rejected(_)) => ("rejected", None),
             Err(AttemptError::Other(_)) => ("error", None),
+            Err(AttemptError::Client(_)) => ("client_error", None),
         };
         otel::record_outcome(&span, outcome, status, outcome != "success");
         result
@@ -371,6 +380,7 @@ impl Upstream {
         uri: Uri,
         headers: HeaderMap,
         body: Body,
+        watch: Option<&BodyWatch>,
     ) -> Result<Response<UpstreamBody>, AttemptError> {
         let _slot = self.bulkhead.try_acquire().map_err(|full| {
             self.outcomes.rejected.inc();
@@ -406,7 +416,18 @@ impl Upstream {
                     .map_err(ClientError::Plain),
             }
         };
-        match tokio::time::timeout(self.timeout, sent).await {
+        let outcome = tokio::time::timeout(self.timeout, sent).await;
+        // The client's fault (its body broke, was too large, or kept us waiting):
+        // the upstream did nothing wrong, so its breaker and counters hear nothing.
+        if let Some(fault) = match &outcome {
+            Ok(Ok(_)) => None,
+            Ok(Err(_)) => watch.and_then(|w| w.fault(false)),
+            Err(_elapsed) => watch.and_then(|w| w.fault(true)),
+        } {
+            drop(permit);
+            return Err(AttemptError::Client(fault));
+        }
+        match outcome {
             Ok(Ok(resp)) => {
                 if self.is_failure_status(resp.status().as_u16()) {
                     self.outcomes.failure.inc();
@@ -460,6 +481,8 @@ enum AttemptError {
     Timeout,
     Rejected(GatewayError),
     Other(BoxError),
+    /// The client's request body, not the upstream, made the attempt fail.
+    Client(ClientFault),
 }
 
 impl AttemptError {
@@ -479,6 +502,13 @@ impl AttemptError {
                 timeout,
             },
             AttemptError::Rejected(e) => e,
+            AttemptError::Client(ClientFault::TooLarge) => {
+                GatewayError::BodyTooLarge { limit: body_limit }
+            }
+            AttemptError::Client(ClientFault::Broken) => GatewayError::BadBody(
+                "the request body broke off or was malformed while being forwarded".into(),
+            ),
+            AttemptError::Client(ClientFault::TooSlow) => GatewayError::ClientTimeout { timeout },
             AttemptError::Other(e) => {
                 if crate::body::is_length_limit(e.as_ref()) {
                     return GatewayError::BodyTooLarge { limit: body_limit };

@@ -29,6 +29,15 @@ pub struct RouteLabel {
     pub route: String,
 }
 
+/// Labels `{route, reason}` of a client's own fault.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClientFaultLabel {
+    /// Route name.
+    pub route: String,
+    /// `body_too_large`, `bad_body`, `body_timeout`.
+    pub reason: &'static str,
+}
+
 /// Labels `{upstream, outcome}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamOutcome {
@@ -90,6 +99,7 @@ pub struct Metrics {
     pub cache_misses: Family<RouteLabel, Counter>,
     pub cache_stale: Family<RouteLabel, Counter>,
     pub cache_revalidated: Family<RouteLabel, Counter>,
+    pub client_errors: Family<ClientFaultLabel, Counter>,
     pub cache_bypassed: Family<RouteLabel, Counter>,
     pub cache_degraded: Counter,
     pub cache_bytes_saved: Counter,
@@ -172,6 +182,7 @@ impl Metrics {
             cache_misses: Family::default(),
             cache_stale: Family::default(),
             cache_revalidated: Family::default(),
+            client_errors: Family::default(),
             cache_bypassed: Family::default(),
             cache_degraded: Counter::default(),
             cache_bytes_saved: Counter::default(),
@@ -234,6 +245,11 @@ impl Metrics {
             "junction_cache_revalidations",
             "Stored responses refreshed by a 304 to a conditional request",
             m.cache_revalidated.clone(),
+        );
+        r.register(
+            "junction_client_errors",
+            "Requests that failed through the client's own fault (never counted against an upstream)",
+            m.client_errors.clone(),
         );
         r.register(
             "junction_cache_bypasses",

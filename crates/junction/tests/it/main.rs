@@ -4,6 +4,7 @@ mod breaker;
 mod cache;
 mod cache_rfc;
 mod cli;
+mod client_faults;
 mod crash;
 mod dashboard;
 mod idempotency;
