@@ -3,11 +3,13 @@
 use crate::admin::{self, AdminState};
 use crate::config::{CacheConfig, Config};
 use crate::pipeline;
-use crate::proxy::{build_upstreams, Gateway};
+use crate::proxy::{build_upstreams, Gateway, SharedGateway};
+use crate::reload::{Loaded, Reloader};
 use crate::server;
 use crate::telemetry::live::Live;
 use crate::telemetry::Metrics;
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use junction_cache::{CacheStore, IdempotencyStore, MemoryIdempotency, MemoryStore, RedisStore};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,7 +67,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
         .unwrap_or_default();
     let (cache, idempotency) = open_cache(&config).await?;
     let live = Arc::new(Live::new());
-    let gateway = Arc::new(Gateway::build(
+    let gateways: SharedGateway = Arc::new(ArcSwap::from_pointee(Gateway::build(
         &config,
         metrics.clone(),
         upstreams.clone(),
@@ -73,15 +75,17 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
         cache,
         idempotency,
         live.clone(),
-    )?);
+    )?));
     let dispatch_stop = CancellationToken::new();
     let dispatchers = match &broker {
-        Some(b) => pipeline::start_dispatchers(
+        Some(b) => pipeline::Dispatchers::start(
             &config,
-            b,
-            &upstreams,
-            &metrics,
-            &live,
+            &pipeline::DispatchContext {
+                broker: b,
+                upstreams: &upstreams,
+                metrics: &metrics,
+                live: &live,
+            },
             server::worker_count(),
             dispatch_stop.clone(),
         )?,
@@ -102,9 +106,21 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
             "the admin API is served to other hosts WITHOUT a token (admin.insecure: true)"
         );
     }
+    let reloader = Arc::new(Reloader::new(
+        Loaded {
+            config,
+            upstreams,
+            dispatchers,
+        },
+        gateways.clone(),
+        metrics.clone(),
+        broker.clone(),
+        live.clone(),
+    ));
     let ready = Arc::new(AtomicBool::new(false));
     let admin_router = admin::router(AdminState {
-        gateway: gateway.clone(),
+        gateways: gateways.clone(),
+        reloader: reloader.clone(),
         broker: broker.clone(),
         metrics: metrics.clone(),
         ready: ready.clone(),
@@ -120,9 +136,11 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
             .with_graceful_shutdown(async move { admin_stopped.cancelled().await })
             .await
     });
+    #[cfg(unix)]
+    let hangups = spawn_reload_on_sighup(reloader.clone(), shutdown.stop.clone())?;
     let data_task = tokio::spawn(server::serve_data_threads(
         listeners.data,
-        gateway,
+        gateways,
         shutdown.stop.clone(),
         grace,
         server::worker_count(),
@@ -141,7 +159,10 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
     });
     data_task.await??;
     // Stop accepting first (above), then let dispatchers drain their in-flight deliveries.
+    #[cfg(unix)]
+    hangups.abort();
     dispatch_stop.cancel();
+    let dispatchers = reloader.take_dispatchers().await;
     if tokio::time::timeout(grace, dispatchers.join())
         .await
         .is_err()
@@ -162,6 +183,29 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
     }
     tracing::info!("junction stopped");
     Ok(())
+}
+
+/// Reloads the config on every `SIGHUP` until `stop` (an invalid file is
+/// refused and logged; the running config keeps serving).
+#[cfg(unix)]
+fn spawn_reload_on_sighup(
+    reloader: Arc<Reloader>,
+    stop: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("SIGHUP handler")?;
+    Ok(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => {
+                    tracing::info!("SIGHUP: reloading the config");
+                    // The outcome is logged and counted by the reloader.
+                    let _ = reloader.reload().await;
+                }
+                _ = stop.cancelled() => break,
+            }
+        }
+    }))
 }
 
 /// Opens the configured cache backend, and the idempotency store beside it

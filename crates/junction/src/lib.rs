@@ -12,6 +12,7 @@ pub mod demo;
 pub mod pipeline;
 pub mod problem;
 pub mod proxy;
+pub mod reload;
 pub mod runtime;
 pub mod server;
 pub mod telemetry;

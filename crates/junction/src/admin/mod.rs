@@ -9,7 +9,7 @@ mod observe;
 mod overview;
 mod queue;
 
-use crate::proxy::Gateway;
+use crate::proxy::{Gateway, SharedGateway};
 use crate::telemetry::Metrics;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -25,8 +25,10 @@ use std::sync::Arc;
 /// State shared by admin handlers.
 #[derive(Clone)]
 pub struct AdminState {
-    /// The data plane (routes, upstreams, breakers).
-    pub gateway: Arc<Gateway>,
+    /// The data plane (routes, upstreams, breakers), as a reload last left it.
+    pub gateways: SharedGateway,
+    /// Applies `POST /admin/reload`.
+    pub reloader: Arc<crate::reload::Reloader>,
     /// The queue, when any route is async.
     pub broker: Option<Arc<dyn Broker>>,
     /// Metrics registry.
@@ -35,6 +37,13 @@ pub struct AdminState {
     pub ready: Arc<AtomicBool>,
     /// Bearer token, when configured.
     pub token: Option<Arc<str>>,
+}
+
+impl AdminState {
+    /// The current data plane.
+    pub fn gateway(&self) -> Arc<Gateway> {
+        self.gateways.load_full()
+    }
 }
 
 /// The admin router.
@@ -49,6 +58,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/dlq", get(queue::dlq_list))
         .route("/admin/dlq/replay", post(queue::dlq_replay_all))
         .route("/admin/dlq/{id}/replay", post(queue::dlq_replay))
+        .route("/admin/reload", post(reload))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -72,6 +82,37 @@ async fn require_token(State(state): State<AdminState>, req: Request, next: Next
         }
     }
     next.run(req).await
+}
+
+/// `POST /admin/reload`: re-reads the config file (as `SIGHUP` does).
+async fn reload(State(state): State<AdminState>) -> Response {
+    use crate::reload::ReloadError;
+    match state.reloader.reload().await {
+        Ok(report) => {
+            axum::Json(json!({ "outcome": "reloaded", "report": report })).into_response()
+        }
+        Err(e) => {
+            let status = match &e {
+                ReloadError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                ReloadError::NoFile | ReloadError::NeedsRestart(_) => StatusCode::CONFLICT,
+                ReloadError::Apply(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            let mut resp = problem(status, &e.to_string());
+            if let ReloadError::Invalid(errors) = &e {
+                // The same FILE:LINE:COL lines `junction check` prints, one per error.
+                let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                let body = json!({
+                    "type": "about:blank",
+                    "title": status.canonical_reason().unwrap_or("Error"),
+                    "status": status.as_u16(),
+                    "detail": e.to_string(),
+                    "errors": list,
+                });
+                *resp.body_mut() = axum::body::Body::from(body.to_string());
+            }
+            resp
+        }
+    }
 }
 
 /// The credentials of an `Authorization: Bearer <token>` value; the scheme

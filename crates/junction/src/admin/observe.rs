@@ -10,7 +10,8 @@ use serde_json::json;
 
 pub(super) async fn metrics(State(state): State<AdminState>) -> Response {
     // Gauges that mirror state are refreshed at scrape time.
-    let stats = state.gateway.cache.stats();
+    let gw = state.gateway();
+    let stats = gw.cache.stats();
     state.metrics.cache_evictions.set(stats.evictions as i64);
     state
         .metrics
@@ -41,7 +42,7 @@ pub(super) async fn metrics(State(state): State<AdminState>) -> Response {
                 .set(*n as i64);
         }
     }
-    for (name, u) in state.gateway.upstreams() {
+    for (name, u) in gw.upstreams() {
         state
             .metrics
             .breaker_state
@@ -59,8 +60,8 @@ pub(super) async fn metrics(State(state): State<AdminState>) -> Response {
 }
 
 pub(super) async fn breakers(State(state): State<AdminState>) -> Json<serde_json::Value> {
-    let list: Vec<_> = state
-        .gateway
+    let gw = state.gateway();
+    let list: Vec<_> = gw
         .upstreams()
         .iter()
         .map(|(name, u)| {
@@ -101,7 +102,8 @@ pub(super) async fn invalidate_cache(
     State(state): State<AdminState>,
     axum::extract::Query(q): axum::extract::Query<InvalidateQuery>,
 ) -> Response {
-    let cache = &state.gateway.cache;
+    let gw = state.gateway();
+    let cache = &gw.cache;
     let result = match (&q.tag, &q.key) {
         (Some(tag), None) => cache
             .invalidate_tag(tag)

@@ -26,7 +26,7 @@ pub(super) async fn dashboard() -> Response {
 
 /// `GET /admin/overview`.
 pub(super) async fn overview(State(state): State<AdminState>) -> Json<Value> {
-    let gw = &state.gateway;
+    let gw = &state.gateway();
     let live = &gw.live;
     let now = Instant::now();
     let routes: Vec<Value> = gw
@@ -119,6 +119,7 @@ pub(super) async fn overview(State(state): State<AdminState>) -> Json<Value> {
         .collect();
     Json(json!({
         "uptime_s": live.uptime().as_secs(),
+        "config_sha256": state.reloader.config_sha256(),
         "routes": routes,
         "upstreams": upstreams,
         "cache": cache,
@@ -138,7 +139,8 @@ pub(super) async fn dependencies(
     State(state): State<AdminState>,
     Query(q): Query<GraphQuery>,
 ) -> Response {
-    let graph = &state.gateway.live.graph;
+    let gw = state.gateway();
+    let graph = &gw.live.graph;
     match q.format.as_deref() {
         Some("dot") => {
             let mut resp = graph.to_dot().into_response();

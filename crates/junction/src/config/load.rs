@@ -64,7 +64,14 @@ pub fn load_file(path: &Path) -> Result<Config, Vec<ConfigError>> {
         }
     }
     match std::fs::read_to_string(path) {
-        Ok(text) => load_str(&text, &name),
+        Ok(text) => {
+            let mut config = load_str(&text, &name)?;
+            config.source = Some(super::ConfigSource {
+                path: path.to_path_buf(),
+                sha256: hex_sha256(text.as_bytes()),
+            });
+            Ok(config)
+        }
         Err(e) => Err(vec![ConfigError {
             file: name,
             line: 0,
@@ -73,6 +80,14 @@ pub fn load_file(path: &Path) -> Result<Config, Vec<ConfigError>> {
             message: format!("cannot read config: {e}"),
         }]),
     }
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Parses and validates config text; `file` names it in errors.

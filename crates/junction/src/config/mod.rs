@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// A whole Junction config file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Data-plane listen address.
@@ -49,10 +49,22 @@ pub struct Config {
     /// Graceful shutdown on SIGTERM / Ctrl-C.
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    /// The file this config was read from (none for config text).
+    #[serde(skip)]
+    pub source: Option<ConfigSource>,
+}
+
+/// Where a config came from, for reloads and for telling configs apart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigSource {
+    /// The file.
+    pub path: PathBuf,
+    /// SHA-256 of its bytes, hex.
+    pub sha256: String,
 }
 
 /// How a `SIGTERM` (or Ctrl-C) ends the process.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShutdownConfig {
     /// `/readyz` answers 503 and both listeners keep accepting this long, so
@@ -74,7 +86,7 @@ impl Default for ShutdownConfig {
 }
 
 /// The admin listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Admin listen address.
@@ -99,7 +111,7 @@ impl Default for AdminConfig {
 }
 
 /// Which durable queue holds accepted events.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "backend", rename_all = "lowercase", deny_unknown_fields)]
 pub enum QueueConfig {
     /// The embedded on-disk queue (default).
@@ -138,7 +150,7 @@ impl Default for QueueConfig {
 }
 
 /// Which store holds cached responses.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "backend", rename_all = "lowercase", deny_unknown_fields)]
 pub enum CacheConfig {
     /// In-process, bounded by entries and bytes (default).
@@ -170,7 +182,7 @@ impl Default for CacheConfig {
 }
 
 /// Request limits.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Largest request body; 413 past it.
@@ -187,7 +199,7 @@ impl Default for LimitsConfig {
 }
 
 /// Tracing and dependency-graph settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetryConfig {
     /// Header naming the calling system, for the dependency graph.
@@ -208,7 +220,7 @@ impl Default for TelemetryConfig {
 }
 
 /// One upstream service and the policies protecting it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Base URL, `http://host:port` or `https://host:port`, with an optional path prefix.
@@ -237,7 +249,7 @@ pub struct UpstreamConfig {
 }
 
 /// TLS settings of an `https://` upstream (the Mozilla roots are always trusted).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTlsConfig {
     /// PEM file of extra CA certificates to trust (a private CA, a self-signed server).
@@ -246,7 +258,7 @@ pub struct UpstreamTlsConfig {
 }
 
 /// Retries with exponential backoff, full jitter and a budget.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
     /// Total attempts including the first.
@@ -299,7 +311,7 @@ pub enum RetryCondition {
 }
 
 /// Circuit-breaker knobs (the seed's opossum names plus window and min_requests).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BreakerConfig {
     /// Calls slower than this count as failures (and are cut); defaults to the upstream timeout.
@@ -340,7 +352,7 @@ impl Default for BreakerConfig {
 }
 
 /// One route: a match, and either an upstream (sync) or an async topic.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Name used in metrics and logs.
@@ -378,7 +390,7 @@ pub struct RouteConfig {
 }
 
 /// Method and path template of a route.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MatchConfig {
     /// HTTP method; any when absent.
@@ -389,7 +401,7 @@ pub struct MatchConfig {
 }
 
 /// Caching of one route's responses.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteCacheConfig {
     /// Freshness when the upstream gives none.
@@ -424,7 +436,7 @@ pub struct RouteCacheConfig {
 }
 
 /// A token-bucket rate limit.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// Requests allowed per period.
@@ -434,7 +446,7 @@ pub struct RateLimitConfig {
 }
 
 /// Idempotency window for sync writes.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdempotencyConfig {
     /// How long a key is remembered.
@@ -442,7 +454,7 @@ pub struct IdempotencyConfig {
 }
 
 /// An async route: enqueue durably, answer 202, fan out to subscribers.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AsyncConfig {
     /// Topic name.
@@ -455,7 +467,7 @@ pub struct AsyncConfig {
 }
 
 /// A subscriber of an async topic.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriberConfig {
     /// Unique name (metrics, DLQ).

@@ -110,64 +110,160 @@ pub fn async_routes(
         .collect()
 }
 
-/// The running dispatchers: their lanes and the threads those run on.
+/// The running dispatchers, one per subscriber, and the threads their lanes run on.
 pub struct Dispatchers {
-    lanes: Vec<tokio::task::JoinHandle<()>>,
+    running: BTreeMap<(String, String), RunningDispatcher>,
+    /// Lanes of dispatchers a reload stopped, still draining.
+    retired: Vec<tokio::task::JoinHandle<()>>,
     /// Kept until every lane has finished, then dropped to stop the threads.
     threads: Option<threads::DeliveryThreads>,
+    /// Cancelled at shutdown; each dispatcher stops on a child of it.
+    shutdown: tokio_util::sync::CancellationToken,
+}
+
+/// One subscriber's dispatcher: what it was started from, and how to stop it.
+struct RunningDispatcher {
+    config: crate::config::SubscriberConfig,
+    upstream: Arc<Upstream>,
+    stop: tokio_util::sync::CancellationToken,
+    lanes: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// What a reload did to the dispatchers (`topic/subscriber` names).
+#[derive(Debug, Default, serde::Serialize)]
+pub struct DispatcherChanges {
+    /// Started for subscribers the config added.
+    pub started: Vec<String>,
+    /// Stopped for subscribers the config removed; their pending deliveries stay queued.
+    pub stopped: Vec<String>,
+    /// Restarted because the subscriber's settings or upstream changed.
+    pub restarted: Vec<String>,
+}
+
+/// Everything a dispatcher is built from.
+pub struct DispatchContext<'a> {
+    pub broker: &'a Arc<dyn Broker>,
+    pub upstreams: &'a BTreeMap<String, Arc<Upstream>>,
+    pub metrics: &'a Metrics,
+    pub live: &'a Arc<crate::telemetry::live::Live>,
 }
 
 impl Dispatchers {
     /// No async routes, nothing to deliver.
     pub fn none() -> Self {
         Self {
-            lanes: Vec::new(),
+            running: BTreeMap::new(),
+            retired: Vec::new(),
             threads: None,
+            shutdown: tokio_util::sync::CancellationToken::new(),
         }
     }
 
-    /// Waits until every lane has drained and stopped (after `shutdown` was
-    /// cancelled), then stops the delivery threads.
+    /// Starts one dispatcher per subscriber of `config` on `workers` delivery
+    /// threads; they stop when `shutdown` is cancelled.
+    pub fn start(
+        config: &Config,
+        ctx: &DispatchContext<'_>,
+        workers: usize,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let mut this = Self {
+            running: BTreeMap::new(),
+            retired: Vec::new(),
+            threads: Some(threads::DeliveryThreads::start(workers).context("delivery threads")?),
+            shutdown,
+        };
+        this.apply(config, ctx)?;
+        Ok(this)
+    }
+
+    /// Brings the running dispatchers in line with `config`: starts new
+    /// subscribers, stops removed ones (their deliveries stay in the queue),
+    /// restarts those whose settings or upstream changed. Stopped dispatchers
+    /// drain their in-flight deliveries in the background.
+    pub fn apply(
+        &mut self,
+        config: &Config,
+        ctx: &DispatchContext<'_>,
+    ) -> anyhow::Result<DispatcherChanges> {
+        let threads = self
+            .threads
+            .as_ref()
+            .context("no delivery threads: the queue was not opened at start")?;
+        let mut wanted = BTreeMap::new();
+        for route in &config.routes {
+            let Some(a) = &route.async_ else { continue };
+            for sub in &a.subscribers {
+                let upstream = ctx.upstreams.get(&sub.upstream).cloned().with_context(|| {
+                    format!("subscriber {}: unknown upstream {}", sub.name, sub.upstream)
+                })?;
+                wanted.insert((a.topic.clone(), sub.name.clone()), (sub, upstream));
+            }
+        }
+        let mut changes = DispatcherChanges::default();
+        let current: Vec<(String, String)> = self.running.keys().cloned().collect();
+        for key in current {
+            let unchanged = wanted.get(&key).is_some_and(|(sub, upstream)| {
+                let running = &self.running[&key];
+                running.config == **sub && Arc::ptr_eq(&running.upstream, upstream)
+            });
+            if unchanged {
+                continue;
+            }
+            let old = self.running.remove(&key).expect("listed");
+            old.stop.cancel();
+            self.retired.extend(old.lanes);
+            let name = format!("{}/{}", key.0, key.1);
+            if wanted.contains_key(&key) {
+                changes.restarted.push(name);
+            } else {
+                tracing::warn!(topic = %key.0, subscriber = %key.1, "subscriber removed: dispatcher stopped; its pending deliveries stay in the queue");
+                changes.stopped.push(name);
+            }
+        }
+        for (key, (sub, upstream)) in wanted {
+            if self.running.contains_key(&key) {
+                continue;
+            }
+            let stop = self.shutdown.child_token();
+            let d = dispatcher::Dispatcher::new(
+                &key.0,
+                sub,
+                upstream.clone(),
+                ctx.broker.clone(),
+                ctx.metrics,
+                ctx.live.clone(),
+            )?;
+            let lanes = d.start(threads, stop.clone());
+            let name = format!("{}/{}", key.0, key.1);
+            if !changes.restarted.contains(&name) {
+                changes.started.push(name);
+            }
+            self.running.insert(
+                key,
+                RunningDispatcher {
+                    config: sub.clone(),
+                    upstream,
+                    stop,
+                    lanes,
+                },
+            );
+        }
+        Ok(changes)
+    }
+
+    /// Waits until every lane has drained and stopped (after the shutdown token
+    /// was cancelled), then stops the delivery threads.
     pub async fn join(mut self) {
-        for lane in self.lanes.drain(..) {
+        for lane in self
+            .running
+            .values_mut()
+            .flat_map(|d| d.lanes.drain(..))
+            .chain(self.retired.drain(..))
+            .collect::<Vec<_>>()
+        {
             let _ = lane.await;
         }
         self.threads.take();
     }
-}
-
-/// Starts one dispatcher per subscriber on `workers` delivery threads; they stop
-/// when `shutdown` is cancelled.
-pub fn start_dispatchers(
-    config: &Config,
-    broker: &Arc<dyn Broker>,
-    upstreams: &BTreeMap<String, Arc<Upstream>>,
-    metrics: &Metrics,
-    live: &Arc<crate::telemetry::live::Live>,
-    workers: usize,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> anyhow::Result<Dispatchers> {
-    let threads = threads::DeliveryThreads::start(workers).context("delivery threads")?;
-    let mut lanes = Vec::new();
-    for route in &config.routes {
-        let Some(a) = &route.async_ else { continue };
-        for sub in &a.subscribers {
-            let upstream = upstreams.get(&sub.upstream).cloned().with_context(|| {
-                format!("subscriber {}: unknown upstream {}", sub.name, sub.upstream)
-            })?;
-            let d = dispatcher::Dispatcher::new(
-                &a.topic,
-                sub,
-                upstream,
-                broker.clone(),
-                metrics,
-                live.clone(),
-            )?;
-            lanes.extend(d.start(&threads, shutdown.clone()));
-        }
-    }
-    Ok(Dispatchers {
-        lanes,
-        threads: Some(threads),
-    })
 }

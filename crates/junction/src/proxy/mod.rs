@@ -54,7 +54,11 @@ pub fn build_upstreams(
     Ok(upstreams)
 }
 
-/// Everything the data plane needs, built once from the config.
+/// The running data plane, swapped whole by a reload; a request keeps the
+/// gateway it started with until it is answered.
+pub type SharedGateway = Arc<arc_swap::ArcSwap<Gateway>>;
+
+/// Everything the data plane needs, built from one config.
 pub struct Gateway {
     router: Router<Route>,
     routes: Vec<Arc<Route>>,

@@ -13,7 +13,7 @@
 pub mod balance;
 
 use crate::body::{Body, BoxError};
-use crate::proxy::Gateway;
+use crate::proxy::SharedGateway;
 use crate::telemetry::live::Client;
 use balance::{Balance, Handoff};
 use http::{Request, Response};
@@ -53,7 +53,7 @@ pub fn worker_count() -> usize {
 /// `shutdown`; resolves when every thread has drained and stopped.
 pub async fn serve_data_threads(
     listener: TcpListener,
-    gateway: Arc<Gateway>,
+    gateway: SharedGateway,
     shutdown: CancellationToken,
     grace: Duration,
     workers: usize,
@@ -111,7 +111,7 @@ struct Accept {
 /// Accepts connections until `shutdown`, then lets in-flight requests finish for up to `grace`.
 async fn serve_data(
     mut accept: Accept,
-    gateway: Arc<Gateway>,
+    gateway: SharedGateway,
     shutdown: CancellationToken,
     grace: Duration,
 ) {
@@ -187,7 +187,7 @@ fn box_compressed(resp: Response<CompressionBody<Body>>) -> Response<Body> {
 /// The data plane as a `tower::Service` for one connection.
 #[derive(Clone)]
 struct Handler {
-    gateway: Arc<Gateway>,
+    gateway: SharedGateway,
     client: Client,
 }
 
@@ -204,7 +204,8 @@ impl tower::Service<Request<Incoming>> for Handler {
     }
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let gateway = self.gateway.clone();
+        // The gateway current now serves this request to the end, even if a reload swaps it.
+        let gateway = self.gateway.load_full();
         let client = self.client.clone();
         Box::pin(async move { Ok(gateway.handle(req, client).await) })
     }

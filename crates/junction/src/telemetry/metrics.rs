@@ -168,6 +168,16 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Registers a family another module owns (it keeps the handle and updates it).
+    pub fn register(
+        &self,
+        name: &str,
+        help: &str,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        self.registry.write().register(name, help, metric);
+    }
+
     /// A registry with every family registered.
     pub fn new() -> Self {
         let mut r = Registry::default();

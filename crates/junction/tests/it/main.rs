@@ -14,6 +14,7 @@ mod pipeline;
 mod process;
 mod proxy;
 mod redis_queue;
+mod reload;
 mod retry;
 mod tls;
 

@@ -12,12 +12,20 @@ pub struct Proc {
     pub log: PathBuf,
     pub data: String,
     pub admin: String,
+    /// The config file, and the part of it `spawn` wrote before the caller's text.
+    pub config: PathBuf,
+    head: String,
 }
 
 impl Proc {
     /// Everything junction wrote on stderr so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_else(|e| format!("<no log: {e}>"))
+    }
+
+    /// Rewrites the config file with the same ports and queue and `rest` after them.
+    pub fn rewrite_config(&self, rest: &str) {
+        std::fs::write(&self.config, format!("{}{rest}", self.head)).expect("write config");
     }
 
     /// Waits (bounded) for the process to exit on its own.
@@ -49,10 +57,11 @@ pub fn free_addr() -> String {
 /// Starts `junction serve` on fresh ports with the queue in `dir/q`, waits for `/readyz`.
 pub async fn spawn(dir: &Path, tag: &str, rest: &str) -> Proc {
     let (data, admin) = (free_addr(), free_addr());
-    let yaml = format!(
-        "listen: {data}\nadmin: {{ listen: {admin} }}\nqueue: {{ backend: embedded, path: {} }}\n{rest}",
+    let head = format!(
+        "listen: {data}\nadmin: {{ listen: {admin} }}\nqueue: {{ backend: embedded, path: {} }}\n",
         dir.join("q").display()
     );
+    let yaml = format!("{head}{rest}");
     let config = dir.join(format!("junction-{tag}.yaml"));
     std::fs::write(&config, yaml).expect("write config");
     let log = dir.join(format!("junction-{tag}.log"));
@@ -70,6 +79,8 @@ pub async fn spawn(dir: &Path, tag: &str, rest: &str) -> Proc {
         log,
         data,
         admin,
+        config: config.clone(),
+        head,
     };
     let t0 = Instant::now();
     loop {
