@@ -5,6 +5,7 @@
 //! reported, then checks references between sections.
 
 mod load;
+mod located;
 mod validate;
 mod values;
 mod yaml;

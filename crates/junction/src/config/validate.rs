@@ -1,6 +1,6 @@
 //! Checks that span sections: references, route conflicts, value ranges.
 
-use super::load::{pos_of, repeated, Errors};
+use super::located::{pos_of, repeated, Errors};
 use super::yaml::Node;
 use super::{AdminConfig, QueueConfig, RouteConfig, UpstreamConfig};
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -4,8 +4,7 @@ use super::AsyncRoute;
 use crate::body::{full, Body};
 use crate::config::KeySource;
 use crate::problem::GatewayError;
-use crate::proxy::forward::collect_body;
-use crate::proxy::idempotent::{valid_key, IDEMPOTENCY_KEY};
+use crate::proxy::http_util::{collect_body, is_json_type, valid_key, IDEMPOTENCY_KEY};
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use junction_queue::{EnqueueOutcome, EnqueueRequest, QueueError};
@@ -119,13 +118,6 @@ fn json_key(body: &[u8], ptr: &str, is_json: bool) -> Result<Option<String>, Gat
         Err(e) if is_json => Err(GatewayError::BadJson(e.to_string())),
         Err(_) => Ok(None),
     }
-}
-
-/// `application/json` or any `+json` type.
-pub fn is_json_type(ct: &str) -> bool {
-    let essence = ct.split(';').next().unwrap_or("").trim().as_bytes();
-    essence.eq_ignore_ascii_case(b"application/json")
-        || essence.len() >= 5 && essence[essence.len() - 5..].eq_ignore_ascii_case(b"+json")
 }
 
 /// Headers kept with the message and forwarded to subscribers.

@@ -18,8 +18,9 @@
 //! gateway that dies mid-request does not lock the key for the whole `ttl`.
 //! Requests without the header pass through as on any route.
 
-use super::forward::{
+use super::http_util::{
     collect_body, drop_hop_by_hop, is_idempotent, upstream_headers, upstream_path_and_query,
+    valid_key,
 };
 use super::trim::{finish, shape_streamed, Shaped};
 use super::upstream::{CallOptions, RequestBody, Upstream};
@@ -39,12 +40,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The request header naming the key (sync routes here, async routes in `pipeline::ingest`).
-pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 /// Set on answers replayed from a stored record.
 pub const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
-/// Longest key accepted.
-const MAX_KEY_LEN: usize = 255;
 /// Time a claim is held beyond the upstream's longest call.
 pub const LOCK_SLACK: Duration = Duration::from_secs(30);
 /// Largest answer stored for replay.
@@ -213,23 +210,6 @@ pub async fn serve(
     ))
 }
 
-/// The key of a request, checked: 1 to 255 visible ASCII characters (sync
-/// and async routes alike).
-pub fn valid_key(headers: &HeaderMap) -> Result<&str, GatewayError> {
-    let raw = headers.get(IDEMPOTENCY_KEY).map(HeaderValue::as_bytes);
-    let key = raw
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .map(|k| k.trim_matches('"'))
-        .filter(|k| {
-            !k.is_empty() && k.len() <= MAX_KEY_LEN && k.bytes().all(|b| b.is_ascii_graphic())
-        });
-    key.ok_or_else(|| {
-        GatewayError::BadRequest(format!(
-            "the Idempotency-Key header must be 1 to {MAX_KEY_LEN} visible ASCII characters"
-        ))
-    })
-}
-
 /// The client response for a stored answer, marked as replayed (projection
 /// applied as on any answer).
 fn replay(
@@ -315,6 +295,7 @@ impl Drop for Held {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::http_util::IDEMPOTENCY_KEY;
 
     #[test]
     fn only_answers_a_retry_cannot_change_are_final() {

@@ -9,6 +9,7 @@ pub mod cached;
 pub mod client_body;
 pub mod forward;
 pub mod h2c;
+pub mod http_util;
 pub mod idempotent;
 pub mod pool;
 pub mod router;

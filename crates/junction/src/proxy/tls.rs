@@ -10,6 +10,7 @@
 use crate::body::Body;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::{connect::HttpConnector, Client, ResponseFuture};
+use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use std::cell::RefCell;
@@ -63,14 +64,14 @@ impl UpstreamTls {
     }
 
     fn client(&self) -> HttpsClient {
-        let mut http = super::upstream::tcp_connector();
+        let mut http = tcp_connector();
         http.enforce_http(false);
         let https = HttpsConnectorBuilder::new()
             .with_tls_config((*self.config).clone())
             .https_only()
             .enable_all_versions()
             .wrap_connector(http);
-        super::upstream::client_builder().build(https)
+        client_builder().build(https)
     }
 }
 
@@ -84,4 +85,21 @@ pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String>
         return Err(format!("{} holds no PEM certificate", path.display()));
     }
     Ok(certs)
+}
+
+/// TCP connections to HTTPS upstreams: no Nagle delay, the pool's connect timeout.
+fn tcp_connector() -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(super::pool::CONNECT_TIMEOUT));
+    connector
+}
+
+/// The HTTPS client's pool settings, the same as the plain pool's.
+fn client_builder() -> hyper_util::client::legacy::Builder {
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
+        .pool_idle_timeout(super::pool::IDLE_TIMEOUT)
+        .pool_max_idle_per_host(super::pool::MAX_IDLE);
+    builder
 }

@@ -2,10 +2,9 @@
 //! and `If-None-Match` → 304, and bytes-in/bytes-out accounting per route.
 //! (Compression is a layer around the whole data plane; see `server`.)
 
-use super::forward::client_response;
+use super::http_util::{client_response, is_json_type};
 use super::pool::UpstreamBody;
 use crate::body::{full, Body};
-use crate::pipeline::ingest::is_json_type;
 use crate::problem::GatewayError;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};

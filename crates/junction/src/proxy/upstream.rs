@@ -22,8 +22,6 @@ use crate::telemetry::metrics::{UpstreamLabel, UpstreamOutcome};
 use crate::telemetry::{otel, Metrics};
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request, Response, Uri};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 use junction_policy::{
     parse_retry_after, Backoff, Bulkhead, CircuitBreaker, RetryBudget, RetryBudgetConfig,
 };
@@ -31,23 +29,6 @@ use prometheus_client::metrics::counter::Counter;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
-
-/// TCP connections to HTTPS upstreams: no Nagle delay, the pool's connect timeout.
-pub(super) fn tcp_connector() -> HttpConnector {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(pool::CONNECT_TIMEOUT));
-    connector
-}
-
-/// The HTTPS client's pool settings, the same as the plain pool's.
-pub(super) fn client_builder() -> hyper_util::client::legacy::Builder {
-    let mut builder = Client::builder(TokioExecutor::new());
-    builder
-        .pool_idle_timeout(pool::IDLE_TIMEOUT)
-        .pool_max_idle_per_host(pool::MAX_IDLE);
-    builder
-}
 
 /// A request body as the retry loop sees it.
 pub enum RequestBody {

@@ -27,7 +27,7 @@ pub mod invalidate;
 
 pub use fetch::Fetched;
 
-use super::forward::{upstream_headers, upstream_path_and_query};
+use super::http_util::{upstream_headers, upstream_path_and_query};
 use super::trim::{finish, Shaped};
 use super::upstream::Upstream;
 use super::{Gateway, Outcome, Route, RouteCache};

@@ -1,0 +1,206 @@
+//! Shared HTTP helpers of the data plane: hop-by-hop headers, the request as
+//! the upstream sees it, body collection within limits, JSON content types,
+//! the `Idempotency-Key` rule. A leaf: every handler (sync, cached,
+//! idempotent, async ingest) uses it, and it uses none of them.
+
+use super::pool::UpstreamBody;
+use super::{router::render_path, Route};
+use crate::body::{Body, BoxError};
+use crate::problem::GatewayError;
+use crate::telemetry::trace::next_traceparent;
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Response};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+
+/// Headers that describe one connection, not the message; never forwarded.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// The request header naming the key (sync routes here, async routes in `pipeline::ingest`).
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+/// Longest key accepted.
+const MAX_KEY_LEN: usize = 255;
+
+/// The path (the route's template rendered, else the request path) and query
+/// (without `fields`) to send upstream.
+pub fn upstream_path_and_query(
+    route: &Route,
+    params: &[(String, String)],
+    uri: &http::Uri,
+) -> String {
+    let path = match &route.upstream_path {
+        Some(t) => render_path(t, params),
+        None => uri.path().to_string(),
+    };
+    match strip_fields_param(uri.query()) {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    }
+}
+
+/// The query without the `fields` parameter, which Junction applies itself; `None` when empty.
+pub fn strip_fields_param(query: Option<&str>) -> Option<String> {
+    let q = query?;
+    if !q
+        .split('&')
+        .any(|p| p == "fields" || p.starts_with("fields="))
+    {
+        return (!q.is_empty()).then(|| q.to_string());
+    }
+    let kept: Vec<&str> = q
+        .split('&')
+        .filter(|p| !(p.is_empty() || *p == "fields" || p.starts_with("fields=")))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("&"))
+}
+
+/// Whether retrying `m` cannot repeat a side effect (RFC 9110 idempotent methods).
+pub fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// Buffers a request body whole (async routes, JSON checks), within `max`.
+pub async fn collect_body(body: Incoming, max: u64) -> Result<Bytes, GatewayError> {
+    if body.size_hint().lower() > max {
+        return Err(GatewayError::BodyTooLarge { limit: max });
+    }
+    Limited::new(body, max as usize)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| body_error(e, max))
+}
+
+pub fn body_error(e: BoxError, max: u64) -> GatewayError {
+    if crate::body::is_length_limit(e.as_ref()) {
+        GatewayError::BodyTooLarge { limit: max }
+    } else {
+        GatewayError::BadBody(e.to_string())
+    }
+}
+
+/// The request headers as the upstream should see them.
+pub fn upstream_headers(incoming: &HeaderMap, peer: SocketAddr) -> HeaderMap {
+    let mut h = HeaderMap::with_capacity(incoming.len() + 3);
+    for (name, value) in incoming {
+        if name == header::HOST || HOP_BY_HOP.contains(&name.as_str()) {
+            continue;
+        }
+        h.append(name.clone(), value.clone());
+    }
+    // Fields the client's `Connection` names are about its connection only (RFC 9110 §7.6.1).
+    for value in incoming.get_all(header::CONNECTION) {
+        let Ok(list) = value.to_str() else { continue };
+        for token in list.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            if let Ok(name) = http::HeaderName::from_bytes(token.as_bytes()) {
+                h.remove(&name);
+            }
+        }
+    }
+    if let Some(host) = incoming.get(header::HOST) {
+        h.insert("x-forwarded-host", host.clone());
+    }
+    let xff = match incoming
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(prev) => format!("{prev}, {}", peer.ip()),
+        None => peer.ip().to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert("x-forwarded-for", v);
+    }
+    let tp = next_traceparent(incoming.get("traceparent").and_then(|v| v.to_str().ok()));
+    if let Ok(v) = HeaderValue::from_str(&tp) {
+        h.insert("traceparent", v);
+    }
+    h
+}
+
+/// The upstream's response as the client should see it: hop-by-hop headers dropped, body streaming.
+pub fn client_response(resp: Response<UpstreamBody>) -> Response<Body> {
+    let (mut parts, body) = resp.into_parts();
+    drop_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, body.into())
+}
+
+/// Removes the headers that describe the upstream connection, not the answer.
+pub fn drop_hop_by_hop(headers: &mut HeaderMap) {
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+/// `application/json` or any `+json` type.
+pub fn is_json_type(ct: &str) -> bool {
+    let essence = ct.split(';').next().unwrap_or("").trim().as_bytes();
+    essence.eq_ignore_ascii_case(b"application/json")
+        || essence.len() >= 5 && essence[essence.len() - 5..].eq_ignore_ascii_case(b"+json")
+}
+
+/// The key of a request, checked: 1 to 255 visible ASCII characters (sync
+/// and async routes alike).
+pub fn valid_key(headers: &HeaderMap) -> Result<&str, GatewayError> {
+    let raw = headers.get(IDEMPOTENCY_KEY).map(HeaderValue::as_bytes);
+    let key = raw
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(|k| k.trim_matches('"'))
+        .filter(|k| {
+            !k.is_empty() && k.len() <= MAX_KEY_LEN && k.bytes().all(|b| b.is_ascii_graphic())
+        });
+    key.ok_or_else(|| {
+        GatewayError::BadRequest(format!(
+            "the Idempotency-Key header must be 1 to {MAX_KEY_LEN} visible ASCII characters"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_named_in_connection_are_not_forwarded() {
+        let mut incoming = HeaderMap::new();
+        incoming.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Secret , close"),
+        );
+        incoming.insert(
+            "x-secret",
+            HeaderValue::from_static("for the first hop only"),
+        );
+        incoming.insert("x-kept", HeaderValue::from_static("1"));
+        let out = upstream_headers(&incoming, "127.0.0.1:1".parse().expect("addr"));
+        assert!(!out.contains_key("x-secret"));
+        assert!(!out.contains_key(header::CONNECTION));
+        assert_eq!(out["x-kept"], "1");
+    }
+
+    #[test]
+    fn fields_is_removed_from_the_upstream_query() {
+        assert_eq!(strip_fields_param(None), None);
+        assert_eq!(strip_fields_param(Some("a=1")), Some("a=1".into()));
+        assert_eq!(
+            strip_fields_param(Some("fields=a,b&x=2")),
+            Some("x=2".into())
+        );
+        assert_eq!(strip_fields_param(Some("fields=a")), None);
+    }
+}
