@@ -52,6 +52,11 @@ pub struct Shutdown {
 /// Runs Junction until `shutdown.stop` is cancelled, then drains.
 pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> anyhow::Result<()> {
     let grace = config.shutdown.grace.0;
+    let limits = server::ConnectionLimits {
+        header_read_timeout: config.limits.header_read_timeout.0,
+        max_header_bytes: usize::try_from(config.limits.max_header_bytes.0).unwrap_or(usize::MAX),
+        max_connections: config.limits.max_connections,
+    };
     let metrics = Metrics::new();
     let upstreams = build_upstreams(&config, &metrics)?;
     let has_async = config.routes.iter().any(|r| r.async_.is_some());
@@ -144,6 +149,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
         shutdown.stop.clone(),
         grace,
         server::worker_count(),
+        limits,
     ));
     ready.store(true, Ordering::Release);
     tracing::info!(data = %data_addr, admin = %admin_addr, "junction is serving");

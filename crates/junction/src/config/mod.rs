@@ -189,12 +189,25 @@ pub struct LimitsConfig {
     /// Largest request body; 413 past it.
     #[serde(default = "defaults::max_body")]
     pub max_body: ByteSize,
+    /// A request's header must arrive within this; a keep-alive connection
+    /// idle this long is closed too (HTTP/1.1).
+    #[serde(default = "defaults::header_read_timeout")]
+    pub header_read_timeout: Dur,
+    /// Largest request head (request line and headers); 431 past it.
+    #[serde(default = "defaults::max_header_bytes")]
+    pub max_header_bytes: ByteSize,
+    /// Open data-plane connections at most; past it a new one gets 503 and is closed.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_body: defaults::max_body(),
+            header_read_timeout: defaults::header_read_timeout(),
+            max_header_bytes: defaults::max_header_bytes(),
+            max_connections: defaults::max_connections(),
         }
     }
 }
@@ -534,6 +547,18 @@ mod defaults {
     pub fn max_entries() -> u64 {
         100_000
     }
+    pub fn header_read_timeout() -> Dur {
+        Dur(Duration::from_secs(10))
+    }
+
+    pub fn max_header_bytes() -> ByteSize {
+        ByteSize(64 << 10)
+    }
+
+    pub fn max_connections() -> usize {
+        10_000
+    }
+
     pub fn drain_delay() -> Dur {
         Dur(Duration::from_secs(5))
     }

@@ -19,7 +19,7 @@ use balance::{Balance, Handoff};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -27,11 +27,26 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 use tower_http::compression::CompressionBody;
 use tower_http::compression::CompressionLayer;
+
+/// What a connection over `limits.max_connections` gets before it is closed.
+const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 186\r\n\r\n{\"type\":\"https://junction.dev/problems/too-many-connections\",\"title\":\"Service Unavailable\",\"status\":503,\"detail\":\"the gateway has limits.max_connections connections open; retry shortly\"}";
+
+/// How connections on the data port are bounded (`limits` in the config).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// A request head must arrive within this (an idle keep-alive connection is closed after it too).
+    pub header_read_timeout: Duration,
+    /// Largest request head; hyper answers 431 past it.
+    pub max_header_bytes: usize,
+    /// Open connections at most, over every data thread.
+    pub max_connections: usize,
+}
 
 /// Responses smaller than this are not worth compressing.
 const COMPRESS_ABOVE: u16 = 1024;
@@ -57,14 +72,17 @@ pub async fn serve_data_threads(
     shutdown: CancellationToken,
     grace: Duration,
     workers: usize,
+    limits: ConnectionLimits,
 ) -> std::io::Result<()> {
     let std_listener = listener.into_std()?;
+    let open = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let workers = workers.max(1);
     let mut done = Vec::with_capacity(workers);
     let (balance, inboxes) = Balance::new(workers);
     for (i, inbox) in inboxes.into_iter().enumerate() {
         let socket = std_listener.try_clone()?;
         let (gateway, shutdown, balance) = (gateway.clone(), shutdown.clone(), balance.clone());
+        let open = open.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
             .name(format!("junction-data-{i}"))
@@ -79,7 +97,8 @@ pub async fn serve_data_threads(
                                 balance,
                                 inbox,
                             };
-                            serve_data(accept, gateway, shutdown, grace).await
+                            let bounds = Bounds { limits, open };
+                            serve_data(accept, gateway, shutdown, grace, bounds).await
                         }
                         Err(e) => {
                             tracing::error!(error = %e, "data-plane thread cannot use the listener")
@@ -108,15 +127,29 @@ struct Accept {
     inbox: tokio::sync::mpsc::UnboundedReceiver<Handoff>,
 }
 
+/// A data thread's share of the connection bounds.
+struct Bounds {
+    limits: ConnectionLimits,
+    /// One permit per open connection, shared by every data thread.
+    open: Arc<Semaphore>,
+}
+
 /// Accepts connections until `shutdown`, then lets in-flight requests finish for up to `grace`.
 async fn serve_data(
     mut accept: Accept,
     gateway: SharedGateway,
     shutdown: CancellationToken,
     grace: Duration,
+    bounds: Bounds,
 ) {
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Slowloris defence: a head must arrive in time, and be of bounded size.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(bounds.limits.header_read_timeout)
+        .max_buf_size(bounds.limits.max_header_bytes.max(8192));
     // Compress by Accept-Encoding (gzip, br, zstd), never already-compressed types.
     let compression = CompressionLayer::new().compress_when(
         SizeAbove::new(COMPRESS_ABOVE)
@@ -152,6 +185,12 @@ async fn serve_data(
             }
             _ = shutdown.cancelled() => break,
         };
+        let Ok(slot) = bounds.open.clone().try_acquire_owned() else {
+            // Over max_connections: say so and close at once rather than hold a socket.
+            let _ = stream.try_write(OVERLOADED);
+            tracing::debug!(%peer, "connection refused: max_connections reached");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let gw = gateway.clone();
         let svc = ServiceBuilder::new()
@@ -171,6 +210,7 @@ async fn serve_data(
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
             drop(held);
+            drop(slot);
         });
     }
     drop(accept);

@@ -9,6 +9,7 @@ mod crash;
 mod dashboard;
 mod idempotency;
 mod lifecycle;
+mod limits;
 mod otel;
 mod pipeline;
 mod process;
