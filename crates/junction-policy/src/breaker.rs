@@ -107,10 +107,23 @@ pub struct CircuitBreaker {
     shared: Arc<Shared>,
 }
 
-#[derive(Debug)]
 struct Shared {
     config: BreakerConfig,
     inner: Mutex<Inner>,
+    /// Told of every transition (`from`, `to`), outside the lock: the owner logs them.
+    observer: Option<Observer>,
+}
+
+/// Called with `(from, to)` on each state change.
+pub type Observer = Box<dyn Fn(BreakerState, BreakerState) + Send + Sync>;
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("config", &self.config)
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -140,6 +153,19 @@ pub struct BreakerPermit {
 impl CircuitBreaker {
     /// A closed breaker with the given tuning.
     pub fn new(config: BreakerConfig) -> Self {
+        Self::build(config, None)
+    }
+
+    /// A closed breaker that tells `observer` of every transition (once each,
+    /// outside its lock), so its owner can log them with a name.
+    pub fn observed(
+        config: BreakerConfig,
+        observer: impl Fn(BreakerState, BreakerState) + Send + Sync + 'static,
+    ) -> Self {
+        Self::build(config, Some(Box::new(observer)))
+    }
+
+    fn build(config: BreakerConfig, observer: Option<Observer>) -> Self {
         let now = Instant::now();
         let inner = Inner {
             state: BreakerState::Closed,
@@ -153,6 +179,7 @@ impl CircuitBreaker {
             shared: Arc::new(Shared {
                 config,
                 inner: Mutex::new(inner),
+                observer,
             }),
         }
     }
@@ -174,7 +201,10 @@ impl CircuitBreaker {
                     retry_in: reopen_at - now,
                 });
             }
-            inner.transition(BreakerState::HalfOpen, now);
+            let from = inner.transition(BreakerState::HalfOpen, now);
+            drop(inner);
+            self.observe(from, BreakerState::HalfOpen);
+            return self.try_acquire();
         }
         let probe = inner.state == BreakerState::HalfOpen;
         if probe {
@@ -234,23 +264,32 @@ impl CircuitBreaker {
             // about the upstream's state now.
             return;
         }
-        match inner.state {
+        let to = match inner.state {
             BreakerState::Closed => {
                 inner
                     .window
                     .record(now, u64::from(success), u64::from(!success));
                 let (ok, failed) = inner.window.totals(now);
                 let calls = ok + failed;
-                if !success
+                (!success
                     && calls >= cfg.min_requests.max(1)
-                    && failed as f64 >= cfg.error_threshold * calls as f64
-                {
-                    inner.transition(BreakerState::Open, now);
-                }
+                    && failed as f64 >= cfg.error_threshold * calls as f64)
+                    .then_some(BreakerState::Open)
             }
-            BreakerState::HalfOpen if success => inner.transition(BreakerState::Closed, now),
-            BreakerState::HalfOpen => inner.transition(BreakerState::Open, now),
-            BreakerState::Open => {}
+            BreakerState::HalfOpen if success => Some(BreakerState::Closed),
+            BreakerState::HalfOpen => Some(BreakerState::Open),
+            BreakerState::Open => None,
+        };
+        if let Some(to) = to {
+            let from = inner.transition(to, now);
+            drop(inner);
+            self.observe(from, to);
+        }
+    }
+
+    fn observe(&self, from: BreakerState, to: BreakerState) {
+        if let Some(observer) = &self.shared.observer {
+            observer(from, to);
         }
     }
 
@@ -263,7 +302,9 @@ impl CircuitBreaker {
 }
 
 impl Inner {
-    fn transition(&mut self, to: BreakerState, now: Instant) {
+    /// Moves to `to`; returns the state it left.
+    fn transition(&mut self, to: BreakerState, now: Instant) -> BreakerState {
+        let from = self.state;
         self.state = to;
         self.generation += 1;
         self.probes_in_flight = 0;
@@ -275,6 +316,7 @@ impl Inner {
             BreakerState::Closed => self.window.reset(),
             BreakerState::HalfOpen => {}
         }
+        from
     }
 }
 

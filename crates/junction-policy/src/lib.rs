@@ -6,6 +6,7 @@
 //! - [`breaker`]: a circuit breaker fed by call outcomes over a rolling window.
 //! - [`retry`]: full-jitter exponential backoff, a retry budget, and `Retry-After` parsing.
 //! - [`bulkhead`]: a concurrency cap that refuses at once instead of queueing.
+//! - [`outcome`]: what an answer status means (success, transient, rejected).
 //!
 //! They are written by hand because they are the product's own value: their exact
 //! semantics (what counts as a failure, how probes are bounded, how a budget refills)
@@ -14,6 +15,7 @@
 
 pub mod breaker;
 pub mod bulkhead;
+pub mod outcome;
 pub mod retry;
 mod window;
 
@@ -21,4 +23,5 @@ pub use breaker::{
     BreakerConfig, BreakerOpen, BreakerPermit, BreakerSnapshot, BreakerState, CircuitBreaker,
 };
 pub use bulkhead::{Bulkhead, BulkheadFull, BulkheadPermit};
+pub use outcome::{classify_status, StatusClass};
 pub use retry::{parse_retry_after, Backoff, RetryBudget, RetryBudgetConfig};

@@ -47,6 +47,11 @@ enum Command {
         /// Config file (YAML).
         #[arg(long, short)]
         config: PathBuf,
+        /// Do not check that the environment variables the config names
+        /// (`admin.token_env`, subscribers' `secret_env`) are set: for CI
+        /// machines without the secrets.
+        #[arg(long)]
+        skip_env: bool,
     },
     /// Live terminal view of a running Junction (routes, breakers, queues, cache).
     Top {
@@ -130,8 +135,29 @@ fn main() -> ExitCode {
         init_logs(cli.log_format, default_level, None).expect("plain logging cannot fail");
     }
     match cli.command {
-        Command::Check { config } => match config::load_file(&config) {
+        Command::Check { config, skip_env } => match config::load_file(&config) {
             Ok(c) => {
+                let missing = if skip_env {
+                    Vec::new()
+                } else {
+                    c.missing_env()
+                };
+                if !missing.is_empty() {
+                    for (key, var) in &missing {
+                        eprintln!(
+                            "{}: {key}: environment variable {var} is not set (serve needs it; --skip-env skips this check)",
+                            config.display()
+                        );
+                    }
+                    eprintln!("{} error(s)", missing.len());
+                    return ExitCode::from(2);
+                }
+                if c.routes.is_empty() {
+                    eprintln!(
+                        "{}: warning: the config defines no routes; every request would get 404",
+                        config.display()
+                    );
+                }
                 println!(
                     "{}: ok ({} upstreams, {} routes)",
                     config.display(),

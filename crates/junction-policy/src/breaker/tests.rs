@@ -115,3 +115,28 @@ fn gauge_values_match_the_contract() {
     assert_eq!(BreakerState::Open.as_gauge(), 1);
     assert_eq!(BreakerState::HalfOpen.as_gauge(), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_observer_hears_each_transition_once() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let b = CircuitBreaker::observed(cfg(), move |from, to| log.lock().push((from, to)));
+    fail(&b, 4);
+    assert!(b.try_acquire().is_err(), "open");
+    advance(Duration::from_secs(5)).await;
+    let probe = b.try_acquire().expect("half-open probe");
+    probe.failure();
+    advance(Duration::from_secs(5)).await;
+    b.try_acquire().expect("probe").success();
+    use BreakerState::*;
+    assert_eq!(
+        *seen.lock(),
+        [
+            (Closed, Open),
+            (Open, HalfOpen),
+            (HalfOpen, Open),
+            (Open, HalfOpen),
+            (HalfOpen, Closed)
+        ]
+    );
+}

@@ -24,6 +24,10 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            // Not about a place in the file (it could not be read at all).
+            return write!(f, "{}: {}", self.file, self.message);
+        }
         if self.key.is_empty() {
             write!(
                 f,

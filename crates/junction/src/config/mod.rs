@@ -55,6 +55,32 @@ pub struct Config {
     pub source: Option<ConfigSource>,
 }
 
+impl Config {
+    /// Environment variables the config names that are not set, with the key
+    /// naming each: `serve` refuses to start without them.
+    pub fn missing_env(&self) -> Vec<(String, String)> {
+        let mut named = Vec::new();
+        if let Some(var) = &self.admin.token_env {
+            named.push(("admin.token_env".to_owned(), var.clone()));
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            let Some(a) = &route.async_ else { continue };
+            for (j, sub) in a.subscribers.iter().enumerate() {
+                for var in sub.secret_env.iter().flat_map(|names| names.0.iter()) {
+                    named.push((
+                        format!("routes[{i}].async.subscribers[{j}].secret_env"),
+                        var.clone(),
+                    ));
+                }
+            }
+        }
+        named
+            .into_iter()
+            .filter(|(_, var)| std::env::var_os(var).is_none())
+            .collect()
+    }
+}
+
 /// Where a config came from, for reloads and for telling configs apart.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfigSource {
@@ -502,6 +528,10 @@ pub struct SubscriberConfig {
     /// Delivery rate cap.
     #[serde(default)]
     pub rate: Option<Rate>,
+    /// 4xx statuses to retry anyway (by default a 4xx other than 408 and 429
+    /// is dead-lettered at once: repeating a rejected request cannot help).
+    #[serde(default)]
+    pub retry_on: Vec<u16>,
     /// Deliveries allowed at once beyond the even spacing of `rate` (default 1: none).
     #[serde(default)]
     pub burst: Option<u32>,

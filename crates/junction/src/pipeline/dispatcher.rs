@@ -18,7 +18,7 @@ use crate::telemetry::trace::next_traceparent;
 use crate::telemetry::{otel, Metrics};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Uri};
-use junction_policy::{parse_retry_after, Backoff, BreakerState};
+use junction_policy::{classify_status, parse_retry_after, Backoff, BreakerState, StatusClass};
 use junction_queue::{AttemptRecord, Broker, Delivery};
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
@@ -71,6 +71,10 @@ pub struct Dispatcher {
     max_age: Option<Duration>,
     disable_after: Option<Duration>,
     failing_since: Mutex<Option<Instant>>,
+    /// 4xx statuses retried anyway.
+    retry_on: Vec<u16>,
+    /// Paused by its upstream's open breaker (logged once per pause and resume).
+    paused: std::sync::atomic::AtomicBool,
     /// In-flight deliveries at most, over all lanes.
     concurrency: usize,
     rate: Option<DefaultDirectRateLimiter>,
@@ -134,6 +138,8 @@ impl Dispatcher {
             max_age: sub.max_age.map(|d| d.0),
             disable_after: sub.disable_after.map(|d| d.0),
             failing_since: Mutex::new(None),
+            retry_on: sub.retry_on.clone(),
+            paused: std::sync::atomic::AtomicBool::new(false),
             concurrency: sub.concurrency.max(1),
             rate,
             signer,
@@ -167,6 +173,20 @@ impl Dispatcher {
             .collect()
     }
 
+    /// Records (and logs, once for all lanes) a pause by the upstream's
+    /// breaker, or the resume after it.
+    fn mark_paused(&self, paused: bool) {
+        use std::sync::atomic::Ordering;
+        if self.paused.swap(paused, Ordering::Relaxed) == paused {
+            return;
+        }
+        if paused {
+            tracing::warn!(subscriber = %self.name, topic = %self.topic, upstream = %self.upstream.name(), "subscriber paused: its upstream's breaker is open (attempts are not spent)");
+        } else {
+            tracing::info!(subscriber = %self.name, topic = %self.topic, "subscriber resumed");
+        }
+    }
+
     /// One lane: leases and delivers with up to `slots` deliveries in flight.
     async fn run_lane(self: Arc<Self>, slots: usize, shutdown: CancellationToken) {
         let this = self; // cloned into each delivery task below
@@ -179,6 +199,7 @@ impl Dispatcher {
             let snap = this.upstream.breaker().snapshot();
             let probing = match (snap.state, snap.next_probe_in) {
                 (BreakerState::Open, Some(wait)) if !wait.is_zero() => {
+                    this.mark_paused(true);
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = shutdown.cancelled() => break,
@@ -186,7 +207,10 @@ impl Dispatcher {
                     continue;
                 }
                 (BreakerState::Open, _) | (BreakerState::HalfOpen, _) => true,
-                (BreakerState::Closed, _) => false,
+                (BreakerState::Closed, _) => {
+                    this.mark_paused(false);
+                    false
+                }
             };
             // Half-open: one probe at a time decides whether the upstream is back.
             let free = if probing {
@@ -347,6 +371,20 @@ impl Dispatcher {
                 tracing::warn!(subscriber = %self.name, error = %e, "could not record an ack; the message will be redelivered");
             }
             return;
+        }
+        if let Ok((status, _)) = &result {
+            let rejected = classify_status(*status) == StatusClass::Rejected;
+            if rejected && !self.retry_on.contains(status) {
+                // The subscriber rejected this message: not an outage (no
+                // `disable_after`), and no retry can change its answer.
+                return self
+                    .finish_dead(
+                        &d,
+                        rec,
+                        format!("{outcome}: rejected by the subscriber (not retried; list it in retry_on to retry)"),
+                    )
+                    .await;
+            }
         }
         self.failing_since.lock().get_or_insert_with(Instant::now);
         if attempt >= self.max_attempts {

@@ -85,7 +85,7 @@ impl RouteIdempotency {
 
 /// Whether an answer is final (stored) rather than one a retry may change.
 fn is_final(status: u16) -> bool {
-    !(status >= 500 || status == 408 || status == 429)
+    junction_policy::classify_status(status) != junction_policy::StatusClass::Transient
 }
 
 /// Serves a request that carries an `Idempotency-Key` on a route that honours it.

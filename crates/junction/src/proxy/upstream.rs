@@ -23,7 +23,8 @@ use crate::telemetry::{otel, Metrics};
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request, Response, Uri};
 use junction_policy::{
-    parse_retry_after, Backoff, Bulkhead, CircuitBreaker, RetryBudget, RetryBudgetConfig,
+    parse_retry_after, Backoff, BreakerState, Bulkhead, CircuitBreaker, RetryBudget,
+    RetryBudgetConfig,
 };
 use prometheus_client::metrics::counter::Counter;
 use std::sync::Arc;
@@ -154,7 +155,10 @@ impl Upstream {
             scheme_authority: format!("{}://{}", uri.scheme_str().unwrap_or("http"), authority),
             base_path,
             timeout,
-            breaker: CircuitBreaker::new(cfg.breaker.to_policy()),
+            breaker: CircuitBreaker::observed(cfg.breaker.to_policy(), {
+                let upstream = name.to_owned();
+                move |from, to| log_breaker(&upstream, from, to)
+            }),
             bulkhead: Bulkhead::new(cfg.max_concurrency),
             retry,
             retry_on: cfg.retry_on.clone(),
@@ -499,6 +503,19 @@ impl AttemptError {
                     cause: error_chain(e.as_ref()),
                 }
             }
+        }
+    }
+}
+
+/// One log line per breaker transition, named by upstream.
+fn log_breaker(upstream: &str, from: BreakerState, to: BreakerState) {
+    match to {
+        BreakerState::Open => {
+            tracing::warn!(%upstream, from = from.as_str(), "circuit breaker opened: calls refused until the reset timeout")
+        }
+        BreakerState::HalfOpen => tracing::info!(%upstream, "circuit breaker half-open: probing"),
+        BreakerState::Closed => {
+            tracing::info!(%upstream, "circuit breaker closed: the upstream recovered")
         }
     }
 }

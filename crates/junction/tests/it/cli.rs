@@ -71,6 +71,7 @@ fn a_public_admin_address_needs_a_token_or_an_explicit_insecure() {
         junction()
             .args(["check", "--config"])
             .arg(&path)
+            .env("JUNCTION_TEST_ADMIN_TOKEN", "set")
             .output()
             .unwrap()
     };
@@ -82,7 +83,7 @@ fn a_public_admin_address_needs_a_token_or_an_explicit_insecure() {
         "{stderr}"
     );
     for ok in [
-        "admin: { listen: 0.0.0.0:9090, token_env: SOME_TOKEN }\n",
+        "admin: { listen: 0.0.0.0:9090, token_env: JUNCTION_TEST_ADMIN_TOKEN }\n",
         "admin: { listen: 0.0.0.0:9090, insecure: true }\n",
         "admin: { listen: \"[::1]:9090\" }\n",
     ] {
@@ -93,6 +94,45 @@ fn a_public_admin_address_needs_a_token_or_an_explicit_insecure() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+#[test]
+fn check_names_a_missing_file_unset_env_vars_and_an_empty_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |path: &std::path::Path, extra: &[&str]| {
+        junction()
+            .args(["check", "--config"])
+            .arg(path)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let missing = dir.path().join("nope.yaml");
+    let out = check(&missing, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains(&format!("{}: cannot read config", missing.display())),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(":0:0"), "{stderr}");
+
+    let secrets = dir.path().join("env.yaml");
+    std::fs::write(&secrets, "admin: { token_env: JUNCTION_TEST_SURELY_UNSET_TOKEN }\nupstreams: { a: { url: \"http://127.0.0.1:7001\" } }\nroutes:\n  - { name: r, match: { path: /x }, upstream: a }\n").unwrap();
+    let out = check(&secrets, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("admin.token_env") && stderr.contains("JUNCTION_TEST_SURELY_UNSET_TOKEN"),
+        "{stderr}"
+    );
+    assert!(check(&secrets, &["--skip-env"]).status.success());
+
+    let empty = dir.path().join("empty.yaml");
+    std::fs::write(&empty, "").unwrap();
+    let out = check(&empty, &[]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warning: the config defines no routes"));
 }
 
 #[test]

@@ -265,6 +265,49 @@ async fn idempotent_repeats_return_the_same_id_and_deliver_once() {
 }
 
 #[tokio::test]
+async fn a_subscriber_that_rejects_a_message_gets_it_once_unless_retry_on_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        FakeUpstream::with(Behavior::Status(400)).await,
+        FakeUpstream::with(Behavior::Status(409)).await,
+    );
+    // sub-a: a 400 is dead-lettered at once; sub-b lists 409 in retry_on.
+    let cfg = two_subscribers(
+        &a.url(),
+        &b.url(),
+        ", retry: { backoff: 1ms, max_backoff: 5ms }",
+    )
+    .replace("path: /events", "path: /events, retry_on: [409]");
+    let gw = start_in(dir.path(), &cfg).await;
+    let r = client()
+        .post(format!("http://{}/orders", gw.data))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    eventually("sub-b retries its 409", Duration::from_secs(10), || {
+        b.calls() >= 3
+    })
+    .await;
+    let dlq = poll_json(
+        &format!("http://{}/admin/dlq?subscriber=sub-a", gw.admin),
+        Duration::from_secs(5),
+        |v| v["items"].as_array().is_some_and(|i| !i.is_empty()),
+    )
+    .await;
+    let reason = dlq["items"][0]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        reason.contains("400") && reason.contains("rejected"),
+        "{dlq}"
+    );
+    assert_eq!(a.calls(), 1, "a rejected message is not sent again");
+}
+
+#[tokio::test]
 async fn a_subscriber_retry_setting_does_not_cap_attempts_at_three() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (
