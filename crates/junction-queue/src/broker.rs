@@ -300,6 +300,12 @@ impl StorageError {
 /// A durable, fan-out, at-least-once queue backend.
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
+    /// Whether the backend can take and confirm work now (readiness). The
+    /// default answers yes: an in-process backend is as healthy as the process.
+    async fn health(&self) -> Result<(), QueueError> {
+        Ok(())
+    }
+
     /// Stores a message for every subscriber; durable when it returns `Ok`.
     async fn enqueue(&self, req: EnqueueRequest) -> Result<EnqueueOutcome, QueueError>;
 

@@ -99,6 +99,11 @@ pub trait CacheStore: Send + Sync {
     /// Drops every variant stored for `key`; returns whether there was one.
     async fn invalidate_key(&self, key: &str) -> Result<bool, CacheError>;
 
+    /// Whether the backend answers now (readiness); in-process stores always do.
+    async fn health(&self) -> Result<(), CacheError> {
+        Ok(())
+    }
+
     /// Current counters.
     fn stats(&self) -> CacheStats;
 

@@ -372,6 +372,10 @@ impl CacheStore for RedisStore {
         Ok(deleted > 0)
     }
 
+    async fn health(&self) -> Result<(), CacheError> {
+        self.ping().await
+    }
+
     fn stats(&self) -> CacheStats {
         CacheStats {
             entries: None,

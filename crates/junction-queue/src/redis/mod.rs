@@ -248,6 +248,11 @@ impl RedisBroker {
 
 #[async_trait]
 impl Broker for RedisBroker {
+    async fn health(&self) -> Result<(), QueueError> {
+        self.check_open()?;
+        self.query::<()>("ping", &redis::cmd("PING")).await
+    }
+
     async fn enqueue(&self, req: EnqueueRequest) -> Result<EnqueueOutcome, QueueError> {
         self.check_open()?;
         let mut subscribers: Vec<String> = Vec::with_capacity(req.subscribers.len());

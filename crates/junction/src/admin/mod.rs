@@ -149,11 +149,45 @@ pub fn problem(status: StatusCode, detail: &str) -> Response {
     resp
 }
 
+/// `GET /readyz`: 200 only while serving (not starting, not draining), with
+/// the queue backend answering and, when a route keeps idempotency keys in
+/// Redis, that Redis answering too (a cache-only Redis degrades to
+/// pass-through and does not make the instance unready).
 async fn readyz(State(state): State<AdminState>) -> Response {
-    if state.ready.load(Ordering::Acquire) {
-        "ready\n".into_response()
-    } else {
-        problem(StatusCode::SERVICE_UNAVAILABLE, "starting")
+    const PROBE: std::time::Duration = std::time::Duration::from_secs(1);
+    if !state.ready.load(Ordering::Acquire) {
+        return problem(StatusCode::SERVICE_UNAVAILABLE, "starting or draining");
+    }
+    if let Some(broker) = &state.broker {
+        let health = tokio::time::timeout(PROBE, broker.health()).await;
+        if let Some(why) = unhealthy(health.map(|r| r.map_err(|e| e.to_string()))) {
+            return problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("the queue backend is unreachable: {why}"),
+            );
+        }
+    }
+    let gw = state.gateway();
+    if gw.routes().iter().any(|r| r.idempotency.is_some()) {
+        let health = tokio::time::timeout(PROBE, gw.cache.health()).await;
+        if let Some(why) =
+            unhealthy(health.map(|r| r.map_err(|e| crate::proxy::upstream::error_chain(&e))))
+        {
+            return problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("the idempotency store is unreachable: {why}"),
+            );
+        }
+    }
+    "ready\n".into_response()
+}
+
+/// Why a health probe failed, if it did (an error, or no answer in time).
+fn unhealthy(probe: Result<Result<(), String>, tokio::time::error::Elapsed>) -> Option<String> {
+    match probe {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e),
+        Err(_) => Some("no answer within 1s".into()),
     }
 }
 

@@ -147,6 +147,18 @@ async fn a_redis_outage_refuses_new_events_with_503_and_loses_no_accepted_one() 
         refused.headers()["content-type"],
         "application/problem+json"
     );
+    // Load balancers see it too: not ready while the queue cannot confirm.
+    let readyz = client()
+        .get(format!("http://{}/readyz", gw.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(readyz.status(), 503);
+    assert!(readyz
+        .text()
+        .await
+        .unwrap()
+        .contains("queue backend is unreachable"));
     gate.restore();
     a.set(Behavior::Ok(r#"{"ok":true}"#.into()));
     // Accepted again once Redis is reachable (the connection is re-made on demand).
@@ -161,6 +173,12 @@ async fn a_redis_outage_refuses_new_events_with_503_and_loses_no_accepted_one() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     ids.insert(back.expect("accepting again within 10 s of Redis coming back"));
+    let readyz = client()
+        .get(format!("http://{}/readyz", gw.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(readyz.status(), 200, "ready again once Redis answers");
     eventually("every accepted event at b", Duration::from_secs(15), || {
         ids.is_subset(&message_ids(&b))
     })
