@@ -4,6 +4,16 @@
 //! (the data plane), [`telemetry`] (metrics, traces), [`admin`] (the admin API),
 //! [`server`] (listeners and shutdown) and [`app`] (wiring it all together).
 
+/// `VERSION (COMMIT)`: what `junction --version` prints and `junction_build_info` carries.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("JUNCTION_GIT_COMMIT"),
+    ")"
+);
+/// The git commit the binary was built from.
+pub const GIT_COMMIT: &str = env!("JUNCTION_GIT_COMMIT");
+
 pub mod admin;
 pub mod app;
 pub mod body;

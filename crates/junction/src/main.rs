@@ -17,7 +17,7 @@ use tracing_subscriber::Layer;
 
 /// Junction, a resilient integration gateway.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(version = junction::VERSION, about, long_about = None)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]

@@ -29,6 +29,15 @@ pub struct RouteLabel {
     pub route: String,
 }
 
+/// Labels `{version, commit}` of `junction_build_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabel {
+    /// Crate version.
+    pub version: &'static str,
+    /// Git commit (short), or `unknown`.
+    pub commit: &'static str,
+}
+
 /// Labels `{route, reason}` of a client's own fault.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClientFaultLabel {
@@ -335,6 +344,18 @@ impl Metrics {
             "junction_delivery_attempts",
             "Attempts a message needed, by subscriber",
             m.delivery_attempts.clone(),
+        );
+        let build = Family::<BuildLabel, Gauge>::default();
+        build
+            .get_or_create(&BuildLabel {
+                version: env!("CARGO_PKG_VERSION"),
+                commit: crate::GIT_COMMIT,
+            })
+            .set(1);
+        r.register(
+            "junction_build_info",
+            "The running build: version and git commit (value 1)",
+            build,
         );
         *m.registry.write() = r;
         m

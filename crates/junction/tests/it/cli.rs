@@ -136,6 +136,18 @@ fn check_names_a_missing_file_unset_env_vars_and_an_empty_config() {
 }
 
 #[test]
+fn version_names_the_commit() {
+    let out = junction().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let want = format!("junction {} (", env!("CARGO_PKG_VERSION"));
+    assert!(
+        text.starts_with(&want) && text.trim_end().ends_with(')'),
+        "{text}"
+    );
+}
+
+#[test]
 fn check_reports_every_error_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.yaml");

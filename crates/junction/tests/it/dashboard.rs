@@ -318,3 +318,23 @@ async fn dashboard_in_headless_chromium() {
     );
     eprintln!("dashboard screenshot: {}", shot.display());
 }
+
+#[tokio::test]
+async fn metrics_carry_the_build() {
+    let up = FakeUpstream::start().await;
+    let gw = start(&config(&up.url(), &up.url())).await;
+    let text = get(gw.admin, "/metrics").await.text().await.unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("junction_build_info{"))
+        .unwrap_or_else(|| panic!("no junction_build_info in\n{text}"));
+    assert!(
+        line.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("commit=\"{}\"", junction::GIT_COMMIT)),
+        "{line}"
+    );
+    assert!(line.ends_with(" 1"), "{line}");
+}
