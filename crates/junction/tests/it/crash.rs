@@ -269,3 +269,80 @@ async fn sigterm_drains_in_flight_deliveries() {
     let (code, status) = message_status(&gw, &accepted[0].0).await;
     assert_eq!(code, 200, "{status}");
 }
+
+/// A crash loop: 20 SIGKILLs of the process, each in the middle of async load
+/// on the same embedded queue, then a final start. Every event that was
+/// answered 202 in any round reaches both subscribers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_sigkills_under_load_lose_no_accepted_event() {
+    const KILLS: usize = 20;
+    const PER_ROUND: usize = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let fast = FakeUpstream::start().await;
+    let slow = FakeUpstream::with(Behavior::Slow(Duration::from_millis(20))).await;
+    let routes = fan_out(&[(&fast.url(), ""), (&slow.url(), ", concurrency: 4")]);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let mut bodies = Vec::new();
+    for round in 0..KILLS {
+        let mut gw = spawn(dir.path(), &format!("round{round}"), &routes).await;
+        let next = Arc::new(AtomicUsize::new(0));
+        let count = Arc::new(AtomicUsize::new(0));
+        let killed = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let (http, data) = (http.clone(), gw.data.clone());
+            let (next, count, killed, accepted) = (
+                next.clone(),
+                count.clone(),
+                killed.clone(),
+                accepted.clone(),
+            );
+            tasks.spawn(async move {
+                while !killed.load(Ordering::SeqCst) {
+                    let n = next.fetch_add(1, Ordering::SeqCst);
+                    if n >= PER_ROUND {
+                        break;
+                    }
+                    let body = format!(r#"{{"round":{round},"n":{n}}}"#);
+                    if post(&http, &data, body.clone()).await.is_some() {
+                        accepted.lock().push(body);
+                        count.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+        // Kill somewhere in the middle of the round's load.
+        let kill_after = PER_ROUND / 4 + round % (PER_ROUND / 2);
+        let t0 = Instant::now();
+        while count.load(Ordering::SeqCst) < kill_after && t0.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        gw.child.kill().expect("SIGKILL");
+        killed.store(true, Ordering::SeqCst);
+        gw.child.wait().expect("reap");
+        let drained = tokio::time::timeout(Duration::from_secs(10), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        assert!(
+            drained.is_ok(),
+            "client tasks did not finish after kill {round}"
+        );
+        bodies.extend(accepted.lock().drain(..));
+    }
+    assert!(
+        bodies.len() >= KILLS * PER_ROUND / 4,
+        "only {} accepted",
+        bodies.len()
+    );
+    let gw = spawn(dir.path(), "final", &routes).await;
+    all_delivered(&[&fast, &slow], &bodies, Duration::from_secs(60), &gw).await;
+    eprintln!(
+        "{} events accepted across {KILLS} SIGKILLs; every one delivered to both subscribers",
+        bodies.len()
+    );
+}
