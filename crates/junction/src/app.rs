@@ -3,7 +3,7 @@
 use crate::admin::{self, AdminState};
 use crate::config::{CacheConfig, Config};
 use crate::pipeline;
-use crate::proxy::{build_upstreams, Gateway, SharedGateway};
+use crate::proxy::{build_upstreams, Gateway, LiveState, SharedGateway};
 use crate::reload::{Loaded, Reloader};
 use crate::server;
 use crate::telemetry::live::Live;
@@ -77,9 +77,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
         metrics.clone(),
         upstreams.clone(),
         &async_routes,
-        cache,
-        idempotency,
-        live.clone(),
+        LiveState {
+            cache,
+            idempotency,
+            live: live.clone(),
+            rate_limits: Arc::default(),
+        },
     )?));
     let dispatch_stop = CancellationToken::new();
     let dispatchers = match &broker {

@@ -13,13 +13,14 @@
 //!   requests use it at once, requests in flight finish on the one they
 //!   started with. Live state is carried by name: an upstream whose settings
 //!   did not change keeps its breaker, retry budget, bulkhead and connection
-//!   pool (an open breaker stays open); route and upstream statistics, the
-//!   cache and the idempotency store are shared. Dispatchers are started,
+//!   pool (an open breaker stays open); a route whose rate limit did not change
+//!   keeps its limiter's window; statistics, the cache and the idempotency
+//!   store are shared. Dispatchers are started,
 //!   stopped and restarted by diff; a removed subscriber's deliveries stay in
 //!   the queue.
 //!
-//! Not reloaded (documented in the README): a route's rate-limiter window
-//! starts afresh, and the log filter is read once at start (`RUST_LOG`).
+//! Not reloaded (documented in the README): the log filter is read once at
+//! start (`RUST_LOG`).
 
 use crate::config::{self, Config, ConfigError};
 use crate::pipeline::{self, DispatchContext, DispatcherChanges, Dispatchers};
@@ -196,9 +197,7 @@ impl Reloader {
             self.metrics.clone(),
             upstreams.clone(),
             &async_routes,
-            old.cache.clone(),
-            old.idempotency.clone(),
-            self.live.clone(),
+            old.live_state(),
         )
         .map_err(ReloadError::Apply)?;
         let dispatchers = match &self.broker {

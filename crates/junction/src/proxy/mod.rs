@@ -18,7 +18,7 @@ pub mod trim;
 pub mod upstream;
 
 use crate::body::Body;
-use crate::config::{Config, RouteConfig};
+use crate::config::{Config, RateLimitConfig, RouteConfig};
 use crate::pipeline::AsyncRoute;
 use crate::problem::GatewayError;
 use crate::telemetry::live::{Client, Live};
@@ -55,6 +55,58 @@ pub fn build_upstreams(
     Ok(upstreams)
 }
 
+/// The live state a gateway is built around, which a reload carries over to
+/// the next gateway: the stores, the statistics, and each route's rate-limit
+/// window (kept while the route keeps the same limit).
+#[derive(Clone)]
+pub struct LiveState {
+    /// Response cache shared by cached routes.
+    pub cache: Arc<dyn CacheStore>,
+    /// Idempotency-Key claims and stored answers of sync writes.
+    pub idempotency: Arc<dyn IdempotencyStore>,
+    /// Rolling stats and the dependency graph.
+    pub live: Arc<Live>,
+    /// Rate limiters by route name.
+    pub rate_limits: Arc<RateLimits>,
+}
+
+/// Each route's rate limiter, by route name, with the limit it enforces.
+#[derive(Default)]
+pub struct RateLimits {
+    by_route:
+        parking_lot::Mutex<BTreeMap<String, (RateLimitConfig, Arc<DefaultDirectRateLimiter>)>>,
+}
+
+impl RateLimits {
+    /// The limiter for `route` with `limit`: the running one while the limit
+    /// is unchanged, else a fresh one.
+    fn get(&self, route: &str, limit: &RateLimitConfig) -> Arc<DefaultDirectRateLimiter> {
+        let mut by_route = self.by_route.lock();
+        if let Some((cfg, limiter)) = by_route.get(route) {
+            if cfg == limit {
+                return limiter.clone();
+            }
+        }
+        let burst = NonZeroU32::new(limit.requests.max(1)).expect("non-zero");
+        let period = limit.per.0 / limit.requests.max(1);
+        let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
+            .expect("non-zero period")
+            .allow_burst(burst);
+        let limiter = Arc::new(RateLimiter::direct(quota));
+        by_route.insert(route.to_owned(), (limit.clone(), limiter.clone()));
+        limiter
+    }
+
+    /// Forgets the limiters of routes no longer configured.
+    fn retain(&self, routes: &[RouteConfig]) {
+        self.by_route.lock().retain(|name, _| {
+            routes
+                .iter()
+                .any(|r| &r.name == name && r.rate_limit.is_some())
+        });
+    }
+}
+
 /// The running data plane, swapped whole by a reload; a request keeps the
 /// gateway it started with until it is answered.
 pub type SharedGateway = Arc<arc_swap::ArcSwap<Gateway>>;
@@ -79,6 +131,8 @@ pub struct Gateway {
     pub live: Arc<Live>,
     /// Some route caches: unsafe requests then invalidate what they change.
     any_cached: bool,
+    /// Rate limiters by route, carried to the next gateway by a reload.
+    rate_limits: Arc<RateLimits>,
     no_route: RouteMeters,
 }
 
@@ -102,7 +156,7 @@ pub struct Route {
     pub fields: Option<Arc<FieldSet>>,
     /// Body bytes in from the upstream and out to clients.
     pub traffic: Traffic,
-    rate_limiter: Option<DefaultDirectRateLimiter>,
+    rate_limiter: Option<Arc<DefaultDirectRateLimiter>>,
     meters: RouteMeters,
     /// Graph node and live stats of this route.
     node: String,
@@ -189,10 +243,15 @@ impl Gateway {
         metrics: Metrics,
         upstreams: BTreeMap<String, Arc<Upstream>>,
         async_routes: &BTreeMap<String, Arc<AsyncRoute>>,
-        cache: Arc<dyn CacheStore>,
-        idempotency: Arc<dyn IdempotencyStore>,
-        live: Arc<Live>,
+        state: LiveState,
     ) -> anyhow::Result<Self> {
+        let LiveState {
+            cache,
+            idempotency,
+            live,
+            rate_limits,
+        } = state;
+        rate_limits.retain(&config.routes);
         let mut router = Router::default();
         let mut routes = Vec::new();
         for rc in &config.routes {
@@ -202,6 +261,7 @@ impl Gateway {
                 async_routes,
                 &metrics,
                 &live,
+                &rate_limits,
             )?);
             let method = match &rc.matcher.method {
                 Some(m) => Some(Method::from_bytes(m.to_ascii_uppercase().as_bytes())?),
@@ -223,6 +283,7 @@ impl Gateway {
             idempotency,
             coalescer: Coalescer::new(),
             live,
+            rate_limits,
             metrics,
             upstreams,
             max_body: config.limits.max_body.0,
@@ -236,6 +297,7 @@ impl Gateway {
         async_routes: &BTreeMap<String, Arc<AsyncRoute>>,
         metrics: &Metrics,
         live: &Live,
+        rate_limits: &RateLimits,
     ) -> anyhow::Result<Route> {
         let kind = match (&rc.upstream, async_routes.get(&rc.name)) {
             (Some(name), _) => RouteKind::Sync {
@@ -250,14 +312,10 @@ impl Gateway {
                 rc.name
             ),
         };
-        let rate_limiter = rc.rate_limit.as_ref().map(|rl| {
-            let burst = NonZeroU32::new(rl.requests.max(1)).expect("non-zero");
-            let period = rl.per.0 / rl.requests.max(1);
-            let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
-                .expect("non-zero period")
-                .allow_burst(burst);
-            RateLimiter::direct(quota)
-        });
+        let rate_limiter = rc
+            .rate_limit
+            .as_ref()
+            .map(|rl| rate_limits.get(&rc.name, rl));
         let label = RouteLabel {
             route: rc.name.clone(),
         };
@@ -325,6 +383,16 @@ impl Gateway {
             stats: live.routes.get_or_create(&rc.name),
             callee,
         })
+    }
+
+    /// The live state to build the next gateway around (a reload).
+    pub fn live_state(&self) -> LiveState {
+        LiveState {
+            cache: self.cache.clone(),
+            idempotency: self.idempotency.clone(),
+            live: self.live.clone(),
+            rate_limits: self.rate_limits.clone(),
+        }
     }
 
     /// Whether a `GET` of `path` is served by a cached route.

@@ -302,3 +302,34 @@ async fn the_reload_endpoint_needs_the_admin_token() {
     // In-process (config text, no file): authorised, then refused for having nothing to re-read.
     assert_eq!(r.status(), 409);
 }
+
+#[tokio::test]
+async fn a_reload_keeps_a_rate_limit_window_while_the_limit_is_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = FakeUpstream::start().await;
+    let limited = |extra: &str| {
+        format!(
+            "upstreams:\n  backend: {{ url: \"{}\" }}\nroutes:\n  - {{ name: items, match: {{ method: GET, path: /items }}, upstream: backend, rate_limit: {{ requests: 2, per: 60s }} }}\n{extra}",
+            up.url()
+        )
+    };
+    let gw = spawn(dir.path(), "rate", &limited("")).await;
+    let items = format!("http://{}/items", gw.data);
+    assert_eq!(status(items.clone()).await, 200);
+    assert_eq!(status(items.clone()).await, 200);
+    assert_eq!(status(items.clone()).await, 429);
+    gw.rewrite_config(&limited(
+        "  - { name: extra, match: { method: GET, path: /extra }, upstream: backend }\n",
+    ));
+    let r = client()
+        .post(format!("http://{}/admin/reload", gw.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        status(items).await,
+        429,
+        "the spent window survived the reload"
+    );
+}
