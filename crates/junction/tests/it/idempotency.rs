@@ -198,7 +198,10 @@ async fn an_unreachable_store_refuses_keyed_requests_instead_of_risking_a_second
         "cache: {{ backend: redis, url: \"redis://{}\", prefix: jt-down }}",
         closed_port().await
     );
-    let gw = start(&config(&up.url(), &cache)).await;
+    let gw = super::start_unready(&config(&up.url(), &cache)).await;
+    // Not ready: the store the keyed route needs does not answer.
+    let readyz = super::get(gw.admin, "/readyz").await;
+    assert_eq!(readyz.status(), 503);
     let refused = post(gw.data, "/payments", Some("k-1"), None, "{}").await;
     assert_eq!(refused.status, 503);
     assert!(

@@ -22,8 +22,19 @@ mod tls;
 use junction::app::{self, Listeners, Running};
 use tokio::net::TcpListener;
 
-/// Starts Junction in-process from config text, on fresh port-0 listeners.
+/// Starts Junction in-process from config text, on fresh port-0 listeners,
+/// and waits until `/readyz` answers 200.
 pub async fn start(yaml: &str) -> Running {
+    start_until(yaml, "/readyz").await
+}
+
+/// Like [`start`], but waits only for `/healthz`: for a gateway that is
+/// running but not ready (a backend it needs is down).
+pub async fn start_unready(yaml: &str) -> Running {
+    start_until(yaml, "/healthz").await
+}
+
+async fn start_until(yaml: &str, probe: &str) -> Running {
     let config = junction::config::load_str(yaml, "test.yaml")
         .unwrap_or_else(|e| panic!("bad test config: {e:?}"));
     let listeners = Listeners {
@@ -35,7 +46,7 @@ pub async fn start(yaml: &str) -> Running {
     let client = reqwest::Client::new();
     for _ in 0..300 {
         if client
-            .get(format!("http://{}/readyz", running.admin))
+            .get(format!("http://{}{probe}", running.admin))
             .send()
             .await
             .is_ok_and(|r| r.status() == 200)
