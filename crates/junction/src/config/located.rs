@@ -68,41 +68,84 @@ impl Errors {
         &mut self,
         node: &Node,
         base: &str,
-        value: serde_json::Value,
+        mut value: serde_json::Value,
     ) -> Option<T> {
-        match serde_path_to_error::deserialize::<_, T>(value) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                let segments: Vec<String> = e
-                    .path()
-                    .iter()
-                    .filter_map(|s| match s {
-                        serde_path_to_error::Segment::Map { key } => Some(key.clone()),
-                        serde_path_to_error::Segment::Seq { index } => Some(format!("[{index}]")),
-                        _ => None,
-                    })
-                    .collect();
-                let message = e.inner().to_string();
-                let (mut pos, mut key) = locate(node, base, &segments);
-                // serde reports an unknown field at its parent; point at the field itself.
-                if let Some(field) = message
-                    .strip_prefix("unknown field `")
-                    .and_then(|m| m.split('`').next())
-                    .filter(|f| segments.last().map(String::as_str) != Some(*f))
-                {
-                    let (p, k) = locate(
-                        node,
-                        base,
-                        &[segments.clone(), vec![field.to_string()]].concat(),
-                    );
-                    pos = p;
-                    key = k;
-                }
-                self.push(pos, &key, message);
-                None
+        // serde stops at a block's first error. To report every error of the
+        // block, the offending key is taken out and the block read again,
+        // until it reads cleanly (bounded).
+        let mut removed: Vec<String> = Vec::new();
+        for _ in 0..MAX_ERRORS_PER_BLOCK {
+            let e = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+                Ok(v) if removed.is_empty() => return Some(v),
+                Ok(_) => return None,
+                Err(e) => e,
+            };
+            let segments: Vec<String> = e
+                .path()
+                .iter()
+                .filter_map(|s| match s {
+                    serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                    serde_path_to_error::Segment::Seq { index } => Some(format!("[{index}]")),
+                    _ => None,
+                })
+                .collect();
+            let message = e.inner().to_string();
+            // A field we took out ourselves is now "missing": not the user's error.
+            if message
+                .strip_prefix("missing field `")
+                .and_then(|m| m.split('`').next())
+                .is_some_and(|f| removed.iter().any(|r| r == f))
+            {
+                return None;
+            }
+            let mut target = segments.clone();
+            let (mut pos, mut key) = locate(node, base, &segments);
+            // serde reports an unknown field at its parent; point at the field itself.
+            if let Some(field) = message
+                .strip_prefix("unknown field `")
+                .and_then(|m| m.split('`').next())
+                .filter(|f| segments.last().map(String::as_str) != Some(*f))
+            {
+                target.push(field.to_string());
+                let (p, k) = locate(node, base, &target);
+                pos = p;
+                key = k;
+            }
+            self.push(pos, &key, message);
+            match target.last() {
+                Some(last) if remove_key(&mut value, &target) => removed.push(last.clone()),
+                _ => return None,
             }
         }
+        None
     }
+}
+
+/// Errors reported for one block (an upstream, a route, the top level) at most.
+const MAX_ERRORS_PER_BLOCK: usize = 20;
+
+/// Takes the map key at `path` out of `value` (list elements are left alone:
+/// removing one would shift the positions of the next errors).
+fn remove_key(value: &mut serde_json::Value, path: &[String]) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    if last.starts_with('[') {
+        return false;
+    }
+    let mut cur = value;
+    for seg in parents {
+        let next = match seg.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+            Some(i) => i.parse::<usize>().ok().and_then(|i| cur.get_mut(i)),
+            None => cur.get_mut(seg.as_str()),
+        };
+        match next {
+            Some(n) => cur = n,
+            None => return false,
+        }
+    }
+    cur.as_object_mut()
+        .is_some_and(|o| o.remove(last).is_some())
 }
 
 /// Finds the deepest node along `segments` from `node`; returns its position and the dotted path.

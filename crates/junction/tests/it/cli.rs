@@ -148,6 +148,37 @@ fn version_names_the_commit() {
 }
 
 #[test]
+fn check_reports_several_errors_inside_one_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("block.yaml");
+    std::fs::write(
+        &path,
+        "upstreams:\n  a: { url: \"http://127.0.0.1:7001\", timeout: soon, bogus: 1, retry: { attempts: x, nope: 2 } }\nroutes:\n  - { name: r, match: { path: /x }, upstream: a, cache_me: true }\n",
+    )
+    .unwrap();
+    let out = junction()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for key in [
+        "upstreams.a.timeout",
+        "upstreams.a.bogus",
+        "upstreams.a.retry.attempts",
+        "upstreams.a.retry.nope",
+        "routes[0].cache_me",
+    ] {
+        assert!(
+            stderr.contains(&format!(": {key}: ")),
+            "{key} missing in\n{stderr}"
+        );
+    }
+    assert!(stderr.contains("5 error(s)"), "{stderr}");
+}
+
+#[test]
 fn check_reports_every_error_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.yaml");
