@@ -53,6 +53,12 @@ enum Command {
         #[arg(long)]
         skip_env: bool,
     },
+    /// Prints a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Live terminal view of a running Junction (routes, breakers, queues, cache).
     Top {
         /// Admin API base URL.
@@ -198,6 +204,16 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "junction",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
         }
         Command::Top {
             admin,
