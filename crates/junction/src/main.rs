@@ -53,6 +53,8 @@ enum Command {
         #[arg(long)]
         skip_env: bool,
     },
+    /// Prints the JSON Schema of the config file (for editors: YAML language servers read it).
+    Schema,
     /// Prints a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -204,6 +206,14 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Schema => {
+            let schema = schemars::schema_for!(config::Config);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).expect("a schema serializes")
+            );
+            ExitCode::SUCCESS
         }
         Command::Completions { shell } => {
             use clap::CommandFactory;

@@ -6,6 +6,7 @@
 
 mod load;
 mod located;
+mod schema;
 mod validate;
 mod values;
 mod yaml;
@@ -13,6 +14,7 @@ mod yaml;
 pub use load::{load_file, load_str, ConfigError};
 pub use values::{ByteSize, Dur, KeySource, OneOrMany, Rate};
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -20,11 +22,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// A whole Junction config file.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Data-plane listen address.
     #[serde(default = "defaults::listen")]
+    #[schemars(with = "String")]
     pub listen: SocketAddr,
     /// Admin API listen address and auth.
     #[serde(default)]
@@ -91,7 +94,7 @@ pub struct ConfigSource {
 }
 
 /// How a `SIGTERM` (or Ctrl-C) ends the process.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShutdownConfig {
     /// `/readyz` answers 503 and both listeners keep accepting this long, so
@@ -113,11 +116,12 @@ impl Default for ShutdownConfig {
 }
 
 /// The admin listener.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Admin listen address.
     #[serde(default = "defaults::admin_listen")]
+    #[schemars(with = "String")]
     pub listen: SocketAddr,
     /// Name of the environment variable holding the bearer token; no auth when absent.
     #[serde(default)]
@@ -138,7 +142,7 @@ impl Default for AdminConfig {
 }
 
 /// Which durable queue holds accepted events.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(tag = "backend", rename_all = "lowercase", deny_unknown_fields)]
 pub enum QueueConfig {
     /// The embedded on-disk queue (default).
@@ -177,7 +181,7 @@ impl Default for QueueConfig {
 }
 
 /// Which store holds cached responses.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(tag = "backend", rename_all = "lowercase", deny_unknown_fields)]
 pub enum CacheConfig {
     /// In-process, bounded by entries and bytes (default).
@@ -209,7 +213,7 @@ impl Default for CacheConfig {
 }
 
 /// Request limits.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Largest request body; 413 past it.
@@ -239,7 +243,7 @@ impl Default for LimitsConfig {
 }
 
 /// Tracing and dependency-graph settings.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetryConfig {
     /// Header naming the calling system, for the dependency graph.
@@ -260,7 +264,7 @@ impl Default for TelemetryConfig {
 }
 
 /// One upstream service and the policies protecting it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Base URL, `http://host:port` or `https://host:port`, with an optional path prefix.
@@ -289,7 +293,7 @@ pub struct UpstreamConfig {
 }
 
 /// TLS settings of an `https://` upstream (the Mozilla roots are always trusted).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTlsConfig {
     /// PEM file of extra CA certificates to trust (a private CA, a self-signed server).
@@ -298,7 +302,7 @@ pub struct UpstreamTlsConfig {
 }
 
 /// Retries with exponential backoff, full jitter and a budget.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
     /// Total attempts including the first.
@@ -331,7 +335,7 @@ impl Default for RetryConfig {
 }
 
 /// A retryable condition: a status code, `connect-failure` or `timeout`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum RetryOn {
     /// An upstream status.
@@ -341,7 +345,7 @@ pub enum RetryOn {
 }
 
 /// Named retryable conditions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum RetryCondition {
     /// The TCP connection could not be made.
@@ -351,7 +355,7 @@ pub enum RetryCondition {
 }
 
 /// Circuit-breaker knobs (the seed's opossum names plus window and min_requests).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BreakerConfig {
     /// Calls slower than this count as failures (and are cut); defaults to the upstream timeout.
@@ -392,7 +396,7 @@ impl Default for BreakerConfig {
 }
 
 /// One route: a match, and either an upstream (sync) or an async topic.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Name used in metrics and logs.
@@ -430,7 +434,7 @@ pub struct RouteConfig {
 }
 
 /// Method and path template of a route.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MatchConfig {
     /// HTTP method; any when absent.
@@ -441,7 +445,7 @@ pub struct MatchConfig {
 }
 
 /// Caching of one route's responses.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteCacheConfig {
     /// Freshness when the upstream gives none.
@@ -476,7 +480,7 @@ pub struct RouteCacheConfig {
 }
 
 /// A token-bucket rate limit.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// Requests allowed per period.
@@ -486,7 +490,7 @@ pub struct RateLimitConfig {
 }
 
 /// Idempotency window for sync writes.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IdempotencyConfig {
     /// How long a key is remembered.
@@ -494,7 +498,7 @@ pub struct IdempotencyConfig {
 }
 
 /// An async route: enqueue durably, answer 202, fan out to subscribers.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AsyncConfig {
     /// Topic name.
@@ -507,7 +511,7 @@ pub struct AsyncConfig {
 }
 
 /// A subscriber of an async topic.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriberConfig {
     /// Unique name (metrics, DLQ).

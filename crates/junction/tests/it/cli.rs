@@ -218,6 +218,41 @@ fn every_command_has_help() {
 }
 
 #[test]
+fn schema_describes_the_config_strictly() {
+    let out = junction().arg("schema").output().unwrap();
+    assert!(out.status.success());
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        schema["additionalProperties"], false,
+        "unknown keys are errors"
+    );
+    let props = schema["properties"].as_object().expect("properties");
+    for key in [
+        "listen",
+        "admin",
+        "queue",
+        "cache",
+        "limits",
+        "telemetry",
+        "upstreams",
+        "routes",
+        "shutdown",
+    ] {
+        assert!(props.contains_key(key), "{key}");
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "stale_while_revalidate",
+        "max_variants",
+        "drain_delay",
+        "Duration",
+        "retry_on",
+    ] {
+        assert!(text.contains(needle), "{needle}");
+    }
+}
+
+#[test]
 fn completions_are_printed_for_each_shell() {
     for shell in ["bash", "zsh", "fish"] {
         let out = junction().args(["completions", shell]).output().unwrap();
