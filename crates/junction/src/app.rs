@@ -156,6 +156,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
     ));
     ready.store(true, Ordering::Release);
     tracing::info!(data = %data_addr, admin = %admin_addr, "junction is serving");
+    // systemd `Type=notify`: listeners are bound and the queue is open.
+    notify_systemd(&[sd_notify::NotifyState::Ready]);
     let not_ready = ready.clone();
     let draining = shutdown.clone();
     tokio::spawn(async move {
@@ -164,6 +166,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
             _ = draining.stop.cancelled() => {}
         }
         not_ready.store(false, Ordering::Release);
+        notify_systemd(&[sd_notify::NotifyState::Stopping]);
         tracing::info!("draining: /readyz answers 503");
     });
     data_task.await??;
@@ -194,6 +197,16 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
     Ok(())
 }
 
+/// Tells systemd (when it started us with `NOTIFY_SOCKET`) how the service stands.
+fn notify_systemd(states: &[sd_notify::NotifyState]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    if let Err(e) = sd_notify::notify(false, states) {
+        tracing::warn!(error = %e, "could not notify systemd");
+    }
+}
+
 /// Reloads the config on every `SIGHUP` until `stop` (an invalid file is
 /// refused and logged; the running config keeps serving).
 #[cfg(unix)]
@@ -208,8 +221,13 @@ fn spawn_reload_on_sighup(
             tokio::select! {
                 _ = hangup.recv() => {
                     tracing::info!("SIGHUP: reloading the config");
+                    // systemd wants RELOADING=1 with the monotonic time, then READY=1 when done.
+                    let mut reloading = vec![sd_notify::NotifyState::Reloading];
+                    reloading.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
+                    notify_systemd(&reloading);
                     // The outcome is logged and counted by the reloader.
                     let _ = reloader.reload().await;
+                    notify_systemd(&[sd_notify::NotifyState::Ready]);
                 }
                 _ = stop.cancelled() => break,
             }

@@ -3,7 +3,7 @@
 //! in-flight requests finish, then exits 0; a second signal exits at once.
 
 use super::client;
-use super::process::{signal, spawn};
+use super::process::{signal, spawn, spawn_with_env};
 use junction_testkit::{Behavior, FakeUpstream};
 use std::time::{Duration, Instant};
 
@@ -116,4 +116,41 @@ async fn a_second_sigterm_exits_at_once() {
         "a second signal is not a clean drain: {status}"
     );
     assert!(gw.stderr().contains("exiting at once"), "{}", gw.stderr());
+}
+
+#[tokio::test]
+async fn systemd_hears_ready_reloading_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (slow, fast) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    let config = routes(&slow, &fast, "{ drain_delay: 0s, grace: 5s }");
+    let socket_env = socket_path.display().to_string();
+    let mut gw = spawn_with_env(
+        dir.path(),
+        "notify",
+        &config,
+        &[("NOTIFY_SOCKET", &socket_env)],
+    )
+    .await;
+    let next = |socket: &std::os::unix::net::UnixDatagram| {
+        let mut buf = [0u8; 512];
+        let n = socket.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(next(&socket).trim(), "READY=1", "{}", gw.stderr());
+    signal(&gw, "HUP");
+    let reloading = next(&socket);
+    assert!(
+        reloading.contains("RELOADING=1") && reloading.contains("MONOTONIC_USEC="),
+        "{reloading}"
+    );
+    assert_eq!(next(&socket).trim(), "READY=1");
+    signal(&gw, "TERM");
+    assert_eq!(next(&socket).trim(), "STOPPING=1");
+    let status = gw.wait_exit(Duration::from_secs(10)).await.expect("exits");
+    assert!(status.success());
 }

@@ -56,6 +56,11 @@ pub fn free_addr() -> String {
 
 /// Starts `junction serve` on fresh ports with the queue in `dir/q`, waits for `/readyz`.
 pub async fn spawn(dir: &Path, tag: &str, rest: &str) -> Proc {
+    spawn_with_env(dir, tag, rest, &[]).await
+}
+
+/// [`spawn`] with extra environment variables.
+pub async fn spawn_with_env(dir: &Path, tag: &str, rest: &str, env: &[(&str, &str)]) -> Proc {
     let (data, admin) = (free_addr(), free_addr());
     let head = format!(
         "listen: {data}\nadmin: {{ listen: {admin} }}\nqueue: {{ backend: embedded, path: {} }}\n",
@@ -69,6 +74,7 @@ pub async fn spawn(dir: &Path, tag: &str, rest: &str) -> Proc {
         .args(["serve", "--config"])
         .arg(&config)
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log file"))
