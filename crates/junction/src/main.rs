@@ -53,6 +53,12 @@ enum Command {
         #[arg(long)]
         skip_env: bool,
     },
+    /// Exits 0 if a URL answers 2xx within 3 s (a container health check, where there is no curl).
+    Probe {
+        /// e.g. http://127.0.0.1:9090/healthz
+        #[arg(long, default_value = "http://127.0.0.1:9090/healthz")]
+        url: String,
+    },
     /// Prints the JSON Schema of the config file (for editors: YAML language servers read it).
     Schema,
     /// Prints a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -207,6 +213,23 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Probe { url } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            match rt.block_on(probe(&url)) {
+                Ok(status) if (200..300).contains(&status) => ExitCode::SUCCESS,
+                Ok(status) => {
+                    eprintln!("{url}: {status}");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("{url}: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Schema => {
             let schema = schemars::schema_for!(config::Config);
             println!(
@@ -342,4 +365,35 @@ impl Signals {
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// One plain-HTTP GET of `url` within 3 s; the answer's status code.
+async fn probe(url: &str) -> anyhow::Result<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let uri: http::Uri = url.parse()?;
+    anyhow::ensure!(
+        uri.scheme_str() == Some("http"),
+        "only http:// URLs can be probed"
+    );
+    let host = uri
+        .host()
+        .ok_or_else(|| anyhow::anyhow!("no host in {url}"))?;
+    let port = uri.port_u16().unwrap_or(80);
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let ask = async {
+        let mut stream = tokio::net::TcpStream::connect((host, port)).await?;
+        let request =
+            format!("GET {path} HTTP/1.1\r\nhost: {host}:{port}\r\nconnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut head = vec![0u8; 64];
+        let n = stream.read(&mut head).await?;
+        let line = String::from_utf8_lossy(&head[..n]).into_owned();
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse::<u16>().ok())
+            .ok_or_else(|| anyhow::anyhow!("not an HTTP answer: {line:?}"))
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(3), ask)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within 3s"))?
 }
