@@ -65,7 +65,37 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .route("/", get(overview::dashboard))
         .merge(protected)
+        .fallback(|| async { problem(StatusCode::NOT_FOUND, "no such admin path") })
+        .layer(middleware::from_fn(problems_only))
         .with_state(state)
+}
+
+/// Every admin error is problem+json: the extractors' own rejections (a bad
+/// `?limit=`, a body without a JSON content type, 405s) come as plain text,
+/// so they are rewrapped here, in the one place.
+async fn problems_only(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let plain = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_none_or(|v| v.as_bytes().starts_with(b"text/plain"));
+    if !(status.is_client_error() || status.is_server_error()) || !plain {
+        return resp;
+    }
+    let body = axum::body::to_bytes(resp.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let detail = String::from_utf8_lossy(&body);
+    let detail = detail.trim();
+    problem(
+        status,
+        if detail.is_empty() {
+            status.canonical_reason().unwrap_or("error")
+        } else {
+            detail
+        },
+    )
 }
 
 async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {

@@ -338,3 +338,40 @@ async fn metrics_carry_the_build() {
     );
     assert!(line.ends_with(" 1"), "{line}");
 }
+
+#[tokio::test]
+async fn admin_errors_are_problem_json() {
+    let up = FakeUpstream::start().await;
+    let gw = start(&config(&up.url(), &up.url())).await;
+    let bad_limit = get(gw.admin, "/admin/dlq?limit=abc").await;
+    assert_eq!(bad_limit.status(), 400);
+    assert_eq!(
+        bad_limit.headers()["content-type"],
+        "application/problem+json"
+    );
+    let body: serde_json::Value = bad_limit.json().await.unwrap();
+    assert!(body["detail"].as_str().unwrap().contains("limit"), "{body}");
+    let not_json = client()
+        .post(format!("http://{}/admin/dlq/replay", gw.admin))
+        .header("content-type", "text/plain")
+        .body("topic=orders")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_json.status(), 415);
+    assert_eq!(
+        not_json.headers()["content-type"],
+        "application/problem+json"
+    );
+    let unknown = get(gw.admin, "/admin/nothing-here").await;
+    assert_eq!(unknown.status(), 404);
+    assert_eq!(
+        unknown.headers()["content-type"],
+        "application/problem+json"
+    );
+    // Successful answers are untouched.
+    assert_eq!(
+        get(gw.admin, "/healthz").await.text().await.unwrap(),
+        "ok\n"
+    );
+}
