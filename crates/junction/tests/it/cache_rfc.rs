@@ -100,6 +100,7 @@ on_both_backends!(
     targeted_cache_control_takes_precedence,
     client_conditionals_and_head_are_answered_from_cache,
     request_cache_control_is_honoured_unless_ignored,
+    a_stray_304_is_passed_on_not_looped,
 );
 
 async fn vary_from_the_origin_selects_variants(backend: &str) {
@@ -538,4 +539,23 @@ async fn request_cache_control_is_honoured_unless_ignored(backend: &str) {
         kept.state, "HIT",
         "the route protects the origin from no-cache"
     );
+}
+
+async fn a_stray_304_is_passed_on_not_looped(backend: &str) {
+    // An origin that answers 304 even to unconditional requests.
+    let origin = ScriptedOrigin::start(|_, _| {
+        Reply::status(
+            304,
+            "",
+            &[("etag", "\"v1\""), ("cache-control", "max-age=60")],
+        )
+    })
+    .await;
+    let gw = start(&config(backend, &origin.url(), "")).await;
+    let url = format!("http://{}/items/1", gw.data);
+    let got = tokio::time::timeout(Duration::from_secs(5), send("GET", &url, &[]))
+        .await
+        .expect("answered, not looping");
+    assert_eq!((got.status, got.state.as_str()), (304, "MISS"));
+    assert_eq!(origin.calls(), 1);
 }

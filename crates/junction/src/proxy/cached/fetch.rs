@@ -132,11 +132,14 @@ pub async fn fetch(req: Arc<FetchRequest>, prior: Option<Arc<CachedResponse>>) -
         .to_bytes();
     req.route.traffic.bytes_in.inc_by(body.len() as u64);
 
-    if parts.status == StatusCode::NOT_MODIFIED {
-        if let Some(p) = prior.filter(|p| same_validator(p, &parts.headers)) {
+    // A 304 can only answer a conditional request; to an unconditional one it
+    // is passed on as it is (never stored).
+    if let (StatusCode::NOT_MODIFIED, Some(p)) = (parts.status, prior) {
+        if same_validator(&p, &parts.headers) {
             return Ok(Arc::new(refresh(&req, &p, &parts.headers, timing).await));
         }
-        // A 304 we cannot pair with what we hold: ask again, unconditionally.
+        // A 304 we cannot pair with what we hold: ask again, unconditionally
+        // (once: `prior` is then `None`).
         return Box::pin(fetch(req, None)).await;
     }
     let status = parts.status.as_u16();
