@@ -7,7 +7,7 @@ use super::http_util::{
 use super::trim::{requested_fields, shape_streamed, Shaped};
 use super::upstream::{CallOptions, RequestBody, Upstream};
 use super::{cached, idempotent};
-use super::{Gateway, Outcome, Route};
+use super::{Exchange, Gateway, Outcome, Route};
 use crate::body::{Body, BoxError};
 use crate::problem::GatewayError;
 use bytes::Bytes;
@@ -37,20 +37,22 @@ pub async fn forward(
         bytes_in: route.traffic.bytes_in.clone(),
         bytes_out: route.traffic.bytes_out.clone(),
     };
+    let exchange = Exchange {
+        gw,
+        route,
+        upstream,
+        params,
+        peer,
+        shaped: &shaped,
+    };
     if let Some(cache) = &route.cache {
         if matches!(*req.method(), Method::GET | Method::HEAD) {
-            return cached::serve(
-                gw, route, cache, upstream, params, req, peer, &shaped, outcome,
-            )
-            .await;
+            return cached::serve(&exchange, cache, req, outcome).await;
         }
     }
     if let Some(idem) = &route.idempotency {
         if req.headers().contains_key(IDEMPOTENCY_KEY) {
-            return idempotent::serve(
-                gw, route, idem, upstream, params, req, peer, &shaped, outcome,
-            )
-            .await;
+            return idempotent::serve(&exchange, idem, req, outcome).await;
         }
     }
     outcome.upstream = Some(upstream.name().to_string());

@@ -23,8 +23,8 @@ use super::http_util::{
     valid_key,
 };
 use super::trim::{finish, shape_streamed, Shaped};
-use super::upstream::{CallOptions, RequestBody, Upstream};
-use super::{cached, Gateway, Outcome, Route};
+use super::upstream::{CallOptions, RequestBody};
+use super::{cached, Exchange, Outcome};
 use crate::body::Body;
 use crate::problem::GatewayError;
 use crate::telemetry::metrics::RouteOutcome;
@@ -36,7 +36,6 @@ use junction_cache::idempotency::{fingerprint, scope, Token};
 use junction_cache::policy::Storable;
 use junction_cache::{entry::now_ms, CachedResponse, Claim, IdempotencyStore};
 use prometheus_client::metrics::counter::Counter;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,18 +88,20 @@ fn is_final(status: u16) -> bool {
 }
 
 /// Serves a request that carries an `Idempotency-Key` on a route that honours it.
-#[allow(clippy::too_many_arguments)]
 pub async fn serve(
-    gw: &Arc<Gateway>,
-    route: &Arc<Route>,
+    cx: &Exchange<'_>,
     idem: &RouteIdempotency,
-    upstream: &Arc<Upstream>,
-    params: &[(String, String)],
     req: Request<Incoming>,
-    peer: SocketAddr,
-    shaped: &Shaped,
     outcome: &mut Outcome,
 ) -> Result<Response<Body>, GatewayError> {
+    let Exchange {
+        gw,
+        route,
+        upstream,
+        params,
+        peer,
+        shaped,
+    } = *cx;
     outcome.upstream = Some(upstream.name().to_string());
     let (parts, body) = req.into_parts();
     let key = valid_key(&parts.headers)?;

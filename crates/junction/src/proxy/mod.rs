@@ -193,6 +193,8 @@ pub struct RouteCache {
 
 /// A route's request count and latency handles, resolved once.
 pub struct RouteMeters {
+    /// The route's name, as the access log and metrics label it.
+    route: String,
     requests: RouteRequests,
     duration: Histogram,
 }
@@ -200,6 +202,7 @@ pub struct RouteMeters {
 impl RouteMeters {
     fn new(metrics: &Metrics, route: &str) -> Self {
         Self {
+            route: route.to_owned(),
             requests: metrics.route_requests(route),
             duration: metrics
                 .request_duration
@@ -225,6 +228,24 @@ pub enum RouteKind {
     Sync { upstream: Arc<Upstream> },
     /// Enqueued durably and fanned out to subscribers.
     Async(Arc<AsyncRoute>),
+}
+
+/// One request's context on a sync route, as the route's handlers (cache,
+/// idempotency, plain forwarding) need it.
+#[derive(Clone, Copy)]
+pub struct Exchange<'a> {
+    /// The gateway serving it.
+    pub gw: &'a Arc<Gateway>,
+    /// The matched route.
+    pub route: &'a Arc<Route>,
+    /// The route's upstream.
+    pub upstream: &'a Arc<Upstream>,
+    /// The route's path parameters.
+    pub params: &'a [(String, String)],
+    /// The client's address.
+    pub peer: std::net::SocketAddr,
+    /// How the answer is to be shaped (projection, byte counts).
+    pub shaped: &'a trim::Shaped,
 }
 
 /// What the handler learned, for the access log.
@@ -456,7 +477,6 @@ impl Gateway {
             }
             .into_response();
             self.record(
-                "none",
                 &self.no_route,
                 &method,
                 &path,
@@ -531,15 +551,7 @@ impl Gateway {
             .await;
         }
         self.observe(&route, &caller, &resp, &outcome, start.elapsed());
-        self.record(
-            &route.name,
-            &route.meters,
-            &method,
-            &path,
-            &resp,
-            &outcome,
-            start,
-        );
+        self.record(&route.meters, &method, &path, &resp, &outcome, start);
         resp
     }
 
@@ -577,10 +589,8 @@ impl Gateway {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
-        route: &str,
         meters: &RouteMeters,
         method: &Method,
         path: &str,
@@ -590,6 +600,7 @@ impl Gateway {
     ) {
         let elapsed = start.elapsed();
         let status = resp.status().as_u16();
+        let route = meters.route.as_str();
         meters.requests.inc(status);
         meters.duration.observe(elapsed.as_secs_f64());
         tracing::info!(

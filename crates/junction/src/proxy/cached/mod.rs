@@ -29,8 +29,7 @@ pub use fetch::Fetched;
 
 use super::http_util::{upstream_headers, upstream_path_and_query};
 use super::trim::{finish, Shaped};
-use super::upstream::Upstream;
-use super::{Gateway, Outcome, Route, RouteCache};
+use super::{Exchange, Outcome, RouteCache};
 use crate::body::Body;
 use crate::problem::GatewayError;
 use fetch::{fetch, strip_client_conditionals, FetchRequest};
@@ -38,7 +37,6 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 use junction_cache::cache_control::{RequestDirectives, CDN_CACHE_CONTROL, JUNCTION_CACHE_CONTROL};
 use junction_cache::{entry::now_ms, render_tag, CacheKey, CachedResponse, Reuse};
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// What `x-junction-cache` says about an answer.
@@ -82,18 +80,20 @@ pub fn uri_key(path: &str, query: Option<&str>) -> String {
 }
 
 /// Serves a GET/HEAD on a cached route.
-#[allow(clippy::too_many_arguments)]
 pub async fn serve(
-    gw: &Arc<Gateway>,
-    route: &Arc<Route>,
+    cx: &Exchange<'_>,
     cache: &RouteCache,
-    upstream: &Arc<Upstream>,
-    params: &[(String, String)],
     req: Request<Incoming>,
-    peer: SocketAddr,
-    shaped: &Shaped,
     outcome: &mut Outcome,
 ) -> Result<Response<Body>, GatewayError> {
+    let Exchange {
+        gw,
+        route,
+        upstream,
+        params,
+        peer,
+        shaped,
+    } = *cx;
     outcome.upstream = Some(upstream.name().to_string());
     let (parts, _body) = req.into_parts();
     let key = uri_key(parts.uri.path(), parts.uri.query());
