@@ -142,7 +142,7 @@ where
     );
     report.print_table();
     let svg = opts.out_dir.join("demo-report.svg");
-    report.write_svg(&svg)?;
+    crate::plot::write_svg(&report, &svg)?;
     report.write_json(opts.out_dir.join("demo-report.json"))?;
     say(format!("plot written to {}", svg.display()));
     Ok(report)

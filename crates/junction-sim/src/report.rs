@@ -6,7 +6,7 @@
 //! failure reduction, upstream calls the cache saved, payload bytes saved,
 //! events delivered eventually. Every figure is computed from measurements;
 //! nothing is hard-coded. [`DemoReport::print_table`] prints them as an
-//! aligned text table, `write_svg` / `write_json` save them.
+//! aligned text table, `write_json` saves them (`plot::write_svg` draws them).
 
 use std::fmt::Write as _;
 use std::path::Path as FsPath;
@@ -339,13 +339,6 @@ impl DemoReport {
     /// Prints the table to stdout.
     pub fn print_table(&self) {
         println!("{}", self.table());
-    }
-
-    /// Writes the two-panel plot.
-    pub fn write_svg(&self, path: impl AsRef<FsPath>) -> Result<()> {
-        let path = path.as_ref();
-        std::fs::write(path, crate::plot::render_svg(self))
-            .with_context(|| format!("writing {}", path.display()))
     }
 
     /// Writes the report as JSON.

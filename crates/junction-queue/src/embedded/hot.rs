@@ -5,7 +5,7 @@
 //! A message takes the fast path when it has subscribers and no ordering key (an
 //! idempotency key is recorded in redb and journaled with it). The hot set is bounded (by default [`MAX_MESSAGES`] and [`MAX_BYTES`]
 //! of bodies), so memory stays bounded whatever the backlog: past that, such
-//! enqueues are only journaled and loaded in later (overflow, see `fastpath.rs`).
+//! enqueues are only journaled and loaded in later (overflow, see `writer/fastpath.rs`).
 //! A message leaves the hot set when
 //! - every subscriber acknowledged it: the writer stores its completed record; or
 //! - any subscriber needs a retry or a dead letter, or its journal segment is getting

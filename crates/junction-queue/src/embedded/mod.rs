@@ -35,7 +35,6 @@
 //! Storage format: see `tables.rs` (redb) and `journal/`.
 
 mod behind;
-mod fastpath;
 mod hot;
 mod journal;
 mod ops;
@@ -388,7 +387,7 @@ impl Broker for EmbeddedBroker {
         };
         let (dir, owned) = (self.dir.clone(), id.to_owned());
         let found = blocking(move || journal::find_enq(&dir, cursor, &owned)).await?;
-        Ok(found.map(|jm| hot::status_of(&fastpath::hot_message(jm, 0), None)))
+        Ok(found.map(|jm| hot::status_of(&writer::fastpath::hot_message(jm, 0), None)))
     }
 
     async fn dlq_list(

@@ -17,11 +17,11 @@ use std::sync::Arc;
 
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata};
 
-use super::fastpath::Overflow;
 use super::journal::{replay, Journal, JournalMessage, Record};
 use super::ops::Batch;
 use super::state::{now_ms, Counters, IdGen};
 use super::tables::*;
+use super::writer::fastpath::Overflow;
 
 /// File name of the database inside the configured queue directory.
 pub const DB_FILE: &str = "queue.redb";

@@ -145,7 +145,7 @@ pub(crate) struct MemState {
     /// Messages on the fast path (journal + memory), see `hot.rs`.
     pub hot: Mutex<Hot>,
     /// Where overflowed messages start in the journal, and how many per topic (see
-    /// `fastpath.rs`), as of the last commit.
+    /// `writer/fastpath.rs`), as of the last commit.
     pub overflow: Mutex<Option<(Pos, BTreeMap<String, u64>)>>,
     subscribers: Mutex<HashMap<String, Arc<SubscriberState>>>,
 }

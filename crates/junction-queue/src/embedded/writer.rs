@@ -38,14 +38,16 @@ use std::time::{Duration, Instant};
 use redb::{Database, Durability};
 use tokio::sync::{mpsc, oneshot};
 
+pub(super) mod fastpath;
+
 use super::behind::BehindSegments;
-use super::fastpath::{FastPath, Overflow};
 use super::hot::{HotAck, HotMessage};
 use super::journal::Journal;
 use super::ops::{Batch, Finish};
 use super::state::{now_ms, Counters, IdGen, MemState};
 use super::tables::Res;
 use crate::broker::{AttemptRecord, EnqueueOutcome, EnqueueRequest, QueueError, StorageError};
+use fastpath::{FastPath, Overflow};
 
 /// Most ops committed in one transaction.
 pub(crate) const MAX_BATCH_OPS: usize = 1024;

@@ -14,14 +14,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::behind;
-use super::hot::HotMessage;
-use super::journal::{JournalMessage, Pos};
-use super::ops::{distinct_subscribers, idem_expiry, Batch};
-use super::state::Counters;
-use super::tables::Res;
-use super::writer::Core;
+use super::Core;
 use crate::broker::{EnqueueOutcome, EnqueueRequest, MessageId, QueueError};
+use crate::embedded::behind;
+use crate::embedded::hot::HotMessage;
+use crate::embedded::journal::{JournalMessage, Pos};
+use crate::embedded::ops::{distinct_subscribers, idem_expiry, Batch};
+use crate::embedded::state::Counters;
+use crate::embedded::tables::Res;
 
 /// Most hot messages spilled per batch because their journal segment is old.
 const SPILL_OLD_LIMIT: usize = 1000;
@@ -343,7 +343,7 @@ impl Core {
 
 /// How much room the hot set needs before overflowed messages are loaded (a chunk,
 /// so that loading reads the journal in large pieces).
-fn load_chunk(o: &Overflow, hot: &super::hot::Hot) -> usize {
+fn load_chunk(o: &Overflow, hot: &crate::embedded::hot::Hot) -> usize {
     LOAD_PER_BATCH
         .min(o.count as usize)
         .min(hot.capacity() / 4)
@@ -351,7 +351,7 @@ fn load_chunk(o: &Overflow, hot: &super::hot::Hot) -> usize {
 }
 
 /// A hot message for a journaled one (`segment` 0: not known yet).
-pub(super) fn hot_message(jm: JournalMessage, segment: u64) -> HotMessage {
+pub(crate) fn hot_message(jm: JournalMessage, segment: u64) -> HotMessage {
     let delivered = vec![None; jm.subscribers.len()];
     HotMessage {
         message: Arc::new(jm.into_message()),
