@@ -22,6 +22,7 @@ pub mod demo;
 pub mod pipeline;
 pub mod problem;
 pub mod proxy;
+pub mod rate;
 pub mod reload;
 pub mod runtime;
 pub mod server;

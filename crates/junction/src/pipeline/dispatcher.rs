@@ -16,14 +16,13 @@ use crate::telemetry::live::{Live, SubscriberLive};
 use crate::telemetry::metrics::{SubscriberLabel, SubscriberOutcome};
 use crate::telemetry::trace::next_traceparent;
 use crate::telemetry::{otel, Metrics};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::DefaultDirectRateLimiter;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use junction_policy::{classify_status, parse_retry_after, Backoff, BreakerState, StatusClass};
 use junction_queue::{AttemptRecord, Broker, Delivery};
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
-use std::num::NonZeroU32;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -36,11 +35,7 @@ use tracing::Instrument;
 /// A delivery rate of `count` per `per`: evenly spaced, so no window of `per`
 /// sees more than `count` (plus `burst - 1` when a burst is configured).
 fn rate_limiter(count: u32, per: Duration, burst: Option<u32>) -> DefaultDirectRateLimiter {
-    let burst = NonZeroU32::new(burst.unwrap_or(1).max(1)).expect("at least 1");
-    let quota = Quota::with_period((per / count.max(1)).max(Duration::from_nanos(1)))
-        .expect("non-zero")
-        .allow_burst(burst);
-    RateLimiter::direct(quota)
+    crate::rate::limiter(count, per, burst.unwrap_or(1))
 }
 
 /// Attempts before dead-lettering when `max_attempts` is not set.

@@ -171,6 +171,18 @@ pub fn valid_key(headers: &HeaderMap) -> Result<&str, GatewayError> {
     })
 }
 
+/// Weak comparison of entity tags (RFC 9110 §8.8.3.2): equal once the `W/`
+/// weakness marks are set aside.
+pub fn etags_match_weakly(a: &[u8], b: &[u8]) -> bool {
+    fn opaque(mut tag: &[u8]) -> &[u8] {
+        while let Some(rest) = tag.strip_prefix(b"W/") {
+            tag = rest;
+        }
+        tag
+    }
+    opaque(a) == opaque(b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

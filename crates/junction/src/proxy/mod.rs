@@ -25,7 +25,7 @@ use crate::telemetry::live::{Client, Live};
 use crate::telemetry::metrics::{ClientFaultLabel, RouteLabel, RouteRequests};
 use crate::telemetry::{otel, Metrics};
 use anyhow::Context;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::DefaultDirectRateLimiter;
 use http::{HeaderName, Method, Request, Response};
 use hyper::body::Incoming;
 use idempotent::RouteIdempotency;
@@ -37,7 +37,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use router::Router;
 use std::collections::BTreeMap;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
@@ -87,12 +86,12 @@ impl RateLimits {
                 return limiter.clone();
             }
         }
-        let burst = NonZeroU32::new(limit.requests.max(1)).expect("non-zero");
-        let period = limit.per.0 / limit.requests.max(1);
-        let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
-            .expect("non-zero period")
-            .allow_burst(burst);
-        let limiter = Arc::new(RateLimiter::direct(quota));
+        // A route allows its whole count at once (a client's burst), then refills evenly.
+        let limiter = Arc::new(crate::rate::limiter(
+            limit.requests,
+            limit.per.0,
+            limit.requests,
+        ));
         by_route.insert(route.to_owned(), (limit.clone(), limiter.clone()));
         limiter
     }

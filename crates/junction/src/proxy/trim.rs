@@ -2,7 +2,7 @@
 //! and `If-None-Match` → 304, and bytes-in/bytes-out accounting per route.
 //! (Compression is a layer around the whole data plane; see `server`.)
 
-use super::http_util::{client_response, is_json_type};
+use super::http_util::{client_response, etags_match_weakly, is_json_type};
 use super::pool::UpstreamBody;
 use crate::body::{full, Body};
 use crate::problem::GatewayError;
@@ -78,8 +78,9 @@ pub fn finish(
     let not_modified = match req_headers.get(header::IF_NONE_MATCH) {
         Some(inm) => tag.as_ref().is_some_and(|tag| {
             inm.to_str().is_ok_and(|inm| {
-                inm.split(',')
-                    .any(|c| c.trim() == "*" || weak_eq(c.trim(), tag.to_str().unwrap_or("")))
+                inm.split(',').any(|c| {
+                    c.trim() == "*" || etags_match_weakly(c.trim().as_bytes(), tag.as_bytes())
+                })
             })
         }),
         None => unmodified_since(req_headers, &headers),
@@ -114,11 +115,6 @@ fn unmodified_since(req_headers: &HeaderMap, resp_headers: &HeaderMap) -> bool {
         return false;
     };
     cache_control::date_secs(resp_headers, &header::LAST_MODIFIED).is_some_and(|last| last <= since)
-}
-
-/// Weak comparison of entity tags (RFC 9110 §8.8.3.2).
-fn weak_eq(a: &str, b: &str) -> bool {
-    a.trim_start_matches("W/") == b.trim_start_matches("W/")
 }
 
 /// An upstream response on an uncached route: streamed through, unless a JSON

@@ -44,6 +44,15 @@ async fn until<F: std::future::Future<Output = bool>>(
     }
 }
 
+/// `POST /admin/reload` without a token.
+async fn post_reload(admin: &str) -> reqwest::Response {
+    client()
+        .post(format!("http://{admin}/admin/reload"))
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn reload_metric(gw: &Proc, outcome: &str) -> f64 {
     super::metric(
         gw.admin.parse().unwrap(),
@@ -133,11 +142,7 @@ async fn an_invalid_config_is_refused_with_its_errors_and_the_old_one_keeps_serv
         "{log}"
     );
     // The admin endpoint answers the same errors as problem+json.
-    let r = client()
-        .post(format!("http://{}/admin/reload", gw.admin))
-        .send()
-        .await
-        .unwrap();
+    let r = post_reload(&gw.admin).await;
     assert_eq!(r.status(), 422);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
     let body: serde_json::Value = r.json().await.unwrap();
@@ -149,11 +154,7 @@ async fn an_invalid_config_is_refused_with_its_errors_and_the_old_one_keeps_serv
     // A change only a restart can apply is refused, naming it.
     let moved = format!("listen: 127.0.0.1:1\n{}", sync_routes(&up.url(), "", "5s"));
     std::fs::write(&gw.config, moved).unwrap();
-    let r = client()
-        .post(format!("http://{}/admin/reload", gw.admin))
-        .send()
-        .await
-        .unwrap();
+    let r = post_reload(&gw.admin).await;
     assert_eq!(r.status(), 409);
     let body: serde_json::Value = r.json().await.unwrap();
     assert!(
@@ -178,11 +179,7 @@ async fn a_reload_keeps_an_open_breaker_open() {
     let new_route =
         "  - { name: extra, match: { method: GET, path: /extra }, upstream: backend }\n";
     gw.rewrite_config(&sync_routes(&up.url(), new_route, "5s"));
-    let r = client()
-        .post(format!("http://{}/admin/reload", gw.admin))
-        .send()
-        .await
-        .unwrap();
+    let r = post_reload(&gw.admin).await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let r = client().get(&items).send().await.unwrap();
     assert_eq!(r.status(), 503);
@@ -241,11 +238,7 @@ async fn removing_a_subscriber_stops_its_dispatcher_and_keeps_its_messages() {
     })
     .await;
     gw.rewrite_config(&async_routes(&a.url(), &b.url(), false));
-    let r = client()
-        .post(format!("http://{}/admin/reload", gw.admin))
-        .send()
-        .await
-        .unwrap();
+    let r = post_reload(&gw.admin).await;
     assert_eq!(r.status(), 200);
     let report: serde_json::Value = r.json().await.unwrap();
     assert_eq!(
@@ -287,11 +280,7 @@ async fn the_reload_endpoint_needs_the_admin_token() {
         sync_routes(&up.url(), "", "5s")
     ))
     .await;
-    let r = client()
-        .post(format!("http://{}/admin/reload", gw.admin))
-        .send()
-        .await
-        .unwrap();
+    let r = post_reload(&gw.admin.to_string()).await;
     assert_eq!(r.status(), 401);
     let r = client()
         .post(format!("http://{}/admin/reload", gw.admin))
@@ -321,11 +310,7 @@ async fn a_reload_keeps_a_rate_limit_window_while_the_limit_is_unchanged() {
     gw.rewrite_config(&limited(
         "  - { name: extra, match: { method: GET, path: /extra }, upstream: backend }\n",
     ));
-    let r = client()
-        .post(format!("http://{}/admin/reload", gw.admin))
-        .send()
-        .await
-        .unwrap();
+    let r = post_reload(&gw.admin).await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         status(items).await,

@@ -2,6 +2,7 @@
 //! response has validators), update a stored response from a `304`, and store
 //! what RFC 9111 lets a shared cache store.
 
+use super::super::http_util::etags_match_weakly;
 use super::super::upstream::{CallOptions, RequestBody, Upstream};
 use super::super::{Gateway, Route, RouteCache};
 use crate::problem::GatewayError;
@@ -219,8 +220,7 @@ fn same_validator(prior: &CachedResponse, update: &HeaderMap) -> bool {
     let (Some(stored), Some(sent)) = (prior.header("etag"), update.get(header::ETAG)) else {
         return true;
     };
-    let weak = |t: &[u8]| t.strip_prefix(b"W/").unwrap_or(t).to_vec();
-    weak(stored) == weak(sent.as_bytes())
+    etags_match_weakly(stored, sent.as_bytes())
 }
 
 /// The request headers a response is selected by: the route's `vary:` list
