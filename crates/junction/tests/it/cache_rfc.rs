@@ -101,6 +101,8 @@ on_both_backends!(
     client_conditionals_and_head_are_answered_from_cache,
     request_cache_control_is_honoured_unless_ignored,
     a_stray_304_is_passed_on_not_looped,
+    cookies_count_as_credentials_when_the_route_says_so,
+    override_forces_the_route_ttl_over_the_origins_freshness,
 );
 
 async fn vary_from_the_origin_selects_variants(backend: &str) {
@@ -558,4 +560,59 @@ async fn a_stray_304_is_passed_on_not_looped(backend: &str) {
         .expect("answered, not looping");
     assert_eq!((got.status, got.state.as_str()), (304, "MISS"));
     assert_eq!(origin.calls(), 1);
+}
+
+async fn cookies_count_as_credentials_when_the_route_says_so(backend: &str) {
+    let origin = ScriptedOrigin::start(|req, _| {
+        let who = header(req, "cookie").unwrap_or("anyone").to_owned();
+        Reply::ok(format!("for {who}"), &[("cache-control", "max-age=100")])
+    })
+    .await;
+    // Default: a cookie is just a header (the origin would say `Vary: Cookie` or `private`).
+    let gw = start(&config(backend, &origin.url(), "")).await;
+    let url = format!("http://{}/items/1", gw.data);
+    send("GET", &url, &[]).await;
+    assert_eq!(send("GET", &url, &[("cookie", "sid=1")]).await.state, "HIT");
+    // With cookie_is_credential, a request with a cookie never gets a shared answer.
+    let strict = start(&config(
+        backend,
+        &origin.url(),
+        ", cookie_is_credential: true",
+    ))
+    .await;
+    let url = format!("http://{}/items/2", strict.data);
+    send("GET", &url, &[]).await;
+    let got = send("GET", &url, &[("cookie", "sid=1")]).await;
+    assert_eq!(
+        (got.state.as_str(), got.body.as_str()),
+        ("BYPASS", "for sid=1")
+    );
+}
+
+async fn override_forces_the_route_ttl_over_the_origins_freshness(backend: &str) {
+    let origin = ScriptedOrigin::start(|_, n| {
+        Reply::ok(
+            format!("v{n}"),
+            &[("cache-control", "max-age=0, must-revalidate")],
+        )
+    })
+    .await;
+    let plain = start(&config(backend, &origin.url(), "").replace("ttl: 0s", "ttl: 60s")).await;
+    let url = format!("http://{}/items/1", plain.data);
+    send("GET", &url, &[]).await;
+    assert_eq!(
+        send("GET", &url, &[]).await.state,
+        "MISS",
+        "the origin's max-age=0 rules"
+    );
+    let forced =
+        start(&config(backend, &origin.url(), ", override: true").replace("ttl: 0s", "ttl: 60s"))
+            .await;
+    let url = format!("http://{}/items/2", forced.data);
+    send("GET", &url, &[]).await;
+    assert_eq!(
+        send("GET", &url, &[]).await.state,
+        "HIT",
+        "override: the route ttl rules"
+    );
 }
