@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use junction_queue::conformance::{now_ms, request};
-use junction_queue::{AttemptRecord, Broker, EmbeddedBroker, EmbeddedConfig};
+use junction_queue::{AttemptRecord, EmbeddedBroker, EmbeddedConfig, IndexedStore};
 
 const BODY: &str = r#"{"orderId":"o-000000123456","customerId":"c-98765","items":[{"sku":"SKU-1001","qty":2,"price":19.99},{"sku":"SKU-2002","qty":1,"price":5.5}],"currency":"EUR","total":45.48,"createdAt":"2024-05-01T12:00:00Z"}"#;
 

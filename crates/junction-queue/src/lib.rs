@@ -1,29 +1,37 @@
-//! Junction's durable queue: the [`Broker`] contract behind the async pipeline, and
-//! its embedded backend.
+//! Junction's durable queue: the broker-neutral [`contract`] behind the async
+//! pipeline, and its backends.
 //!
 //! The gateway answers `202 Accepted` for an async route only after
-//! [`Broker::enqueue`] returned `Ok`, i.e. after the message is durable. A dispatcher
-//! then leases due deliveries per subscriber ([`Broker::lease_due`]), delivers them
-//! and records the outcome ([`Broker::ack`], [`Broker::retry_later`],
-//! [`Broker::dead_letter`]). Delivery is at-least-once, with fan-out to a fixed set
-//! of subscribers, idempotent enqueue, per-key ordering, a dead-letter queue with
-//! replay, and explicit back-pressure ([`QueueError::Full`]).
+//! [`Publisher::publish`] returned `Ok`, i.e. after the broker confirmed the
+//! message durable. Each subscriber's dispatcher lanes open a [`Subscription`]
+//! and settle every [`Delivery`] through its ack handle (`ack`, `retry(after)`,
+//! `dead_letter(reason)`); the admin API reads the [`Ledger`]. Delivery is
+//! at-least-once, with fan-out to the subscribers named at publish, idempotent
+//! publish, a dead-letter queue with replay and purge, and explicit
+//! back-pressure ([`QueueError::Full`]).
 //!
 //! Backends: [`embedded`] (one redb file, group commit) and [`redis`] (shared by
-//! several instances). Others implement the same
-//! trait and must pass the same suite (`conformance`, behind the `conformance`
-//! feature).
+//! several instances) are [`store::IndexedStore`]s scheduled by Junction and
+//! adapted to the contract by [`store::adapter`]. Every backend must pass the
+//! same suites (`conformance`, behind the `conformance` feature).
 
-pub mod broker;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod contract;
 pub mod embedded;
 pub mod redis;
+pub mod store;
+pub mod types;
 
 pub use self::redis::{RedisBroker, RedisConfig};
-pub use broker::{
-    dead_letter_id, split_dead_letter_id, AttemptRecord, Broker, DeadLetter, Delivery,
-    DeliveryState, DepthSnapshot, DlqFilter, DlqPage, EnqueueOutcome, EnqueueRequest, Message,
-    MessageId, MessageStatus, QueueError, StorageError, SubscriberStatus, MAX_HISTORY,
+pub use contract::{
+    AckToken, Capabilities, Consumer, Delivery, Ledger, Publisher, Queue, Settle, Settlement,
+    Subscription,
 };
 pub use embedded::{CommitStats, EmbeddedBroker, EmbeddedConfig};
+pub use store::IndexedStore;
+pub use types::{
+    dead_letter_id, split_dead_letter_id, AttemptRecord, DeadLetter, DeliveryState, DepthSnapshot,
+    DlqAction, DlqFilter, DlqPage, EnqueueOutcome, EnqueueRequest, Lease, Message, MessageId,
+    MessageStatus, QueueError, StorageError, SubscriberStatus, MAX_HISTORY,
+};

@@ -61,14 +61,14 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
     let upstreams = build_upstreams(&config, &metrics)?;
     let has_async = config.routes.iter().any(|r| r.async_.is_some());
     // The queue is opened only when a route needs it, so sync-only configs touch no disk.
-    let broker = if has_async {
-        Some(pipeline::open_broker(&config).await?)
+    let queue = if has_async {
+        Some(pipeline::open_queue(&config).await?)
     } else {
         None
     };
-    let async_routes = broker
+    let async_routes = queue
         .as_ref()
-        .map(|b| pipeline::async_routes(&config, b, &metrics))
+        .map(|q| pipeline::async_routes(&config, q, &metrics))
         .unwrap_or_default();
     let (cache, idempotency) = open_cache(&config).await?;
     let live = Arc::new(Live::new());
@@ -85,11 +85,11 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
         },
     )?));
     let dispatch_stop = CancellationToken::new();
-    let dispatchers = match &broker {
-        Some(b) => pipeline::Dispatchers::start(
+    let dispatchers = match &queue {
+        Some(q) => pipeline::Dispatchers::start(
             &config,
             &pipeline::DispatchContext {
-                broker: b,
+                queue: q,
                 upstreams: &upstreams,
                 metrics: &metrics,
                 live: &live,
@@ -122,14 +122,14 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
         },
         gateways.clone(),
         metrics.clone(),
-        broker.clone(),
+        queue.clone(),
         live.clone(),
     ));
     let ready = Arc::new(AtomicBool::new(false));
     let admin_router = admin::router(AdminState {
         gateways: gateways.clone(),
         reloader: reloader.clone(),
-        broker: broker.clone(),
+        queue: queue.clone(),
         metrics: metrics.clone(),
         ready: ready.clone(),
         token,
@@ -188,8 +188,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
     admin_task.await??;
     // Flush the queue now, not whenever its last handle is dropped (possibly while
     // the runtime is already shutting down).
-    if let Some(broker) = &broker {
-        if let Err(e) = broker.close().await {
+    if let Some(queue) = &queue {
+        if let Err(e) = queue.publisher.close().await {
             tracing::error!(error = %e, "could not flush the queue on shutdown");
         }
     }

@@ -28,7 +28,7 @@ use crate::proxy::upstream::Upstream;
 use crate::proxy::{Gateway, SharedGateway};
 use crate::telemetry::live::Live;
 use crate::telemetry::Metrics;
-use junction_queue::Broker;
+use junction_queue::Queue;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -77,7 +77,7 @@ pub struct Reloader {
     path: Option<PathBuf>,
     gateways: SharedGateway,
     metrics: Metrics,
-    broker: Option<Arc<dyn Broker>>,
+    queue: Option<Queue>,
     live: Arc<Live>,
     state: tokio::sync::Mutex<Loaded>,
     sha256: parking_lot::Mutex<String>,
@@ -101,7 +101,7 @@ impl Reloader {
         loaded: Loaded,
         gateways: SharedGateway,
         metrics: Metrics,
-        broker: Option<Arc<dyn Broker>>,
+        queue: Option<Queue>,
         live: Arc<Live>,
     ) -> Self {
         let reloads = Family::<OutcomeLabel, Counter>::default();
@@ -123,7 +123,7 @@ impl Reloader {
             sha256: parking_lot::Mutex::new(source.map(|s| s.sha256).unwrap_or_default()),
             gateways,
             metrics,
-            broker,
+            queue,
             live,
             state: tokio::sync::Mutex::new(loaded),
             reloads,
@@ -187,7 +187,7 @@ impl Reloader {
             upstreams.insert(name.clone(), upstream);
         }
         let async_routes = self
-            .broker
+            .queue
             .as_ref()
             .map(|b| pipeline::async_routes(&new, b, &self.metrics))
             .unwrap_or_default();
@@ -200,13 +200,13 @@ impl Reloader {
             old.live_state(),
         )
         .map_err(ReloadError::Apply)?;
-        let dispatchers = match &self.broker {
-            Some(broker) => loaded
+        let dispatchers = match &self.queue {
+            Some(queue) => loaded
                 .dispatchers
                 .apply(
                     &new,
                     &DispatchContext {
-                        broker,
+                        queue,
                         upstreams: &upstreams,
                         metrics: &self.metrics,
                         live: &self.live,

@@ -186,10 +186,15 @@ pub async fn unknown_ids<F: Fn(BrokerOptions) -> Fut, Fut: Future<Output = Harne
         .unwrap()
         .is_none());
     assert!(matches!(
-        b.dlq_replay("x:y").await,
+        b.dlq_apply("x:y", DlqAction::Replay).await,
         Err(QueueError::NotFound)
     ));
-    assert_eq!(b.dlq_replay_all(DlqFilter::default()).await.unwrap(), 0);
+    assert_eq!(
+        b.dlq_apply_all(DlqFilter::default(), DlqAction::Replay)
+            .await
+            .unwrap(),
+        0
+    );
     assert_eq!(
         b.dlq_list(DlqFilter::default(), None, 10).await.unwrap(),
         DlqPage::default()

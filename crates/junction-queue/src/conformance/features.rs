@@ -92,12 +92,15 @@ pub async fn dead_letter_and_replay<F: Fn(BrokerOptions) -> Fut, Fut: Future<Out
     );
 
     assert!(matches!(
-        b.dlq_replay("nope:a").await,
+        b.dlq_apply("nope:a", DlqAction::Replay).await,
         Err(QueueError::NotFound)
     ));
-    b.dlq_replay(&first.id).await.unwrap();
+    b.dlq_apply(&first.id, DlqAction::Replay).await.unwrap();
     assert!(
-        matches!(b.dlq_replay(&first.id).await, Err(QueueError::NotFound)),
+        matches!(
+            b.dlq_apply(&first.id, DlqAction::Replay).await,
+            Err(QueueError::NotFound)
+        ),
         "replayed once"
     );
     let depth = b.depth();
@@ -117,7 +120,12 @@ pub async fn dead_letter_and_replay<F: Fn(BrokerOptions) -> Fut, Fut: Future<Out
     b.ack(&d, attempt("status 200")).await.unwrap();
     assert_eq!(state_of(b, &t1[0], "a").await.history.len(), 3);
 
-    assert_eq!(b.dlq_replay_all(t1_filter.clone()).await.unwrap(), 2);
+    assert_eq!(
+        b.dlq_apply_all(t1_filter.clone(), DlqAction::Replay)
+            .await
+            .unwrap(),
+        2
+    );
     assert_eq!(
         b.dlq_list(t1_filter, None, 10).await.unwrap().items.len(),
         0
@@ -128,7 +136,12 @@ pub async fn dead_letter_and_replay<F: Fn(BrokerOptions) -> Fut, Fut: Future<Out
         v.sort_unstable();
         v
     });
-    assert_eq!(b.dlq_replay_all(DlqFilter::default()).await.unwrap(), 1);
+    assert_eq!(
+        b.dlq_apply_all(DlqFilter::default(), DlqAction::Replay)
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(b.depth().dlq_total, 0);
 }
 
@@ -222,7 +235,7 @@ pub async fn ordering<F: Fn(BrokerOptions) -> Fut, Fut: Future<Output = Harness>
         vec![m3.as_str()],
         "a dead head also unblocks its key"
     );
-    b.dlq_replay(&dead_letter_id(m2.as_str(), "a"))
+    b.dlq_apply(&dead_letter_id(m2.as_str(), "a"), DlqAction::Replay)
         .await
         .unwrap();
     assert!(

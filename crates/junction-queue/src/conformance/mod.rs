@@ -1,4 +1,5 @@
-//! The conformance suite every [`Broker`] backend must pass.
+//! The conformance suites: [`queue`] (the contract every backend passes) and,
+//! in this module, the store suite every [`IndexedStore`] passes.
 //!
 //! Each check is a public async function taking a factory that builds a fresh,
 //! empty broker (with the given [`BrokerOptions`]); [`crate::conformance_suite!`] turns
@@ -14,10 +15,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use crate::broker::*;
+use crate::store::IndexedStore;
+use crate::types::*;
 
 mod delivery;
 mod features;
+pub mod queue;
 
 pub use delivery::*;
 pub use features::*;
@@ -32,13 +35,13 @@ pub struct BrokerOptions {
 /// A broker under test plus whatever must live as long as it (e.g. a temp dir).
 pub struct Harness {
     /// The broker to test.
-    pub broker: Arc<dyn Broker>,
+    pub broker: Arc<dyn IndexedStore>,
     _guard: Box<dyn Any + Send + Sync>,
 }
 
 impl Harness {
     /// Wraps a broker and the resources it needs.
-    pub fn new(broker: Arc<dyn Broker>, guard: impl Any + Send + Sync) -> Self {
+    pub fn new(broker: Arc<dyn IndexedStore>, guard: impl Any + Send + Sync) -> Self {
         Self {
             broker,
             _guard: Box::new(guard),
@@ -103,24 +106,24 @@ where
     factory(opts).await
 }
 
-pub(crate) async fn accepted(b: &dyn Broker, req: EnqueueRequest) -> MessageId {
+pub(crate) async fn accepted(b: &dyn IndexedStore, req: EnqueueRequest) -> MessageId {
     match b.enqueue(req).await.expect("enqueue") {
         EnqueueOutcome::Accepted(id) => id,
         other => panic!("expected Accepted, got {other:?}"),
     }
 }
 
-pub(crate) async fn lease(b: &dyn Broker, sub: &str, now: u64) -> Vec<Delivery> {
+pub(crate) async fn lease(b: &dyn IndexedStore, sub: &str, now: u64) -> Vec<Lease> {
     b.lease_due(sub, now, 100).await.expect("lease_due")
 }
 
-pub(crate) fn ids(ds: &[Delivery]) -> Vec<&str> {
+pub(crate) fn ids(ds: &[Lease]) -> Vec<&str> {
     let mut v: Vec<&str> = ds.iter().map(|d| d.message.id.as_str()).collect();
     v.sort_unstable();
     v
 }
 
-pub(crate) async fn state_of(b: &dyn Broker, id: &MessageId, sub: &str) -> SubscriberStatus {
+pub(crate) async fn state_of(b: &dyn IndexedStore, id: &MessageId, sub: &str) -> SubscriberStatus {
     let status = b
         .message_status(id.as_str())
         .await

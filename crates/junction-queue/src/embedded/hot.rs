@@ -17,8 +17,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::broker::{
-    AttemptRecord, Delivery, DeliveryState, Message, MessageId, MessageStatus, SubscriberStatus,
+use crate::types::{
+    AttemptRecord, DeliveryState, Lease, Message, MessageId, MessageStatus, SubscriberStatus,
 };
 
 /// Most messages held on the fast path, by default.
@@ -150,7 +150,7 @@ impl Hot {
         sub: &str,
         leases: &mut HashSet<String>,
         max: usize,
-        out: &mut Vec<Delivery>,
+        out: &mut Vec<Lease>,
     ) {
         let Some(ids) = self.unleased.get_mut(sub) else {
             return;
@@ -167,7 +167,7 @@ impl Hot {
                 continue;
             }
             leases.insert(id);
-            out.push(Delivery {
+            out.push(Lease {
                 message: Arc::clone(&m.message),
                 subscriber: sub.to_owned(),
                 attempts: 0,

@@ -56,9 +56,10 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use self::state::{Counters, MemState};
 use self::tables::Res;
 use self::writer::{storage, Core, Op};
-use crate::broker::{
-    AttemptRecord, Broker, Delivery, DepthSnapshot, DlqFilter, DlqPage, EnqueueOutcome,
-    EnqueueRequest, MessageStatus, QueueError, StorageError,
+use crate::store::IndexedStore;
+use crate::types::{
+    AttemptRecord, DepthSnapshot, DlqAction, DlqFilter, DlqPage, EnqueueOutcome, EnqueueRequest,
+    Lease, MessageStatus, QueueError, StorageError,
 };
 
 pub use self::hot::{MAX_BYTES as HOT_MAX_BYTES, MAX_MESSAGES as HOT_MAX_MESSAGES};
@@ -106,7 +107,15 @@ impl EmbeddedConfig {
 /// Completed records kept at most by default: about 1 GB of queue file.
 pub const MAX_COMPLETED: u64 = 1_000_000;
 
-/// A [`Broker`] on a local redb file with group commit.
+/// What the embedded queue gives: exact scheduling and counts, one instance.
+pub const CAPABILITIES: crate::Capabilities = crate::Capabilities {
+    ordering_per_key: true,
+    exact_retry_delay: true,
+    exact_depth: true,
+    shared: false,
+};
+
+/// An [`IndexedStore`] on a local redb file with group commit.
 pub struct EmbeddedBroker {
     db: Arc<Database>,
     mem: Arc<MemState>,
@@ -125,6 +134,11 @@ impl std::fmt::Debug for EmbeddedBroker {
 }
 
 impl EmbeddedBroker {
+    /// This store as the queue contract.
+    pub fn into_queue(self: Arc<Self>) -> crate::Queue {
+        crate::store::adapter::queue("embedded", self, CAPABILITIES)
+    }
+
     /// Opens (or creates) the queue and recovers its state; leases start empty, so
     /// everything pending is due again. Must be called inside a Tokio runtime.
     pub async fn open(cfg: EmbeddedConfig) -> Result<Arc<Self>, QueueError> {
@@ -191,7 +205,7 @@ impl EmbeddedBroker {
 
     /// Recomputes the depth counters from the stored records and checks every index
     /// invariant (a consistency check; reads the whole database). Equal to
-    /// [`Broker::depth`] when the counters are right.
+    /// [`IndexedStore::depth`] when the counters are right.
     pub async fn verify(&self) -> Result<DepthSnapshot, QueueError> {
         let db = Arc::clone(&self.db);
         let mut counters = blocking(move || recovery::verify(&db)).await?;
@@ -254,7 +268,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 #[async_trait]
-impl Broker for EmbeddedBroker {
+impl IndexedStore for EmbeddedBroker {
     async fn enqueue(&self, req: EnqueueRequest) -> Result<EnqueueOutcome, QueueError> {
         self.call(|reply| Op::Enqueue(req, reply)).await
     }
@@ -264,7 +278,7 @@ impl Broker for EmbeddedBroker {
         subscriber: &str,
         now_ms: u64,
         max: usize,
-    ) -> Result<Vec<Delivery>, QueueError> {
+    ) -> Result<Vec<Lease>, QueueError> {
         // redb first (older, retried and ordered messages), then the fast path.
         let state = self.mem.subscriber(subscriber);
         let mut out = if state.may_have_cold() {
@@ -295,7 +309,7 @@ impl Broker for EmbeddedBroker {
             .await
     }
 
-    async fn ack(&self, d: &Delivery, attempt: AttemptRecord) -> Result<(), QueueError> {
+    async fn ack(&self, d: &Lease, attempt: AttemptRecord) -> Result<(), QueueError> {
         let (id, sub) = (d.message.id.as_str().to_owned(), d.subscriber.clone());
         self.call(|reply| Op::Ack {
             id,
@@ -306,7 +320,7 @@ impl Broker for EmbeddedBroker {
         .await
     }
 
-    async fn ack_queued(&self, d: &Delivery, attempt: AttemptRecord) -> Result<(), QueueError> {
+    async fn ack_queued(&self, d: &Lease, attempt: AttemptRecord) -> Result<(), QueueError> {
         let op = Op::Ack {
             id: d.message.id.as_str().to_owned(),
             sub: d.subscriber.clone(),
@@ -318,7 +332,7 @@ impl Broker for EmbeddedBroker {
 
     async fn retry_later(
         &self,
-        d: &Delivery,
+        d: &Lease,
         attempt: AttemptRecord,
         next_attempt_at_ms: u64,
     ) -> Result<(), QueueError> {
@@ -335,7 +349,7 @@ impl Broker for EmbeddedBroker {
 
     async fn dead_letter(
         &self,
-        d: &Delivery,
+        d: &Lease,
         attempt: AttemptRecord,
         reason: String,
     ) -> Result<(), QueueError> {
@@ -350,7 +364,7 @@ impl Broker for EmbeddedBroker {
         .await
     }
 
-    async fn release(&self, d: &Delivery) {
+    async fn release(&self, d: &Lease) {
         let (id, sub) = (d.message.id.as_str(), d.subscriber.as_str());
         // In this order: out of the lease set, back in the hot set's queue, then the
         // wake-up. The other way round, a lease in between would find it queued but
@@ -400,15 +414,18 @@ impl Broker for EmbeddedBroker {
             .await
     }
 
-    async fn dlq_replay(&self, dead_letter_id: &str) -> Result<(), QueueError> {
+    async fn dlq_apply(&self, dead_letter_id: &str, action: DlqAction) -> Result<(), QueueError> {
         let ids = vec![dead_letter_id.to_owned()];
-        match self.call(|reply| Op::Replay(ids, reply)).await? {
+        match self
+            .call(|reply| Op::DeadLetters(action, ids, reply))
+            .await?
+        {
             0 => Err(QueueError::NotFound),
             _ => Ok(()),
         }
     }
 
-    async fn dlq_replay_all(&self, filter: DlqFilter) -> Result<u64, QueueError> {
+    async fn dlq_apply_all(&self, filter: DlqFilter, action: DlqAction) -> Result<u64, QueueError> {
         // Stop at the newest dead letter of now, so ones dying meanwhile are left alone.
         let Some(upto) = self.read(|db, _| read::dlq_last(db)).await? else {
             return Ok(0);
@@ -423,7 +440,9 @@ impl Broker for EmbeddedBroker {
                 return Ok(total);
             }
             after = ids.last().cloned();
-            total += self.call(|reply| Op::Replay(ids, reply)).await?;
+            total += self
+                .call(|reply| Op::DeadLetters(action, ids, reply))
+                .await?;
             if next.is_none() {
                 return Ok(total);
             }

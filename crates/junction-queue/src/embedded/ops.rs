@@ -13,7 +13,7 @@ use redb::{ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 
 use super::state::{Counters, IdGen};
 use super::tables::*;
-use crate::broker::{
+use crate::types::{
     dead_letter_id, AttemptRecord, DeliveryState, EnqueueOutcome, EnqueueRequest, MessageId,
     QueueError,
 };
@@ -393,6 +393,17 @@ impl<'t> Batch<'t> {
             ..rec
         };
         self.make_pending(id, sub, dead.message.ordering_key.as_deref(), rec)?;
+        Ok(true)
+    }
+
+    /// Discards a dead letter (the delivery stays dead); `false` if it is gone.
+    pub fn purge(&mut self, dl_id: &str) -> Res<bool> {
+        let Some(raw) = self.dlq.remove(dl_id)?.map(|g| g.value().to_vec()) else {
+            return Ok(false);
+        };
+        self.changed = true;
+        let (dead, _): (DeadLetterMeta, &[u8]) = decode_with_body(&raw)?;
+        self.bump("dlq", &dead.message.topic, -1);
         Ok(true)
     }
 

@@ -14,8 +14,8 @@ use redb::{Database, ReadableTable};
 
 use super::state::MemState;
 use super::tables::*;
-use crate::broker::{
-    split_dead_letter_id, DeadLetter, Delivery, DlqFilter, DlqPage, MessageId, MessageStatus,
+use crate::types::{
+    split_dead_letter_id, DeadLetter, DlqFilter, DlqPage, Lease, MessageId, MessageStatus,
     SubscriberStatus,
 };
 
@@ -29,7 +29,7 @@ pub(crate) fn lease_due(
     sub: &str,
     now: u64,
     max: usize,
-) -> Res<Vec<Delivery>> {
+) -> Res<Vec<Lease>> {
     if max == 0 {
         return Ok(Vec::new());
     }
@@ -62,7 +62,7 @@ pub(crate) fn lease_due(
         txn
     };
     // Same snapshot as the scan, so every picked delivery is there and pending.
-    let load = || -> Res<Vec<Delivery>> {
+    let load = || -> Res<Vec<Lease>> {
         let messages = txn.open_table(MESSAGES)?;
         let deliveries = txn.open_table(DELIVERIES)?;
         let mut out = Vec::with_capacity(picked.len());
@@ -76,7 +76,7 @@ pub(crate) fn lease_due(
                     .ok_or_else(missing)?
                     .value(),
             )?;
-            out.push(Delivery {
+            out.push(Lease {
                 message: std::sync::Arc::new(meta.to_message(body)),
                 subscriber: sub.to_owned(),
                 attempts: rec.attempts,

@@ -8,7 +8,7 @@ use super::hot::HotMessage;
 use super::journal::JournalMessage;
 use super::ops::Batch;
 use super::tables::*;
-use crate::broker::{AttemptRecord, DeliveryState, Message};
+use crate::types::{AttemptRecord, DeliveryState, Message};
 
 impl Batch<'_> {
     /// Stores a hot message as an ordinary pending one: subscribers that have it as

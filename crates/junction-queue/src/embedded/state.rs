@@ -17,7 +17,7 @@ use uuid::{Builder, Uuid};
 
 use super::hot::Hot;
 use super::journal::Pos;
-use crate::broker::DepthSnapshot;
+use crate::types::DepthSnapshot;
 
 /// Current wall-clock time in unix milliseconds.
 pub(crate) fn now_ms() -> u64 {

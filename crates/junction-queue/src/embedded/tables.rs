@@ -17,7 +17,7 @@
 use redb::TableDefinition;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use crate::broker::{AttemptRecord, DeliveryState, Message, MessageId};
+use crate::types::{AttemptRecord, DeliveryState, Message, MessageId};
 
 /// Message id -> encoded (`MessageMeta`, body). The body is empty once completed.
 pub(crate) const MESSAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("messages");
@@ -154,10 +154,7 @@ impl DeliveryRecord {
         self.attempts = self.attempts.saturating_add(1);
         attempt.attempt = self.attempts;
         self.history.push(attempt);
-        let excess = self
-            .history
-            .len()
-            .saturating_sub(crate::broker::MAX_HISTORY);
+        let excess = self.history.len().saturating_sub(crate::types::MAX_HISTORY);
         self.history.drain(..excess);
     }
 }
@@ -261,7 +258,7 @@ mod tests {
             });
         }
         assert_eq!(rec.attempts, 25);
-        assert_eq!(rec.history.len(), crate::broker::MAX_HISTORY);
+        assert_eq!(rec.history.len(), crate::types::MAX_HISTORY);
         assert_eq!(rec.history.first().unwrap().attempt, 6);
         assert_eq!(rec.history.last().unwrap().attempt, 25);
         assert_eq!(rec.history.last().unwrap().at_ms, 24);

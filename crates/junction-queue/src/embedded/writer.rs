@@ -46,7 +46,9 @@ use super::journal::Journal;
 use super::ops::{Batch, Finish};
 use super::state::{now_ms, Counters, IdGen, MemState};
 use super::tables::Res;
-use crate::broker::{AttemptRecord, EnqueueOutcome, EnqueueRequest, QueueError, StorageError};
+use crate::types::{
+    AttemptRecord, DlqAction, EnqueueOutcome, EnqueueRequest, QueueError, StorageError,
+};
 use fastpath::{FastPath, Overflow};
 
 /// Most ops committed in one transaction.
@@ -59,7 +61,7 @@ pub(crate) const MAX_BATCH_BYTES: usize = 32 << 20;
 /// Why: while deliveries drain a backlog, acks arrive one by one from the delivery
 /// threads and a batch held 7 to 22 of them (strace), so the per-batch work (opening
 /// the tables, committing, publishing counters) cost more than the acks. Nobody
-/// waits for these answers ([`ack_queued`](crate::Broker::ack_queued)); the
+/// waits for these answers ([`ack_queued`](crate::IndexedStore::ack_queued)); the
 /// messages stay leased meanwhile, so the linger delays nothing but the
 /// bookkeeping. A batch holding an enqueue or an awaited op never lingers; an
 /// enqueue arriving during a linger waits for it, at most this long (accept
@@ -87,7 +89,7 @@ pub(crate) enum Op {
         id: String,
         sub: String,
         attempt: AttemptRecord,
-        /// `None` for [`ack_queued`](crate::Broker::ack_queued): no one waits.
+        /// `None` for [`ack_queued`](crate::IndexedStore::ack_queued): no one waits.
         reply: Option<Reply<()>>,
     },
     Retry {
@@ -104,8 +106,8 @@ pub(crate) enum Op {
         reason: String,
         reply: Reply<()>,
     },
-    /// Replays dead letters; answers how many existed.
-    Replay(Vec<String>, Reply<u64>),
+    /// Replays or purges dead letters; answers how many existed.
+    DeadLetters(DlqAction, Vec<String>, Reply<u64>),
     /// Durable commit of everything so far.
     Flush(Reply<()>),
     /// Durable commit, then the writer stops.
@@ -123,7 +125,7 @@ impl Op {
     /// Whether the op needs a durable redb commit (fast-path enqueues need only the
     /// journal's sync, decided per op in `commit`).
     fn needs_fsync(&self) -> bool {
-        matches!(self, Op::Replay(..) | Op::Flush(_) | Op::Close(_))
+        matches!(self, Op::DeadLetters(..) | Op::Flush(_) | Op::Close(_))
     }
 
     /// An ack whose caller does not wait for the answer.
@@ -142,9 +144,9 @@ impl Op {
         // A caller that went away does not care about its answer.
         match (self, result) {
             (Op::Enqueue(_, r), Ok(Answer::Enqueue(res))) => drop(r.send(res)),
-            (Op::Replay(_, r), Ok(Answer::Count(n))) => drop(r.send(Ok(n))),
+            (Op::DeadLetters(_, _, r), Ok(Answer::Count(n))) => drop(r.send(Ok(n))),
             (Op::Enqueue(_, r), Err(e)) => drop(r.send(Err(e))),
-            (Op::Replay(_, r), Err(e)) => drop(r.send(Err(e))),
+            (Op::DeadLetters(_, _, r), Err(e)) => drop(r.send(Err(e))),
             (Op::Ack { reply: Some(r), .. }, res) => drop(r.send(res.map(|_| ()))),
             (Op::Ack { reply: None, .. }, Ok(_)) => {}
             (
@@ -166,7 +168,7 @@ impl Op {
                 res,
             ) => drop(reply.send(res.map(|_| ()))),
             (Op::Enqueue(_, r), Ok(_)) => drop(r.send(Err(internal("enqueue answer")))),
-            (Op::Replay(_, r), Ok(_)) => drop(r.send(Err(internal("replay answer")))),
+            (Op::DeadLetters(_, _, r), Ok(_)) => drop(r.send(Err(internal("replay answer")))),
         }
     }
 }
@@ -352,10 +354,13 @@ impl Core {
                     batch.finish_delivery(id, sub, attempt, Finish::Dead(reason))?;
                     Answer::Unit
                 }
-                Op::Replay(dl_ids, _) => {
+                Op::DeadLetters(action, dl_ids, _) => {
                     let mut n = 0;
                     for dl_id in dl_ids {
-                        n += u64::from(batch.replay(dl_id)?);
+                        n += u64::from(match action {
+                            DlqAction::Replay => batch.replay(dl_id)?,
+                            DlqAction::Purge => batch.purge(dl_id)?,
+                        });
                     }
                     Answer::Count(n)
                 }

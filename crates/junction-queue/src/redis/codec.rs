@@ -7,7 +7,7 @@ use bytes::Bytes;
 use redis::Value;
 use serde::{Deserialize, Serialize};
 
-use crate::broker::*;
+use crate::types::*;
 
 /// What a message holds besides its body, topic and key (JSON in `meta`).
 #[derive(Serialize, Deserialize)]

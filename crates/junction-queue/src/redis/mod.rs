@@ -11,7 +11,7 @@
 //! per (message, subscriber); consumer groups give none of those directly.
 //! Each state change is one Lua script (see `scripts`), so it is atomic.
 //!
-//! What it promises, beyond the [`Broker`] contract:
+//! What it promises, beyond the [`IndexedStore`] contract:
 //! - Durability is Redis's own: an event is "accepted" once Redis has it in
 //!   memory; it survives a Redis restart only as far as Redis persistence is
 //!   configured (`appendonly yes` with `appendfsync always` to survive a crash
@@ -20,7 +20,7 @@
 //!   instance holding it renews it until the outcome is recorded (see
 //!   `leases`); a delivery leased by an instance that died is
 //!   due again after that (at-least-once: it may be delivered twice).
-//! - [`Broker::depth`] is exact for this instance's own changes at once and for
+//! - [`IndexedStore::depth`] is exact for this instance's own changes at once and for
 //!   other instances' within [`DEPTH_REFRESH`]; `max_depth` is checked in Redis.
 //! - An outcome (ack, retry, dead letter, release) that cannot reach Redis is
 //!   kept in memory, in order, and recorded when Redis answers again (see
@@ -30,7 +30,7 @@
 //! - Keys are computed inside scripts, so this targets a standalone Redis (or
 //!   a proxy pinning one prefix to one node), not Redis Cluster.
 //!
-//! Layout: this file holds the broker and its [`Broker`] methods; `scripts`
+//! Layout: this file holds the broker and its [`IndexedStore`] methods; `scripts`
 //! the Lua and the key layout, `outcomes` recording outcomes (with the
 //! `backlog` and `leases` renewal), `read` the admin reads, `codec`
 //! reply parsing, `tasks` the background loops.
@@ -54,7 +54,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Value;
 use tokio::sync::Notify;
 
-use crate::broker::*;
+use crate::store::IndexedStore;
+use crate::types::*;
 use backlog::{Backlog, Held, Op};
 use codec::{bytes, message_from, num, parse_depth, status_of, storage, text, wall_ms, Meta};
 use leases::HeldLeases;
@@ -101,7 +102,16 @@ impl RedisConfig {
     }
 }
 
-/// A [`Broker`] in Redis; cheap to share (`Arc`).
+/// What the Redis queue gives: exact scheduling, counts exact for this
+/// instance's own changes and refreshed for the others', shared by instances.
+pub const CAPABILITIES: crate::Capabilities = crate::Capabilities {
+    ordering_per_key: true,
+    exact_retry_delay: true,
+    exact_depth: true,
+    shared: true,
+};
+
+/// An [`IndexedStore`] in Redis; cheap to share (`Arc`).
 pub struct RedisBroker {
     conn: ConnectionManager,
     client: redis::Client,
@@ -117,6 +127,11 @@ pub struct RedisBroker {
 }
 
 impl RedisBroker {
+    /// This store as the queue contract.
+    pub fn into_queue(self: Arc<Self>) -> crate::Queue {
+        crate::store::adapter::queue("redis", self, CAPABILITIES)
+    }
+
     /// Connects (an unreachable Redis is an error: the gateway does not start
     /// without its queue) and starts the depth refresher and wake-up listener.
     pub async fn connect(cfg: RedisConfig) -> Result<Arc<Self>, QueueError> {
@@ -229,25 +244,29 @@ impl RedisBroker {
             .clone()
     }
 
-    async fn replay_one(&self, id: &str, sub: &str) -> Result<bool, QueueError> {
-        let reply = self
-            .run(
-                "replaying a dead letter",
-                &self.scripts.replay,
-                vec![id.into(), sub.into()],
-            )
-            .await?;
+    /// Replays (or purges) one dead letter; `false` if it is gone.
+    async fn settle_dead(
+        &self,
+        id: &str,
+        sub: &str,
+        action: DlqAction,
+    ) -> Result<bool, QueueError> {
+        let (what, script) = match action {
+            DlqAction::Replay => ("replaying a dead letter", &self.scripts.replay),
+            DlqAction::Purge => ("purging a dead letter", &self.scripts.purge),
+        };
+        let reply = self.run(what, script, vec![id.into(), sub.into()]).await?;
         self.take_depth(&reply);
-        let replayed = status_of(&reply) == "ok";
-        if replayed {
+        let done = status_of(&reply) == "ok";
+        if done && action == DlqAction::Replay {
             self.wake_local(sub);
         }
-        Ok(replayed)
+        Ok(done)
     }
 }
 
 #[async_trait]
-impl Broker for RedisBroker {
+impl IndexedStore for RedisBroker {
     async fn health(&self) -> Result<(), QueueError> {
         self.check_open()?;
         self.query::<()>("ping", &redis::cmd("PING")).await
@@ -314,7 +333,7 @@ impl Broker for RedisBroker {
         subscriber: &str,
         now_ms: u64,
         max: usize,
-    ) -> Result<Vec<Delivery>, QueueError> {
+    ) -> Result<Vec<Lease>, QueueError> {
         self.check_open()?;
         let reply = self
             .run(
@@ -346,7 +365,7 @@ impl Broker for RedisBroker {
                 &text(meta),
                 bytes(body),
             )?;
-            out.push(Delivery {
+            out.push(Lease {
                 first_enqueued_ms: message.enqueued_at_ms,
                 message: Arc::new(message),
                 subscriber: subscriber.to_owned(),
@@ -372,13 +391,13 @@ impl Broker for RedisBroker {
         Ok(first.first().map(|(_, at)| *at as u64))
     }
 
-    async fn ack(&self, d: &Delivery, attempt: AttemptRecord) -> Result<(), QueueError> {
+    async fn ack(&self, d: &Lease, attempt: AttemptRecord) -> Result<(), QueueError> {
         self.settle(d, "ack", &attempt, 0, "").await
     }
 
     async fn retry_later(
         &self,
-        d: &Delivery,
+        d: &Lease,
         attempt: AttemptRecord,
         next_attempt_at_ms: u64,
     ) -> Result<(), QueueError> {
@@ -388,14 +407,14 @@ impl Broker for RedisBroker {
 
     async fn dead_letter(
         &self,
-        d: &Delivery,
+        d: &Lease,
         attempt: AttemptRecord,
         reason: String,
     ) -> Result<(), QueueError> {
         self.settle(d, "dead", &attempt, 0, &reason).await
     }
 
-    async fn release(&self, d: &Delivery) {
+    async fn release(&self, d: &Lease) {
         let outcome = Held {
             op: Op::Release,
             args: vec![
@@ -480,30 +499,30 @@ impl Broker for RedisBroker {
         Ok(DlqPage { items, next })
     }
 
-    async fn dlq_replay(&self, dead_letter_id: &str) -> Result<(), QueueError> {
+    async fn dlq_apply(&self, dead_letter_id: &str, action: DlqAction) -> Result<(), QueueError> {
         self.check_open()?;
         let (id, sub) = split_dead_letter_id(dead_letter_id).ok_or(QueueError::NotFound)?;
-        if self.replay_one(id, sub).await? {
+        if self.settle_dead(id, sub, action).await? {
             Ok(())
         } else {
             Err(QueueError::NotFound)
         }
     }
 
-    async fn dlq_replay_all(&self, filter: DlqFilter) -> Result<u64, QueueError> {
+    async fn dlq_apply_all(&self, filter: DlqFilter, action: DlqAction) -> Result<u64, QueueError> {
         self.check_open()?;
-        let mut replayed = 0;
+        let mut done = 0;
         loop {
             let page = self.dead_letters(&filter, None, 500).await?;
             if page.is_empty() {
-                return Ok(replayed);
+                return Ok(done);
             }
             for letter in page {
                 if self
-                    .replay_one(letter.message.id.as_str(), &letter.subscriber)
+                    .settle_dead(letter.message.id.as_str(), &letter.subscriber, action)
                     .await?
                 {
-                    replayed += 1;
+                    done += 1;
                 }
             }
         }

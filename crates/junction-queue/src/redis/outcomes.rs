@@ -6,7 +6,7 @@ use redis::Value;
 use super::backlog::{Held, Op};
 use super::codec::{storage, wall_ms};
 use super::{RedisBroker, CALL_TIMEOUT};
-use crate::broker::*;
+use crate::types::*;
 
 /// Why a script did not run.
 pub(super) struct Failure {
@@ -142,7 +142,7 @@ impl RedisBroker {
 
     pub(super) async fn settle(
         &self,
-        d: &Delivery,
+        d: &Lease,
         mode: &str,
         attempt: &AttemptRecord,
         next_at: u64,

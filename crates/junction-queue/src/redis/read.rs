@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use super::codec::{message_from, num, parse_attempt};
 use super::RedisBroker;
-use crate::broker::*;
+use crate::types::*;
 
 impl RedisBroker {
     /// Dead letters from the cursor on, `limit + 1` matching at most (to know if more follow).

@@ -235,6 +235,21 @@ make_due(id, sub, okey)
 return {'ok', depth()}
 ";
 
+/// ARGV[4..]: id, subscriber. Discards a dead letter: the delivery stays dead
+/// (its status says it was purged), the message expires once nothing else holds it.
+const PURGE: &str = r"
+local id, sub = ARGV[4], ARGV[5]
+if redis.call('ZREM', P .. ':dlq', id .. ':' .. sub) == 0 then return {'missing', depth()} end
+local m = mkey(id)
+local topic = redis.call('HGET', m, 'topic')
+redis.call('HSET', dkey(id, sub), 'why', 'purged: ' .. (redis.call('HGET', dkey(id, sub), 'why') or ''))
+count('x:' .. topic, -1)
+count('_x', -1)
+redis.call('HINCRBY', m, 'dead', -1)
+if tonumber(redis.call('HGET', m, 'left')) == 0 then finish(id) end
+return {'ok', depth()}
+";
+
 /// The backend's scripts, each with the prelude prepended.
 pub struct Scripts {
     pub enqueue: redis::Script,
@@ -242,6 +257,7 @@ pub struct Scripts {
     pub settle: redis::Script,
     pub release: redis::Script,
     pub replay: redis::Script,
+    pub purge: redis::Script,
 }
 
 impl Scripts {
@@ -253,6 +269,7 @@ impl Scripts {
             settle: with_prelude(SETTLE),
             release: with_prelude(RELEASE),
             replay: with_prelude(REPLAY),
+            purge: with_prelude(PURGE),
         }
     }
 }

@@ -12,3 +12,14 @@ mod small_hot {
 mod redis {
     junction_queue::conformance_suite!(crate::support::redis);
 }
+
+/// The contract suite (publisher, subscriptions with ack handles, ledger) over
+/// each backend.
+mod contract {
+    mod embedded {
+        junction_queue::queue_conformance_suite!(crate::support::embedded_queue);
+    }
+    mod redis {
+        junction_queue::queue_conformance_suite!(crate::support::redis_queue);
+    }
+}

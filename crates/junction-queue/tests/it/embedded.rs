@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use junction_queue::conformance::{now_ms, request};
 use junction_queue::{
-    dead_letter_id, Broker, DeliveryState, DlqFilter, EmbeddedBroker, EmbeddedConfig,
-    EnqueueOutcome, QueueError,
+    dead_letter_id, DeliveryState, DlqAction, DlqFilter, EmbeddedBroker, EmbeddedConfig,
+    EnqueueOutcome, IndexedStore, QueueError,
 };
 
 use junction_queue::embedded::DB_FILE;
@@ -354,7 +354,7 @@ async fn completed_records_are_pruned_but_dead_letters_still_replay() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(pruned, "completed records are pruned after the retention");
-    b.dlq_replay(&dead_letter_id(dead.as_str(), "s"))
+    b.dlq_apply(&dead_letter_id(dead.as_str(), "s"), DlqAction::Replay)
         .await
         .unwrap();
     let d = b

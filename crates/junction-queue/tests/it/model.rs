@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use junction_queue::conformance::{now_ms, request};
-use junction_queue::{dead_letter_id, Broker, Delivery, DeliveryState, DlqFilter, EnqueueOutcome};
+use junction_queue::{
+    dead_letter_id, DeliveryState, DlqAction, DlqFilter, EnqueueOutcome, IndexedStore, Lease,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -32,7 +34,7 @@ struct Model {
     attempts: HashMap<(String, String), u32>,
     chains: HashMap<(String, &'static str), VecDeque<String>>,
     idem: HashMap<(&'static str, &'static str), String>,
-    held: HashMap<(String, String), Delivery>,
+    held: HashMap<(String, String), Lease>,
 }
 
 impl Model {
@@ -230,7 +232,9 @@ async fn run(seed: u64, hot_max: usize) {
                     continue;
                 }
                 let (id, sub) = dead[rng.gen_range(0..dead.len())].clone();
-                b.dlq_replay(&dead_letter_id(&id, &sub)).await.unwrap();
+                b.dlq_apply(&dead_letter_id(&id, &sub), DlqAction::Replay)
+                    .await
+                    .unwrap();
                 m.state.insert((id.clone(), sub.clone()), St::Pending(None));
                 m.attempts.insert((id.clone(), sub.clone()), 0);
                 if let Some(k) = m.key[&id] {
@@ -243,7 +247,7 @@ async fn run(seed: u64, hot_max: usize) {
                     topic: None,
                     subscriber: Some(sub.to_owned()),
                 };
-                let n = b.dlq_replay_all(filter).await.unwrap();
+                let n = b.dlq_apply_all(filter, DlqAction::Replay).await.unwrap();
                 let mut dead: Vec<_> = m
                     .state
                     .iter()

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use junction_queue::conformance::{now_ms, request};
-use junction_queue::{AttemptRecord, Broker, EnqueueOutcome, RedisBroker, RedisConfig};
+use junction_queue::{AttemptRecord, EnqueueOutcome, IndexedStore, RedisBroker, RedisConfig};
 
 use crate::support::{redis_url, unique_prefix};
 

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use junction_queue::conformance::queue::QueueHarness;
 use junction_queue::conformance::{BrokerOptions, Harness};
 use junction_queue::{AttemptRecord, EmbeddedBroker, EmbeddedConfig};
 use tempfile::TempDir;
@@ -72,4 +73,20 @@ pub fn redis_url() -> String {
 /// A key prefix no other test uses.
 pub fn unique_prefix() -> String {
     format!("jq-test-{}", uuid::Uuid::new_v4())
+}
+
+/// A fresh embedded queue (the contract over the store) in its own temp dir.
+pub async fn embedded_queue() -> QueueHarness {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let b = open(&dir, None).await;
+    QueueHarness::new(b.into_queue(), dir)
+}
+
+/// A fresh Redis queue under a prefix of its own.
+pub async fn redis_queue() -> QueueHarness {
+    let cfg = junction_queue::RedisConfig::new(redis_url(), unique_prefix());
+    let b = junction_queue::RedisBroker::connect(cfg)
+        .await
+        .expect("redis must be running for these tests");
+    QueueHarness::new(b.into_queue(), ())
 }

@@ -17,7 +17,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
-use junction_queue::Broker;
+use junction_queue::Queue;
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -30,7 +30,7 @@ pub struct AdminState {
     /// Applies `POST /admin/reload`.
     pub reloader: Arc<crate::reload::Reloader>,
     /// The queue, when any route is async.
-    pub broker: Option<Arc<dyn Broker>>,
+    pub queue: Option<Queue>,
     /// Metrics registry.
     pub metrics: Metrics,
     /// Set once every component is up.
@@ -57,7 +57,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/messages/{id}", get(queue::message))
         .route("/admin/dlq", get(queue::dlq_list))
         .route("/admin/dlq/replay", post(queue::dlq_replay_all))
+        .route("/admin/dlq/purge", post(queue::dlq_purge_all))
         .route("/admin/dlq/{id}/replay", post(queue::dlq_replay))
+        .route("/admin/dlq/{id}", delete(queue::dlq_purge))
         .route("/admin/reload", post(reload))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -188,8 +190,8 @@ async fn readyz(State(state): State<AdminState>) -> Response {
     if !state.ready.load(Ordering::Acquire) {
         return problem(StatusCode::SERVICE_UNAVAILABLE, "starting or draining");
     }
-    if let Some(broker) = &state.broker {
-        let health = tokio::time::timeout(PROBE, broker.health()).await;
+    if let Some(queue) = &state.queue {
+        let health = tokio::time::timeout(PROBE, queue.publisher.health()).await;
         if let Some(why) = unhealthy(health.map(|r| r.map_err(|e| e.to_string()))) {
             return problem(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -21,8 +21,8 @@ pub(super) async fn metrics(State(state): State<AdminState>) -> Response {
         .metrics
         .cache_bytes
         .set(stats.bytes.unwrap_or(0) as i64);
-    if let Some(broker) = &state.broker {
-        let depth = broker.depth();
+    if let Some(queue) = &state.queue {
+        let depth = queue.ledger.depth();
         for (topic, n) in &depth.topics {
             state
                 .metrics

@@ -75,9 +75,9 @@ pub(super) async fn overview(State(state): State<AdminState>) -> Json<Value> {
         })
     });
     let subscribers = live.subscribers.read().clone();
-    let queues: Vec<Value> = match &state.broker {
-        Some(broker) => {
-            let depth = broker.depth();
+    let queues: Vec<Value> = match &state.queue {
+        Some(queue) => {
+            let depth = queue.ledger.depth();
             let now_ms = now_ms();
             depth
                 .topics

@@ -1,11 +1,11 @@
-//! Messages and dead letters: look up a message's deliveries, list and replay the DLQ.
+//! Messages and dead letters: look up a message's deliveries, list, replay and purge the DLQ.
 
 use super::{problem, AdminState};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use junction_queue::{DlqFilter, QueueError};
+use junction_queue::{DlqAction, DlqFilter, QueueError};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -31,10 +31,10 @@ fn queue_error(e: QueueError) -> Response {
 
 /// `GET /admin/messages/{id}`: each subscriber's delivery state and attempt history.
 pub(super) async fn message(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
-    let Some(broker) = state.broker.as_ref() else {
+    let Some(queue) = state.queue.as_ref() else {
         return no_queue();
     };
-    match broker.message_status(&id).await {
+    match queue.ledger.message_status(&id).await {
         Ok(Some(status)) => Json(status).into_response(),
         Ok(None) => problem(
             StatusCode::NOT_FOUND,
@@ -58,7 +58,7 @@ pub(super) async fn dlq_list(
     State(state): State<AdminState>,
     Query(q): Query<DlqQuery>,
 ) -> Response {
-    let Some(broker) = state.broker.as_ref() else {
+    let Some(queue) = state.queue.as_ref() else {
         return no_queue();
     };
     let filter = DlqFilter {
@@ -66,7 +66,7 @@ pub(super) async fn dlq_list(
         subscriber: q.subscriber,
     };
     let limit = q.limit.unwrap_or(50).clamp(1, MAX_PAGE);
-    match broker.dlq_list(filter, q.after, limit).await {
+    match queue.ledger.dlq_list(filter, q.after, limit).await {
         Ok(page) => {
             let items: Vec<_> = page
                 .items
@@ -94,19 +94,33 @@ pub(super) async fn dlq_list(
 }
 
 /// `POST /admin/dlq/{id}/replay`: the delivery is due again, attempts reset.
-pub(super) async fn dlq_replay(
+pub(super) async fn dlq_replay(state: State<AdminState>, id: Path<String>) -> Response {
+    dlq_apply(state, id, DlqAction::Replay).await
+}
+
+/// `DELETE /admin/dlq/{id}`: the dead letter is discarded (its message's status
+/// keeps the delivery dead).
+pub(super) async fn dlq_purge(state: State<AdminState>, id: Path<String>) -> Response {
+    dlq_apply(state, id, DlqAction::Purge).await
+}
+
+async fn dlq_apply(
     State(state): State<AdminState>,
     Path(id): Path<String>,
+    action: DlqAction,
 ) -> Response {
-    let Some(broker) = state.broker.as_ref() else {
+    let Some(queue) = state.queue.as_ref() else {
         return no_queue();
     };
-    match broker.dlq_replay(&id).await {
-        Ok(()) => (
-            StatusCode::ACCEPTED,
-            Json(json!({ "id": id, "status": "replaying" })),
-        )
-            .into_response(),
+    match queue.ledger.dlq_apply(&id, action).await {
+        Ok(()) => match action {
+            DlqAction::Replay => (
+                StatusCode::ACCEPTED,
+                Json(json!({ "id": id, "status": "replaying" })),
+            )
+                .into_response(),
+            DlqAction::Purge => Json(json!({ "id": id, "status": "purged" })).into_response(),
+        },
         Err(e) => queue_error(e),
     }
 }
@@ -121,21 +135,40 @@ pub(super) struct ReplayAll {
 
 /// `POST /admin/dlq/replay` with `{"topic"?, "subscriber"?}`: bulk replay.
 pub(super) async fn dlq_replay_all(
-    State(state): State<AdminState>,
+    state: State<AdminState>,
     body: Option<Json<ReplayAll>>,
 ) -> Response {
-    let Some(broker) = state.broker.as_ref() else {
+    dlq_apply_all(state, body, DlqAction::Replay).await
+}
+
+/// `POST /admin/dlq/purge` with `{"topic"?, "subscriber"?}`: bulk purge.
+pub(super) async fn dlq_purge_all(
+    state: State<AdminState>,
+    body: Option<Json<ReplayAll>>,
+) -> Response {
+    dlq_apply_all(state, body, DlqAction::Purge).await
+}
+
+async fn dlq_apply_all(
+    State(state): State<AdminState>,
+    body: Option<Json<ReplayAll>>,
+    action: DlqAction,
+) -> Response {
+    let Some(queue) = state.queue.as_ref() else {
         return no_queue();
     };
     let f = body.map(|Json(b)| b).unwrap_or_default();
-    match broker
-        .dlq_replay_all(DlqFilter {
-            topic: f.topic,
-            subscriber: f.subscriber,
-        })
-        .await
-    {
-        Ok(n) => (StatusCode::ACCEPTED, Json(json!({ "replayed": n }))).into_response(),
+    let filter = DlqFilter {
+        topic: f.topic,
+        subscriber: f.subscriber,
+    };
+    match queue.ledger.dlq_apply_all(filter, action).await {
+        Ok(n) => match action {
+            DlqAction::Replay => {
+                (StatusCode::ACCEPTED, Json(json!({ "replayed": n }))).into_response()
+            }
+            DlqAction::Purge => Json(json!({ "purged": n })).into_response(),
+        },
         Err(e) => queue_error(e),
     }
 }

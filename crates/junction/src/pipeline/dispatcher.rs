@@ -1,4 +1,5 @@
-//! One dispatcher per subscriber: lease due deliveries, send them, record the outcome.
+//! One dispatcher per subscriber: take deliveries from its subscription, send
+//! them, settle each through its ack handle.
 //!
 //! A subscriber's dispatcher never waits on another's: each has its own tasks
 //! (one lane per delivery thread), concurrency cap and rate limit, so one slow
@@ -19,7 +20,7 @@ use crate::telemetry::{otel, Metrics};
 use governor::DefaultDirectRateLimiter;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use junction_policy::{classify_status, parse_retry_after, Backoff, BreakerState, StatusClass};
-use junction_queue::{AttemptRecord, Broker, Delivery};
+use junction_queue::{AttemptRecord, Delivery, Queue, Subscription};
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
@@ -45,9 +46,9 @@ const DEFAULT_BACKOFF: Backoff = Backoff {
     base: Duration::from_millis(500),
     max: Duration::from_secs(60),
 };
-/// Most deliveries leased in one call.
+/// Most deliveries taken in one call.
 const LEASE_BATCH: usize = 256;
-/// Longest sleep between polls when nothing is due (a wake-up comes earlier on new work).
+/// Pause after the subscription failed (broker unreachable) before trying again.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// Pause after the upstream refused a delivery without sending it (breaker, bulkhead).
 const REFUSED_PAUSE: Duration = Duration::from_millis(50);
@@ -60,7 +61,7 @@ pub struct Dispatcher {
     name: String,
     uri: Uri,
     upstream: Arc<Upstream>,
-    broker: Arc<dyn Broker>,
+    queue: Queue,
     max_attempts: u32,
     backoff: Backoff,
     max_age: Option<Duration>,
@@ -89,7 +90,7 @@ impl Dispatcher {
         topic: &str,
         sub: &SubscriberConfig,
         upstream: Arc<Upstream>,
-        broker: Arc<dyn Broker>,
+        queue: Queue,
         metrics: &Metrics,
         live: Arc<Live>,
     ) -> anyhow::Result<Self> {
@@ -127,7 +128,7 @@ impl Dispatcher {
                 .uri_for(&sub.path)
                 .map_err(|e| anyhow::anyhow!("subscriber {}: {e}", sub.name))?,
             upstream,
-            broker,
+            queue,
             max_attempts,
             backoff,
             max_age: sub.max_age.map(|d| d.0),
@@ -182,11 +183,41 @@ impl Dispatcher {
         }
     }
 
-    /// One lane: leases and delivers with up to `slots` deliveries in flight.
+    /// Opens this lane's subscription, retrying until the broker answers.
+    async fn subscribe(
+        &self,
+        slots: usize,
+        shutdown: &CancellationToken,
+    ) -> Option<Box<dyn Subscription>> {
+        let mut logged = false;
+        loop {
+            match self
+                .queue
+                .consumer
+                .subscribe(&self.topic, &self.name, slots)
+                .await
+            {
+                Ok(sub) => return Some(sub),
+                Err(e) if !logged => {
+                    tracing::warn!(subscriber = %self.name, error = %e, "cannot subscribe; retrying");
+                    logged = true;
+                }
+                Err(_) => {}
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(IDLE_POLL) => {}
+                _ = shutdown.cancelled() => return None,
+            }
+        }
+    }
+
+    /// One lane: takes and delivers with up to `slots` deliveries in flight.
     async fn run_lane(self: Arc<Self>, slots: usize, shutdown: CancellationToken) {
         let this = self; // cloned into each delivery task below
         let concurrency = Arc::new(Semaphore::new(slots));
-        let notify = this.broker.notifier(&this.name);
+        let Some(mut subscription) = this.subscribe(slots, &shutdown).await else {
+            return;
+        };
         // Deliveries still sending or recording their outcome; shutdown waits for them.
         let in_flight = TaskTracker::new();
         while !shutdown.is_cancelled() {
@@ -221,32 +252,16 @@ impl Dispatcher {
                 }
                 continue;
             }
-            let batch = match this
-                .broker
-                .lease_due(&this.name, now_ms(), free.min(LEASE_BATCH))
-                .await
-            {
+            // Not raced against shutdown: a cancelled `next` could hold deliveries
+            // no one settles; it returns within about a second anyway.
+            let batch = match subscription.next(free.min(LEASE_BATCH)).await {
                 Ok(b) => b,
                 Err(e) => {
-                    tracing::warn!(subscriber = %this.name, error = %e, "lease failed; retrying");
+                    tracing::warn!(subscriber = %this.name, error = %e, "taking deliveries failed; retrying");
                     tokio::time::sleep(IDLE_POLL).await;
                     continue;
                 }
             };
-            if batch.is_empty() {
-                let wait = match this.broker.next_due_at(&this.name).await {
-                    Ok(Some(at)) => {
-                        Duration::from_millis(at.saturating_sub(now_ms())).min(IDLE_POLL)
-                    }
-                    _ => IDLE_POLL,
-                };
-                tokio::select! {
-                    _ = notify.notified() => {}
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = shutdown.cancelled() => break,
-                }
-                continue;
-            }
             for d in batch {
                 let permit = concurrency
                     .clone()
@@ -284,7 +299,7 @@ impl Dispatcher {
                 );
                 return self
                     .finish_dead(
-                        &d,
+                        d,
                         rec,
                         format!("older than max_age {}", humantime::format_duration(max_age)),
                     )
@@ -305,7 +320,7 @@ impl Dispatcher {
                 );
                 return self
                     .finish_dead(
-                        &d,
+                        d,
                         rec,
                         format!(
                             "subscriber failing for over {}",
@@ -338,7 +353,9 @@ impl Dispatcher {
             // holding the slot a moment keeps a half-open loop from spinning.
             tokio::time::sleep(REFUSED_PAUSE).await;
             drop(slot);
-            self.broker.release(&d).await;
+            if let Err(e) = d.release().await {
+                tracing::warn!(subscriber = %self.name, error = %e, "could not give a delivery back; it is redelivered after its lease");
+            }
             return;
         }
         drop(slot);
@@ -362,7 +379,7 @@ impl Dispatcher {
             self.attempts_hist.observe(attempt as f64);
             // Queued, not awaited: nothing here depends on the recording, and not
             // waking this task again for it saves a cross-thread wake-up per delivery.
-            if let Err(e) = self.broker.ack_queued(&d, rec).await {
+            if let Err(e) = d.ack_queued(rec).await {
                 tracing::warn!(subscriber = %self.name, error = %e, "could not record an ack; the message will be redelivered");
             }
             return;
@@ -374,7 +391,7 @@ impl Dispatcher {
                 // `disable_after`), and no retry can change its answer.
                 return self
                     .finish_dead(
-                        &d,
+                        d,
                         rec,
                         format!("{outcome}: rejected by the subscriber (not retried; list it in retry_on to retry)"),
                     )
@@ -385,7 +402,7 @@ impl Dispatcher {
         if attempt >= self.max_attempts {
             return self
                 .finish_dead(
-                    &d,
+                    d,
                     rec,
                     format!(
                         "gave up after {attempt} attempt{}; last: {outcome}",
@@ -399,24 +416,20 @@ impl Dispatcher {
             .max(self.backoff.delay(attempt));
         self.retried.inc();
         tracing::debug!(subscriber = %self.name, id = %d.message.id, attempt, ?wait, %outcome, "delivery failed; will retry");
-        if let Err(e) = self
-            .broker
-            .retry_later(&d, rec, now_ms() + wait.as_millis() as u64)
-            .await
-        {
-            tracing::warn!(subscriber = %self.name, error = %e, "could not schedule a retry; releasing");
-            self.broker.release(&d).await;
+        // A failed recording gives the delivery back (the backend's rule), so it
+        // is attempted again rather than lost.
+        if let Err(e) = d.retry(rec, wait).await {
+            tracing::warn!(subscriber = %self.name, error = %e, "could not schedule a retry");
         }
     }
 
-    async fn finish_dead(&self, d: &Delivery, rec: AttemptRecord, reason: String) {
+    async fn finish_dead(&self, d: Delivery, rec: AttemptRecord, reason: String) {
         self.dead.inc();
         self.sub_live.finished(d.attempts, false);
         self.attempts_hist.observe(rec.attempt as f64);
         tracing::warn!(subscriber = %self.name, id = %d.message.id, %reason, "dead-lettered");
-        if let Err(e) = self.broker.dead_letter(d, rec, reason).await {
-            tracing::warn!(subscriber = %self.name, error = %e, "could not dead-letter; releasing");
-            self.broker.release(d).await;
+        if let Err(e) = d.dead_letter(rec, reason).await {
+            tracing::warn!(subscriber = %self.name, error = %e, "could not dead-letter");
         }
     }
 

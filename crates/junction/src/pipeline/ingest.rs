@@ -55,10 +55,15 @@ pub async fn accept(
         idempotency_key,
         idempotency_ttl: route.idempotency_window,
     };
-    let outcome = route.broker.enqueue(req).await.map_err(|e| match e {
-        QueueError::Full { depth, max } => GatewayError::QueueFull { depth, max },
-        other => GatewayError::QueueUnavailable(crate::proxy::upstream::error_chain(&other)),
-    })?;
+    let outcome = route
+        .queue
+        .publisher
+        .publish(req)
+        .await
+        .map_err(|e| match e {
+            QueueError::Full { depth, max } => GatewayError::QueueFull { depth, max },
+            other => GatewayError::QueueUnavailable(crate::proxy::upstream::error_chain(&other)),
+        })?;
     if matches!(outcome, EnqueueOutcome::Accepted(_)) {
         route.accepted.inc();
     }

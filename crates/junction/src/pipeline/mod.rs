@@ -4,7 +4,7 @@
 //! - [`ingest`]: the data-plane side of an async route (validate, extract the
 //!   ordering and idempotency keys, enqueue, 202).
 //! - [`dispatcher`]: per subscriber, one lane per delivery thread leasing due
-//!   deliveries from the [`Broker`] and sending them with the subscriber's retry
+//!   deliveries from a [`junction_queue::Subscription`] and sending them with the subscriber's retry
 //!   policy, the upstream's breaker and bulkhead, and a concurrency cap.
 //! - [`signing`]: Standard Webhooks signatures for subscribers with secrets.
 //! - [`threads`]: the thread-per-core runtimes the dispatchers' lanes run on.
@@ -24,7 +24,7 @@ use crate::proxy::upstream::Upstream;
 use crate::telemetry::metrics::TopicLabel;
 use crate::telemetry::Metrics;
 use anyhow::Context;
-use junction_queue::{Broker, EmbeddedBroker, EmbeddedConfig, RedisBroker, RedisConfig};
+use junction_queue::{EmbeddedBroker, EmbeddedConfig, Queue, RedisBroker, RedisConfig};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,13 +43,13 @@ pub struct AsyncRoute {
     /// How long an `Idempotency-Key` is remembered.
     pub idempotency_window: Duration,
     /// The queue.
-    pub broker: Arc<dyn Broker>,
+    pub queue: Queue,
     /// `junction_events_accepted_total{topic}`.
     pub accepted: prometheus_client::metrics::counter::Counter,
 }
 
 /// Opens the configured queue backend.
-pub async fn open_broker(config: &Config) -> anyhow::Result<Arc<dyn Broker>> {
+pub async fn open_queue(config: &Config) -> anyhow::Result<Queue> {
     match &config.queue {
         QueueConfig::Embedded { path, max_depth } => {
             let mut cfg = EmbeddedConfig::new(path.clone());
@@ -58,7 +58,7 @@ pub async fn open_broker(config: &Config) -> anyhow::Result<Arc<dyn Broker>> {
             let broker = EmbeddedBroker::open(cfg)
                 .await
                 .with_context(|| format!("cannot open the embedded queue at {}", path.display()))?;
-            Ok(broker)
+            Ok(broker.into_queue())
         }
         QueueConfig::Redis {
             url,
@@ -76,7 +76,7 @@ pub async fn open_broker(config: &Config) -> anyhow::Result<Arc<dyn Broker>> {
                     crate::proxy::upstream::error_chain(&e)
                 )
             })?;
-            Ok(broker)
+            Ok(broker.into_queue())
         }
     }
 }
@@ -84,7 +84,7 @@ pub async fn open_broker(config: &Config) -> anyhow::Result<Arc<dyn Broker>> {
 /// Builds the ingest side of every async route, keyed by route name.
 pub fn async_routes(
     config: &Config,
-    broker: &Arc<dyn Broker>,
+    queue: &Queue,
     metrics: &Metrics,
 ) -> BTreeMap<String, Arc<AsyncRoute>> {
     config
@@ -97,7 +97,7 @@ pub fn async_routes(
                 subscribers: a.subscribers.iter().map(|s| s.name.clone()).collect(),
                 ordering_key: a.subscribers.iter().find_map(|s| s.ordering_key.clone()),
                 idempotency_window: a.idempotency_window.0,
-                broker: broker.clone(),
+                queue: queue.clone(),
                 accepted: metrics
                     .events_accepted
                     .get_or_create(&TopicLabel {
@@ -142,7 +142,7 @@ pub struct DispatcherChanges {
 
 /// Everything a dispatcher is built from.
 pub struct DispatchContext<'a> {
-    pub broker: &'a Arc<dyn Broker>,
+    pub queue: &'a Queue,
     pub upstreams: &'a BTreeMap<String, Arc<Upstream>>,
     pub metrics: &'a Metrics,
     pub live: &'a Arc<crate::telemetry::live::Live>,
@@ -230,7 +230,7 @@ impl Dispatchers {
                 &key.0,
                 sub,
                 upstream.clone(),
-                ctx.broker.clone(),
+                ctx.queue.clone(),
                 ctx.metrics,
                 ctx.live.clone(),
             )?;

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use super::tables::{EmbeddedError, Res};
-use crate::broker::{Message, MessageId};
+use crate::types::{Message, MessageId};
 
 mod read;
 

@@ -15,13 +15,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Core;
-use crate::broker::{EnqueueOutcome, EnqueueRequest, MessageId, QueueError};
 use crate::embedded::behind;
 use crate::embedded::hot::HotMessage;
 use crate::embedded::journal::{JournalMessage, Pos};
 use crate::embedded::ops::{distinct_subscribers, idem_expiry, Batch};
 use crate::embedded::state::Counters;
 use crate::embedded::tables::Res;
+use crate::types::{EnqueueOutcome, EnqueueRequest, MessageId, QueueError};
 
 /// Most hot messages spilled per batch because their journal segment is old.
 const SPILL_OLD_LIMIT: usize = 1000;

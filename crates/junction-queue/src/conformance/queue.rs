@@ -1,0 +1,415 @@
+//! The contract suite: every backend, store-backed or broker-native, passes it
+//! through [`Queue`] alone, on real time (short delays) and real servers.
+//!
+//! Each check makes its own topic and subscriber names (unique per run), so
+//! checks run in parallel on one shared broker and rerun cleanly; the factory
+//! may clean up what a name created when its harness is dropped.
+
+use std::any::Any;
+use std::collections::HashSet;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use super::{attempt, request};
+use crate::contract::*;
+use crate::types::*;
+
+/// A queue under test plus whatever must live as long as it.
+pub struct QueueHarness {
+    /// The queue to test.
+    pub queue: Queue,
+    _guard: Box<dyn Any + Send + Sync>,
+}
+
+impl QueueHarness {
+    /// Wraps a queue and the resources it needs.
+    pub fn new(queue: Queue, guard: impl Any + Send + Sync) -> Self {
+        Self {
+            queue,
+            _guard: Box::new(guard),
+        }
+    }
+}
+
+/// Expands to one `#[tokio::test]` per contract check, each calling `$factory`.
+#[macro_export]
+macro_rules! queue_conformance_suite {
+    ($factory:path) => {
+        $crate::queue_conformance_suite!(@tests $factory;
+            publish_fans_out_and_ack_completes, retry_waits_its_delay,
+            dead_letter_list_replay_purge, release_redelivers_at_once,
+            ordering_per_key_one_at_a_time, competing_consumers_share_without_duplicates,
+            idempotent_publish);
+    };
+    (@tests $factory:path; $($check:ident),*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $check() {
+            $crate::conformance::queue::$check(&$factory).await;
+        }
+    )*};
+}
+
+/// A name no other run uses.
+pub fn unique(base: &str) -> String {
+    format!(
+        "{base}-{}",
+        &uuid::Uuid::now_v7().simple().to_string()[20..]
+    )
+}
+
+/// Collects deliveries from `sub` until `n` arrived or `within` passed (plus
+/// up to the second `next` may wait: it is never cancelled, since a cancelled
+/// `next` may hold deliveries no one will settle).
+pub async fn take(sub: &mut dyn Subscription, n: usize, within: Duration) -> Vec<Delivery> {
+    let end = Instant::now() + within;
+    let mut got = Vec::new();
+    while got.len() < n && Instant::now() < end {
+        got.extend(sub.next(n - got.len()).await.expect("subscription"));
+    }
+    got
+}
+
+/// Asserts nothing is delivered to `sub` for `quiet`.
+async fn nothing_for(sub: &mut dyn Subscription, quiet: Duration, why: &str) {
+    let got = take(sub, 1, quiet).await;
+    assert!(got.is_empty(), "{why}: got {:?}", got.first());
+}
+
+async fn published(q: &Queue, req: EnqueueRequest) -> MessageId {
+    match q.publisher.publish(req).await.expect("publish") {
+        EnqueueOutcome::Accepted(id) => id,
+        other => panic!("expected Accepted, got {other:?}"),
+    }
+}
+
+async fn subscribe(q: &Queue, topic: &str, sub: &str) -> Box<dyn Subscription> {
+    q.consumer
+        .subscribe(topic, sub, 16)
+        .await
+        .expect("subscribe")
+}
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Every subscriber named at publish gets the message once; acks complete it.
+pub async fn publish_fans_out_and_ack_completes<F, Fut>(factory: &F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = QueueHarness>,
+{
+    let h = factory().await;
+    let q = &h.queue;
+    let (topic, a, b) = (unique("orders"), unique("inventory"), unique("analytics"));
+    let (mut sa, mut sb) = (
+        subscribe(q, &topic, &a).await,
+        subscribe(q, &topic, &b).await,
+    );
+    let id = published(q, request(&topic, &[&a, &b], "{\"order\":1}")).await;
+    for (s, name) in [(&mut sa, &a), (&mut sb, &b)] {
+        let got = take(s.as_mut(), 1, WAIT).await;
+        assert_eq!(got.len(), 1, "{name} gets the message");
+        let d = got.into_iter().next().unwrap();
+        assert_eq!((d.message.id.clone(), d.attempts), (id.clone(), 0));
+        assert_eq!(&d.subscriber, name);
+        assert_eq!(&d.message.body[..], b"{\"order\":1}");
+        assert_eq!(d.message.topic, topic);
+        assert_eq!(d.message.content_type.as_deref(), Some("application/json"));
+        assert!(
+            d.message.headers.iter().any(|(k, _)| k == "traceparent"),
+            "headers travel with the message"
+        );
+        d.ack(attempt("status 200")).await.expect("ack");
+    }
+    nothing_for(
+        sa.as_mut(),
+        Duration::from_millis(500),
+        "acked, not redelivered",
+    )
+    .await;
+    let status = q
+        .ledger
+        .message_status(id.as_str())
+        .await
+        .expect("status")
+        .expect("the message is known");
+    assert_eq!(status.subscribers.len(), 2);
+    for s in &status.subscribers {
+        assert_eq!(s.state, DeliveryState::Delivered, "{}", s.subscriber);
+        assert_eq!(s.history.len(), 1, "the attempt is recorded");
+    }
+    assert!(q
+        .ledger
+        .message_status("0190aaaa-0000-7000-8000-000000000000")
+        .await
+        .expect("status of an unknown id")
+        .is_none());
+}
+
+/// `retry(after)` redelivers no sooner than `after`, with one more attempt counted.
+pub async fn retry_waits_its_delay<F, Fut>(factory: &F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = QueueHarness>,
+{
+    let h = factory().await;
+    let q = &h.queue;
+    let (topic, s) = (unique("t"), unique("s"));
+    let mut sub = subscribe(q, &topic, &s).await;
+    let id = published(q, request(&topic, &[&s], "x")).await;
+    let d = take(sub.as_mut(), 1, WAIT)
+        .await
+        .pop()
+        .expect("first delivery");
+    let delay = Duration::from_millis(1500);
+    let t0 = Instant::now();
+    d.retry(attempt("status 503"), delay).await.expect("retry");
+    let again = take(sub.as_mut(), 1, WAIT)
+        .await
+        .pop()
+        .expect("redelivered");
+    let waited = t0.elapsed();
+    // Tiered delays round up, never down; a little slack for clocks.
+    assert!(
+        waited >= delay - Duration::from_millis(100),
+        "redelivered after {waited:?}, asked {delay:?}"
+    );
+    assert_eq!((again.message.id.clone(), again.attempts), (id.clone(), 1));
+    again.ack(attempt("status 200")).await.expect("ack");
+    let st = q.ledger.message_status(id.as_str()).await.unwrap().unwrap();
+    assert_eq!(st.subscribers[0].state, DeliveryState::Delivered);
+    assert_eq!(st.subscribers[0].history.len(), 2);
+}
+
+/// Dead letters are listed (with reason and filter), replayed (attempts reset,
+/// delivered again) and purged.
+pub async fn dead_letter_list_replay_purge<F, Fut>(factory: &F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = QueueHarness>,
+{
+    let h = factory().await;
+    let q = &h.queue;
+    let (topic, s) = (unique("t"), unique("s"));
+    let mut sub = subscribe(q, &topic, &s).await;
+    let id = published(q, request(&topic, &[&s], "poison")).await;
+    let d = take(sub.as_mut(), 1, WAIT).await.pop().expect("delivery");
+    d.dead_letter(attempt("status 400"), "rejected by the subscriber".into())
+        .await
+        .expect("dead-letter");
+    let filter = DlqFilter {
+        topic: Some(topic.clone()),
+        subscriber: Some(s.clone()),
+    };
+    let page = q
+        .ledger
+        .dlq_list(filter.clone(), None, 10)
+        .await
+        .expect("list");
+    assert_eq!(page.items.len(), 1);
+    let dead = &page.items[0];
+    assert_eq!(dead.id, dead_letter_id(id.as_str(), &s));
+    assert_eq!(dead.reason, "rejected by the subscriber");
+    assert_eq!(
+        &dead.message.body[..],
+        b"poison",
+        "the body is kept for replay"
+    );
+    assert!(q
+        .ledger
+        .dlq_list(
+            DlqFilter {
+                topic: Some(unique("other")),
+                subscriber: None
+            },
+            None,
+            10
+        )
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    let st = q.ledger.message_status(id.as_str()).await.unwrap().unwrap();
+    assert!(matches!(
+        st.subscribers[0].state,
+        DeliveryState::Dead { .. }
+    ));
+    nothing_for(
+        sub.as_mut(),
+        Duration::from_millis(300),
+        "dead, not redelivered",
+    )
+    .await;
+
+    q.ledger
+        .dlq_apply(&dead.id, DlqAction::Replay)
+        .await
+        .expect("replay");
+    let again = take(sub.as_mut(), 1, WAIT).await.pop().expect("replayed");
+    assert_eq!((again.message.id.clone(), again.attempts), (id.clone(), 0));
+    assert!(q
+        .ledger
+        .dlq_list(filter.clone(), None, 10)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    again
+        .dead_letter(attempt("status 400"), "still rejected".into())
+        .await
+        .unwrap();
+    assert_eq!(
+        q.ledger
+            .dlq_apply_all(filter.clone(), DlqAction::Purge)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(q
+        .ledger
+        .dlq_list(filter.clone(), None, 10)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    assert!(matches!(
+        q.ledger.dlq_apply(&dead.id, DlqAction::Replay).await,
+        Err(QueueError::NotFound)
+    ));
+    nothing_for(sub.as_mut(), Duration::from_millis(300), "purged, gone").await;
+}
+
+/// A released delivery comes back at once, no attempt counted.
+pub async fn release_redelivers_at_once<F, Fut>(factory: &F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = QueueHarness>,
+{
+    let h = factory().await;
+    let q = &h.queue;
+    let (topic, s) = (unique("t"), unique("s"));
+    let mut sub = subscribe(q, &topic, &s).await;
+    let id = published(q, request(&topic, &[&s], "x")).await;
+    let d = take(sub.as_mut(), 1, WAIT).await.pop().expect("delivery");
+    d.release().await.expect("release");
+    let again = take(sub.as_mut(), 1, Duration::from_secs(5))
+        .await
+        .pop()
+        .expect("released deliveries come back promptly");
+    assert_eq!((again.message.id.clone(), again.attempts), (id, 0));
+    again.ack(attempt("status 200")).await.unwrap();
+}
+
+/// Where declared, one key's messages reach a subscriber one at a time, in order,
+/// even across a retry; other keys are not held up.
+pub async fn ordering_per_key_one_at_a_time<F, Fut>(factory: &F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = QueueHarness>,
+{
+    let h = factory().await;
+    let q = &h.queue;
+    if !q.capabilities.ordering_per_key {
+        return;
+    }
+    let (topic, s) = (unique("t"), unique("s"));
+    let mut sub = subscribe(q, &topic, &s).await;
+    let keyed = |body: &str, key: &str| {
+        let mut r = request(&topic, &[&s], body);
+        r.ordering_key = Some(key.to_owned());
+        r
+    };
+    let m1 = published(q, keyed("1", "k")).await;
+    let m2 = published(q, keyed("2", "k")).await;
+    let other = published(q, keyed("x", "other")).await;
+    let first = take(sub.as_mut(), 2, Duration::from_secs(3)).await;
+    let ids: HashSet<_> = first.iter().map(|d| d.message.id.clone()).collect();
+    assert!(ids.contains(&m1), "the key's oldest comes first");
+    assert!(ids.contains(&other), "another key is not held up");
+    assert!(!ids.contains(&m2), "one at a time per key");
+    let mut first = first;
+    let d1 = first
+        .iter()
+        .position(|d| d.message.id == m1)
+        .map(|i| first.swap_remove(i))
+        .unwrap();
+    for d in first {
+        d.ack(attempt("status 200")).await.unwrap();
+    }
+    d1.retry(attempt("status 503"), Duration::from_millis(300))
+        .await
+        .unwrap();
+    let next = take(sub.as_mut(), 1, WAIT).await.pop().expect("next");
+    assert_eq!(
+        next.message.id, m1,
+        "a retry keeps its place in the key's order"
+    );
+    next.ack(attempt("status 200")).await.unwrap();
+    let last = take(sub.as_mut(), 1, WAIT).await.pop().expect("last");
+    assert_eq!(last.message.id, m2);
+    last.ack(attempt("status 200")).await.unwrap();
+}
+
+/// Two consumers of one subscriber (two instances) share its messages: each
+/// delivered once, none lost, none twice when nothing fails.
+pub async fn competing_consumers_share_without_duplicates<F, Fut>(factory: &F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = QueueHarness>,
+{
+    let h = factory().await;
+    let q = &h.queue;
+    let (topic, s) = (unique("t"), unique("s"));
+    let subs = [
+        subscribe(q, &topic, &s).await,
+        subscribe(q, &topic, &s).await,
+    ];
+    const N: usize = 60;
+    let mut sent = HashSet::new();
+    for i in 0..N {
+        sent.insert(published(q, request(&topic, &[&s], &i.to_string())).await);
+    }
+    let seen = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let end = Instant::now() + WAIT;
+    let tasks: Vec<_> = subs
+        .into_iter()
+        .map(|mut sub| {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                while seen.lock().len() < N && Instant::now() < end {
+                    for d in sub.next(8).await.expect("subscription") {
+                        seen.lock().push(d.message.id.clone());
+                        d.ack(attempt("status 200")).await.unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let seen = seen.lock().clone();
+    let unique_seen: HashSet<_> = seen.iter().cloned().collect();
+    assert_eq!(unique_seen, sent, "every message delivered");
+    assert_eq!(seen.len(), N, "none delivered twice");
+}
+
+/// A repeated idempotency key returns the first id and publishes nothing.
+pub async fn idempotent_publish<F, Fut>(factory: &F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = QueueHarness>,
+{
+    let h = factory().await;
+    let q = &h.queue;
+    let (topic, s) = (unique("t"), unique("s"));
+    let mut sub = subscribe(q, &topic, &s).await;
+    let mut req = request(&topic, &[&s], "x");
+    req.idempotency_key = Some("order-42".into());
+    let first = published(q, req.clone()).await;
+    match q.publisher.publish(req).await.unwrap() {
+        EnqueueOutcome::Duplicate(id) => assert_eq!(id, first),
+        other => panic!("expected Duplicate, got {other:?}"),
+    }
+    let got = take(sub.as_mut(), 2, Duration::from_secs(2)).await;
+    assert_eq!(got.len(), 1, "delivered once");
+}
