@@ -19,10 +19,12 @@
 pub mod conformance;
 pub mod contract;
 pub mod embedded;
+pub mod postgres;
 pub mod redis;
 pub mod store;
 pub mod types;
 
+pub use self::postgres::{PostgresBroker, PostgresConfig};
 pub use self::redis::{RedisBroker, RedisConfig};
 pub use contract::{
     AckToken, Capabilities, Consumer, Delivery, Ledger, Publisher, Queue, Settle, Settlement,

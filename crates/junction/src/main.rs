@@ -53,6 +53,13 @@ enum Command {
         #[arg(long)]
         skip_env: bool,
     },
+    /// Applies the queue backend's schema migrations (PostgreSQL), then exits;
+    /// `serve` applies them too, this lets a deploy run them first.
+    Migrate {
+        /// Config file (YAML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Exits 0 if a URL answers 2xx within 3 s (a container health check, where there is no curl).
     Probe {
         /// e.g. http://127.0.0.1:9090/healthz
@@ -207,6 +214,28 @@ fn main() -> ExitCode {
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
             match rt.block_on(junction::demo::run(args)) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Migrate { config } => {
+            let c = match config::load_file(&config) {
+                Ok(c) => c,
+                Err(errors) => {
+                    for e in &errors {
+                        eprintln!("{e}");
+                    }
+                    return ExitCode::from(2);
+                }
+            };
+            let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+            match rt.block_on(junction::pipeline::migrate(&c)) {
+                Ok(line) => {
+                    println!("{line}");
+                    ExitCode::SUCCESS
+                }
                 Err(e) => {
                     eprintln!("error: {e:#}");
                     ExitCode::FAILURE

@@ -13,6 +13,11 @@ mod redis {
     junction_queue::conformance_suite!(crate::support::redis);
 }
 
+/// The same suite against a real PostgreSQL, one schema per check.
+mod postgres {
+    junction_queue::conformance_suite!(crate::support::postgres);
+}
+
 /// The contract suite (publisher, subscriptions with ack handles, ledger) over
 /// each backend.
 mod contract {
@@ -21,5 +26,8 @@ mod contract {
     }
     mod redis {
         junction_queue::queue_conformance_suite!(crate::support::redis_queue);
+    }
+    mod postgres {
+        junction_queue::queue_conformance_suite!(crate::support::postgres_queue);
     }
 }

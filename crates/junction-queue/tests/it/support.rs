@@ -90,3 +90,63 @@ pub async fn redis_queue() -> QueueHarness {
         .expect("redis must be running for these tests");
     QueueHarness::new(b.into_queue(), ())
 }
+
+/// `POSTGRES_URL`, or the local default.
+pub fn postgres_url() -> String {
+    std::env::var("POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// Drops its PostgreSQL schema when the test ends, so reruns start clean.
+pub struct DropSchema(pub String);
+
+impl Drop for DropSchema {
+    fn drop(&mut self) {
+        let schema = self.0.clone();
+        // Blocking is fine in a test's teardown; a thread of its own keeps the
+        // test's runtime out of it.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                if let Ok((client, conn)) =
+                    tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(conn);
+                    let _ = client
+                        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A schema name no other test uses.
+pub fn unique_schema() -> String {
+    format!("jq_test_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A fresh PostgreSQL store in a schema of its own (dropped afterwards).
+pub async fn postgres(opts: BrokerOptions) -> Harness {
+    let schema = unique_schema();
+    let mut cfg = junction_queue::PostgresConfig::new(postgres_url(), &schema);
+    cfg.max_depth = opts.max_depth;
+    let b = junction_queue::PostgresBroker::connect(cfg)
+        .await
+        .expect("postgres must be running for these tests");
+    Harness::new(b, DropSchema(schema))
+}
+
+/// A fresh PostgreSQL queue in a schema of its own (dropped afterwards).
+pub async fn postgres_queue() -> QueueHarness {
+    let schema = unique_schema();
+    let cfg = junction_queue::PostgresConfig::new(postgres_url(), &schema);
+    let b = junction_queue::PostgresBroker::connect(cfg)
+        .await
+        .expect("postgres must be running for these tests");
+    QueueHarness::new(b.into_queue(), DropSchema(schema))
+}

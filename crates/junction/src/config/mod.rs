@@ -169,6 +169,22 @@ pub enum QueueConfig {
         #[serde(default = "defaults::lease_ttl")]
         lease_ttl: Dur,
     },
+    /// A queue in PostgreSQL tables (applied by migrations at start or by
+    /// `junction migrate`), shared by every instance using the same `schema`.
+    Postgres {
+        /// `postgres://user@host:port/database`.
+        url: String,
+        /// Schema holding the queue's tables (lowercase letters, digits, `_`).
+        #[serde(default = "defaults::queue_schema")]
+        schema: String,
+        /// Undelivered messages past which new events get 503.
+        #[serde(default)]
+        max_depth: Option<u64>,
+        /// Visibility timeout of a claimed delivery, renewed every third of it
+        /// while its instance lives: how soon a dead instance's deliveries go out again.
+        #[serde(default = "defaults::lease_ttl")]
+        lease_ttl: Dur,
+    },
 }
 
 impl Default for QueueConfig {
@@ -667,6 +683,9 @@ mod defaults {
     }
     pub fn queue_prefix() -> String {
         "junction:q".into()
+    }
+    pub fn queue_schema() -> String {
+        "junction".into()
     }
     pub fn idempotency_window() -> Dur {
         Dur(Duration::from_secs(24 * 3600))

@@ -40,12 +40,34 @@ pub(super) fn check(
         }
     }
 
-    if let Some(QueueConfig::Redis { lease_ttl, .. }) = queue {
+    if let Some(QueueConfig::Postgres { schema, .. }) = queue {
+        if !junction_queue::postgres::schema::valid_schema(schema) {
+            errs.push(
+                pos_of(root, &["queue", "schema"]),
+                "queue.schema",
+                format!("{schema:?} is not a plain schema name: use lowercase letters, digits and _ (at most 63)"),
+            );
+        }
+    }
+    if let Some(QueueConfig::Redis { lease_ttl, .. } | QueueConfig::Postgres { lease_ttl, .. }) =
+        queue
+    {
         if lease_ttl.0 < std::time::Duration::from_millis(300) {
             errs.push(
                 pos_of(root, &["queue", "lease_ttl"]),
                 "queue.lease_ttl",
                 "must be at least 300ms (leases are renewed every third of it)".into(),
+            );
+        }
+    }
+
+    if let Some(QueueConfig::Postgres { url, .. }) = queue {
+        let scheme = url.split_once("://").map(|(s, _)| s);
+        if !matches!(scheme, Some("postgres" | "postgresql")) {
+            errs.push(
+                pos_of(root, &["queue", "url"]),
+                "queue.url",
+                format!("invalid PostgreSQL URL {url:?}: expected e.g. postgres://postgres@127.0.0.1:5432/postgres"),
             );
         }
     }

@@ -24,7 +24,9 @@ use crate::proxy::upstream::Upstream;
 use crate::telemetry::metrics::TopicLabel;
 use crate::telemetry::Metrics;
 use anyhow::Context;
-use junction_queue::{EmbeddedBroker, EmbeddedConfig, Queue, RedisBroker, RedisConfig};
+use junction_queue::{
+    EmbeddedBroker, EmbeddedConfig, PostgresBroker, PostgresConfig, Queue, RedisBroker, RedisConfig,
+};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,6 +79,64 @@ pub async fn open_queue(config: &Config) -> anyhow::Result<Queue> {
                 )
             })?;
             Ok(broker.into_queue())
+        }
+        QueueConfig::Postgres {
+            url,
+            schema,
+            max_depth,
+            lease_ttl,
+        } => {
+            let mut cfg = PostgresConfig::new(url.clone(), schema.clone());
+            cfg.max_depth = *max_depth;
+            cfg.lease_ttl = lease_ttl.0;
+            cfg.completed_retention = COMPLETED_RETENTION;
+            let broker = PostgresBroker::connect(cfg).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot open the postgres queue at {}: {}",
+                    redact(url),
+                    crate::proxy::upstream::error_chain(&e)
+                )
+            })?;
+            Ok(broker.into_queue())
+        }
+    }
+}
+
+/// `url` without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, rest)), Some(at)) if rest.contains(':') && at > scheme.len() + 3 => {
+            let creds = &url[scheme.len() + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:***{}", &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Applies the configured queue's schema migrations (`junction migrate`);
+/// returns a line saying what was done.
+pub async fn migrate(config: &Config) -> anyhow::Result<String> {
+    match &config.queue {
+        QueueConfig::Postgres { url, schema, .. } => {
+            let applied = junction_queue::postgres::migrate(url, schema)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot migrate the postgres queue at {}: {}",
+                        redact(url),
+                        crate::proxy::upstream::error_chain(&e)
+                    )
+                })?;
+            Ok(match applied.as_slice() {
+                [] => format!("postgres schema {schema}: up to date"),
+                v => format!("postgres schema {schema}: applied migrations {v:?}"),
+            })
+        }
+        QueueConfig::Embedded { .. } | QueueConfig::Redis { .. } => {
+            Ok("the configured queue backend has no schema to migrate".into())
         }
     }
 }

@@ -14,9 +14,9 @@ mod otel;
 mod pipeline;
 mod process;
 mod proxy;
-mod redis_queue;
 mod reload;
 mod retry;
+mod shared_queue;
 mod tls;
 
 use junction::app::{self, Listeners, Running};

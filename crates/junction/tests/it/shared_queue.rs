@@ -1,5 +1,7 @@
-//! Async routes on the Redis queue: delivery through the gateway, and two
-//! gateways sharing one queue (one stops; the other delivers what it accepted).
+//! Async routes on the queues several instances share (Redis, PostgreSQL):
+//! delivery through the gateway, two gateways sharing one queue (one stops; the
+//! other delivers what it accepted), and a broker outage (503, nothing lost).
+//! Every check runs once per backend, each in a namespace of its own.
 
 use super::pipeline::{eventually, poll_json};
 use super::{client, metric, redis_url, start};
@@ -7,15 +9,103 @@ use junction_testkit::{Behavior, FakeUpstream, TcpGate};
 use std::collections::HashSet;
 use std::time::Duration;
 
-fn config(prefix: &str, a: &str, b: &str) -> String {
-    config_at(&redis_url(), prefix, a, b)
+/// A shared queue backend under test.
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Redis,
+    Postgres,
 }
 
-/// Two subscribers of `orders` on the Redis queue at `url`.
-fn config_at(url: &str, prefix: &str, a: &str, b: &str) -> String {
+/// `POSTGRES_URL`, or the local default.
+fn postgres_url() -> String {
+    std::env::var("POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A queue namespace (Redis key prefix, PostgreSQL schema) of one test; the
+/// schema is dropped when the test ends.
+struct Namespace {
+    backend: Backend,
+    name: String,
+}
+
+impl Namespace {
+    fn new(backend: Backend) -> Self {
+        let name = match backend {
+            Backend::Redis => format!("jt-q-{}", uuid::Uuid::new_v4()),
+            Backend::Postgres => format!("jt_q_{}", uuid::Uuid::new_v4().simple()),
+        };
+        Self { backend, name }
+    }
+
+    /// The server's URL (through a gate when given).
+    fn url(&self, gate: Option<&TcpGate>) -> String {
+        match (self.backend, gate) {
+            (Backend::Redis, None) => redis_url(),
+            (Backend::Redis, Some(g)) => format!("redis://{}", g.addr()),
+            (Backend::Postgres, None) => postgres_url(),
+            (Backend::Postgres, Some(g)) => {
+                let url = postgres_url();
+                let (_, path) = url.rsplit_once('/').expect("a database in the URL");
+                format!("postgres://postgres@{}/{path}", g.addr())
+            }
+        }
+    }
+
+    /// The server's address, for a gate in front of it (no credentials).
+    fn server(&self) -> String {
+        match self.backend {
+            Backend::Redis => redis_url(),
+            Backend::Postgres => {
+                let url = postgres_url();
+                let rest = url.split_once('@').map_or(url.as_str(), |(_, r)| r);
+                format!("tcp://{rest}")
+            }
+        }
+    }
+
+    /// The `queue:` section for this namespace on the server at `url`.
+    fn queue_yaml(&self, url: &str) -> String {
+        match self.backend {
+            Backend::Redis => format!(
+                r#"{{ backend: redis, url: "{url}", prefix: {}, lease_ttl: 1s }}"#,
+                self.name
+            ),
+            Backend::Postgres => format!(
+                r#"{{ backend: postgres, url: "{url}", schema: {}, lease_ttl: 1s }}"#,
+                self.name
+            ),
+        }
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        // JUNCTION_TEST_KEEP_SCHEMA=1 keeps it, to look at after a failure.
+        if let (Backend::Postgres, Err(_)) =
+            (self.backend, std::env::var("JUNCTION_TEST_KEEP_SCHEMA"))
+        {
+            let schema = self.name.clone();
+            let _ = std::process::Command::new("psql")
+                .args([
+                    &postgres_url(),
+                    "-qc",
+                    &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+                ])
+                .output();
+        }
+    }
+}
+
+fn config(ns: &Namespace, a: &str, b: &str) -> String {
+    config_at(&ns.queue_yaml(&ns.url(None)), a, b)
+}
+
+/// Two subscribers of `orders` on the queue `queue` (a YAML flow mapping).
+fn config_at(queue: &str, a: &str, b: &str) -> String {
     format!(
         r#"
-queue: {{ backend: redis, url: "{url}", prefix: {prefix}, lease_ttl: 1s }}
+queue: {queue}
 upstreams:
   a: {{ url: "{a}", timeout: 500ms, breaker: {{ min_requests: 1000 }} }}
   b: {{ url: "{b}", timeout: 500ms }}
@@ -50,8 +140,31 @@ async fn post(addr: std::net::SocketAddr, body: String) -> String {
     v["id"].as_str().unwrap().to_owned()
 }
 
-#[tokio::test]
-async fn events_on_the_redis_queue_reach_every_subscriber_with_retries() {
+/// Each check once per backend.
+macro_rules! on_backends {
+    ($($check:ident),* $(,)?) => {
+        mod redis {$(
+            #[tokio::test]
+            async fn $check() {
+                super::$check(super::Backend::Redis).await
+            }
+        )*}
+        mod postgres {$(
+            #[tokio::test]
+            async fn $check() {
+                super::$check(super::Backend::Postgres).await
+            }
+        )*}
+    };
+}
+
+on_backends!(
+    events_reach_every_subscriber_with_retries,
+    two_gateways_share_one_queue_and_a_stopped_one_loses_nothing,
+    an_outage_refuses_new_events_with_503_and_loses_no_accepted_one,
+);
+
+async fn events_reach_every_subscriber_with_retries(backend: Backend) {
     let a = FakeUpstream::with(Behavior::FailTimes {
         status: 503,
         times: 2,
@@ -59,8 +172,8 @@ async fn events_on_the_redis_queue_reach_every_subscriber_with_retries() {
     })
     .await;
     let b = FakeUpstream::start().await;
-    let prefix = format!("jt-q-{}", uuid::Uuid::new_v4());
-    let gw = start(&config(&prefix, &a.url(), &b.url())).await;
+    let ns = Namespace::new(backend);
+    let gw = start(&config(&ns, &a.url(), &b.url())).await;
     let id = post(gw.data, r#"{"orderId":"o-1"}"#.into()).await;
     eventually("both delivered", Duration::from_secs(10), || {
         a.calls() == 3 && b.calls() == 1
@@ -85,11 +198,10 @@ async fn events_on_the_redis_queue_reach_every_subscriber_with_retries() {
     metric_becomes(gw.admin, r#"junction_queue_depth{topic="orders"}"#, 0.0).await;
 }
 
-#[tokio::test]
-async fn two_gateways_share_one_queue_and_a_stopped_one_loses_nothing() {
+async fn two_gateways_share_one_queue_and_a_stopped_one_loses_nothing(backend: Backend) {
     let (a, b) = (FakeUpstream::start().await, FakeUpstream::start().await);
-    let prefix = format!("jt-q-{}", uuid::Uuid::new_v4());
-    let yaml = config(&prefix, &a.url(), &b.url());
+    let ns = Namespace::new(backend);
+    let yaml = config(&ns, &a.url(), &b.url());
     // Subscriber a is down while the first gateway accepts: nothing is delivered to it yet.
     a.set(Behavior::Status(503));
     let first = start(&yaml).await;
@@ -126,15 +238,18 @@ async fn metric_becomes(admin: std::net::SocketAddr, series: &str, want: f64) {
     assert_eq!(metric(admin, series).await, want, "{series}");
 }
 
-#[tokio::test]
-async fn a_redis_outage_refuses_new_events_with_503_and_loses_no_accepted_one() {
+async fn an_outage_refuses_new_events_with_503_and_loses_no_accepted_one(backend: Backend) {
     let (a, b) = (FakeUpstream::start().await, FakeUpstream::start().await);
-    let gate = TcpGate::in_front_of(&redis_url()).await;
-    // Subscriber a fails until Redis is back, so accepted events wait in Redis through the outage.
+    let ns = Namespace::new(backend);
+    let gate = TcpGate::in_front_of(&ns.server()).await;
+    // Subscriber a fails until the broker is back, so accepted events wait in it through the outage.
     a.set(Behavior::Status(503));
-    let prefix = format!("jt-q-{}", uuid::Uuid::new_v4());
-    let url = format!("redis://{}", gate.addr());
-    let gw = start(&config_at(&url, &prefix, &a.url(), &b.url())).await;
+    let gw = start(&config_at(
+        &ns.queue_yaml(&ns.url(Some(&gate))),
+        &a.url(),
+        &b.url(),
+    ))
+    .await;
     let mut ids = HashSet::new();
     for i in 0..5 {
         ids.insert(post(gw.data, format!(r#"{{"before":{i}}}"#)).await);
@@ -172,18 +287,18 @@ async fn a_redis_outage_refuses_new_events_with_503_and_loses_no_accepted_one() 
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    ids.insert(back.expect("accepting again within 10 s of Redis coming back"));
+    ids.insert(back.expect("accepting again within 10 s of the broker coming back"));
     let readyz = client()
         .get(format!("http://{}/readyz", gw.admin))
         .send()
         .await
         .unwrap();
-    assert_eq!(readyz.status(), 200, "ready again once Redis answers");
+    assert_eq!(readyz.status(), 200, "ready again once the broker answers");
     eventually("every accepted event at b", Duration::from_secs(15), || {
         ids.is_subset(&message_ids(&b))
     })
     .await;
-    // a answered 503 until Redis was back: each message's record says it reached a too.
+    // a answered 503 until the broker was back: each message's record says it reached a too.
     let done = |v: &serde_json::Value| !v["completed_at_ms"].is_null();
     for id in &ids {
         let url = format!("http://{}/admin/messages/{id}", gw.admin);
