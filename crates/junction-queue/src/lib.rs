@@ -20,11 +20,13 @@ pub mod conformance;
 pub mod contract;
 pub mod embedded;
 pub mod postgres;
+pub mod rabbitmq;
 pub mod redis;
 pub mod store;
 pub mod types;
 
 pub use self::postgres::{PostgresBroker, PostgresConfig};
+pub use self::rabbitmq::{RabbitBroker, RabbitConfig};
 pub use self::redis::{RedisBroker, RedisConfig};
 pub use contract::{
     AckToken, Capabilities, Consumer, Delivery, Ledger, Publisher, Queue, Settle, Settlement,

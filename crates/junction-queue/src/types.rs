@@ -266,6 +266,9 @@ pub enum QueueError {
     /// No such message or dead letter.
     #[error("not found")]
     NotFound,
+    /// The backend cannot answer this (see its capabilities).
+    #[error("{0}")]
+    Unsupported(&'static str),
 }
 
 /// A backend storage failure, keeping the backend's own error as the cause.

@@ -43,6 +43,8 @@ pub struct Capabilities {
     pub exact_depth: bool,
     /// Several instances may share it (competing consumers).
     pub shared: bool,
+    /// `Ledger::message_status` answers (else: `QueueError::Unsupported`).
+    pub message_status: bool,
 }
 
 /// The publishing side of a queue.

@@ -113,6 +113,7 @@ pub const CAPABILITIES: crate::Capabilities = crate::Capabilities {
     exact_retry_delay: true,
     exact_depth: true,
     shared: false,
+    message_status: true,
 };
 
 /// An [`IndexedStore`] on a local redb file with group commit.

@@ -57,6 +57,7 @@ pub const CAPABILITIES: crate::Capabilities = crate::Capabilities {
     exact_retry_delay: true,
     exact_depth: true,
     shared: true,
+    message_status: true,
 };
 
 /// Settings of a [`PostgresBroker`].

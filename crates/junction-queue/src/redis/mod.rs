@@ -109,6 +109,7 @@ pub const CAPABILITIES: crate::Capabilities = crate::Capabilities {
     exact_retry_delay: true,
     exact_depth: true,
     shared: true,
+    message_status: true,
 };
 
 /// An [`IndexedStore`] in Redis; cheap to share (`Arc`).

@@ -30,4 +30,7 @@ mod contract {
     mod postgres {
         junction_queue::queue_conformance_suite!(crate::support::postgres_queue);
     }
+    mod rabbitmq {
+        junction_queue::queue_conformance_suite!(crate::support::rabbitmq_queue);
+    }
 }

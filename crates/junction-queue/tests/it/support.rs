@@ -150,3 +150,39 @@ pub async fn postgres_queue() -> QueueHarness {
         .expect("postgres must be running for these tests");
     QueueHarness::new(b.into_queue(), DropSchema(schema))
 }
+
+/// `RABBITMQ_URL`, or the local default.
+pub fn rabbitmq_url() -> String {
+    std::env::var("RABBITMQ_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+/// Deletes a test's RabbitMQ queues and exchanges when it ends.
+pub struct DeleteTopology(pub Arc<junction_queue::RabbitBroker>);
+
+impl Drop for DeleteTopology {
+    fn drop(&mut self) {
+        let names = self.0.declared();
+        // The test's runtime is going away: a thread and runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let _ = rt.block_on(junction_queue::RabbitBroker::delete(
+                &rabbitmq_url(),
+                &names,
+            ));
+        })
+        .join();
+    }
+}
+
+/// A fresh RabbitMQ queue under a name prefix of its own (deleted afterwards).
+pub async fn rabbitmq_queue() -> QueueHarness {
+    let cfg = junction_queue::RabbitConfig::new(rabbitmq_url(), unique_prefix());
+    let b = junction_queue::RabbitBroker::connect(cfg)
+        .await
+        .expect("rabbitmq must be running for these tests");
+    QueueHarness::new(b.clone().into_queue(), DeleteTopology(b))
+}

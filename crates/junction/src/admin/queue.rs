@@ -22,6 +22,7 @@ fn no_queue() -> Response {
 fn queue_error(e: QueueError) -> Response {
     match e {
         QueueError::NotFound => problem(StatusCode::NOT_FOUND, "no such message or dead letter"),
+        QueueError::Unsupported(why) => problem(StatusCode::NOT_IMPLEMENTED, why),
         other => problem(
             StatusCode::SERVICE_UNAVAILABLE,
             &crate::proxy::upstream::error_chain(&other),

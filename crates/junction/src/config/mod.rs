@@ -185,6 +185,33 @@ pub enum QueueConfig {
         #[serde(default = "defaults::lease_ttl")]
         lease_ttl: Dur,
     },
+    /// RabbitMQ: per topic a fanout exchange, per subscriber a durable queue
+    /// (competing consumers across instances), delay queues for retries and a
+    /// dead-letter queue per subscriber.
+    Rabbitmq {
+        /// `amqp://user:pass@host:5672/vhost` (`%2f` is the default vhost).
+        url: String,
+        /// Prefix of every exchange and queue name.
+        #[serde(default = "defaults::queue_schema")]
+        prefix: String,
+        /// `quorum` (replicated, default) or `classic` subscriber queues.
+        #[serde(default)]
+        queue_type: RabbitQueueType,
+        /// Per-subscriber backlog past which new events get 503.
+        #[serde(default)]
+        max_depth: Option<u64>,
+    },
+}
+
+/// RabbitMQ queue type of subscriber queues.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RabbitQueueType {
+    /// Replicated (Raft).
+    #[default]
+    Quorum,
+    /// Single-node.
+    Classic,
 }
 
 impl Default for QueueConfig {

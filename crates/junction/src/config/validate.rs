@@ -61,6 +61,18 @@ pub(super) fn check(
         }
     }
 
+    if let Some(QueueConfig::Rabbitmq { url, .. }) = queue {
+        let scheme = url.split_once("://").map(|(s, _)| s);
+        if !matches!(scheme, Some("amqp" | "amqps")) {
+            errs.push(
+                pos_of(root, &["queue", "url"]),
+                "queue.url",
+                format!(
+                    "invalid AMQP URL {url:?}: expected e.g. amqp://guest:guest@127.0.0.1:5672/%2f"
+                ),
+            );
+        }
+    }
     if let Some(QueueConfig::Postgres { url, .. }) = queue {
         let scheme = url.split_once("://").map(|(s, _)| s);
         if !matches!(scheme, Some("postgres" | "postgresql")) {

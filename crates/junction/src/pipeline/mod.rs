@@ -80,6 +80,33 @@ pub async fn open_queue(config: &Config) -> anyhow::Result<Queue> {
             })?;
             Ok(broker.into_queue())
         }
+        QueueConfig::Rabbitmq {
+            url,
+            prefix,
+            queue_type,
+            max_depth,
+        } => {
+            let mut cfg = junction_queue::RabbitConfig::new(url.clone(), prefix.clone());
+            cfg.max_depth = *max_depth;
+            cfg.queue_type = match queue_type {
+                crate::config::RabbitQueueType::Quorum => {
+                    junction_queue::rabbitmq::topology::QueueType::Quorum
+                }
+                crate::config::RabbitQueueType::Classic => {
+                    junction_queue::rabbitmq::topology::QueueType::Classic
+                }
+            };
+            let broker = junction_queue::RabbitBroker::connect(cfg)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot open the rabbitmq queue at {}: {}",
+                        redact(url),
+                        crate::proxy::upstream::error_chain(&e)
+                    )
+                })?;
+            Ok(broker.into_queue())
+        }
         QueueConfig::Postgres {
             url,
             schema,
@@ -135,7 +162,7 @@ pub async fn migrate(config: &Config) -> anyhow::Result<String> {
                 v => format!("postgres schema {schema}: applied migrations {v:?}"),
             })
         }
-        QueueConfig::Embedded { .. } | QueueConfig::Redis { .. } => {
+        QueueConfig::Embedded { .. } | QueueConfig::Redis { .. } | QueueConfig::Rabbitmq { .. } => {
             Ok("the configured queue backend has no schema to migrate".into())
         }
     }

@@ -1,0 +1,115 @@
+//! What travels with a message's body in RabbitMQ: one JSON header with the
+//! message's metadata and its delivery state for the queue it sits in.
+
+use lapin::types::AMQPValue;
+use lapin::BasicProperties;
+use serde::{Deserialize, Serialize};
+
+use crate::types::*;
+
+/// The header holding the envelope.
+pub const HEADER: &str = "x-junction";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Envelope {
+    pub id: MessageId,
+    pub topic: String,
+    pub content_type: Option<String>,
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+    pub ordering_key: Option<String>,
+    pub enqueued_at_ms: u64,
+    #[serde(default)]
+    pub subscribers: Vec<String>,
+    /// Attempts since the last replay.
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default)]
+    pub history: Vec<AttemptRecord>,
+    /// Set in dead-letter queues: who gave up, why, when.
+    #[serde(default)]
+    pub subscriber: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub dead_at_ms: Option<u64>,
+}
+
+impl Envelope {
+    pub fn new(id: &MessageId, req: &EnqueueRequest, subscribers: Vec<String>, now: u64) -> Self {
+        Self {
+            id: id.clone(),
+            topic: req.topic.clone(),
+            content_type: req.content_type.clone(),
+            headers: req.headers.clone(),
+            ordering_key: req.ordering_key.clone(),
+            enqueued_at_ms: now,
+            subscribers,
+            attempts: 0,
+            history: Vec::new(),
+            subscriber: None,
+            reason: None,
+            dead_at_ms: None,
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("an envelope serializes")
+    }
+
+    /// The envelope of a received message; a message Junction did not publish
+    /// gets a fresh one (so it is delivered and settled like any other).
+    pub fn of(props: &BasicProperties, topic: &str, now: u64) -> Self {
+        let header = props
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get(HEADER).cloned());
+        let parsed = match header {
+            Some(AMQPValue::LongString(s)) => serde_json::from_slice::<Envelope>(s.as_bytes()).ok(),
+            _ => None,
+        };
+        parsed.unwrap_or_else(|| Self {
+            id: MessageId::new(
+                props
+                    .message_id()
+                    .as_ref()
+                    .map_or_else(|| uuid::Uuid::now_v7().to_string(), |m| m.to_string()),
+            ),
+            topic: topic.to_owned(),
+            content_type: props.content_type().as_ref().map(|c| c.to_string()),
+            headers: Vec::new(),
+            ordering_key: None,
+            enqueued_at_ms: now,
+            subscribers: Vec::new(),
+            attempts: 0,
+            history: Vec::new(),
+            subscriber: None,
+            reason: None,
+            dead_at_ms: None,
+        })
+    }
+
+    /// Records an attempt (the broker's count: attempts so far + 1).
+    pub fn record(&mut self, mut attempt: AttemptRecord) {
+        self.attempts += 1;
+        attempt.attempt = self.attempts;
+        self.history.push(attempt);
+        if self.history.len() > MAX_HISTORY {
+            let drop = self.history.len() - MAX_HISTORY;
+            self.history.drain(..drop);
+        }
+    }
+
+    pub fn message(&self, body: Vec<u8>) -> Message {
+        Message {
+            id: self.id.clone(),
+            topic: self.topic.clone(),
+            body: body.into(),
+            content_type: self.content_type.clone(),
+            headers: self.headers.clone(),
+            ordering_key: self.ordering_key.clone(),
+            enqueued_at_ms: self.enqueued_at_ms,
+            subscribers: self.subscribers.clone(),
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! The admin side over RabbitMQ: dead letters read from each subscriber's
+//! `.dlq` queue with `basic.get` on a channel of their own. What is not settled
+//! is given back when that channel closes, in its place.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::Channel;
+
+use super::envelope::Envelope;
+use super::{storage, wall_ms, Shared};
+use crate::contract::Ledger;
+use crate::types::*;
+
+pub struct RabbitLedger {
+    shared: Arc<Shared>,
+}
+
+impl RabbitLedger {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    /// The declared (topic, subscriber) pairs `filter` selects.
+    fn pairs(&self, filter: &DlqFilter) -> Vec<(String, String)> {
+        self.shared
+            .topology
+            .pairs()
+            .into_iter()
+            .filter(|(t, s)| filter.matches(t, s))
+            .collect()
+    }
+
+    /// Takes up to `max` dead letters of one pair (unsettled, on `ch`).
+    async fn take(
+        &self,
+        ch: &Channel,
+        topic: &str,
+        sub: &str,
+        max: usize,
+    ) -> Result<Vec<(DeadLetter, lapin::acker::Acker, Envelope)>, QueueError> {
+        let queue = self.shared.topology.dlq(topic, sub);
+        let mut out = Vec::new();
+        while out.len() < max {
+            let got = ch
+                .basic_get(&queue, BasicGetOptions::default())
+                .await
+                .map_err(|e| storage("reading a dead-letter queue", e))?;
+            let Some(got) = got else { break };
+            let d = got.delivery;
+            let env = Envelope::of(&d.properties, topic, wall_ms());
+            let letter = DeadLetter {
+                id: dead_letter_id(env.id.as_str(), sub),
+                message: env.message(d.data),
+                subscriber: sub.to_owned(),
+                attempts: env.history.clone(),
+                reason: env.reason.clone().unwrap_or_default(),
+                dead_at_ms: env.dead_at_ms.unwrap_or(0),
+            };
+            out.push((letter, d.acker, env));
+        }
+        Ok(out)
+    }
+
+    /// Replays (back into the subscriber's queue, attempts reset) or purges one taken letter.
+    async fn apply(
+        &self,
+        letter: &DeadLetter,
+        acker: &lapin::acker::Acker,
+        mut env: Envelope,
+        topic: &str,
+        action: DlqAction,
+    ) -> Result<(), QueueError> {
+        if action == DlqAction::Replay {
+            env.attempts = 0;
+            env.subscriber = None;
+            env.reason = None;
+            env.dead_at_ms = None;
+            let queue = self.shared.topology.queue(topic, &letter.subscriber);
+            self.shared
+                .publish("", &queue, &env, &letter.message.body)
+                .await?;
+        }
+        acker
+            .ack(BasicAckOptions::default())
+            .await
+            .map_err(|e| storage("removing a dead letter", e))
+    }
+}
+
+/// Every declared queue's ready count: undelivered per topic (the largest
+/// subscriber backlog, delay queues not counted) and dead letters per topic.
+pub async fn read_depth(s: &Shared) -> Result<DepthSnapshot, QueueError> {
+    let mut snap = DepthSnapshot::default();
+    for (topic, sub) in s.topology.pairs() {
+        let main = count(s, &s.topology.queue(&topic, &sub)).await?;
+        let dead = count(s, &s.topology.dlq(&topic, &sub)).await?;
+        let t = snap.topics.entry(topic.clone()).or_default();
+        *t = (*t).max(main);
+        *snap.dlq.entry(topic).or_default() += dead;
+    }
+    snap.total = snap.topics.values().sum();
+    snap.dlq_total = snap.dlq.values().sum();
+    Ok(snap)
+}
+
+async fn count(s: &Shared, queue: &str) -> Result<u64, QueueError> {
+    // A passive declare of a missing queue closes the channel: one per queue.
+    let ch = s.link.channel().await?;
+    let q = ch
+        .queue_declare(
+            queue,
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| storage("reading a queue's depth", e))?;
+    let _ = ch.close(200, "done").await;
+    Ok(u64::from(q.message_count()))
+}
+
+/// Closes a ledger channel: what it took and did not settle goes back.
+async fn give_back(ch: Channel) {
+    let _ = ch.close(200, "done").await;
+}
+
+#[async_trait]
+impl Ledger for RabbitLedger {
+    async fn message_status(&self, _id: &str) -> Result<Option<MessageStatus>, QueueError> {
+        Err(QueueError::Unsupported(
+            "the rabbitmq backend keeps no per-message status: see /admin/dlq and the delivery metrics",
+        ))
+    }
+
+    async fn dlq_list(
+        &self,
+        filter: DlqFilter,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<DlqPage, QueueError> {
+        let ch = self.shared.link.channel().await?;
+        let mut items = Vec::new();
+        let mut passed = after.is_none();
+        let mut more = false;
+        'pairs: for (topic, sub) in self.pairs(&filter) {
+            // Read the whole queue: the cursor may sit anywhere in it.
+            let taken = self.take(&ch, &topic, &sub, usize::MAX).await;
+            let taken = match taken {
+                Ok(t) => t,
+                Err(e) => {
+                    give_back(ch).await;
+                    return Err(e);
+                }
+            };
+            for (letter, _, _) in taken {
+                if !passed {
+                    passed = after.as_deref() == Some(letter.id.as_str());
+                    continue;
+                }
+                if items.len() == limit {
+                    more = true;
+                    break 'pairs;
+                }
+                items.push(letter);
+            }
+        }
+        give_back(ch).await;
+        let next = more.then(|| items.last().map(|d| d.id.clone())).flatten();
+        Ok(DlqPage { items, next })
+    }
+
+    async fn dlq_apply(&self, dead_letter_id: &str, action: DlqAction) -> Result<(), QueueError> {
+        let (_, sub) = split_dead_letter_id(dead_letter_id).ok_or(QueueError::NotFound)?;
+        let filter = DlqFilter {
+            topic: None,
+            subscriber: Some(sub.to_owned()),
+        };
+        for (topic, sub) in self.pairs(&filter) {
+            let ch = self.shared.link.channel().await?;
+            let result = async {
+                for (letter, acker, env) in self.take(&ch, &topic, &sub, usize::MAX).await? {
+                    if letter.id == dead_letter_id {
+                        self.apply(&letter, &acker, env, &topic, action).await?;
+                        return Ok(true);
+                    }
+                }
+                Ok::<_, QueueError>(false)
+            }
+            .await;
+            give_back(ch).await;
+            if result? {
+                return Ok(());
+            }
+        }
+        Err(QueueError::NotFound)
+    }
+
+    async fn dlq_apply_all(&self, filter: DlqFilter, action: DlqAction) -> Result<u64, QueueError> {
+        let mut done = 0;
+        for (topic, sub) in self.pairs(&filter) {
+            // Only what is there now: letters dying meanwhile wait for the next call.
+            let present = count(&self.shared, &self.shared.topology.dlq(&topic, &sub)).await?;
+            let ch = self.shared.link.channel().await?;
+            let result = async {
+                let taken = self
+                    .take(
+                        &ch,
+                        &topic,
+                        &sub,
+                        usize::try_from(present).unwrap_or(usize::MAX),
+                    )
+                    .await?;
+                for (letter, acker, env) in taken {
+                    self.apply(&letter, &acker, env, &topic, action).await?;
+                    done += 1;
+                }
+                Ok::<_, QueueError>(())
+            }
+            .await;
+            give_back(ch).await;
+            result?;
+        }
+        Ok(done)
+    }
+
+    fn depth(&self) -> DepthSnapshot {
+        self.shared.depth.read().clone()
+    }
+}

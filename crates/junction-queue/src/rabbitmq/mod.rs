@@ -1,0 +1,327 @@
+//! The RabbitMQ backend: broker-native fan-out, acks, delays and dead letters.
+//!
+//! Per topic a durable fanout exchange; per subscriber a durable queue bound to
+//! it (quorum by default, classic configurable), so fan-out is the broker's
+//! topology and several instances consuming one queue are competing consumers.
+//! A publish is answered once the broker confirmed it (publisher confirms,
+//! persistent messages, `mandatory` so an unroutable one is an error, not a
+//! silent drop). Each consumer channel has `prefetch` = its lane's share of the
+//! subscriber's concurrency and acks manually: a delivery an instance took but
+//! never settled (it died) is redelivered by the broker to another. `retry(after)`
+//! publishes the message (attempts + 1, history) to a delay queue whose TTL
+//! dead-letters it back (see [`topology`]), then acks the original;
+//! `dead_letter(reason)` publishes it to the subscriber's `.dlq` queue, then
+//! acks. Both publish with confirms before the ack, so a crash in between
+//! duplicates, never loses.
+//!
+//! The ledger reads the dead-letter queues with `basic.get` on a channel it
+//! closes afterwards (what it did not settle goes back); per-message status
+//! is not kept (the capability says so, and the admin API answers 501). Depth
+//! is the broker's ready-message counts, re-read every 2 s. Ordering keys are
+//! not honoured: several consumers of one queue may deliver a key's messages
+//! out of order (`ordering_per_key: false`). Idempotency keys are remembered per
+//! instance (bounded, in memory).
+//!
+//! Crate: `lapin` (the maintained AMQP 0-9-1 client, on tokio here through its
+//! executor and reactor traits), without its TLS features.
+
+mod envelope;
+mod ledger;
+mod link;
+mod subscription;
+pub mod topology;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lapin::options::BasicPublishOptions;
+use lapin::publisher_confirm::Confirmation;
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::BasicProperties;
+use parking_lot::{Mutex, RwLock};
+
+use crate::contract::*;
+use crate::types::*;
+use envelope::Envelope;
+use link::Link;
+use topology::{QueueType, Topology};
+
+/// How often the broker's queue counts are re-read.
+const DEPTH_REFRESH: Duration = Duration::from_secs(2);
+/// Idempotency keys remembered at most (the oldest are forgotten first).
+const MAX_KEYS: usize = 100_000;
+
+/// What the RabbitMQ queue gives (see the module doc).
+pub const CAPABILITIES: Capabilities = Capabilities {
+    ordering_per_key: false,
+    exact_retry_delay: false,
+    exact_depth: false,
+    shared: true,
+    message_status: false,
+};
+
+/// Settings of a RabbitMQ queue.
+#[derive(Clone, Debug)]
+pub struct RabbitConfig {
+    /// `amqp://user:pass@host:5672/vhost`.
+    pub url: String,
+    /// Prefix of every exchange and queue name; instances sharing a queue use the same one.
+    pub prefix: String,
+    /// Type of subscriber and dead-letter queues.
+    pub queue_type: QueueType,
+    /// Per-subscriber backlog bound: past it, publishes are refused (`Full`).
+    pub max_depth: Option<u64>,
+}
+
+impl RabbitConfig {
+    /// Quorum queues, no backlog bound.
+    pub fn new(url: impl Into<String>, prefix: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            prefix: prefix.into(),
+            queue_type: QueueType::Quorum,
+            max_depth: None,
+        }
+    }
+}
+
+pub(crate) fn storage(
+    context: &str,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> QueueError {
+    QueueError::Storage(StorageError::new(context, e))
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What the publisher, consumers, settlers and ledger share.
+pub(crate) struct Shared {
+    link: Link,
+    topology: Topology,
+    max_depth: Option<u64>,
+    depth: RwLock<DepthSnapshot>,
+    /// (topic, key) -> (first id, expiry ms): per instance.
+    keys: Mutex<HashMap<(String, String), (MessageId, u64)>>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    /// Publishes `env` + `body` to `exchange`/`routing_key` and waits for the
+    /// broker's confirmation.
+    async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        env: &Envelope,
+        body: &[u8],
+    ) -> Result<(), QueueError> {
+        let ch = self.link.publisher().await?;
+        let mut headers = FieldTable::default();
+        headers.insert(
+            envelope::HEADER.into(),
+            AMQPValue::LongString(LongString::from(env.to_json())),
+        );
+        let mut props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_message_id(env.id.as_str().into())
+            .with_headers(headers);
+        if let Some(ct) = &env.content_type {
+            props = props.with_content_type(ct.as_str().into());
+        }
+        let confirm = ch
+            .basic_publish(
+                exchange,
+                routing_key,
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                body,
+                props,
+            )
+            .await
+            .map_err(|e| storage("publishing to rabbitmq", e))?
+            .await
+            .map_err(|e| storage("waiting for rabbitmq's confirmation", e))?;
+        match confirm {
+            Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+            Confirmation::Ack(Some(_)) => Err(storage(
+                "publishing to rabbitmq",
+                std::io::Error::other(format!(
+                    "unroutable: no queue bound to {exchange}/{routing_key}"
+                )),
+            )),
+            Confirmation::Nack(_) => match self.max_depth {
+                // reject-publish: a subscriber's backlog is at its bound.
+                Some(max) => Err(QueueError::Full { depth: max, max }),
+                None => Err(storage(
+                    "publishing to rabbitmq",
+                    std::io::Error::other("the broker refused the message (nack)"),
+                )),
+            },
+        }
+    }
+
+    fn check_open(&self) -> Result<(), QueueError> {
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            Err(QueueError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A RabbitMQ queue; [`RabbitBroker::into_queue`] gives the contract.
+pub struct RabbitBroker {
+    shared: Arc<Shared>,
+}
+
+impl RabbitBroker {
+    /// Connects (an unreachable broker is an error) and starts the depth refresher.
+    pub async fn connect(cfg: RabbitConfig) -> Result<Arc<Self>, QueueError> {
+        let link = Link::connect(&cfg.url).await?;
+        let shared = Arc::new(Shared {
+            link,
+            topology: Topology::new(&cfg.prefix, cfg.queue_type, cfg.max_depth),
+            max_depth: cfg.max_depth,
+            depth: RwLock::default(),
+            keys: Mutex::default(),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        });
+        tokio::spawn(refresh_depth_forever(Arc::downgrade(&shared)));
+        Ok(Arc::new(Self { shared }))
+    }
+
+    /// This broker as the queue contract.
+    pub fn into_queue(self: Arc<Self>) -> Queue {
+        Queue {
+            backend: "rabbitmq",
+            publisher: self.clone(),
+            consumer: self.clone(),
+            ledger: Arc::new(ledger::RabbitLedger::new(self.shared.clone())),
+            capabilities: CAPABILITIES,
+        }
+    }
+
+    /// Every exchange and queue this instance declared (for test cleanup).
+    pub fn declared(&self) -> Vec<String> {
+        self.shared.topology.declared()
+    }
+
+    /// Deletes `names` (queues, then the exchanges among them) on the broker at `url`.
+    pub async fn delete(url: &str, names: &[String]) -> Result<(), QueueError> {
+        let link = Link::connect(url).await?;
+        for name in names {
+            let ch = link.channel().await?;
+            if ch.queue_delete(name, Default::default()).await.is_err() {
+                let ch = link.channel().await?;
+                let _ = ch.exchange_delete(name, Default::default()).await;
+            }
+        }
+        link.close().await;
+        Ok(())
+    }
+
+    fn remember_key(&self, topic: &str, key: &str, id: &MessageId, ttl: Duration) {
+        let mut keys = self.shared.keys.lock();
+        let now = wall_ms();
+        if keys.len() >= MAX_KEYS {
+            keys.retain(|_, (_, exp)| *exp > now);
+            if keys.len() >= MAX_KEYS {
+                keys.clear();
+            }
+        }
+        keys.insert(
+            (topic.to_owned(), key.to_owned()),
+            (id.clone(), now + ttl.as_millis() as u64),
+        );
+    }
+
+    fn known_key(&self, topic: &str, key: &str) -> Option<MessageId> {
+        let keys = self.shared.keys.lock();
+        keys.get(&(topic.to_owned(), key.to_owned()))
+            .filter(|(_, exp)| *exp > wall_ms())
+            .map(|(id, _)| id.clone())
+    }
+}
+
+#[async_trait]
+impl Publisher for RabbitBroker {
+    async fn publish(&self, req: EnqueueRequest) -> Result<EnqueueOutcome, QueueError> {
+        let s = &self.shared;
+        s.check_open()?;
+        if let Some(key) = &req.idempotency_key {
+            if let Some(id) = self.known_key(&req.topic, key) {
+                return Ok(EnqueueOutcome::Duplicate(id));
+            }
+        }
+        let mut subs: Vec<String> = Vec::with_capacity(req.subscribers.len());
+        for sub in &req.subscribers {
+            if !subs.contains(sub) {
+                subs.push(sub.clone());
+            }
+        }
+        let id = MessageId::from(uuid::Uuid::now_v7().to_string());
+        if !subs.is_empty() {
+            let ch = s.link.publisher().await?;
+            s.topology.ensure(&ch, &req.topic, &subs).await?;
+            let env = Envelope::new(&id, &req, subs, wall_ms());
+            s.publish(&s.topology.exchange(&req.topic), "", &env, &req.body)
+                .await?;
+        }
+        if let Some(key) = &req.idempotency_key {
+            self.remember_key(&req.topic, key, &id, req.idempotency_ttl);
+        }
+        Ok(EnqueueOutcome::Accepted(id))
+    }
+
+    async fn health(&self) -> Result<(), QueueError> {
+        self.shared.check_open()?;
+        self.shared.link.publisher().await.map(drop)
+    }
+
+    async fn close(&self) -> Result<(), QueueError> {
+        self.shared
+            .closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.shared.link.close().await;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Consumer for RabbitBroker {
+    async fn subscribe(
+        &self,
+        topic: &str,
+        subscriber: &str,
+        prefetch: usize,
+    ) -> Result<Box<dyn Subscription>, QueueError> {
+        self.shared.check_open()?;
+        let mut sub =
+            subscription::RabbitSubscription::new(self.shared.clone(), topic, subscriber, prefetch);
+        sub.open().await?;
+        Ok(Box::new(sub))
+    }
+}
+
+/// Re-reads every declared queue's ready count into the depth snapshot.
+async fn refresh_depth_forever(weak: std::sync::Weak<Shared>) {
+    loop {
+        tokio::time::sleep(DEPTH_REFRESH).await;
+        let Some(s) = weak.upgrade() else { return };
+        if s.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        match ledger::read_depth(&s).await {
+            Ok(d) => *s.depth.write() = d,
+            Err(e) => tracing::debug!(error = %e, "could not read rabbitmq queue depths"),
+        }
+    }
+}
