@@ -19,12 +19,15 @@
 pub mod conformance;
 pub mod contract;
 pub mod embedded;
+mod envelope;
+pub mod nats;
 pub mod postgres;
 pub mod rabbitmq;
 pub mod redis;
 pub mod store;
 pub mod types;
 
+pub use self::nats::{NatsBroker, NatsConfig};
 pub use self::postgres::{PostgresBroker, PostgresConfig};
 pub use self::rabbitmq::{RabbitBroker, RabbitConfig};
 pub use self::redis::{RedisBroker, RedisConfig};

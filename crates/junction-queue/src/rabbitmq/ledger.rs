@@ -9,9 +9,9 @@ use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::Channel;
 
-use super::envelope::Envelope;
-use super::{storage, wall_ms, Shared};
+use super::{storage, Shared};
 use crate::contract::Ledger;
+use crate::envelope::Envelope;
 use crate::types::*;
 
 pub struct RabbitLedger {
@@ -50,7 +50,7 @@ impl RabbitLedger {
                 .map_err(|e| storage("reading a dead-letter queue", e))?;
             let Some(got) = got else { break };
             let d = got.delivery;
-            let env = Envelope::of(&d.properties, topic, wall_ms());
+            let env = super::envelope_of(&d.properties, topic);
             let letter = DeadLetter {
                 id: dead_letter_id(env.id.as_str(), sub),
                 message: env.message(d.data),

@@ -25,7 +25,6 @@
 //! Crate: `lapin` (the maintained AMQP 0-9-1 client, on tokio here through its
 //! executor and reactor traits), without its TLS features.
 
-mod envelope;
 mod ledger;
 mod link;
 mod subscription;
@@ -43,8 +42,8 @@ use lapin::BasicProperties;
 use parking_lot::{Mutex, RwLock};
 
 use crate::contract::*;
+use crate::envelope::{self, Envelope};
 use crate::types::*;
-use envelope::Envelope;
 use link::Link;
 use topology::{QueueType, Topology};
 
@@ -92,6 +91,25 @@ pub(crate) fn storage(
     e: impl std::error::Error + Send + Sync + 'static,
 ) -> QueueError {
     QueueError::Storage(StorageError::new(context, e))
+}
+
+/// The envelope of a received message.
+fn envelope_of(props: &BasicProperties, topic: &str) -> Envelope {
+    let header = props
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(envelope::HEADER).cloned());
+    let bytes = match &header {
+        Some(AMQPValue::LongString(s)) => Some(s.as_bytes()),
+        _ => None,
+    };
+    Envelope::parse(
+        bytes,
+        props.message_id().as_ref().map(|m| m.to_string()),
+        props.content_type().as_ref().map(|c| c.to_string()),
+        topic,
+        wall_ms(),
+    )
 }
 
 fn wall_ms() -> u64 {

@@ -9,9 +9,9 @@ use lapin::acker::Acker;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 
-use super::envelope::Envelope;
 use super::{storage, wall_ms, Shared};
 use crate::contract::*;
+use crate::envelope::Envelope;
 use crate::types::*;
 
 /// Longest wait for a delivery before `next` returns an empty batch.
@@ -71,7 +71,7 @@ impl RabbitSubscription {
     }
 
     fn delivery(&self, d: lapin::message::Delivery) -> Delivery {
-        let env = Envelope::of(&d.properties, &self.topic, wall_ms());
+        let env = super::envelope_of(&d.properties, &self.topic);
         let message = Arc::new(env.message(d.data));
         Delivery::new(
             message,

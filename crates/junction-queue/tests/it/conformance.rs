@@ -33,4 +33,7 @@ mod contract {
     mod rabbitmq {
         junction_queue::queue_conformance_suite!(crate::support::rabbitmq_queue);
     }
+    mod nats {
+        junction_queue::queue_conformance_suite!(crate::support::nats_queue);
+    }
 }

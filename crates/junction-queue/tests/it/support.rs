@@ -186,3 +186,35 @@ pub async fn rabbitmq_queue() -> QueueHarness {
         .expect("rabbitmq must be running for these tests");
     QueueHarness::new(b.clone().into_queue(), DeleteTopology(b))
 }
+
+/// `NATS_URL`, or the local default.
+pub fn nats_url() -> String {
+    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
+}
+
+/// Deletes a test's JetStream streams when it ends.
+pub struct DeleteStreams(pub Arc<junction_queue::NatsBroker>);
+
+impl Drop for DeleteStreams {
+    fn drop(&mut self) {
+        let names = self.0.declared();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let _ = rt.block_on(junction_queue::NatsBroker::delete(&nats_url(), &names));
+        })
+        .join();
+    }
+}
+
+/// A fresh NATS JetStream queue under a prefix of its own (deleted afterwards).
+pub async fn nats_queue() -> QueueHarness {
+    let prefix = format!("jqt{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let cfg = junction_queue::NatsConfig::new(nats_url(), prefix);
+    let b = junction_queue::NatsBroker::connect(cfg)
+        .await
+        .expect("nats with jetstream must be running for these tests");
+    QueueHarness::new(b.clone().into_queue(), DeleteStreams(b))
+}

@@ -185,6 +185,19 @@ pub enum QueueConfig {
         #[serde(default = "defaults::lease_ttl")]
         lease_ttl: Dur,
     },
+    /// NATS JetStream: per topic a stream, per subscriber a durable pull
+    /// consumer, a dead-letter stream, idempotency keys in a stream.
+    Nats {
+        /// `nats://host:4222`.
+        url: String,
+        /// Prefix of stream names and subjects.
+        #[serde(default = "defaults::queue_schema")]
+        prefix: String,
+        /// How long a taken delivery may stay unsettled before JetStream
+        /// redelivers it (to this instance or another).
+        #[serde(default = "defaults::lease_ttl")]
+        ack_wait: Dur,
+    },
     /// RabbitMQ: per topic a fanout exchange, per subscriber a durable queue
     /// (competing consumers across instances), delay queues for retries and a
     /// dead-letter queue per subscriber.

@@ -61,6 +61,16 @@ pub(super) fn check(
         }
     }
 
+    if let Some(QueueConfig::Nats { url, .. }) = queue {
+        let scheme = url.split_once("://").map(|(s, _)| s);
+        if !matches!(scheme, Some("nats" | "tls")) {
+            errs.push(
+                pos_of(root, &["queue", "url"]),
+                "queue.url",
+                format!("invalid NATS URL {url:?}: expected e.g. nats://127.0.0.1:4222"),
+            );
+        }
+    }
     if let Some(QueueConfig::Rabbitmq { url, .. }) = queue {
         let scheme = url.split_once("://").map(|(s, _)| s);
         if !matches!(scheme, Some("amqp" | "amqps")) {

@@ -80,6 +80,24 @@ pub async fn open_queue(config: &Config) -> anyhow::Result<Queue> {
             })?;
             Ok(broker.into_queue())
         }
+        QueueConfig::Nats {
+            url,
+            prefix,
+            ack_wait,
+        } => {
+            let mut cfg = junction_queue::NatsConfig::new(url.clone(), prefix.clone());
+            cfg.ack_wait = ack_wait.0;
+            let broker = junction_queue::NatsBroker::connect(cfg)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot open the nats queue at {}: {}",
+                        redact(url),
+                        crate::proxy::upstream::error_chain(&e)
+                    )
+                })?;
+            Ok(broker.into_queue())
+        }
         QueueConfig::Rabbitmq {
             url,
             prefix,
@@ -162,7 +180,10 @@ pub async fn migrate(config: &Config) -> anyhow::Result<String> {
                 v => format!("postgres schema {schema}: applied migrations {v:?}"),
             })
         }
-        QueueConfig::Embedded { .. } | QueueConfig::Redis { .. } | QueueConfig::Rabbitmq { .. } => {
+        QueueConfig::Embedded { .. }
+        | QueueConfig::Redis { .. }
+        | QueueConfig::Rabbitmq { .. }
+        | QueueConfig::Nats { .. } => {
             Ok("the configured queue backend has no schema to migrate".into())
         }
     }

@@ -1,4 +1,5 @@
-//! Async routes on the queues several instances share (Redis, PostgreSQL, RabbitMQ):
+//! Async routes on the queues several instances share (Redis, PostgreSQL,
+//! RabbitMQ, NATS JetStream):
 //! delivery through the gateway, two gateways sharing one queue (one stops; the
 //! other delivers what it accepted), and a broker outage (503, nothing lost).
 //! Every check runs once per backend, each in a namespace of its own.
@@ -15,6 +16,12 @@ enum Backend {
     Redis,
     Postgres,
     Rabbitmq,
+    Nats,
+}
+
+/// `NATS_URL`, or the local default.
+fn nats_url() -> String {
+    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
 }
 
 /// `RABBITMQ_URL`, or the local default.
@@ -42,6 +49,7 @@ impl Namespace {
             Backend::Redis => format!("jt-q-{}", uuid::Uuid::new_v4()),
             Backend::Postgres => format!("jt_q_{}", uuid::Uuid::new_v4().simple()),
             Backend::Rabbitmq => format!("jt-q-{}", uuid::Uuid::new_v4().simple()),
+            Backend::Nats => format!("jtq{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
         };
         Self { backend, name }
     }
@@ -59,6 +67,8 @@ impl Namespace {
             }
             (Backend::Rabbitmq, None) => rabbitmq_url(),
             (Backend::Rabbitmq, Some(g)) => format!("amqp://guest:guest@{}/%2f", g.addr()),
+            (Backend::Nats, None) => nats_url(),
+            (Backend::Nats, Some(g)) => format!("nats://{}", g.addr()),
         }
     }
 
@@ -71,6 +81,7 @@ impl Namespace {
                 let rest = url.split_once('@').map_or(url.as_str(), |(_, r)| r);
                 format!("tcp://{rest}")
             }
+            Backend::Nats => nats_url(),
             Backend::Rabbitmq => {
                 let url = rabbitmq_url();
                 let rest = url.split_once('@').map_or(url.as_str(), |(_, r)| r);
@@ -94,17 +105,37 @@ impl Namespace {
                 r#"{{ backend: rabbitmq, url: "{url}", prefix: {} }}"#,
                 self.name
             ),
+            Backend::Nats => format!(
+                r#"{{ backend: nats, url: "{url}", prefix: {}, ack_wait: 1s }}"#,
+                self.name
+            ),
         }
     }
 
     /// Whether `/admin/messages/{id}` answers on this backend.
     fn has_status(&self) -> bool {
-        !matches!(self.backend, Backend::Rabbitmq)
+        !matches!(self.backend, Backend::Rabbitmq | Backend::Nats)
     }
 }
 
 impl Drop for Namespace {
     fn drop(&mut self) {
+        if let Backend::Nats = self.backend {
+            let p = &self.name;
+            let names = vec![
+                format!("{p}_orders"),
+                format!("{p}_dlq"),
+                format!("{p}_idem"),
+            ];
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                let _ = rt.block_on(junction_queue::NatsBroker::delete(&nats_url(), &names));
+            })
+            .join();
+        }
         if let Backend::Rabbitmq = self.backend {
             // The names the gateway declared for topic `orders` and its two subscribers.
             let p = &self.name;
@@ -206,6 +237,12 @@ macro_rules! on_backends {
             #[tokio::test]
             async fn $check() {
                 super::$check(super::Backend::Rabbitmq).await
+            }
+        )*}
+        mod nats {$(
+            #[tokio::test]
+            async fn $check() {
+                super::$check(super::Backend::Nats).await
             }
         )*}
     };

@@ -1,8 +1,7 @@
-//! What travels with a message's body in RabbitMQ: one JSON header with the
-//! message's metadata and its delivery state for the queue it sits in.
+//! What travels with a message's body on a broker (RabbitMQ, NATS): one JSON
+//! header with the message's metadata and its delivery state for the queue or
+//! subject it sits in.
 
-use lapin::types::AMQPValue;
-use lapin::BasicProperties;
 use serde::{Deserialize, Serialize};
 
 use crate::types::*;
@@ -57,36 +56,31 @@ impl Envelope {
         serde_json::to_string(self).expect("an envelope serializes")
     }
 
-    /// The envelope of a received message; a message Junction did not publish
-    /// gets a fresh one (so it is delivered and settled like any other).
-    pub fn of(props: &BasicProperties, topic: &str, now: u64) -> Self {
-        let header = props
-            .headers()
-            .as_ref()
-            .and_then(|h| h.inner().get(HEADER).cloned());
-        let parsed = match header {
-            Some(AMQPValue::LongString(s)) => serde_json::from_slice::<Envelope>(s.as_bytes()).ok(),
-            _ => None,
-        };
-        parsed.unwrap_or_else(|| Self {
-            id: MessageId::new(
-                props
-                    .message_id()
-                    .as_ref()
-                    .map_or_else(|| uuid::Uuid::now_v7().to_string(), |m| m.to_string()),
-            ),
-            topic: topic.to_owned(),
-            content_type: props.content_type().as_ref().map(|c| c.to_string()),
-            headers: Vec::new(),
-            ordering_key: None,
-            enqueued_at_ms: now,
-            subscribers: Vec::new(),
-            attempts: 0,
-            history: Vec::new(),
-            subscriber: None,
-            reason: None,
-            dead_at_ms: None,
-        })
+    /// The envelope in `header` (the [`HEADER`] value); a message Junction did
+    /// not publish gets a fresh one (so it is delivered and settled like any other).
+    pub fn parse(
+        header: Option<&[u8]>,
+        message_id: Option<String>,
+        content_type: Option<String>,
+        topic: &str,
+        now: u64,
+    ) -> Self {
+        header
+            .and_then(|h| serde_json::from_slice::<Envelope>(h).ok())
+            .unwrap_or_else(|| Self {
+                id: MessageId::new(message_id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string())),
+                topic: topic.to_owned(),
+                content_type,
+                headers: Vec::new(),
+                ordering_key: None,
+                enqueued_at_ms: now,
+                subscribers: Vec::new(),
+                attempts: 0,
+                history: Vec::new(),
+                subscriber: None,
+                reason: None,
+                dead_at_ms: None,
+            })
     }
 
     /// Records an attempt (the broker's count: attempts so far + 1).

@@ -1,0 +1,240 @@
+//! Pulls from a subscriber's durable consumer, and settles through JetStream acks.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind};
+use async_trait::async_trait;
+use futures::StreamExt;
+use parking_lot::Mutex;
+
+use super::{storage, token, wall_ms, Shared};
+use crate::contract::*;
+use crate::envelope::{self, Envelope};
+use crate::types::*;
+
+/// Longest wait for a delivery before `next` returns an empty batch.
+const IDLE: Duration = Duration::from_secs(1);
+/// How much longer than asked a pull may take before it counts as lost.
+const PULL_SLACK: Duration = Duration::from_secs(2);
+
+/// What a delivery's ack handle holds.
+struct Token {
+    message: jetstream::Message,
+    envelope: Envelope,
+    stream_seq: u64,
+}
+
+pub struct NatsSubscription {
+    shared: Arc<Shared>,
+    topic: String,
+    subscriber: String,
+    consumer: Option<jetstream::consumer::PullConsumer>,
+    settler: Arc<NatsSettler>,
+}
+
+impl NatsSubscription {
+    pub fn new(shared: Arc<Shared>, topic: &str, subscriber: &str) -> Self {
+        Self {
+            settler: Arc::new(NatsSettler {
+                shared: shared.clone(),
+                released: Mutex::default(),
+            }),
+            shared,
+            topic: topic.to_owned(),
+            subscriber: subscriber.to_owned(),
+            consumer: None,
+        }
+    }
+
+    async fn consumer(&mut self) -> Result<jetstream::consumer::PullConsumer, QueueError> {
+        if let Some(c) = &self.consumer {
+            return Ok(c.clone());
+        }
+        let stream = self
+            .shared
+            .js
+            .get_stream(self.shared.stream_name(&self.topic))
+            .await
+            .map_err(|e| storage("opening a jetstream stream", e))?;
+        let c: jetstream::consumer::PullConsumer = stream
+            .get_consumer(&token(&self.subscriber))
+            .await
+            .map_err(|e| storage("opening a jetstream consumer", e))?;
+        self.consumer = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Pulls up to `max`, waiting up to `wait` for the first.
+    /// Pulls up to `max`, waiting up to `wait` for the first. Bounded on this
+    /// side too: a pull request sent just before the connection dropped is never
+    /// answered, and would otherwise hold this lane forever.
+    async fn pull(
+        &mut self,
+        max: usize,
+        wait: Option<Duration>,
+    ) -> Result<Vec<jetstream::Message>, QueueError> {
+        let bound = wait.unwrap_or_default() + PULL_SLACK;
+        match tokio::time::timeout(bound, self.pull_unbounded(max, wait)).await {
+            Ok(result) => result,
+            Err(_) => {
+                self.consumer = None;
+                Err(storage(
+                    "pulling from jetstream",
+                    "no answer (connection lost?)",
+                ))
+            }
+        }
+    }
+
+    async fn pull_unbounded(
+        &mut self,
+        max: usize,
+        wait: Option<Duration>,
+    ) -> Result<Vec<jetstream::Message>, QueueError> {
+        let consumer = self.consumer().await?;
+        let batch = match wait {
+            Some(wait) => {
+                consumer
+                    .batch()
+                    .max_messages(max)
+                    .expires(wait)
+                    .messages()
+                    .await
+            }
+            None => consumer.fetch().max_messages(max).messages().await,
+        };
+        let mut batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                self.consumer = None;
+                return Err(storage("pulling from jetstream", e));
+            }
+        };
+        let mut out = Vec::new();
+        while let Some(m) = batch.next().await {
+            match m {
+                Ok(m) => out.push(m),
+                Err(e) if out.is_empty() => {
+                    self.consumer = None;
+                    return Err(storage("pulling from jetstream", e));
+                }
+                Err(_) => break,
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Subscription for NatsSubscription {
+    async fn next(&mut self, max: usize) -> Result<Vec<Delivery>, QueueError> {
+        tracing::trace!(subscriber = %self.subscriber, max, "jetstream next");
+        let mut raw = self.pull(max, None).await?;
+        if raw.is_empty() {
+            // Nothing now: wait for one, then take what else is there.
+            raw = self.pull(1, Some(IDLE)).await?;
+            if !raw.is_empty() && max > 1 {
+                raw.extend(self.pull(max - 1, None).await?);
+            }
+        }
+        let mine = self
+            .shared
+            .subject(&self.topic, &format!("to.{}", token(&self.subscriber)));
+        let all = self.shared.subject(&self.topic, "all");
+        let mut out = Vec::with_capacity(raw.len());
+        for m in raw {
+            let subject = m.subject.as_str();
+            if subject != all && subject != mine {
+                // A replay addressed to another subscriber of the topic.
+                let _ = m.ack().await;
+                continue;
+            }
+            let Ok(info) = m.info() else {
+                let _ = m.ack().await;
+                continue;
+            };
+            let (seq, delivered) = (info.stream_sequence, info.delivered.max(1) as u32);
+            let header = m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(envelope::HEADER))
+                .map(|v| v.as_str().as_bytes().to_vec());
+            let env = Envelope::parse(header.as_deref(), None, None, &self.topic, wall_ms());
+            let released = self.settler.released.lock().get(&seq).copied().unwrap_or(0);
+            let attempts = (delivered - 1).saturating_sub(released);
+            let message = Arc::new(env.message(m.payload.to_vec()));
+            out.push(Delivery::new(
+                message,
+                self.subscriber.clone(),
+                attempts,
+                env.enqueued_at_ms,
+                AckToken::Other(Box::new(Token {
+                    message: m,
+                    envelope: env,
+                    stream_seq: seq,
+                })),
+                self.settler.clone(),
+            ));
+        }
+        Ok(out)
+    }
+}
+
+struct NatsSettler {
+    shared: Arc<Shared>,
+    /// Releases per stream sequence (not attempts; JetStream counts them as deliveries).
+    released: Mutex<HashMap<u64, u32>>,
+}
+
+#[async_trait]
+impl Settle for NatsSettler {
+    async fn settle(&self, d: Delivery, how: Settlement) -> Result<(), QueueError> {
+        let AckToken::Other(token) = d.token else {
+            return Err(storage("settling", "not a jetstream delivery"));
+        };
+        let Ok(token) = token.downcast::<Token>() else {
+            return Err(storage("settling", "not a jetstream delivery"));
+        };
+        let Token {
+            message,
+            envelope: mut env,
+            stream_seq,
+        } = *token;
+        let kind = match how {
+            Settlement::Ack { .. } => AckKind::Ack,
+            Settlement::Retry { after, .. } => AckKind::Nak(Some(after)),
+            Settlement::Release => {
+                *self.released.lock().entry(stream_seq).or_default() += 1;
+                return message
+                    .ack_with(AckKind::Nak(None))
+                    .await
+                    .map_err(|e| storage("giving a delivery back", e));
+            }
+            Settlement::Dead { attempt, reason } => {
+                env.attempts = d.attempts;
+                env.record(attempt);
+                env.subscriber = Some(d.subscriber.clone());
+                env.reason = Some(reason);
+                env.dead_at_ms = Some(wall_ms());
+                let subject = self.shared.dlq_subject(&env.topic, &d.subscriber);
+                if let Err(e) = self
+                    .shared
+                    .publish(subject, &env, d.message.body.clone())
+                    .await
+                {
+                    // Not recorded: give it back, so it is attempted again rather than lost.
+                    let _ = message.ack_with(AckKind::Nak(None)).await;
+                    return Err(e);
+                }
+                AckKind::Ack
+            }
+        };
+        self.released.lock().remove(&stream_seq);
+        message
+            .ack_with(kind)
+            .await
+            .map_err(|e| storage("acknowledging a delivery", e))
+    }
+}
