@@ -85,6 +85,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
         },
     )?));
     let dispatch_stop = CancellationToken::new();
+    if let Some(q) = &queue {
+        pipeline::connection::watch(q.clone(), &metrics, dispatch_stop.clone());
+    }
     let dispatchers = match &queue {
         Some(q) => pipeline::Dispatchers::start(
             &config,

@@ -6,6 +6,7 @@
 //! - [`dispatcher`]: per subscriber, one lane per delivery thread leasing due
 //!   deliveries from a [`junction_queue::Subscription`] and sending them with the subscriber's retry
 //!   policy, the upstream's breaker and bulkhead, and a concurrency cap.
+//! - [`connection`]: the backend's reachability as a gauge and a log line per change.
 //! - [`signing`]: Standard Webhooks signatures for subscribers with secrets.
 //! - [`threads`]: the thread-per-core runtimes the dispatchers' lanes run on.
 //!
@@ -14,6 +15,7 @@
 //! an open breaker pausing (not burning attempts of) a subscriber, and
 //! at-least-once delivery across restarts.
 
+pub mod connection;
 pub mod dispatcher;
 pub mod ingest;
 pub mod signing;

@@ -112,6 +112,16 @@ impl Namespace {
         }
     }
 
+    /// The `backend` label of the queue metrics.
+    fn label(&self) -> &'static str {
+        match self.backend {
+            Backend::Redis => "redis",
+            Backend::Postgres => "postgres",
+            Backend::Rabbitmq => "rabbitmq",
+            Backend::Nats => "nats",
+        }
+    }
+
     /// Whether `/admin/messages/{id}` answers on this backend.
     fn has_status(&self) -> bool {
         !matches!(self.backend, Backend::Rabbitmq | Backend::Nats)
@@ -364,6 +374,9 @@ async fn an_outage_refuses_new_events_with_503_and_loses_no_accepted_one(backend
         .await
         .unwrap();
     assert_eq!(readyz.status(), 503);
+    // Seen on the dashboard's metrics too, until it is back.
+    let connected = format!(r#"junction_queue_connected{{backend="{}"}}"#, ns.label());
+    metric_becomes(gw.admin, &connected, 0.0).await;
     assert!(readyz
         .text()
         .await
@@ -389,6 +402,7 @@ async fn an_outage_refuses_new_events_with_503_and_loses_no_accepted_one(backend
         .await
         .unwrap();
     assert_eq!(readyz.status(), 200, "ready again once the broker answers");
+    metric_becomes(gw.admin, &connected, 1.0).await;
     eventually("every accepted event at b", Duration::from_secs(15), || {
         ids.is_subset(&message_ids(&b))
     })
