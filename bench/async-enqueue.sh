@@ -19,8 +19,14 @@
 # upstreams say `http2: true` (one multiplexed connection per delivery thread and
 # subscriber); the default, http1, is keep-alive HTTP/1.1.
 #
-# QUEUE=redis: the same runs on the Redis queue (REDIS_URL, default redis://127.0.0.1:6379;
-# a fresh key prefix per run) instead of the embedded one.
+# QUEUE=redis | postgres | rabbitmq | nats: the same runs on that backend (REDIS_URL,
+# POSTGRES_URL, AMQP_URI, NATS_URL; a fresh prefix or schema per run, removed at the end)
+# instead of the embedded queue. The peer is the broker's own client where there is one:
+# NATS JetStream publishes awaiting acks (bench/nats-peer) for nats, pgbench committing one
+# INSERT per transaction on 64 connections for postgres, RabbitMQ confirms otherwise.
+#
+# CPU: the Junction process's utime + stime (/proc/PID/stat) over the accept-only run,
+# divided by the events it accepted, is reported as CPU per accepted event.
 #
 # Env: CONNS DURATION WARMUP THREADS, DRAIN_LIMIT (120 s), BENCH_PORT_BASE (18000), SUBSCRIBERS (http1),
 # QUEUE (embedded).
@@ -33,6 +39,8 @@ DRAIN_LIMIT="${DRAIN_LIMIT:-120}"
 SUBSCRIBERS="${SUBSCRIBERS:-http1}"
 QUEUE="${QUEUE:-embedded}"
 REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+POSTGRES_URL="${POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+NATS_URL="${NATS_URL:-nats://127.0.0.1:4222}"
 case "$SUBSCRIBERS" in
     http1) LISTEN_OPT="" UP_OPT="" ;;
     h2c) LISTEN_OPT=" http2" UP_OPT=", http2: true" ;;
@@ -51,6 +59,10 @@ build_junction
 log "building bench/rabbit-peer (release)"
 (cd "$BENCH_DIR/rabbit-peer" && cargo build --release -q) || die "rabbit-peer build failed"
 PEER_BIN="$CARGO_TARGET_DIR/release/rabbit-peer"
+if [ "$QUEUE" = nats ]; then
+    log "building bench/nats-peer (release)"
+    (cd "$BENCH_DIR/nats-peer" && cargo build --release -q) || die "nats-peer build failed"
+fi
 rm -rf "$WORK" && mkdir -p "$WORK/subscribers"
 for p in $J_PORT $J_ADMIN $S1 $S2 $S3; do require_free_port "$p"; done
 
@@ -71,8 +83,17 @@ case "$QUEUE" in
         BENCH_PREFIX="bench-$(date +%s)"
         QUEUE_LINE="queue: { backend: redis, url: \"$REDIS_URL\", prefix: \"$BENCH_PREFIX:$WORK/queue\" }" ;;
     embedded) QUEUE_LINE="queue: { backend: embedded, path: $WORK/queue }" ;;
-    *) die "QUEUE is embedded or redis, not $QUEUE" ;;
+    # The namespace ends in "main"; the accept-only and drain runs rewrite it to "acpt".
+    postgres) NS="bench_$(date +%s)_"
+        QUEUE_LINE="queue: { backend: postgres, url: \"$POSTGRES_URL\", schema: ${NS}main }" ;;
+    rabbitmq) NS="bench-$(date +%s)-"
+        QUEUE_LINE="queue: { backend: rabbitmq, url: \"$AMQP_URI\", prefix: ${NS}main }" ;;
+    nats) NS="bench$(date +%s)"
+        QUEUE_LINE="queue: { backend: nats, url: \"$NATS_URL\", prefix: ${NS}main }" ;;
+    *) die "QUEUE is embedded, redis, postgres, rabbitmq or nats, not $QUEUE" ;;
 esac
+# Rewrites a config to the accept-only queue (a separate one, on every backend).
+to_accept_queue() { sed -e "s#$WORK/queue#$WORK/queue-accept#" -e "s#${NS:-@none@}main#${NS:-@none@}acpt#" "$@"; }
 cat >"$WORK/junction.yaml" <<EOF
 listen: 127.0.0.1:$J_PORT
 admin: { listen: 127.0.0.1:$J_ADMIN }
@@ -159,21 +180,24 @@ WRK=$(cat "$WORK/wrk.json")
 stop_pid "$JUNCTION_PID"
 DEAD=$((BASE + 29))
 require_free_port "$DEAD"
-sed -e "s#$WORK/queue#$WORK/queue-accept#" -e "s#127.0.0.1:$S1\"#127.0.0.1:$DEAD\"#" \
+to_accept_queue -e "s#127.0.0.1:$S1\"#127.0.0.1:$DEAD\"#" \
     -e "s#127.0.0.1:$S2\"#127.0.0.1:$DEAD\"#" -e "s#127.0.0.1:$S3\"#127.0.0.1:$DEAD\"#" \
     "$WORK/junction.yaml" >"$WORK/junction-accept.yaml"
 start_junction "$WORK/junction-accept.yaml" "$WORK/junction-accept.log" "$J_ADMIN"
 wait_quiet
 log "accept only: ${DURATION}s, $CONNS connections, subscribers unreachable (after ${WARMUP}s warm-up)"
 run_wrk async-accept-warmup "$WARMUP" "$CONNS" "$THREADS" "$URL" "$BENCH_DIR/lua/post.lua" >/dev/null
+TICKS0=$(awk '{print $14 + $15}' "/proc/$JUNCTION_PID/stat")
 ACCEPT=$(run_wrk async-accept "$DURATION" "$CONNS" "$THREADS" "$URL" "$BENCH_DIR/lua/post.lua")
+TICKS1=$(awk '{print $14 + $15}' "/proc/$JUNCTION_PID/stat")
+ACCEPT_CPU_MS=$(( (TICKS1 - TICKS0) * 1000 / $(getconf CLK_TCK) ))
 ACCEPT_RSS_KIB=$(rss_kib "$JUNCTION_PID")
 stop_pid "$JUNCTION_PID"
 
 # --- backlog drain: the accept-only backlog, delivered to the 3 nginx subscribers -----------
 # Restarted on that queue with the reachable subscribers: nothing else competes for the
 # cores, so this is the delivery capacity. Timed from the restart to an empty queue.
-sed -e "s#$WORK/queue#$WORK/queue-accept#" "$WORK/junction.yaml" >"$WORK/junction-drain.yaml"
+to_accept_queue "$WORK/junction.yaml" >"$WORK/junction-drain.yaml"
 wait_quiet
 log "backlog drain: restart on the accept-only queue with the subscribers reachable"
 T_RESTART=$(now)
@@ -184,12 +208,34 @@ read -r BL_SECS BL_DRAINED < <(wait_drained "$WORK/drain-timeline.tsv")
 BL_DELIVERED=$(delivered)
 stop_pid "$JUNCTION_PID"
 
-# --- peer: RabbitMQ publisher confirms -----------------------------------------------------
+# --- peer: the broker's own client, durable publishes awaiting confirmation -------------------
 wait_quiet
-log "peer: RabbitMQ, $CONNS publishers with confirms, ${DURATION}s after ${WARMUP}s warm-up"
-"$PEER_BIN" --uri "$AMQP_URI" --publishers "$CONNS" --duration "$DURATION" --warmup "$WARMUP" --size 207 \
-    >"$WORK/peer.txt" 2>&1 || { cat "$WORK/peer.txt" >&2; die "rabbit-peer failed"; }
-PEER=$(grep '^PEERJSON ' "$WORK/peer.txt" | sed 's/^PEERJSON //')
+case "$QUEUE" in
+    nats)
+        PEER_NAME="nats jetstream (file, acks)"
+        log "peer: NATS JetStream, $CONNS publishers awaiting acks, ${DURATION}s after ${WARMUP}s warm-up"
+        "$CARGO_TARGET_DIR/release/nats-peer" --url "$NATS_URL" --publishers "$CONNS" --duration "$DURATION" \
+            --warmup "$WARMUP" --size 207 >"$WORK/peer.txt" 2>&1 || { cat "$WORK/peer.txt" >&2; die "nats-peer failed"; }
+        PEER=$(grep '^PEERJSON ' "$WORK/peer.txt" | sed 's/^PEERJSON //') ;;
+    postgres)
+        PEER_NAME="postgresql (INSERT+COMMIT each)"
+        log "peer: pgbench, $CONNS connections each committing one 207-byte INSERT, ${DURATION}s"
+        psql -q "$POSTGRES_URL" -c "DROP TABLE IF EXISTS junction_bench_peer; CREATE TABLE junction_bench_peer (id bigserial PRIMARY KEY, body bytea)"
+        printf "INSERT INTO junction_bench_peer (body) VALUES (decode(repeat('78', 207), 'hex'));\n" >"$WORK/peer.sql"
+        pgbench -n -c "$CONNS" -j "$THREADS" -T "$DURATION" -r -f "$WORK/peer.sql" "$POSTGRES_URL" >"$WORK/peer.txt" 2>&1 \
+            || { cat "$WORK/peer.txt" >&2; die "pgbench failed"; }
+        psql -q "$POSTGRES_URL" -c "DROP TABLE junction_bench_peer"
+        TPS=$(awk '/^tps = / {print $3; exit}' "$WORK/peer.txt")
+        LAT_MS=$(awk '/^latency average = / {print $4; exit}' "$WORK/peer.txt")
+        # pgbench gives the average latency, not percentiles: reported as p50, p99 "0" (n/a).
+        PEER="{\"rps\":$TPS,\"p50_us\":$(awk -v l="$LAT_MS" 'BEGIN {printf "%d", l * 1000}'),\"p99_us\":0,\"nacks\":0}" ;;
+    *)
+        PEER_NAME="rabbitmq (durable, persistent, confirms)"
+        log "peer: RabbitMQ, $CONNS publishers with confirms, ${DURATION}s after ${WARMUP}s warm-up"
+        "$PEER_BIN" --uri "$AMQP_URI" --publishers "$CONNS" --duration "$DURATION" --warmup "$WARMUP" --size 207 \
+            >"$WORK/peer.txt" 2>&1 || { cat "$WORK/peer.txt" >&2; die "rabbit-peer failed"; }
+        PEER=$(grep '^PEERJSON ' "$WORK/peer.txt" | sed 's/^PEERJSON //') ;;
+esac
 
 {
     echo "== async enqueue: $CONNS connections x ${DURATION}s POST 207-byte JSON (after ${WARMUP}s warm-up, drained); 3 nginx subscribers ($SUBSCRIBERS), $QUEUE queue =="
@@ -198,13 +244,14 @@ PEER=$(grep '^PEERJSON ' "$WORK/peer.txt" | sed 's/^PEERJSON //')
         -v req="$(json_get "$WRK" requests)" -v secs="$(json_get "$WRK" seconds)" -v p50="$(json_get "$WRK" p50_us)" -v p99="$(json_get "$WRK" p99_us)" \
         -v non2xx="$(json_get "$WRK" non2xx)" -v serr="$(json_get "$WRK" socket_errors)" \
         -v prps="$(json_get "$PEER" rps)" -v pp50="$(json_get "$PEER" p50_us)" -v pp99="$(json_get "$PEER" p99_us)" \
-        -v pn="$(json_get "$PEER" nacks)" \
+        -v pn="$(json_get "$PEER" nacks)" -v pname="$PEER_NAME" -v cpu="$ACCEPT_CPU_MS" \
         -v areq="$(json_get "$ACCEPT" requests)" -v asecs="$(json_get "$ACCEPT" seconds)" -v ap50="$(json_get "$ACCEPT" p50_us)" \
         -v ap99="$(json_get "$ACCEPT" p99_us)" -v anon="$(json_get "$ACCEPT" non2xx)" -v aserr="$(json_get "$ACCEPT" socket_errors)" 'BEGIN {
         printf "%-36s %12s %10s %10s %s\n", "system", "accepted/s", "p50 (us)", "p99 (us)", "notes"
         printf "%-36s %12.0f %10d %10d non-2xx %d, socket errors %d\n", "junction, delivering to 3", (req - non2xx) / secs, p50, p99, non2xx, serr
         printf "%-36s %12.0f %10d %10d non-2xx %d, socket errors %d\n", "junction, accept only", (areq - anon) / asecs, ap50, ap99, anon, aserr
-        printf "%-36s %12.0f %10d %10d nacks %d\n", "rabbitmq (durable, persistent, confirms)", prps, pp50, pp99, pn
+        printf "%-36s %12.0f %10d %10d nacks/errors %d\n", pname, prps, pp50, pp99, pn
+        printf "junction CPU per accepted event (accept only): %.1f us (%d ms over %d events); accept overhead vs the peer: %.0f%% of its rate\n", cpu * 1000 / (areq - anon), cpu, areq - anon, 100 * ((areq - anon) / asecs) / prps
         printf "\n"
         printf "events accepted in the run (202s seen by wrk): %d; junction_events_accepted_total moved by %d\n", accepted, macc
         printf "deliveries: %d for %d expected (3 x 202s; a few more are normal: requests cut off by wrk'"'"'s end can still commit)%s\n", delivered, 3 * accepted, drained ? "" : "  NOT DRAINED within the limit"
@@ -217,12 +264,28 @@ PEER=$(grep '^PEERJSON ' "$WORK/peer.txt" | sed 's/^PEERJSON //')
     echo "junction RSS: idle $(kib_to_mib "$IDLE_KIB") MiB, peak during run $(kib_to_mib "$PEAK_KIB") MiB; after the accept-only run $(kib_to_mib "$ACCEPT_RSS_KIB") MiB"
     if [ "$QUEUE" = embedded ]; then
         echo "queue dir size after run: $(du -sh "$WORK/queue" | cut -f1); after the accept-only run: $(du -sh "$WORK/queue-accept" | cut -f1)"
-    else
+    elif [ "$QUEUE" = redis ]; then
         echo "redis memory after the runs: $(redis-cli -u "$REDIS_URL" info memory | awk -F: '/^used_memory_human/ {print $2}' | tr -d '\r')"
     fi
     echo "timeline (epoch, accepted, delivered, depth, rss): $TIMELINE"
 } | tee "$OUT_DIR/async-enqueue.txt"
 
+case "$QUEUE" in
+    postgres)
+        log "dropping this run's schemas (${NS}main, ${NS}acpt)"
+        psql -q "$POSTGRES_URL" -c "DROP SCHEMA IF EXISTS ${NS}main CASCADE; DROP SCHEMA IF EXISTS ${NS}acpt CASCADE" ;;
+    rabbitmq)
+        log "deleting this run's queues (${NS}*; its two empty exchanges stay)"
+        for q in $(rabbitmqctl -q list_queues name 2>/dev/null | grep "^${NS}"); do rabbitmqctl -q delete_queue "$q" >/dev/null; done ;;
+    nats)
+        log "deleting this run's streams (${NS}*; nats-peer deletes the stream it is named before it starts)"
+        for p in main acpt; do
+            for st in orders dlq idem; do
+                "$CARGO_TARGET_DIR/release/nats-peer" --url "$NATS_URL" --publishers 0 --duration 0 --warmup 0 \
+                    --stream "${NS}${p}_${st}" >/dev/null 2>&1 || true
+            done
+        done ;;
+esac
 if [ "$QUEUE" = redis ]; then
     log "removing this run's keys from Redis ($BENCH_PREFIX:*)"
     redis-cli -u "$REDIS_URL" --scan --pattern "$BENCH_PREFIX:*" |
