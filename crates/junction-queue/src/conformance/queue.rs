@@ -39,7 +39,7 @@ macro_rules! queue_conformance_suite {
             publish_fans_out_and_ack_completes, retry_waits_its_delay,
             dead_letter_list_replay_purge, release_redelivers_at_once,
             ordering_per_key_one_at_a_time, competing_consumers_share_without_duplicates,
-            idempotent_publish);
+            idempotent_publish, a_stuck_subscriber_holds_up_no_other);
     };
     (@tests $factory:path; $($check:ident),*) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -424,4 +424,34 @@ where
     }
     let got = take(sub.as_mut(), 2, Duration::from_secs(2)).await;
     assert_eq!(got.len(), 1, "delivered once");
+}
+
+/// A subscriber that takes deliveries and never settles them (hung, or its
+/// instance stuck) delays no other subscriber of the topic.
+pub async fn a_stuck_subscriber_holds_up_no_other<F, Fut>(factory: &F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = QueueHarness>,
+{
+    let h = factory().await;
+    let q = &h.queue;
+    let (topic, stuck, healthy) = (unique("t"), unique("stuck"), unique("healthy"));
+    let mut s_stuck = subscribe(q, &topic, &stuck).await;
+    let mut s_ok = subscribe(q, &topic, &healthy).await;
+    const N: usize = 20;
+    for i in 0..N {
+        published(q, request(&topic, &[&stuck, &healthy], &i.to_string())).await;
+    }
+    let held = take(s_stuck.as_mut(), 5, WAIT).await;
+    assert!(!held.is_empty(), "the stuck subscriber got some");
+    let mut got = 0;
+    let end = Instant::now() + WAIT;
+    while got < N && Instant::now() < end {
+        for d in s_ok.next(N).await.expect("subscription") {
+            d.ack(attempt("status 200")).await.unwrap();
+            got += 1;
+        }
+    }
+    assert_eq!(got, N, "the healthy subscriber got every message");
+    drop(held); // never settled: redelivered later, to this or another consumer
 }

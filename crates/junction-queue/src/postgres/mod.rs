@@ -90,7 +90,10 @@ impl PostgresConfig {
 
 /// An [`IndexedStore`] in PostgreSQL; cheap to share (`Arc`).
 pub struct PostgresBroker {
+    /// Publishes and admin changes: committed durably.
     pool: Pool,
+    /// Claims and outcomes: asynchronous commit (see [`pool`]).
+    settle_pool: Pool,
     cfg: PostgresConfig,
     sql: Sql,
     depth: RwLock<DepthSnapshot>,
@@ -114,11 +117,17 @@ fn wall_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Connects a pool to `url` (no connection is made yet).
-fn pool(url: &str) -> Result<Pool, QueueError> {
-    let pg: tokio_postgres::Config = url
+/// Connects a pool to `url` (no connection is made yet). With `async_commit`,
+/// its transactions commit without waiting for the WAL flush: for claims and
+/// outcomes, where a change lost in a database crash only means a redelivery
+/// (at-least-once allows it), never for publishes.
+fn pool(url: &str, async_commit: bool) -> Result<Pool, QueueError> {
+    let mut pg: tokio_postgres::Config = url
         .parse()
         .map_err(|e| storage(&format!("invalid postgres URL {url:?}"), e))?;
+    if async_commit {
+        pg.options("-c synchronous_commit=off");
+    }
     let manager = Manager::from_config(
         pg,
         NoTls,
@@ -146,7 +155,7 @@ pub async fn migrate(url: &str, schema: &str) -> Result<Vec<i32>, QueueError> {
             )),
         ));
     }
-    let pool = pool(url)?;
+    let pool = pool(url, false)?;
     let mut conn = pool
         .get()
         .await
@@ -164,10 +173,11 @@ impl PostgresBroker {
     /// the claim renewer and housekeeping. An unreachable database is an error.
     pub async fn connect(cfg: PostgresConfig) -> Result<Arc<Self>, QueueError> {
         migrate(&cfg.url, &cfg.schema).await?;
-        let pool = pool(&cfg.url)?;
+        let pool = pool(&cfg.url, false)?;
         let sql = Sql::new(&cfg.schema);
         let this = Arc::new(Self {
             publisher: publish::Batcher::start(pool.clone(), &sql, cfg.max_depth),
+            settle_pool: self::pool(&cfg.url, true)?,
             pool,
             sql,
             cfg,
@@ -200,6 +210,30 @@ impl PostgresBroker {
             .get()
             .await
             .map_err(|e| storage("connecting to postgres", e))
+    }
+
+    /// A connection committing asynchronously, for claims and outcomes.
+    async fn settle_conn(&self) -> Result<deadpool_postgres::Object, QueueError> {
+        self.settle_pool
+            .get()
+            .await
+            .map_err(|e| storage("connecting to postgres", e))
+    }
+
+    /// Applies this instance's own change to the depth snapshot at once (the
+    /// counters in the database changed in the same statement; other instances'
+    /// changes arrive with the next re-read).
+    fn bump_local(&self, topic: &str, undelivered: i64, dead: i64) {
+        let mut d = self.depth.write();
+        let add = |v: &mut u64, by: i64| *v = v.saturating_add_signed(by);
+        if undelivered != 0 {
+            add(d.topics.entry(topic.to_owned()).or_default(), undelivered);
+            add(&mut d.total, undelivered);
+        }
+        if dead != 0 {
+            add(d.dlq.entry(topic.to_owned()).or_default(), dead);
+            add(&mut d.dlq_total, dead);
+        }
     }
 
     /// Re-reads the counters into the depth snapshot.
@@ -252,8 +286,8 @@ impl PostgresBroker {
     }
 
     /// Runs one settling statement for the delivery `d` (a no-op when it was
-    /// settled before); re-reads the counters when the statement changed them
-    /// (it returned rows: settle statements return rows only then, or to notify).
+    /// settled before); returns its rows (`topic` and, for dead letters,
+    /// `left_count`, when it changed the counters).
     async fn settle(
         &self,
         what: &str,
@@ -261,17 +295,17 @@ impl PostgresBroker {
         d: &Lease,
         attempt: &AttemptRecord,
         extra: Option<(i64, Option<&str>)>,
-    ) -> Result<(), QueueError> {
+    ) -> Result<Vec<tokio_postgres::Row>, QueueError> {
         let (id, sub) = (d.message.id.as_str(), d.subscriber.as_str());
         // Whatever happens next, this instance stops renewing the claim: if the
         // outcome is not recorded, the delivery comes due after the visibility timeout.
         self.held.lock().remove(&(id.to_owned(), sub.to_owned()));
         self.check_open()?;
-        let changed = {
-            let conn = self.conn().await?;
+        let conn = self.settle_conn().await?;
+        {
             let (at, took) = (attempt.at_ms as i64, attempt.duration_ms as i64);
             let now = wall_ms() as i64;
-            let rows = match extra {
+            match extra {
                 None => {
                     conn.query(stmt, &[&id, &sub, &at, &attempt.outcome, &took, &now])
                         .await
@@ -288,13 +322,8 @@ impl PostgresBroker {
                     .await
                 }
             }
-            .map_err(|e| storage(what, e))?;
-            !rows.is_empty()
-        }; // the connection goes back before the counters take one
-        if changed {
-            self.refresh_depth().await?;
+            .map_err(|e| storage(what, e))
         }
-        Ok(())
     }
 
     /// Replays or purges one dead letter; `false` if it is gone.
@@ -313,14 +342,18 @@ impl PostgresBroker {
             DlqAction::Purge => conn.query(self.sql.purge.as_str(), &[&id, &sub]).await,
         }
         .map_err(|e| storage("settling a dead letter", e))?;
-        drop(conn); // back to the pool before the counters take one
-        if rows.is_empty() {
+        let Some(row) = rows.first() else {
             return Ok(false);
+        };
+        let topic: String = row.get(0);
+        match action {
+            DlqAction::Replay => {
+                let left: i32 = row.get(1);
+                self.bump_local(&topic, i64::from(left == 1), -1);
+                self.wake_local(sub);
+            }
+            DlqAction::Purge => self.bump_local(&topic, 0, -1),
         }
-        if action == DlqAction::Replay {
-            self.wake_local(sub);
-        }
-        self.refresh_depth().await?;
         Ok(true)
     }
 }
@@ -356,7 +389,7 @@ async fn renew(b: &PostgresBroker, held: &[(String, String)]) -> Result<(), Queu
     if held.is_empty() {
         return Ok(());
     }
-    let conn = b.conn().await?;
+    let conn = b.settle_conn().await?;
     let until = (wall_ms() + b.cfg.lease_ttl.as_millis() as u64) as i64;
     // Per subscriber, so ANY($1) x ANY($2) names exactly the held pairs.
     let mut by_sub: HashMap<&str, Vec<&str>> = HashMap::new();
@@ -399,12 +432,15 @@ impl IndexedStore for PostgresBroker {
 
     async fn enqueue(&self, req: EnqueueRequest) -> Result<EnqueueOutcome, QueueError> {
         self.check_open()?;
+        let topic = req.topic.clone();
         let (outcome, subscribers) = self.publisher.publish(req).await?;
         if let EnqueueOutcome::Accepted(_) = &outcome {
             for s in &subscribers {
                 self.wake_local(s);
             }
-            self.refresh_depth().await?;
+            if !subscribers.is_empty() {
+                self.bump_local(&topic, 1, 0);
+            }
         }
         Ok(outcome)
     }
@@ -416,7 +452,7 @@ impl IndexedStore for PostgresBroker {
         max: usize,
     ) -> Result<Vec<Lease>, QueueError> {
         self.check_open()?;
-        let conn = self.conn().await?;
+        let conn = self.settle_conn().await?;
         let until = (now_ms + self.cfg.lease_ttl.as_millis() as u64) as i64;
         let rows = conn
             .query(
@@ -450,14 +486,20 @@ impl IndexedStore for PostgresBroker {
     }
 
     async fn ack(&self, d: &Lease, attempt: AttemptRecord) -> Result<(), QueueError> {
-        self.settle(
-            "recording a delivery",
-            &self.sql.settle_ack,
-            d,
-            &attempt,
-            None,
-        )
-        .await
+        let rows = self
+            .settle(
+                "recording a delivery",
+                &self.sql.settle_ack,
+                d,
+                &attempt,
+                None,
+            )
+            .await?;
+        // A row: that was the message's last pending delivery.
+        if let Some(row) = rows.first() {
+            self.bump_local(&row.get::<_, String>(0), -1, 0);
+        }
+        Ok(())
     }
 
     async fn retry_later(
@@ -486,21 +528,27 @@ impl IndexedStore for PostgresBroker {
         reason: String,
     ) -> Result<(), QueueError> {
         let now = wall_ms() as i64;
-        self.settle(
-            "dead-lettering a delivery",
-            &self.sql.settle_dead,
-            d,
-            &attempt,
-            Some((now, Some(&reason))),
-        )
-        .await
+        let rows = self
+            .settle(
+                "dead-lettering a delivery",
+                &self.sql.settle_dead,
+                d,
+                &attempt,
+                Some((now, Some(&reason))),
+            )
+            .await?;
+        if let Some(row) = rows.first() {
+            let left: i32 = row.get(1);
+            self.bump_local(&row.get::<_, String>(0), -i64::from(left == 0), 1);
+        }
+        Ok(())
     }
 
     async fn release(&self, d: &Lease) {
         let (id, sub) = (d.message.id.as_str(), d.subscriber.as_str());
         self.held.lock().remove(&(id.to_owned(), sub.to_owned()));
         let released = async {
-            let conn = self.conn().await?;
+            let conn = self.settle_conn().await?;
             conn.execute(self.sql.release.as_str(), &[&id, &sub])
                 .await
                 .map_err(|e| storage("releasing a claim", e))
@@ -571,6 +619,7 @@ impl IndexedStore for PostgresBroker {
         self.closed.store(true, Ordering::Release);
         self.publisher.close().await;
         self.pool.close();
+        self.settle_pool.close();
         Ok(())
     }
 }

@@ -15,7 +15,8 @@
 //! - `idempotency`: `(topic, key)` unique, so a repeat on any instance finds the
 //!   first message's id;
 //! - `counters`: undelivered (`u`) and dead (`x`) messages per topic, kept in
-//!   the same transactions as the changes they count.
+//!   the same transactions as the changes they count, spread over 16 shard
+//!   rows per (topic, kind) so concurrent acks do not queue on one row lock.
 
 use tokio_postgres::Client;
 
@@ -72,8 +73,9 @@ CREATE INDEX idempotency_expiry ON {s}.idempotency (expires_at_ms);
 CREATE TABLE {s}.counters (
   topic text NOT NULL,
   kind text NOT NULL,
+  shard int NOT NULL,
   n bigint NOT NULL DEFAULT 0,
-  PRIMARY KEY (topic, kind)
+  PRIMARY KEY (topic, kind, shard)
 );
 "#
     )]

@@ -38,11 +38,13 @@ const PUSH_HISTORY: &str =
       || jsonb_build_array(jsonb_build_object('attempt', attempts + 1, 'at_ms', $3::bigint,
            'outcome', $4::text, 'duration_ms', $5::bigint))";
 
-/// Upsert of counter deltas selected by `rows` (topic, kind, delta).
+/// Upsert of counter deltas selected by `rows` (topic, kind, delta) into a
+/// random one of 16 shard rows (the depth sums them).
 fn bump(s: &str, rows: &str) -> String {
     format!(
-        "INSERT INTO {s}.counters (topic, kind, n) {rows}
-         ON CONFLICT (topic, kind) DO UPDATE SET n = {s}.counters.n + excluded.n"
+        "INSERT INTO {s}.counters (topic, kind, n, shard)
+         SELECT b.*, floor(random() * 16)::int FROM ({rows}) AS b
+         ON CONFLICT (topic, kind, shard) DO UPDATE SET n = {s}.counters.n + excluded.n"
     )
 }
 
@@ -119,7 +121,7 @@ impl Sql {
                    RETURNING message_id),
                  m AS ({fm}),
                  c AS ({b})
-                 SELECT pg_notify('{channel}', $2) FROM m",
+                 SELECT topic, left_count, pg_notify('{channel}', $2) FROM m",
                 fm = finish_message(true),
                 b = bump(
                     s,
@@ -148,7 +150,7 @@ impl Sql {
                      dead_count = dead_count - 1, completed_at_ms = NULL
                    FROM d WHERE id = d.message_id RETURNING topic, left_count),
                  c AS ({b})
-                 SELECT pg_notify('{channel}', $2) FROM m",
+                 SELECT topic, left_count, pg_notify('{channel}', $2) FROM m",
                 b = bump(
                     s,
                     "SELECT topic, 'x', -1 FROM m UNION ALL SELECT topic, 'u', 1 FROM m WHERE left_count = 1"
@@ -201,7 +203,7 @@ impl Sql {
                 "SELECT topic, 'u', count(*) FROM unnest($1::text[]) AS t(topic) GROUP BY topic",
             ),
             notify: format!("SELECT pg_notify('{channel}', sub) FROM unnest($1::text[]) AS t(sub)"),
-            counters: format!("SELECT topic, kind, n FROM {s}.counters"),
+            counters: format!("SELECT topic, kind, sum(n)::bigint FROM {s}.counters GROUP BY topic, kind"),
             message: format!(
                 "SELECT id, topic, ordering_key, enqueued_at_ms, completed_at_ms
                  FROM {s}.messages WHERE id = $1"

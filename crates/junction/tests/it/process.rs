@@ -61,11 +61,20 @@ pub async fn spawn(dir: &Path, tag: &str, rest: &str) -> Proc {
 
 /// [`spawn`] with extra environment variables.
 pub async fn spawn_with_env(dir: &Path, tag: &str, rest: &str, env: &[(&str, &str)]) -> Proc {
+    let queue = format!("{{ backend: embedded, path: {} }}", dir.join("q").display());
+    spawn_on(dir, tag, &queue, rest, env).await
+}
+
+/// [`spawn`] on the queue `queue` (a YAML flow mapping), with extra environment variables.
+pub async fn spawn_on(
+    dir: &Path,
+    tag: &str,
+    queue: &str,
+    rest: &str,
+    env: &[(&str, &str)],
+) -> Proc {
     let (data, admin) = (free_addr(), free_addr());
-    let head = format!(
-        "listen: {data}\nadmin: {{ listen: {admin} }}\nqueue: {{ backend: embedded, path: {} }}\n",
-        dir.join("q").display()
-    );
+    let head = format!("listen: {data}\nadmin: {{ listen: {admin} }}\nqueue: {queue}\n");
     let yaml = format!("{head}{rest}");
     let config = dir.join(format!("junction-{tag}.yaml"));
     std::fs::write(&config, yaml).expect("write config");

@@ -259,10 +259,75 @@ macro_rules! on_backends {
 }
 
 on_backends!(
+    a_killed_instance_leaves_its_deliveries_to_another,
     events_reach_every_subscriber_with_retries,
     two_gateways_share_one_queue_and_a_stopped_one_loses_nothing,
     an_outage_refuses_new_events_with_503_and_loses_no_accepted_one,
 );
+
+/// Two `junction` processes on one queue; the one that accepted the events is
+/// SIGKILLed mid-delivery (deliveries taken, not settled): the other delivers
+/// every accepted event (after `lease_ttl` / `ack_wait`, or at once where the
+/// broker sees the connection drop).
+async fn a_killed_instance_leaves_its_deliveries_to_another(backend: Backend) {
+    use super::process::spawn_on;
+    const N: usize = 60;
+    let ns = Namespace::new(backend);
+    let dir = tempfile::tempdir().unwrap();
+    // Slow and narrow: most deliveries are still pending, some in flight, at the kill.
+    let slow = FakeUpstream::with(Behavior::Slow(Duration::from_millis(30))).await;
+    let routes = format!(
+        r#"upstreams:
+  s: {{ url: "{}", timeout: 3s, breaker: {{ min_requests: 100000 }} }}
+routes:
+  - name: orders
+    match: {{ method: POST, path: /orders }}
+    async:
+      topic: orders
+      subscribers:
+        - {{ name: sub-a, upstream: s, path: /hook, concurrency: 2 }}
+"#,
+        slow.url()
+    );
+    let queue = ns.queue_yaml(&ns.url(None));
+    let mut first = spawn_on(dir.path(), "first", &queue, &routes, &[]).await;
+    let mut bodies = Vec::new();
+    for i in 0..N {
+        let body = format!(r#"{{"n":{i}}}"#);
+        let resp = send(first.data.parse().unwrap(), &body).await;
+        assert_eq!(resp.status(), 202, "accepted by the first instance");
+        bodies.push(body);
+    }
+    // Let it take some deliveries, then kill it without a chance to settle them.
+    eventually(
+        "the first instance is delivering",
+        Duration::from_secs(10),
+        || slow.calls() >= 3,
+    )
+    .await;
+    first.child.kill().expect("SIGKILL");
+    let _ = first.child.wait();
+    let second = spawn_on(dir.path(), "second", &queue, &routes, &[]).await;
+    let t0 = std::time::Instant::now();
+    loop {
+        let seen: HashSet<String> = slow
+            .seen()
+            .iter()
+            .map(|s| String::from_utf8_lossy(&s.body).into_owned())
+            .collect();
+        let missing: Vec<&String> = bodies.iter().filter(|b| !seen.contains(*b)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{} of {N} accepted events never delivered after the kill: {missing:?}\n{}",
+            missing.len(),
+            second.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
 
 async fn events_reach_every_subscriber_with_retries(backend: Backend) {
     let a = FakeUpstream::with(Behavior::FailTimes {
