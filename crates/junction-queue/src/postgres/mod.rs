@@ -21,6 +21,7 @@
 //! Durability: a publish is answered after `COMMIT`, i.e. after PostgreSQL's
 //! WAL flush under the default `synchronous_commit = on`.
 
+mod housekeeping;
 mod listen;
 mod publish;
 mod read;
@@ -193,7 +194,7 @@ impl PostgresBroker {
             this.sql.channel.clone(),
         )
         .await?;
-        tokio::spawn(housekeeping(Arc::downgrade(&this)));
+        tokio::spawn(housekeeping::run(Arc::downgrade(&this)));
         Ok(this)
     }
 
@@ -356,67 +357,6 @@ impl PostgresBroker {
         }
         Ok(true)
     }
-}
-
-/// Renews held claims, prunes old records, re-reads the counters; stops when
-/// the broker is dropped or closed.
-async fn housekeeping(weak: std::sync::Weak<PostgresBroker>) {
-    let mut last_prune = std::time::Instant::now();
-    loop {
-        let period = match weak.upgrade() {
-            Some(b) => b.cfg.lease_ttl / 3,
-            None => return,
-        };
-        tokio::time::sleep(period.min(HOUSEKEEPING)).await;
-        let Some(b) = weak.upgrade() else { return };
-        if b.closed.load(Ordering::Acquire) {
-            return;
-        }
-        let held: Vec<(String, String)> = b.held.lock().iter().cloned().collect();
-        if let Err(e) = renew(&b, &held).await {
-            tracing::warn!(error = %e, "could not renew claims on postgres deliveries");
-        }
-        if last_prune.elapsed() >= HOUSEKEEPING {
-            last_prune = std::time::Instant::now();
-            if let Err(e) = prune(&b).await {
-                tracing::warn!(error = %e, "postgres queue housekeeping failed");
-            }
-        }
-    }
-}
-
-async fn renew(b: &PostgresBroker, held: &[(String, String)]) -> Result<(), QueueError> {
-    if held.is_empty() {
-        return Ok(());
-    }
-    let conn = b.settle_conn().await?;
-    let until = (wall_ms() + b.cfg.lease_ttl.as_millis() as u64) as i64;
-    // Per subscriber, so ANY($1) x ANY($2) names exactly the held pairs.
-    let mut by_sub: HashMap<&str, Vec<&str>> = HashMap::new();
-    for (id, sub) in held {
-        by_sub.entry(sub).or_default().push(id);
-    }
-    for (sub, ids) in by_sub {
-        conn.execute(b.sql.renew.as_str(), &[&ids, &vec![sub], &until])
-            .await
-            .map_err(|e| storage("renewing claims", e))?;
-    }
-    Ok(())
-}
-
-async fn prune(b: &PostgresBroker) -> Result<(), QueueError> {
-    let conn = b.conn().await?;
-    let now = wall_ms();
-    let cutoff = now.saturating_sub(b.cfg.completed_retention.as_millis() as u64) as i64;
-    conn.execute(b.sql.prune_messages.as_str(), &[&cutoff])
-        .await
-        .map_err(|e| storage("pruning completed messages", e))?;
-    conn.execute(b.sql.prune_keys.as_str(), &[&(now as i64)])
-        .await
-        .map_err(|e| storage("pruning idempotency keys", e))?;
-    drop(conn);
-    // Other instances' changes reach the snapshot here.
-    b.refresh_depth().await
 }
 
 #[async_trait]
