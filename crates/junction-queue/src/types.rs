@@ -9,6 +9,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+/// Current wall-clock time in unix milliseconds (every backend's clock).
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// Most attempts kept in a delivery's history; older ones are dropped first.
 pub const MAX_HISTORY: usize = 20;
 

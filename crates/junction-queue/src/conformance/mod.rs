@@ -11,7 +11,7 @@
 use std::any::Any;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -65,11 +65,9 @@ macro_rules! conformance_suite {
     )*};
 }
 
-/// Current time in unix ms.
+/// Current time in unix ms (the backends' clock).
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    crate::types::now_ms()
 }
 
 /// A plain request to `topic` for `subscribers`.

@@ -9,7 +9,6 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, MutexGuard, RwLock};
 use tokio::sync::Notify;
@@ -19,13 +18,7 @@ use super::hot::Hot;
 use super::journal::Pos;
 use crate::types::DepthSnapshot;
 
-/// Current wall-clock time in unix milliseconds.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
+pub(crate) use crate::types::now_ms;
 
 /// Exact depth counters; the writer keeps a working copy and publishes it after commit.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

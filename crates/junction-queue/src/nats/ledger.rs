@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{storage, token, wall_ms, Shared};
+use super::{now_ms, storage, token, Shared};
 use crate::contract::Ledger;
 use crate::envelope::{self, Envelope};
 use crate::types::*;
@@ -49,7 +49,7 @@ impl NatsLedger {
                 .headers
                 .get(envelope::HEADER)
                 .map(|v| v.as_str().as_bytes().to_vec());
-            let env = Envelope::parse(header.as_deref(), None, None, "", wall_ms());
+            let env = Envelope::parse(header.as_deref(), None, None, "", now_ms());
             let sub = env.subscriber.clone().unwrap_or_default();
             if !filter.matches(&env.topic, &sub) {
                 continue;

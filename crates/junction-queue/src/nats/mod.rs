@@ -87,12 +87,6 @@ pub(crate) fn storage(context: &str, e: impl std::fmt::Display) -> QueueError {
     ))
 }
 
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// A subject token for a name (dots and wildcards would change the subject's shape).
 fn token(name: &str) -> String {
     name.chars()
@@ -325,7 +319,7 @@ impl NatsBroker {
         ttl: Duration,
     ) -> Result<Option<MessageId>, QueueError> {
         let subject = self.key_subject(topic, key);
-        let now = wall_ms();
+        let now = now_ms();
         let record = serde_json::to_vec(&KeyRecord {
             id: id.clone(),
             expires_at_ms: now + ttl.as_millis() as u64,
@@ -388,7 +382,7 @@ impl Publisher for NatsBroker {
         if !subs.is_empty() {
             let published = async {
                 s.ensure(&req.topic, &subs).await?;
-                let env = Envelope::new(&id, &req, subs, wall_ms());
+                let env = Envelope::new(&id, &req, subs, now_ms());
                 s.publish(s.subject(&req.topic, "all"), &env, req.body.clone())
                     .await
             }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use parking_lot::Mutex;
 
-use super::{storage, token, wall_ms, Shared};
+use super::{now_ms, storage, token, Shared};
 use crate::contract::*;
 use crate::envelope::{self, Envelope};
 use crate::types::*;
@@ -161,7 +161,7 @@ impl Subscription for NatsSubscription {
                 .as_ref()
                 .and_then(|h| h.get(envelope::HEADER))
                 .map(|v| v.as_str().as_bytes().to_vec());
-            let env = Envelope::parse(header.as_deref(), None, None, &self.topic, wall_ms());
+            let env = Envelope::parse(header.as_deref(), None, None, &self.topic, now_ms());
             let released = self.settler.released.lock().get(&seq).copied().unwrap_or(0);
             let attempts = (delivered - 1).saturating_sub(released);
             let message = Arc::new(env.message(m.payload.to_vec()));
@@ -217,7 +217,7 @@ impl Settle for NatsSettler {
                 env.record(attempt);
                 env.subscriber = Some(d.subscriber.clone());
                 env.reason = Some(reason);
-                env.dead_at_ms = Some(wall_ms());
+                env.dead_at_ms = Some(now_ms());
                 let subject = self.shared.dlq_subject(&env.topic, &d.subscriber);
                 if let Err(e) = self
                     .shared

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
-use super::{storage, wall_ms, PostgresBroker, HOUSEKEEPING};
+use super::{now_ms, storage, PostgresBroker, HOUSEKEEPING};
 use crate::types::QueueError;
 
 /// Renews held claims, prunes old records, re-reads the counters; stops when
@@ -41,7 +41,7 @@ async fn renew(b: &PostgresBroker, held: &[(String, String)]) -> Result<(), Queu
         return Ok(());
     }
     let conn = b.settle_conn().await?;
-    let until = (wall_ms() + b.cfg.lease_ttl.as_millis() as u64) as i64;
+    let until = (now_ms() + b.cfg.lease_ttl.as_millis() as u64) as i64;
     // Per subscriber, so ANY($1) x ANY($2) names exactly the held pairs.
     let mut by_sub: HashMap<&str, Vec<&str>> = HashMap::new();
     for (id, sub) in held {
@@ -57,7 +57,7 @@ async fn renew(b: &PostgresBroker, held: &[(String, String)]) -> Result<(), Queu
 
 async fn prune(b: &PostgresBroker) -> Result<(), QueueError> {
     let conn = b.conn().await?;
-    let now = wall_ms();
+    let now = now_ms();
     let cutoff = now.saturating_sub(b.cfg.completed_retention.as_millis() as u64) as i64;
     conn.execute(b.sql.prune_messages.as_str(), &[&cutoff])
         .await

@@ -112,12 +112,6 @@ pub(crate) fn storage(
     QueueError::Storage(StorageError::new(context, e))
 }
 
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// Connects a pool to `url` (no connection is made yet). With `async_commit`,
 /// its transactions commit without waiting for the WAL flush: for claims and
 /// outcomes, where a change lost in a database crash only means a redelivery
@@ -305,7 +299,7 @@ impl PostgresBroker {
         let conn = self.settle_conn().await?;
         {
             let (at, took) = (attempt.at_ms as i64, attempt.duration_ms as i64);
-            let now = wall_ms() as i64;
+            let now = now_ms() as i64;
             match extra {
                 None => {
                     conn.query(stmt, &[&id, &sub, &at, &attempt.outcome, &took, &now])
@@ -337,7 +331,7 @@ impl PostgresBroker {
         let conn = self.conn().await?;
         let rows = match action {
             DlqAction::Replay => {
-                conn.query(self.sql.replay.as_str(), &[&id, &sub, &(wall_ms() as i64)])
+                conn.query(self.sql.replay.as_str(), &[&id, &sub, &(now_ms() as i64)])
                     .await
             }
             DlqAction::Purge => conn.query(self.sql.purge.as_str(), &[&id, &sub]).await,
@@ -418,7 +412,7 @@ impl IndexedStore for PostgresBroker {
         let row = conn
             .query_one(
                 self.sql.next_due.as_str(),
-                &[&subscriber, &(wall_ms() as i64)],
+                &[&subscriber, &(now_ms() as i64)],
             )
             .await
             .map_err(|e| storage("reading the next due time", e))?;
@@ -467,7 +461,7 @@ impl IndexedStore for PostgresBroker {
         attempt: AttemptRecord,
         reason: String,
     ) -> Result<(), QueueError> {
-        let now = wall_ms() as i64;
+        let now = now_ms() as i64;
         let rows = self
             .settle(
                 "dead-lettering a delivery",
@@ -503,7 +497,7 @@ impl IndexedStore for PostgresBroker {
 
     async fn message_status(&self, id: &str) -> Result<Option<MessageStatus>, QueueError> {
         let conn = self.conn().await?;
-        read::message_status(&conn, &self.sql, id, wall_ms()).await
+        read::message_status(&conn, &self.sql, id, now_ms()).await
     }
 
     async fn dlq_list(

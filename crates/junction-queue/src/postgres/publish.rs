@@ -7,7 +7,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::sql::Sql;
-use super::{storage, wall_ms};
+use super::{now_ms, storage};
 use crate::types::*;
 
 /// Most publishes in one transaction.
@@ -138,7 +138,7 @@ async fn commit(
         .transaction()
         .await
         .map_err(fail("starting a publish"))?;
-    let now = wall_ms() as i64;
+    let now = now_ms() as i64;
     let mut undelivered: u64 = match max_depth {
         Some(_) => tx
             .query_one(st.undelivered.as_str(), &[])

@@ -108,14 +108,8 @@ fn envelope_of(props: &BasicProperties, topic: &str) -> Envelope {
         props.message_id().as_ref().map(|m| m.to_string()),
         props.content_type().as_ref().map(|c| c.to_string()),
         topic,
-        wall_ms(),
+        now_ms(),
     )
-}
-
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// What the publisher, consumers, settlers and ledger share.
@@ -248,7 +242,7 @@ impl RabbitBroker {
 
     fn remember_key(&self, topic: &str, key: &str, id: &MessageId, ttl: Duration) {
         let mut keys = self.shared.keys.lock();
-        let now = wall_ms();
+        let now = now_ms();
         if keys.len() >= MAX_KEYS {
             keys.retain(|_, (_, exp)| *exp > now);
             if keys.len() >= MAX_KEYS {
@@ -264,7 +258,7 @@ impl RabbitBroker {
     fn known_key(&self, topic: &str, key: &str) -> Option<MessageId> {
         let keys = self.shared.keys.lock();
         keys.get(&(topic.to_owned(), key.to_owned()))
-            .filter(|(_, exp)| *exp > wall_ms())
+            .filter(|(_, exp)| *exp > now_ms())
             .map(|(id, _)| id.clone())
     }
 }
@@ -289,7 +283,7 @@ impl Publisher for RabbitBroker {
         if !subs.is_empty() {
             let ch = s.link.publisher().await?;
             s.topology.ensure(&ch, &req.topic, &subs).await?;
-            let env = Envelope::new(&id, &req, subs, wall_ms());
+            let env = Envelope::new(&id, &req, subs, now_ms());
             s.publish(&s.topology.exchange(&req.topic), "", &env, &req.body)
                 .await?;
         }

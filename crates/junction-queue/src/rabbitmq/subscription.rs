@@ -9,7 +9,7 @@ use lapin::acker::Acker;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 
-use super::{storage, wall_ms, Shared};
+use super::{now_ms, storage, Shared};
 use crate::contract::*;
 use crate::envelope::Envelope;
 use crate::types::*;
@@ -174,7 +174,7 @@ impl Settle for RabbitSettler {
                 env.record(attempt);
                 env.subscriber = Some(d.subscriber.clone());
                 env.reason = Some(reason);
-                env.dead_at_ms = Some(wall_ms());
+                env.dead_at_ms = Some(now_ms());
                 let dlq = topology.dlq(&env.topic, &d.subscriber);
                 s.publish("", &dlq, &env, &d.message.body).await
             }

@@ -1,7 +1,6 @@
 //! How Redis replies and stored fields become the queue's types.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use redis::Value;
@@ -103,12 +102,6 @@ pub(super) fn bytes(v: &Value) -> Vec<u8> {
 
 pub(super) fn num(v: Option<&String>) -> u64 {
     v.and_then(|s| s.parse().ok()).unwrap_or(0)
-}
-
-pub(super) fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 pub(super) fn storage(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> QueueError {

@@ -57,7 +57,7 @@ use tokio::sync::Notify;
 use crate::store::IndexedStore;
 use crate::types::*;
 use backlog::{Backlog, Held, Op};
-use codec::{bytes, message_from, num, parse_depth, status_of, storage, text, wall_ms, Meta};
+use codec::{bytes, message_from, num, parse_depth, status_of, storage, text, Meta};
 use leases::HeldLeases;
 use scripts::Scripts;
 use tasks::{
@@ -285,7 +285,7 @@ impl IndexedStore for RedisBroker {
         let meta = Meta {
             content_type: req.content_type,
             headers: req.headers,
-            enqueued_at_ms: wall_ms(),
+            enqueued_at_ms: now_ms(),
             subscribers: subscribers.clone(),
         };
         let meta = serde_json::to_vec(&meta).map_err(|e| storage("encoding a message", e))?;

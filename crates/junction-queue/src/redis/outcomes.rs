@@ -4,8 +4,9 @@
 use redis::Value;
 
 use super::backlog::{Held, Op};
-use super::codec::{storage, wall_ms};
+use super::codec::storage;
 use super::{RedisBroker, CALL_TIMEOUT};
+use crate::types::now_ms;
 use crate::types::*;
 
 /// Why a script did not run.
@@ -26,7 +27,7 @@ impl RedisBroker {
         let mut invocation = script.prepare_invoke();
         invocation
             .arg(&self.cfg.prefix)
-            .arg(wall_ms())
+            .arg(now_ms())
             .arg(self.cfg.completed_retention.as_millis() as u64);
         for a in args {
             invocation.arg(a);
@@ -94,7 +95,7 @@ impl RedisBroker {
 
     /// Pushes the expiry of every lease this instance still holds forward.
     pub(super) async fn renew_leases(&self) {
-        let until = wall_ms() + self.cfg.lease_ttl.as_millis() as u64;
+        let until = now_ms() + self.cfg.lease_ttl.as_millis() as u64;
         for (sub, ids) in self.leases.snapshot() {
             for chunk in ids.chunks(500) {
                 let mut cmd = redis::cmd("ZADD");

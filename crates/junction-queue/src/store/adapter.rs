@@ -3,7 +3,7 @@
 //! is something due, when to look again) happens here, once for every store.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::Notify;
@@ -33,12 +33,6 @@ pub fn queue(
 
 struct StoreQueue {
     store: Arc<dyn IndexedStore>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[async_trait]

@@ -97,31 +97,35 @@ pub fn postgres_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
+/// Runs a test's async cleanup to the end from a `Drop`: on a thread and
+/// runtime of its own, since the test's runtime may be shutting down.
+fn teardown(cleanup: impl std::future::Future<Output = ()> + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(cleanup)
+    })
+    .join();
+}
+
 /// Drops its PostgreSQL schema when the test ends, so reruns start clean.
 pub struct DropSchema(pub String);
 
 impl Drop for DropSchema {
     fn drop(&mut self) {
         let schema = self.0.clone();
-        // Blocking is fine in a test's teardown; a thread of its own keeps the
-        // test's runtime out of it.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                if let Ok((client, conn)) =
-                    tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls).await
-                {
-                    tokio::spawn(conn);
-                    let _ = client
-                        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                        .await;
-                }
-            });
-        })
-        .join();
+        teardown(async move {
+            if let Ok((client, conn)) =
+                tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls).await
+            {
+                tokio::spawn(conn);
+                let _ = client
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                    .await;
+            }
+        });
     }
 }
 
@@ -163,18 +167,9 @@ pub struct DeleteTopology(pub Arc<junction_queue::RabbitBroker>);
 impl Drop for DeleteTopology {
     fn drop(&mut self) {
         let names = self.0.declared();
-        // The test's runtime is going away: a thread and runtime of its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            let _ = rt.block_on(junction_queue::RabbitBroker::delete(
-                &rabbitmq_url(),
-                &names,
-            ));
-        })
-        .join();
+        teardown(async move {
+            let _ = junction_queue::RabbitBroker::delete(&rabbitmq_url(), &names).await;
+        });
     }
 }
 
@@ -198,14 +193,9 @@ pub struct DeleteStreams(pub Arc<junction_queue::NatsBroker>);
 impl Drop for DeleteStreams {
     fn drop(&mut self) {
         let names = self.0.declared();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            let _ = rt.block_on(junction_queue::NatsBroker::delete(&nats_url(), &names));
-        })
-        .join();
+        teardown(async move {
+            let _ = junction_queue::NatsBroker::delete(&nats_url(), &names).await;
+        });
     }
 }
 

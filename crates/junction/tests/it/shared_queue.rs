@@ -128,6 +128,19 @@ impl Namespace {
     }
 }
 
+/// Runs async cleanup to the end from a `Drop`, on a thread and runtime of its
+/// own (the test's runtime may be shutting down).
+fn teardown(cleanup: impl std::future::Future<Output = ()> + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(cleanup)
+    })
+    .join();
+}
+
 impl Drop for Namespace {
     fn drop(&mut self) {
         if let Backend::Nats = self.backend {
@@ -137,14 +150,9 @@ impl Drop for Namespace {
                 format!("{p}_dlq"),
                 format!("{p}_idem"),
             ];
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                let _ = rt.block_on(junction_queue::NatsBroker::delete(&nats_url(), &names));
-            })
-            .join();
+            teardown(async move {
+                let _ = junction_queue::NatsBroker::delete(&nats_url(), &names).await;
+            });
         }
         if let Backend::Rabbitmq = self.backend {
             // The names the gateway declared for topic `orders` and its two subscribers.
@@ -157,17 +165,9 @@ impl Drop for Namespace {
                     names.push(format!("{p}.orders.{sub}.retry.{tier}"));
                 }
             }
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                let _ = rt.block_on(junction_queue::RabbitBroker::delete(
-                    &rabbitmq_url(),
-                    &names,
-                ));
-            })
-            .join();
+            teardown(async move {
+                let _ = junction_queue::RabbitBroker::delete(&rabbitmq_url(), &names).await;
+            });
         }
         // JUNCTION_TEST_KEEP_SCHEMA=1 keeps it, to look at after a failure.
         if let (Backend::Postgres, Err(_)) =
