@@ -1,4 +1,4 @@
-//! What travels with a message's body on a broker (RabbitMQ, NATS): one JSON
+//! What travels with a message's body on a broker (RabbitMQ, NATS, SQS, Kafka): one JSON
 //! header with the message's metadata and its delivery state for the queue or
 //! subject it sits in.
 
@@ -32,6 +32,9 @@ pub struct Envelope {
     pub reason: Option<String>,
     #[serde(default)]
     pub dead_at_ms: Option<u64>,
+    /// The body travels base64-encoded (brokers whose bodies must be text: SQS).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub body_base64: bool,
 }
 
 impl Envelope {
@@ -49,6 +52,7 @@ impl Envelope {
             subscriber: None,
             reason: None,
             dead_at_ms: None,
+            body_base64: false,
         }
     }
 
@@ -80,7 +84,23 @@ impl Envelope {
                 subscriber: None,
                 reason: None,
                 dead_at_ms: None,
+                body_base64: false,
             })
+    }
+
+    /// The envelope a dead letter is replayed with: its message and attempt
+    /// history, and no delivery state.
+    pub fn replay_of(letter: &DeadLetter) -> Self {
+        let m = &letter.message;
+        let mut env = Self::parse(None, None, None, &m.topic, 0);
+        env.id = m.id.clone();
+        env.content_type = m.content_type.clone();
+        env.headers = m.headers.clone();
+        env.ordering_key = m.ordering_key.clone();
+        env.enqueued_at_ms = m.enqueued_at_ms;
+        env.subscribers = m.subscribers.clone();
+        env.history = letter.attempts.clone();
+        env
     }
 
     /// Records an attempt (the broker's count: attempts so far + 1).

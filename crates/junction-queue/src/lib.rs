@@ -20,10 +20,12 @@ pub mod conformance;
 pub mod contract;
 pub mod embedded;
 mod envelope;
+mod local_keys;
 pub mod nats;
 pub mod postgres;
 pub mod rabbitmq;
 pub mod redis;
+pub mod sqs;
 pub mod store;
 pub mod types;
 
@@ -31,6 +33,7 @@ pub use self::nats::{NatsBroker, NatsConfig};
 pub use self::postgres::{PostgresBroker, PostgresConfig};
 pub use self::rabbitmq::{RabbitBroker, RabbitConfig};
 pub use self::redis::{RedisBroker, RedisConfig};
+pub use self::sqs::{SqsBroker, SqsConfig};
 pub use contract::{
     AckToken, Capabilities, Consumer, Delivery, Ledger, Publisher, Queue, Settle, Settlement,
     Subscription,

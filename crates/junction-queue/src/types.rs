@@ -268,6 +268,14 @@ pub enum QueueError {
     /// The backend's storage failed; the operation did not take effect.
     #[error("queue storage failed: {0}")]
     Storage(#[source] StorageError),
+    /// The message is larger than the backend takes (SQS: 256 KiB); nothing stored.
+    #[error("message of {size} bytes is larger than the queue takes ({max})")]
+    TooLarge {
+        /// The message's size with its metadata.
+        size: u64,
+        /// The backend's limit.
+        max: u64,
+    },
     /// The broker was closed.
     #[error("queue is closed")]
     Closed,

@@ -77,14 +77,7 @@ impl NatsLedger {
     ) -> Result<(), QueueError> {
         let s = &self.shared;
         if action == DlqAction::Replay {
-            let mut env = Envelope::parse(None, None, None, &letter.message.topic, 0);
-            env.id = letter.message.id.clone();
-            env.content_type = letter.message.content_type.clone();
-            env.headers = letter.message.headers.clone();
-            env.ordering_key = letter.message.ordering_key.clone();
-            env.enqueued_at_ms = letter.message.enqueued_at_ms;
-            env.subscribers = letter.message.subscribers.clone();
-            env.history = letter.attempts.clone();
+            let env = Envelope::replay_of(letter);
             s.ensure(
                 &letter.message.topic,
                 std::slice::from_ref(&letter.subscriber),

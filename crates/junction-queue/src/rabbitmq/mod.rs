@@ -30,7 +30,6 @@ mod link;
 mod subscription;
 pub mod topology;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,18 +38,17 @@ use lapin::options::BasicPublishOptions;
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::BasicProperties;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 
 use crate::contract::*;
 use crate::envelope::{self, Envelope};
+use crate::local_keys::LocalKeys;
 use crate::types::*;
 use link::Link;
 use topology::{QueueType, Topology};
 
 /// How often the broker's queue counts are re-read.
 const DEPTH_REFRESH: Duration = Duration::from_secs(2);
-/// Idempotency keys remembered at most (the oldest are forgotten first).
-const MAX_KEYS: usize = 100_000;
 
 /// What the RabbitMQ queue gives (see the module doc).
 pub const CAPABILITIES: Capabilities = Capabilities {
@@ -118,8 +116,8 @@ pub(crate) struct Shared {
     topology: Topology,
     max_depth: Option<u64>,
     depth: RwLock<DepthSnapshot>,
-    /// (topic, key) -> (first id, expiry ms): per instance.
-    keys: Mutex<HashMap<(String, String), (MessageId, u64)>>,
+    /// Idempotency keys: per instance.
+    keys: LocalKeys,
     closed: std::sync::atomic::AtomicBool,
 }
 
@@ -203,7 +201,7 @@ impl RabbitBroker {
             topology: Topology::new(&cfg.prefix, cfg.queue_type, cfg.max_depth),
             max_depth: cfg.max_depth,
             depth: RwLock::default(),
-            keys: Mutex::default(),
+            keys: LocalKeys::default(),
             closed: std::sync::atomic::AtomicBool::new(false),
         });
         tokio::spawn(refresh_depth_forever(Arc::downgrade(&shared)));
@@ -239,28 +237,6 @@ impl RabbitBroker {
         link.close().await;
         Ok(())
     }
-
-    fn remember_key(&self, topic: &str, key: &str, id: &MessageId, ttl: Duration) {
-        let mut keys = self.shared.keys.lock();
-        let now = now_ms();
-        if keys.len() >= MAX_KEYS {
-            keys.retain(|_, (_, exp)| *exp > now);
-            if keys.len() >= MAX_KEYS {
-                keys.clear();
-            }
-        }
-        keys.insert(
-            (topic.to_owned(), key.to_owned()),
-            (id.clone(), now + ttl.as_millis() as u64),
-        );
-    }
-
-    fn known_key(&self, topic: &str, key: &str) -> Option<MessageId> {
-        let keys = self.shared.keys.lock();
-        keys.get(&(topic.to_owned(), key.to_owned()))
-            .filter(|(_, exp)| *exp > now_ms())
-            .map(|(id, _)| id.clone())
-    }
 }
 
 #[async_trait]
@@ -269,7 +245,7 @@ impl Publisher for RabbitBroker {
         let s = &self.shared;
         s.check_open()?;
         if let Some(key) = &req.idempotency_key {
-            if let Some(id) = self.known_key(&req.topic, key) {
+            if let Some(id) = s.keys.known(&req.topic, key) {
                 return Ok(EnqueueOutcome::Duplicate(id));
             }
         }
@@ -288,7 +264,7 @@ impl Publisher for RabbitBroker {
                 .await?;
         }
         if let Some(key) = &req.idempotency_key {
-            self.remember_key(&req.topic, key, &id, req.idempotency_ttl);
+            s.keys.remember(&req.topic, key, &id, req.idempotency_ttl);
         }
         Ok(EnqueueOutcome::Accepted(id))
     }

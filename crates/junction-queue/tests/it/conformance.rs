@@ -36,4 +36,10 @@ mod contract {
     mod nats {
         junction_queue::queue_conformance_suite!(crate::support::nats_queue);
     }
+    mod sqs {
+        junction_queue::queue_conformance_suite!(crate::support::sqs_queue);
+    }
+    mod sqs_fifo {
+        junction_queue::queue_conformance_suite!(crate::support::sqs_fifo_queue);
+    }
 }

@@ -208,3 +208,53 @@ pub async fn nats_queue() -> QueueHarness {
         .expect("nats with jetstream must be running for these tests");
     QueueHarness::new(b.clone().into_queue(), DeleteStreams(b))
 }
+
+/// `SQS_ENDPOINT`, or the local moto server `scripts/services` starts.
+pub fn sqs_endpoint() -> String {
+    std::env::var("SQS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:4566".to_owned())
+}
+
+/// Settings of an SQS queue on the local server under a prefix of its own.
+pub fn sqs_config(fifo: bool) -> junction_queue::SqsConfig {
+    let prefix = format!("jqt{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let mut cfg = junction_queue::SqsConfig::new("us-east-1", prefix);
+    cfg.endpoint = Some(sqs_endpoint());
+    cfg.fifo = fifo;
+    cfg.visibility_timeout = std::time::Duration::from_secs(5);
+    cfg.credentials = Some(junction_queue::sqs::credentials("test", "test"));
+    cfg
+}
+
+/// Deletes a test's SQS queues and SNS topics when it ends.
+pub struct DeleteSqs(pub junction_queue::SqsConfig);
+
+impl Drop for DeleteSqs {
+    fn drop(&mut self) {
+        let cfg = self.0.clone();
+        teardown(async move {
+            if let Ok(b) = junction_queue::SqsBroker::connect(cfg).await {
+                let _ = b.delete_everything().await;
+            }
+        });
+    }
+}
+
+/// A fresh SQS (+ SNS) queue on the local server, standard queues.
+pub async fn sqs_queue() -> QueueHarness {
+    sqs_queue_with(false).await
+}
+
+/// A fresh SQS (+ SNS) queue on the local server, FIFO topics and queues.
+pub async fn sqs_fifo_queue() -> QueueHarness {
+    sqs_queue_with(true).await
+}
+
+async fn sqs_queue_with(fifo: bool) -> QueueHarness {
+    let cfg = sqs_config(fifo);
+    let b = junction_queue::SqsBroker::connect(cfg.clone())
+        .await
+        .expect(
+            "an SQS server (moto, started by scripts/services) must be running for these tests",
+        );
+    QueueHarness::new(b.into_queue(), DeleteSqs(cfg))
+}

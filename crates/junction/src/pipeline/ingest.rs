@@ -62,6 +62,7 @@ pub async fn accept(
         .await
         .map_err(|e| match e {
             QueueError::Full { depth, max } => GatewayError::QueueFull { depth, max },
+            QueueError::TooLarge { max, .. } => GatewayError::BodyTooLarge { limit: max },
             other => GatewayError::QueueUnavailable(crate::proxy::upstream::error_chain(&other)),
         })?;
     if matches!(outcome, EnqueueOutcome::Accepted(_)) {
