@@ -59,8 +59,8 @@ const RETENTION_SECS: &str = "1209600";
 /// Settings of an SQS queue.
 #[derive(Clone, Debug)]
 pub struct SqsConfig {
-    /// AWS region (`eu-west-1`).
-    pub region: String,
+    /// AWS region (`eu-west-1`); the standard chain's (`AWS_REGION`, profile) when `None`.
+    pub region: Option<String>,
     /// Endpoint of a local or compatible server; AWS's own when `None`.
     pub endpoint: Option<String>,
     /// Prefix of every queue and topic name; instances sharing a queue use the same one.
@@ -77,9 +77,9 @@ pub struct SqsConfig {
 
 impl SqsConfig {
     /// Standard queues, deliveries given out again 30 s after an instance stopped settling them.
-    pub fn new(region: impl Into<String>, prefix: impl Into<String>) -> Self {
+    pub fn new(region: Option<String>, prefix: impl Into<String>) -> Self {
         Self {
-            region: region.into(),
+            region,
             endpoint: None,
             prefix: prefix.into(),
             fifo: false,
@@ -383,7 +383,6 @@ impl SqsBroker {
     pub async fn connect(cfg: SqsConfig) -> Result<Arc<Self>, QueueError> {
         use aws_config::{retry::RetryConfig, timeout::TimeoutConfig, BehaviorVersion, Region};
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(cfg.region.clone()))
             // Bounded, so a publish to an endpoint that stopped answering gets 503 soon.
             .timeout_config(
                 TimeoutConfig::builder()
@@ -393,6 +392,9 @@ impl SqsBroker {
                     .build(),
             )
             .retry_config(RetryConfig::standard().with_max_attempts(2));
+        if let Some(region) = &cfg.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
         if let Some(endpoint) = &cfg.endpoint {
             loader = loader.endpoint_url(endpoint);
         }
@@ -400,6 +402,12 @@ impl SqsBroker {
             loader = loader.credentials_provider(creds.clone());
         }
         let sdk = loader.load().await;
+        if sdk.region().is_none() {
+            return Err(QueueError::Storage(StorageError::new(
+                "no AWS region: set queue.region, AWS_REGION or a profile's region",
+                std::io::Error::other("no region"),
+            )));
+        }
         let shared = Arc::new(Shared {
             sqs: aws_sdk_sqs::Client::new(&sdk),
             sns: aws_sdk_sns::Client::new(&sdk),

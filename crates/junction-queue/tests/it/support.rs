@@ -217,7 +217,7 @@ pub fn sqs_endpoint() -> String {
 /// Settings of an SQS queue on the local server under a prefix of its own.
 pub fn sqs_config(fifo: bool) -> junction_queue::SqsConfig {
     let prefix = format!("jqt{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let mut cfg = junction_queue::SqsConfig::new("us-east-1", prefix);
+    let mut cfg = junction_queue::SqsConfig::new(Some("us-east-1".to_owned()), prefix);
     cfg.endpoint = Some(sqs_endpoint());
     cfg.fifo = fifo;
     cfg.visibility_timeout = std::time::Duration::from_secs(5);

@@ -214,6 +214,31 @@ pub enum QueueConfig {
         #[serde(default)]
         max_depth: Option<u64>,
     },
+    /// Amazon SQS: per topic an SNS topic, per subscriber an SQS queue
+    /// subscribed to it (competing consumers across instances) and a
+    /// dead-letter queue. Credentials come from the standard AWS chain.
+    Sqs {
+        /// AWS region; the standard chain's (`AWS_REGION`, profile) when absent.
+        #[serde(default)]
+        region: Option<String>,
+        /// Endpoint of a local or compatible server (`http://127.0.0.1:4566`);
+        /// AWS's own when absent.
+        #[serde(default)]
+        endpoint: Option<String>,
+        /// Prefix of every queue and topic name.
+        #[serde(default = "defaults::queue_schema")]
+        prefix: String,
+        /// FIFO topics and queues, so ordering keys hold per subscriber.
+        #[serde(default)]
+        fifo: bool,
+        /// How long a received delivery stays hidden before SQS gives it out
+        /// again (to this instance or another); whole seconds, 1s to 12h.
+        #[serde(default = "defaults::lease_ttl")]
+        visibility_timeout: Dur,
+        /// Approximate per-subscriber backlog past which new events get 503.
+        #[serde(default)]
+        max_depth: Option<u64>,
+    },
 }
 
 /// RabbitMQ queue type of subscriber queues.

@@ -83,6 +83,49 @@ pub(super) fn check(
             );
         }
     }
+    if let Some(QueueConfig::Sqs {
+        endpoint,
+        prefix,
+        visibility_timeout,
+        ..
+    }) = queue
+    {
+        let valid = endpoint.as_deref().is_none_or(|e| {
+            e.parse::<http::Uri>().is_ok_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
+            })
+        });
+        if !valid {
+            errs.push(
+                pos_of(root, &["queue", "endpoint"]),
+                "queue.endpoint",
+                format!(
+                    "invalid SQS endpoint {:?}: expected e.g. http://127.0.0.1:4566",
+                    endpoint.as_deref().unwrap_or_default()
+                ),
+            );
+        }
+        let name_ok = !prefix.is_empty()
+            && prefix.len() <= 40
+            && prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !name_ok {
+            errs.push(
+                pos_of(root, &["queue", "prefix"]),
+                "queue.prefix",
+                format!("{prefix:?} cannot start SQS queue names: use letters, digits, - and _ (at most 40)"),
+            );
+        }
+        let v = visibility_timeout.0;
+        if v < std::time::Duration::from_secs(1) || v > std::time::Duration::from_secs(12 * 3600) {
+            errs.push(
+                pos_of(root, &["queue", "visibility_timeout"]),
+                "queue.visibility_timeout",
+                "must be between 1s and 12h (SQS's range, in whole seconds)".into(),
+            );
+        }
+    }
     if let Some(QueueConfig::Postgres { url, .. }) = queue {
         let scheme = url.split_once("://").map(|(s, _)| s);
         if !matches!(scheme, Some("postgres" | "postgresql")) {

@@ -127,6 +127,31 @@ pub async fn open_queue(config: &Config) -> anyhow::Result<Queue> {
                 })?;
             Ok(broker.into_queue())
         }
+        QueueConfig::Sqs {
+            region,
+            endpoint,
+            prefix,
+            fifo,
+            visibility_timeout,
+            max_depth,
+        } => {
+            let mut cfg = junction_queue::SqsConfig::new(region.clone(), prefix.clone());
+            cfg.endpoint = endpoint.clone();
+            cfg.fifo = *fifo;
+            cfg.visibility_timeout = visibility_timeout.0;
+            cfg.max_depth = *max_depth;
+            let broker = junction_queue::SqsBroker::connect(cfg).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot open the sqs queue{}: {}",
+                    endpoint
+                        .as_deref()
+                        .map(|e| format!(" at {e}"))
+                        .unwrap_or_default(),
+                    crate::proxy::upstream::error_chain(&e)
+                )
+            })?;
+            Ok(broker.into_queue())
+        }
         QueueConfig::Postgres {
             url,
             schema,
@@ -185,7 +210,8 @@ pub async fn migrate(config: &Config) -> anyhow::Result<String> {
         QueueConfig::Embedded { .. }
         | QueueConfig::Redis { .. }
         | QueueConfig::Rabbitmq { .. }
-        | QueueConfig::Nats { .. } => {
+        | QueueConfig::Nats { .. }
+        | QueueConfig::Sqs { .. } => {
             Ok("the configured queue backend has no schema to migrate".into())
         }
     }

@@ -1,5 +1,5 @@
 //! Async routes on the queues several instances share (Redis, PostgreSQL,
-//! RabbitMQ, NATS JetStream):
+//! RabbitMQ, NATS JetStream, SQS):
 //! delivery through the gateway, two gateways sharing one queue (one stops; the
 //! other delivers what it accepted), and a broker outage (503, nothing lost).
 //! Every check runs once per backend, each in a namespace of its own.
@@ -17,6 +17,30 @@ enum Backend {
     Postgres,
     Rabbitmq,
     Nats,
+    Sqs,
+}
+
+/// `SQS_ENDPOINT`, or the local moto server `scripts/services` starts.
+fn sqs_endpoint() -> String {
+    std::env::var("SQS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:4566".to_owned())
+}
+
+/// The gateway takes AWS credentials from the standard chain only, so tests
+/// against the local server give it the usual placeholder ones through the
+/// environment (set once, before any gateway of the test reads it; nextest
+/// runs each test in a process of its own).
+fn aws_test_credentials() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for (k, v) in [
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+        ] {
+            if std::env::var_os(k).is_none() {
+                std::env::set_var(k, v);
+            }
+        }
+    });
 }
 
 /// `NATS_URL`, or the local default.
@@ -50,6 +74,10 @@ impl Namespace {
             Backend::Postgres => format!("jt_q_{}", uuid::Uuid::new_v4().simple()),
             Backend::Rabbitmq => format!("jt-q-{}", uuid::Uuid::new_v4().simple()),
             Backend::Nats => format!("jtq{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+            Backend::Sqs => {
+                aws_test_credentials();
+                format!("jtq{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+            }
         };
         Self { backend, name }
     }
@@ -69,6 +97,8 @@ impl Namespace {
             (Backend::Rabbitmq, Some(g)) => format!("amqp://guest:guest@{}/%2f", g.addr()),
             (Backend::Nats, None) => nats_url(),
             (Backend::Nats, Some(g)) => format!("nats://{}", g.addr()),
+            (Backend::Sqs, None) => sqs_endpoint(),
+            (Backend::Sqs, Some(g)) => format!("http://{}", g.addr()),
         }
     }
 
@@ -82,6 +112,7 @@ impl Namespace {
                 format!("tcp://{rest}")
             }
             Backend::Nats => nats_url(),
+            Backend::Sqs => sqs_endpoint(),
             Backend::Rabbitmq => {
                 let url = rabbitmq_url();
                 let rest = url.split_once('@').map_or(url.as_str(), |(_, r)| r);
@@ -109,6 +140,10 @@ impl Namespace {
                 r#"{{ backend: nats, url: "{url}", prefix: {}, ack_wait: 1s }}"#,
                 self.name
             ),
+            Backend::Sqs => format!(
+                r#"{{ backend: sqs, region: us-east-1, endpoint: "{url}", prefix: {}, visibility_timeout: 1s }}"#,
+                self.name
+            ),
         }
     }
 
@@ -119,12 +154,16 @@ impl Namespace {
             Backend::Postgres => "postgres",
             Backend::Rabbitmq => "rabbitmq",
             Backend::Nats => "nats",
+            Backend::Sqs => "sqs",
         }
     }
 
     /// Whether `/admin/messages/{id}` answers on this backend.
     fn has_status(&self) -> bool {
-        !matches!(self.backend, Backend::Rabbitmq | Backend::Nats)
+        !matches!(
+            self.backend,
+            Backend::Rabbitmq | Backend::Nats | Backend::Sqs
+        )
     }
 }
 
@@ -143,6 +182,16 @@ fn teardown(cleanup: impl std::future::Future<Output = ()> + Send + 'static) {
 
 impl Drop for Namespace {
     fn drop(&mut self) {
+        if let Backend::Sqs = self.backend {
+            let mut cfg =
+                junction_queue::SqsConfig::new(Some("us-east-1".into()), self.name.clone());
+            cfg.endpoint = Some(sqs_endpoint());
+            teardown(async move {
+                if let Ok(b) = junction_queue::SqsBroker::connect(cfg).await {
+                    let _ = b.delete_everything().await;
+                }
+            });
+        }
         if let Backend::Nats = self.backend {
             let p = &self.name;
             let names = vec![
@@ -253,6 +302,12 @@ macro_rules! on_backends {
             #[tokio::test]
             async fn $check() {
                 super::$check(super::Backend::Nats).await
+            }
+        )*}
+        mod sqs {$(
+            #[tokio::test]
+            async fn $check() {
+                super::$check(super::Backend::Sqs).await
             }
         )*}
     };
