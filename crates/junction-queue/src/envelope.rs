@@ -91,7 +91,13 @@ impl Envelope {
     /// The envelope a dead letter is replayed with: its message and attempt
     /// history, and no delivery state.
     pub fn replay_of(letter: &DeadLetter) -> Self {
-        let m = &letter.message;
+        let mut env = Self::of(&letter.message);
+        env.history = letter.attempts.clone();
+        env
+    }
+
+    /// The envelope of `m`, with no delivery state.
+    pub fn of(m: &Message) -> Self {
         let mut env = Self::parse(None, None, None, &m.topic, 0);
         env.id = m.id.clone();
         env.content_type = m.content_type.clone();
@@ -99,7 +105,6 @@ impl Envelope {
         env.ordering_key = m.ordering_key.clone();
         env.enqueued_at_ms = m.enqueued_at_ms;
         env.subscribers = m.subscribers.clone();
-        env.history = letter.attempts.clone();
         env
     }
 

@@ -20,6 +20,7 @@ pub mod conformance;
 pub mod contract;
 pub mod embedded;
 mod envelope;
+pub mod kafka;
 mod local_keys;
 pub mod nats;
 pub mod postgres;
@@ -29,6 +30,7 @@ pub mod sqs;
 pub mod store;
 pub mod types;
 
+pub use self::kafka::{KafkaBroker, KafkaConfig};
 pub use self::nats::{NatsBroker, NatsConfig};
 pub use self::postgres::{PostgresBroker, PostgresConfig};
 pub use self::rabbitmq::{RabbitBroker, RabbitConfig};

@@ -216,8 +216,8 @@ pub struct DlqFilter {
 impl DlqFilter {
     /// Whether a dead letter of `topic` for `subscriber` matches.
     pub fn matches(&self, topic: &str, subscriber: &str) -> bool {
-        self.topic.as_deref().map_or(true, |t| t == topic)
-            && self.subscriber.as_deref().map_or(true, |s| s == subscriber)
+        self.topic.as_deref().is_none_or(|t| t == topic)
+            && self.subscriber.as_deref().is_none_or(|s| s == subscriber)
     }
 }
 

@@ -25,9 +25,9 @@ pub const SUBSCRIBER_MAX_ATTEMPTS: u32 = 100;
 /// Renders a duration the way the config expects: `250ms`, `3s`, `5m`.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis().max(1);
-    if ms % 60_000 == 0 {
+    if ms.is_multiple_of(60_000) {
         format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")

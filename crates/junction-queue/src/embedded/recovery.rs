@@ -124,7 +124,7 @@ fn restore_journal(db: &Database, dir: &Path, counters: Counters, seq: u64) -> R
     let mut last: Option<String> = None;
     replay(&jdir, &old, |rec| {
         match rec {
-            Record::Enq(m) if last.as_ref().map_or(true, |l| m.id > *l) => last = Some(m.id),
+            Record::Enq(m) if last.as_ref().is_none_or(|l| m.id > *l) => last = Some(m.id),
             Record::Enq(_) => {}
             Record::Ack { id, sub } => acked.entry(id).or_default().push(sub),
         }

@@ -36,6 +36,9 @@ mod contract {
     mod nats {
         junction_queue::queue_conformance_suite!(crate::support::nats_queue);
     }
+    mod kafka {
+        junction_queue::queue_conformance_suite!(crate::support::kafka_queue);
+    }
     mod sqs {
         junction_queue::queue_conformance_suite!(crate::support::sqs_queue);
     }

@@ -2,6 +2,7 @@
 
 mod conformance;
 mod embedded;
+mod kafka;
 mod model;
 mod redis;
 mod support;

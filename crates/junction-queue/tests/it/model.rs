@@ -130,7 +130,7 @@ async fn run(seed: u64, hot_max: usize) {
                     EnqueueOutcome::Accepted(id) => {
                         let id = id.to_string();
                         assert!(
-                            idem.map_or(true, |k| !m.idem.contains_key(&(topic, k))),
+                            idem.is_none_or(|k| !m.idem.contains_key(&(topic, k))),
                             "{ctx}: duplicate missed"
                         );
                         if let Some(k) = idem {

@@ -258,3 +258,44 @@ async fn sqs_queue_with(fifo: bool) -> QueueHarness {
         );
     QueueHarness::new(b.into_queue(), DeleteSqs(cfg))
 }
+
+/// `KAFKA_BROKERS`, or the local Kafka-protocol broker `scripts/services` starts.
+pub fn kafka_brokers() -> String {
+    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
+}
+
+/// Settings of a Kafka queue under a prefix of its own: 3 partitions, one
+/// replica (the local broker is one node), short sessions so rebalances are quick.
+pub fn kafka_config() -> junction_queue::KafkaConfig {
+    let prefix = format!("jqt{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let mut cfg = junction_queue::KafkaConfig::new(kafka_brokers(), prefix);
+    cfg.partitions = 3;
+    cfg.replication_factor = Some(1);
+    cfg.session_timeout = std::time::Duration::from_secs(6);
+    cfg
+}
+
+/// Deletes a test's Kafka topics when it ends, after closing its clients (a
+/// group member still reading a topic deleted under it can crash librdkafka
+/// on tansu's metadata answer).
+pub struct DeleteKafka(pub Arc<junction_queue::KafkaBroker>);
+
+impl Drop for DeleteKafka {
+    fn drop(&mut self) {
+        let b = self.0.clone();
+        teardown(async move {
+            use junction_queue::Publisher as _;
+            let _ = b.close().await;
+            let _ = b.delete_everything().await;
+        });
+    }
+}
+
+/// A fresh Kafka queue on the local broker.
+pub async fn kafka_queue() -> QueueHarness {
+    let cfg = kafka_config();
+    let b = junction_queue::KafkaBroker::connect(cfg)
+        .await
+        .expect("a Kafka-protocol broker (tansu, started by scripts/services) must be running for these tests");
+    QueueHarness::new(b.clone().into_queue(), DeleteKafka(b))
+}

@@ -174,7 +174,10 @@ fn sqs_settings_are_checked_where_they_are_written() {
     let good = "queue: { backend: sqs, region: eu-west-1, prefix: erp, fifo: true, visibility_timeout: 45s, max_depth: 1000 }\n";
     assert!(load_str(good, "s.yaml").is_ok());
     let local = "queue: { backend: sqs, endpoint: \"http://127.0.0.1:4566\" }\n";
-    assert!(load_str(local, "s.yaml").is_ok(), "region may come from the AWS chain");
+    assert!(
+        load_str(local, "s.yaml").is_ok(),
+        "region may come from the AWS chain"
+    );
     let bad = "queue:\n  backend: sqs\n  endpoint: \"127.0.0.1:4566\"\n  prefix: \"erp.prod\"\n  visibility_timeout: 500ms\n";
     let errs = load_str(bad, "s.yaml").unwrap_err();
     let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
