@@ -4,9 +4,11 @@
 //! request ([`ScriptedOrigin`]); and a TCP forwarder a test can cut ([`TcpGate`]).
 
 mod gate;
+mod kafka;
 mod scripted;
 
 pub use gate::TcpGate;
+pub use kafka::PrivateKafka;
 pub use scripted::{Reply, ScriptedOrigin};
 
 use axum::body::Bytes;

@@ -25,7 +25,7 @@ const READ_BOUND: Duration = Duration::from_secs(20);
 pub async fn topic_names(s: &Arc<Shared>) -> Result<Vec<String>, QueueError> {
     let s = s.clone();
     blocking(move || {
-        s.producer
+        s.producer()
             .client()
             .fetch_metadata(None, REQUEST_TIMEOUT)
             .map(|m| m.topics().iter().map(|t| t.name().to_owned()).collect())

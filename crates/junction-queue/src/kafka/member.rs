@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
-};
+use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message as _};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, Notify};
@@ -49,6 +47,9 @@ struct Track {
 
 #[derive(Default)]
 struct State {
+    /// Set by `close` before unsubscribing; the revocation that follows sets `left`.
+    closing: bool,
+    left: bool,
     epochs: HashMap<i32, u64>,
     tracks: HashMap<i32, Track>,
     /// Ordering key → (its partition, records waiting behind the one out).
@@ -75,6 +76,7 @@ impl ConsumerContext for Ctx {
             _ => return,
         };
         let mut st = self.state.lock();
+        st.left |= st.closing;
         for p in revoked {
             *st.epochs.entry(p).or_default() += 1;
             st.tracks.remove(&p);
@@ -261,14 +263,24 @@ impl Member {
         });
     }
 
-    /// Stops reading, commits what was stored and leaves the group.
+    /// Stops reading, commits what was stored and leaves the group, so the
+    /// others take its partitions at once rather than after the session timeout.
     pub async fn close(&self) {
         self.stop.notify_waiters();
         self.stop.notify_one();
+        self.state.lock().closing = true;
         let consumer = self.consumer.clone();
-        let _ = blocking(move || {
-            let _ = consumer.commit_consumer_state(CommitMode::Sync);
-            consumer.unsubscribe();
+        // Unsubscribing revokes the partitions, and librdkafka commits the
+        // stored offsets (never the read position) as it does.
+        let _ = blocking(move || consumer.unsubscribe()).await;
+        // librdkafka leaves the group once the revocation was served, which
+        // happens in a poll: poll (anything read now is read again by the
+        // next owner) until it was, bounded.
+        let _ = tokio::time::timeout(Duration::from_secs(3), async {
+            while !self.state.lock().left {
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(100), self.consumer.recv()).await;
+            }
         })
         .await;
     }

@@ -108,6 +108,20 @@ impl KafkaConfig {
         }
     }
 
+    /// An idempotent producer waiting for every in-sync replica (`acks=all`).
+    fn producer(&self) -> Result<FutureProducer, QueueError> {
+        let mut pc = self.client_config();
+        pc.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set(
+                "message.timeout.ms",
+                PRODUCE_TIMEOUT.as_millis().to_string(),
+            )
+            .set("linger.ms", "1");
+        pc.create()
+            .map_err(|e| storage("creating a kafka producer", e))
+    }
+
     /// The librdkafka settings every client of this queue shares.
     fn client_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
@@ -119,6 +133,16 @@ impl KafkaConfig {
         }
         c
     }
+}
+
+/// The bootstrap servers of a `kafka://host:port[,host:port...]` URL.
+pub fn bootstrap_servers(url: &str) -> Option<String> {
+    let hosts = url.strip_prefix("kafka://")?.trim_end_matches('/');
+    let valid = hosts.split(',').all(|h| {
+        h.rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+    });
+    valid.then(|| hosts.to_owned())
 }
 
 pub(crate) fn storage(context: &str, e: impl std::fmt::Display) -> QueueError {
@@ -157,7 +181,9 @@ pub(crate) async fn blocking<T: Send + 'static>(
 /// What the publisher, group members and ledger share.
 pub(crate) struct Shared {
     cfg: KafkaConfig,
-    producer: FutureProducer,
+    /// Replaced when librdkafka declares it failed for good (an idempotent
+    /// producer whose sequence it could not recover after an outage).
+    producer: RwLock<FutureProducer>,
     admin: AdminClient<DefaultClientContext>,
     /// Topics known to exist.
     topics: Mutex<BTreeSet<String>>,
@@ -241,11 +267,49 @@ impl Shared {
                 value: Some(j.as_str()),
             }));
         }
-        self.producer
-            .send(record, PRODUCE_TIMEOUT)
-            .await
-            .map_err(|(e, _)| storage("producing to kafka", e))?;
+        let producer = self.producer();
+        let sent = producer.send(record, PRODUCE_TIMEOUT).await;
+        if let Err((e, _)) = sent {
+            let broken = producer.client().fatal_error().is_some()
+                || matches!(
+                    e.rdkafka_error_code(),
+                    Some(
+                        RDKafkaErrorCode::ProducerFenced
+                            | RDKafkaErrorCode::InvalidProducerEpoch
+                            | RDKafkaErrorCode::UnknownProducerId
+                            | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                    )
+                );
+            if broken {
+                self.replace_producer(producer, &e);
+            }
+            return Err(storage("producing to kafka", e));
+        }
         Ok(())
+    }
+
+    /// Starts a new producer (a new producer id) in place of `failed`, whose
+    /// idempotence state the broker no longer accepts: after an outage,
+    /// librdkafka bumps the producer epoch, which some Kafka-protocol brokers
+    /// (tansu 0.6) answer with `ProducerFenced` for good.
+    fn replace_producer(&self, failed: FutureProducer, why: &rdkafka::error::KafkaError) {
+        let mut current = self.producer.write();
+        if current.client().native_ptr() != failed.client().native_ptr() {
+            return; // another publish replaced it already
+        }
+        match self.cfg.producer() {
+            Ok(fresh) => {
+                tracing::warn!(error = %why, "the kafka producer cannot go on; started a new one");
+                let old = std::mem::replace(&mut *current, fresh);
+                // Dropping the last handle waits for librdkafka's threads.
+                tokio::task::spawn_blocking(move || drop((old, failed)));
+            }
+            Err(e) => tracing::warn!(error = %e, "could not start a new kafka producer"),
+        }
+    }
+
+    fn producer(&self) -> FutureProducer {
+        self.producer.read().clone()
     }
 }
 
@@ -257,24 +321,14 @@ pub struct KafkaBroker {
 impl KafkaBroker {
     /// Creates the clients and checks that a broker answers.
     pub async fn connect(cfg: KafkaConfig) -> Result<Arc<Self>, QueueError> {
-        let mut pc = cfg.client_config();
-        pc.set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set(
-                "message.timeout.ms",
-                PRODUCE_TIMEOUT.as_millis().to_string(),
-            )
-            .set("linger.ms", "1");
-        let producer: FutureProducer = pc
-            .create()
-            .map_err(|e| storage("creating a kafka producer", e))?;
+        let producer = cfg.producer()?;
         let admin: AdminClient<DefaultClientContext> = cfg
             .client_config()
             .create()
             .map_err(|e| storage("creating a kafka admin client", e))?;
         let shared = Arc::new(Shared {
             cfg,
-            producer,
+            producer: RwLock::new(producer),
             admin,
             topics: Mutex::default(),
             members: Mutex::default(),
@@ -360,7 +414,7 @@ impl Publisher for KafkaBroker {
         let s = self.shared.clone();
         s.check_open()?;
         blocking(move || {
-            s.producer
+            s.producer()
                 .client()
                 .fetch_metadata(None, Duration::from_secs(2))
                 .map(drop)
@@ -376,7 +430,7 @@ impl Publisher for KafkaBroker {
         for m in members {
             m.close().await;
         }
-        blocking(move || s.producer.flush(Duration::from_secs(5)))
+        blocking(move || s.producer().flush(Duration::from_secs(5)))
             .await?
             .map_err(|e| storage("flushing the kafka producer", e))
     }
@@ -401,8 +455,18 @@ impl Consumer for KafkaBroker {
                 s.ensure_topic(&name, false).await?;
                 s.ensure_topic(&s.dlq_topic(topic, subscriber), true)
                     .await?;
-                let m = member::Member::start(s.clone(), topic, subscriber, &name)?;
-                s.members.lock().entry(pair).or_insert(m).clone()
+                // Created under the lock: two lanes subscribing at once must
+                // share one member (a second would join the group and take
+                // partitions no lane reads).
+                let mut members = s.members.lock();
+                match members.get(&pair) {
+                    Some(m) => m.clone(),
+                    None => {
+                        let m = member::Member::start(s.clone(), topic, subscriber, &name)?;
+                        members.insert(pair, m.clone());
+                        m
+                    }
+                }
             }
         };
         Ok(Box::new(member::Lane::new(member)))
@@ -427,6 +491,27 @@ async fn refresh_depth_forever(weak: std::sync::Weak<Shared>) {
 #[cfg(test)]
 mod tests {
     use super::part;
+
+    #[test]
+    fn urls_give_bootstrap_servers() {
+        use super::bootstrap_servers as b;
+        assert_eq!(
+            b("kafka://127.0.0.1:9092").as_deref(),
+            Some("127.0.0.1:9092")
+        );
+        assert_eq!(
+            b("kafka://a:9092,b:9093/").as_deref(),
+            Some("a:9092,b:9093")
+        );
+        for bad in [
+            "127.0.0.1:9092",
+            "kafka://host",
+            "kafka://:9092",
+            "kafka://a:9092,",
+        ] {
+            assert_eq!(b(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn names_keep_kafka_characters_and_never_merge() {

@@ -11,6 +11,7 @@ use junction_queue::conformance::request;
 use junction_queue::{
     Consumer as _, Delivery, EnqueueOutcome, KafkaBroker, MessageId, Publisher as _, Subscription,
 };
+use junction_testkit::{PrivateKafka, TcpGate};
 use parking_lot::Mutex;
 
 use crate::support::{attempt, kafka_config, DeleteKafka};
@@ -166,5 +167,84 @@ async fn an_unsettled_record_holds_the_committed_offset_back() {
     for d in again {
         d.ack(attempt("status 200")).await.unwrap();
     }
+    b.close().await.unwrap();
+}
+
+/// With the broker unreachable a publish fails (bounded) instead of hanging
+/// or being dropped; once it is back, publishing works again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_connection_fails_publishes_until_the_broker_is_back() {
+    let port = PrivateKafka::free_port();
+    let gate = TcpGate::start(([127, 0, 0, 1], port).into()).await;
+    let _broker = PrivateKafka::start(port, gate.addr());
+    let mut cfg = kafka_config();
+    cfg.brokers = gate.addr().to_string();
+    let b = KafkaBroker::connect(cfg).await.expect("kafka");
+    let (topic, sub) = (unique("orders"), unique("inventory"));
+    publish(&b, &topic, &sub, 3, "before").await;
+    gate.cut();
+    let t0 = Instant::now();
+    let failed = b.publish(request(&topic, &[&sub], "during")).await;
+    assert!(failed.is_err(), "{failed:?}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(15),
+        "bounded: {:?}",
+        t0.elapsed()
+    );
+    assert!(b.health().await.is_err());
+    gate.restore();
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        match b.publish(request(&topic, &[&sub], "after")).await {
+            Ok(_) => break,
+            Err(e) => assert!(Instant::now() < end, "publishing again within 20 s: {e:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    b.close().await.unwrap();
+}
+
+/// Records an instance was still retrying when it left are read again by the
+/// instance that takes over its partitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_in_retry_at_a_leaving_instance_reach_the_remaining_one() {
+    let cfg = kafka_config();
+    let a = KafkaBroker::connect(cfg.clone()).await.expect("kafka");
+    let b = KafkaBroker::connect(cfg).await.expect("kafka");
+    let _cleanup = DeleteKafka(b.clone());
+    let (topic, sub) = (unique("orders"), unique("inventory"));
+    let mut lane_a = a.subscribe(&topic, &sub, 16).await.unwrap();
+    let mut lane_b = b.subscribe(&topic, &sub, 16).await.unwrap();
+    let ids: HashSet<MessageId> = publish(&a, &topic, &sub, 30, "r")
+        .await
+        .into_iter()
+        .collect();
+    // Both fail every delivery for a while (the subscriber is down).
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(4) {
+        for lane in [&mut lane_a, &mut lane_b] {
+            for d in lane.next(16).await.unwrap() {
+                d.retry(attempt("status 503"), Duration::from_millis(50))
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    drop(lane_a);
+    a.close().await.unwrap();
+    let left = Instant::now();
+    let mut got = HashSet::new();
+    while !ids.is_subset(&got) {
+        assert!(
+            left.elapsed() < Duration::from_secs(30),
+            "{} of 30 reached the remaining instance",
+            got.len()
+        );
+        for d in lane_b.next(16).await.unwrap() {
+            got.insert(d.message.id.clone());
+            d.ack(attempt("status 200")).await.unwrap();
+        }
+    }
+    eprintln!("taken over in {:?}", left.elapsed());
     b.close().await.unwrap();
 }

@@ -214,6 +214,28 @@ pub enum QueueConfig {
         #[serde(default)]
         max_depth: Option<u64>,
     },
+    /// Apache Kafka: per topic a Kafka topic, per subscriber a consumer group
+    /// (instances share its partitions) and a compacted dead-letter topic.
+    Kafka {
+        /// `kafka://host:9092[,host:9092...]` (bootstrap servers).
+        url: String,
+        /// Prefix of topic and consumer-group names.
+        #[serde(default = "defaults::queue_schema")]
+        prefix: String,
+        /// Partitions of a topic Junction creates.
+        #[serde(default = "defaults::kafka_partitions")]
+        partitions: i32,
+        /// Replication factor of a topic Junction creates; the broker's default when absent.
+        #[serde(default)]
+        replication_factor: Option<i32>,
+        /// How long a silent instance keeps its partitions before the group
+        /// hands them to another (6s to 5m).
+        #[serde(default = "defaults::kafka_session_timeout")]
+        session_timeout: Dur,
+        /// Extra librdkafka client settings (`security.protocol`, `sasl.mechanism`, ...).
+        #[serde(default)]
+        client: BTreeMap<String, String>,
+    },
     /// Amazon SQS: per topic an SNS topic, per subscriber an SQS queue
     /// subscribed to it (competing consumers across instances) and a
     /// dead-letter queue. Credentials come from the standard AWS chain.
@@ -748,6 +770,12 @@ mod defaults {
     }
     pub fn queue_prefix() -> String {
         "junction:q".into()
+    }
+    pub fn kafka_partitions() -> i32 {
+        6
+    }
+    pub fn kafka_session_timeout() -> Dur {
+        Dur(std::time::Duration::from_secs(10))
     }
     pub fn queue_schema() -> String {
         "junction".into()

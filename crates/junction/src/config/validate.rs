@@ -83,6 +83,44 @@ pub(super) fn check(
             );
         }
     }
+    if let Some(QueueConfig::Kafka {
+        url,
+        partitions,
+        replication_factor,
+        session_timeout,
+        ..
+    }) = queue
+    {
+        if junction_queue::kafka::bootstrap_servers(url).is_none() {
+            errs.push(
+                pos_of(root, &["queue", "url"]),
+                "queue.url",
+                format!("invalid Kafka URL {url:?}: expected e.g. kafka://127.0.0.1:9092 (several hosts: kafka://a:9092,b:9092)"),
+            );
+        }
+        if *partitions < 1 {
+            errs.push(
+                pos_of(root, &["queue", "partitions"]),
+                "queue.partitions",
+                "must be at least 1".into(),
+            );
+        }
+        if replication_factor.is_some_and(|r| r < 1) {
+            errs.push(
+                pos_of(root, &["queue", "replication_factor"]),
+                "queue.replication_factor",
+                "must be at least 1 (leave it out for the broker's default)".into(),
+            );
+        }
+        let t = session_timeout.0;
+        if t < std::time::Duration::from_secs(6) || t > std::time::Duration::from_secs(300) {
+            errs.push(
+                pos_of(root, &["queue", "session_timeout"]),
+                "queue.session_timeout",
+                "must be between 6s and 5m (the brokers' default group session bounds)".into(),
+            );
+        }
+    }
     if let Some(QueueConfig::Sqs {
         endpoint,
         prefix,

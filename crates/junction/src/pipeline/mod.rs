@@ -127,6 +127,31 @@ pub async fn open_queue(config: &Config) -> anyhow::Result<Queue> {
                 })?;
             Ok(broker.into_queue())
         }
+        QueueConfig::Kafka {
+            url,
+            prefix,
+            partitions,
+            replication_factor,
+            session_timeout,
+            client,
+        } => {
+            let brokers = junction_queue::kafka::bootstrap_servers(url)
+                .with_context(|| format!("invalid Kafka URL {url:?}"))?;
+            let mut cfg = junction_queue::KafkaConfig::new(brokers, prefix.clone());
+            cfg.partitions = *partitions;
+            cfg.replication_factor = *replication_factor;
+            cfg.session_timeout = session_timeout.0;
+            cfg.client = client.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let broker = junction_queue::KafkaBroker::connect(cfg)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot open the kafka queue at {url}: {}",
+                        crate::proxy::upstream::error_chain(&e)
+                    )
+                })?;
+            Ok(broker.into_queue())
+        }
         QueueConfig::Sqs {
             region,
             endpoint,
@@ -211,6 +236,7 @@ pub async fn migrate(config: &Config) -> anyhow::Result<String> {
         | QueueConfig::Redis { .. }
         | QueueConfig::Rabbitmq { .. }
         | QueueConfig::Nats { .. }
+        | QueueConfig::Kafka { .. }
         | QueueConfig::Sqs { .. } => {
             Ok("the configured queue backend has no schema to migrate".into())
         }

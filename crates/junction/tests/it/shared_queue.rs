@@ -1,12 +1,12 @@
 //! Async routes on the queues several instances share (Redis, PostgreSQL,
-//! RabbitMQ, NATS JetStream, SQS):
+//! RabbitMQ, NATS JetStream, SQS, Kafka):
 //! delivery through the gateway, two gateways sharing one queue (one stops; the
 //! other delivers what it accepted), and a broker outage (503, nothing lost).
 //! Every check runs once per backend, each in a namespace of its own.
 
 use super::pipeline::{eventually, poll_json};
 use super::{client, metric, redis_url, start};
-use junction_testkit::{Behavior, FakeUpstream, TcpGate};
+use junction_testkit::{Behavior, FakeUpstream, PrivateKafka, TcpGate};
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -18,6 +18,12 @@ enum Backend {
     Rabbitmq,
     Nats,
     Sqs,
+    Kafka,
+}
+
+/// `KAFKA_BROKERS`, or the local Kafka-protocol broker `scripts/services` starts.
+fn kafka_brokers() -> String {
+    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
 }
 
 /// `SQS_ENDPOINT`, or the local moto server `scripts/services` starts.
@@ -65,6 +71,8 @@ fn postgres_url() -> String {
 struct Namespace {
     backend: Backend,
     name: String,
+    /// Kafka behind a gate: the port its private broker listens on, and the broker.
+    kafka: std::sync::Mutex<(u16, Option<PrivateKafka>)>,
 }
 
 impl Namespace {
@@ -78,8 +86,13 @@ impl Namespace {
                 aws_test_credentials();
                 format!("jtq{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
             }
+            Backend::Kafka => format!("jtq{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
         };
-        Self { backend, name }
+        Self {
+            backend,
+            name,
+            kafka: std::sync::Mutex::new((PrivateKafka::free_port(), None)),
+        }
     }
 
     /// The server's URL (through a gate when given).
@@ -99,6 +112,15 @@ impl Namespace {
             (Backend::Nats, Some(g)) => format!("nats://{}", g.addr()),
             (Backend::Sqs, None) => sqs_endpoint(),
             (Backend::Sqs, Some(g)) => format!("http://{}", g.addr()),
+            (Backend::Kafka, None) => format!("kafka://{}", kafka_brokers()),
+            (Backend::Kafka, Some(g)) => {
+                // The gate's target is this test's own broker, advertising the gate.
+                let mut k = self.kafka.lock().unwrap();
+                if k.1.is_none() {
+                    k.1 = Some(PrivateKafka::start(k.0, g.addr()));
+                }
+                format!("kafka://{}", g.addr())
+            }
         }
     }
 
@@ -113,6 +135,7 @@ impl Namespace {
             }
             Backend::Nats => nats_url(),
             Backend::Sqs => sqs_endpoint(),
+            Backend::Kafka => format!("tcp://127.0.0.1:{}", self.kafka.lock().unwrap().0),
             Backend::Rabbitmq => {
                 let url = rabbitmq_url();
                 let rest = url.split_once('@').map_or(url.as_str(), |(_, r)| r);
@@ -140,6 +163,10 @@ impl Namespace {
                 r#"{{ backend: nats, url: "{url}", prefix: {}, ack_wait: 1s }}"#,
                 self.name
             ),
+            Backend::Kafka => format!(
+                r#"{{ backend: kafka, url: "{url}", prefix: {}, partitions: 3, replication_factor: 1, session_timeout: 6s }}"#,
+                self.name
+            ),
             Backend::Sqs => format!(
                 r#"{{ backend: sqs, region: us-east-1, endpoint: "{url}", prefix: {}, visibility_timeout: 1s }}"#,
                 self.name
@@ -155,6 +182,7 @@ impl Namespace {
             Backend::Rabbitmq => "rabbitmq",
             Backend::Nats => "nats",
             Backend::Sqs => "sqs",
+            Backend::Kafka => "kafka",
         }
     }
 
@@ -162,7 +190,7 @@ impl Namespace {
     fn has_status(&self) -> bool {
         !matches!(
             self.backend,
-            Backend::Rabbitmq | Backend::Nats | Backend::Sqs
+            Backend::Rabbitmq | Backend::Nats | Backend::Sqs | Backend::Kafka
         )
     }
 }
@@ -182,6 +210,10 @@ fn teardown(cleanup: impl std::future::Future<Output = ()> + Send + 'static) {
 
 impl Drop for Namespace {
     fn drop(&mut self) {
+        // Kafka topics stay (the local broker keeps them in memory): deleting a
+        // topic under the gateway's still-running group members can crash
+        // librdkafka on tansu's answer for it. A private broker goes entirely.
+        drop(self.kafka.lock().unwrap().1.take());
         if let Backend::Sqs = self.backend {
             let mut cfg =
                 junction_queue::SqsConfig::new(Some("us-east-1".into()), self.name.clone());
@@ -308,6 +340,12 @@ macro_rules! on_backends {
             #[tokio::test]
             async fn $check() {
                 super::$check(super::Backend::Sqs).await
+            }
+        )*}
+        mod kafka {$(
+            #[tokio::test]
+            async fn $check() {
+                super::$check(super::Backend::Kafka).await
             }
         )*}
     };

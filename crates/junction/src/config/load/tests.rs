@@ -170,6 +170,26 @@ fn redis_backends_need_a_redis_url() {
 }
 
 #[test]
+fn kafka_settings_are_checked_where_they_are_written() {
+    let good = "queue: { backend: kafka, url: \"kafka://k1:9092,k2:9092\", prefix: erp, partitions: 12, replication_factor: 3, session_timeout: 30s, client: { security.protocol: SASL_SSL } }\n";
+    assert!(load_str(good, "k.yaml").is_ok());
+    let bad = "queue:\n  backend: kafka\n  url: \"127.0.0.1:9092\"\n  partitions: 0\n  replication_factor: 0\n  session_timeout: 1s\n";
+    let errs = load_str(bad, "k.yaml").unwrap_err();
+    let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "queue.url",
+            "queue.partitions",
+            "queue.replication_factor",
+            "queue.session_timeout"
+        ],
+        "{errs:?}"
+    );
+    assert!(errs[0].to_string().starts_with("k.yaml:3:"), "{}", errs[0]);
+}
+
+#[test]
 fn sqs_settings_are_checked_where_they_are_written() {
     let good = "queue: { backend: sqs, region: eu-west-1, prefix: erp, fifo: true, visibility_timeout: 45s, max_depth: 1000 }\n";
     assert!(load_str(good, "s.yaml").is_ok());
