@@ -19,11 +19,14 @@
 # upstreams say `http2: true` (one multiplexed connection per delivery thread and
 # subscriber); the default, http1, is keep-alive HTTP/1.1.
 #
-# QUEUE=redis | postgres | rabbitmq | nats: the same runs on that backend (REDIS_URL,
-# POSTGRES_URL, AMQP_URI, NATS_URL; a fresh prefix or schema per run, removed at the end)
-# instead of the embedded queue. The peer is the broker's own client where there is one:
-# NATS JetStream publishes awaiting acks (bench/nats-peer) for nats, pgbench committing one
-# INSERT per transaction on 64 connections for postgres, RabbitMQ confirms otherwise.
+# QUEUE=redis | postgres | rabbitmq | nats | kafka | sqs: the same runs on that backend
+# (REDIS_URL, POSTGRES_URL, AMQP_URI, NATS_URL, KAFKA_BROKERS, SQS_ENDPOINT; a fresh prefix or
+# schema per run, removed at the end where the server keeps it on disk) instead of the embedded
+# queue. The peer is the broker's own client where there is one: NATS JetStream publishes
+# awaiting acks (bench/nats-peer) for nats, pgbench committing one INSERT per transaction on 64
+# connections for postgres, rdkafka producing idempotently with acks=all (bench/broker-peer) for
+# kafka, the AWS SDK publishing to an SNS topic fanned out to 3 SQS queues (bench/broker-peer)
+# for sqs, RabbitMQ confirms otherwise.
 #
 # CPU: the Junction process's utime + stime (/proc/PID/stat) over the accept-only run,
 # divided by the events it accepted, is reported as CPU per accepted event.
@@ -41,6 +44,11 @@ QUEUE="${QUEUE:-embedded}"
 REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 POSTGRES_URL="${POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 NATS_URL="${NATS_URL:-nats://127.0.0.1:4222}"
+KAFKA_BROKERS="${KAFKA_BROKERS:-127.0.0.1:9092}"
+SQS_ENDPOINT="${SQS_ENDPOINT:-http://127.0.0.1:4566}"
+# The local SQS server takes any credentials; AWS itself takes the standard chain's.
+export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
+export AWS_REGION="${AWS_REGION:-us-east-1}"
 case "$SUBSCRIBERS" in
     http1) LISTEN_OPT="" UP_OPT="" ;;
     h2c) LISTEN_OPT=" http2" UP_OPT=", http2: true" ;;
@@ -62,6 +70,10 @@ PEER_BIN="$CARGO_TARGET_DIR/release/rabbit-peer"
 if [ "$QUEUE" = nats ]; then
     log "building bench/nats-peer (release)"
     (cd "$BENCH_DIR/nats-peer" && cargo build --release -q) || die "nats-peer build failed"
+fi
+if [ "$QUEUE" = kafka ] || [ "$QUEUE" = sqs ]; then
+    log "building bench/broker-peer (release)"
+    (cd "$BENCH_DIR/broker-peer" && cargo build --release -q) || die "broker-peer build failed"
 fi
 rm -rf "$WORK" && mkdir -p "$WORK/subscribers"
 for p in $J_PORT $J_ADMIN $S1 $S2 $S3; do require_free_port "$p"; done
@@ -90,7 +102,11 @@ case "$QUEUE" in
         QUEUE_LINE="queue: { backend: rabbitmq, url: \"$AMQP_URI\", prefix: ${NS}main }" ;;
     nats) NS="bench$(date +%s)"
         QUEUE_LINE="queue: { backend: nats, url: \"$NATS_URL\", prefix: ${NS}main }" ;;
-    *) die "QUEUE is embedded, redis, postgres, rabbitmq or nats, not $QUEUE" ;;
+    kafka) NS="bench$(date +%s)"
+        QUEUE_LINE="queue: { backend: kafka, url: \"kafka://$KAFKA_BROKERS\", prefix: ${NS}main, replication_factor: 1 }" ;;
+    sqs) NS="bench$(date +%s)"
+        QUEUE_LINE="queue: { backend: sqs, endpoint: \"$SQS_ENDPOINT\", prefix: ${NS}main }" ;;
+    *) die "QUEUE is embedded, redis, postgres, rabbitmq, nats, kafka or sqs, not $QUEUE" ;;
 esac
 # Rewrites a config to the accept-only queue (a separate one, on every backend).
 to_accept_queue() { sed -e "s#$WORK/queue#$WORK/queue-accept#" -e "s#${NS:-@none@}main#${NS:-@none@}acpt#" "$@"; }
@@ -216,6 +232,16 @@ case "$QUEUE" in
         log "peer: NATS JetStream, $CONNS publishers awaiting acks, ${DURATION}s after ${WARMUP}s warm-up"
         "$CARGO_TARGET_DIR/release/nats-peer" --url "$NATS_URL" --publishers "$CONNS" --duration "$DURATION" \
             --warmup "$WARMUP" --size 207 >"$WORK/peer.txt" 2>&1 || { cat "$WORK/peer.txt" >&2; die "nats-peer failed"; }
+        PEER=$(grep '^PEERJSON ' "$WORK/peer.txt" | sed 's/^PEERJSON //') ;;
+    kafka|sqs)
+        if [ "$QUEUE" = kafka ]; then
+            PEER_NAME="kafka (rdkafka, idempotent, acks=all)" PEER_ARGS=(--broker kafka --url "$KAFKA_BROKERS" --partitions 6)
+        else
+            PEER_NAME="sns -> 3 sqs queues (aws sdk)" PEER_ARGS=(--broker sqs --url "$SQS_ENDPOINT" --fanout 3)
+        fi
+        log "peer: $PEER_NAME, $CONNS publishers awaiting acks, ${DURATION}s after ${WARMUP}s warm-up"
+        "$CARGO_TARGET_DIR/release/broker-peer" "${PEER_ARGS[@]}" --publishers "$CONNS" --duration "$DURATION" \
+            --warmup "$WARMUP" --size 207 >"$WORK/peer.txt" 2>&1 || { cat "$WORK/peer.txt" >&2; die "broker-peer failed"; }
         PEER=$(grep '^PEERJSON ' "$WORK/peer.txt" | sed 's/^PEERJSON //') ;;
     postgres)
         PEER_NAME="postgresql (INSERT+COMMIT each)"
