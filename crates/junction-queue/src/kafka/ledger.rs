@@ -51,6 +51,14 @@ fn watermarks(c: &BaseConsumer, topic: &str) -> Result<Vec<(i32, i64, i64)>, Que
         .map_err(|e| storage("reading kafka metadata", e))?;
     let mut out = Vec::new();
     for t in meta.topics() {
+        // A topic the broker reports no partitions of is not read as empty
+        // (that would show a backlog of 0 while records wait).
+        if let Some(e) = t.error() {
+            return Err(storage("reading kafka metadata", format!("{e:?}")));
+        }
+        if t.partitions().is_empty() {
+            return Err(storage("reading kafka metadata", "no partitions"));
+        }
         for p in t.partitions() {
             let (low, high) = c
                 .fetch_watermarks(topic, p.id(), REQUEST_TIMEOUT)
@@ -59,6 +67,24 @@ fn watermarks(c: &BaseConsumer, topic: &str) -> Result<Vec<(i32, i64, i64)>, Que
         }
     }
     Ok(out)
+}
+
+/// A kept client for reading offsets (of `group`'s commits when given).
+fn reader(s: &Shared, group: Option<&str>) -> Result<Arc<BaseConsumer>, QueueError> {
+    let key = group.unwrap_or_default().to_owned();
+    if let Some(r) = s.readers.lock().get(&key) {
+        return Ok(r.clone());
+    }
+    let mut cfg = s.cfg.client_config();
+    if let Some(g) = group {
+        cfg.set("group.id", g).set("enable.auto.commit", "false");
+    }
+    let r: Arc<BaseConsumer> = Arc::new(
+        cfg.create()
+            .map_err(|e| storage("creating a kafka reader", e))?,
+    );
+    s.readers.lock().insert(key, r.clone());
+    Ok(r)
 }
 
 /// The live dead letters of `topic` (blocking).
@@ -207,11 +233,7 @@ pub async fn read_depth(s: &Arc<Shared>, dlq: &mut DlqCount) -> Result<DepthSnap
     let topics = dlq_topics(s).await?;
     let shared = s.clone();
     let marks = blocking(move || -> Result<u64, QueueError> {
-        let c: BaseConsumer = shared
-            .cfg
-            .client_config()
-            .create()
-            .map_err(|e| storage("creating a kafka reader", e))?;
+        let c = reader(&shared, None)?;
         let mut sum = 0;
         for t in &topics {
             sum += watermarks(&c, t)?
@@ -237,13 +259,7 @@ pub async fn read_depth(s: &Arc<Shared>, dlq: &mut DlqCount) -> Result<DepthSnap
 
 /// High watermarks less the group's committed offsets (blocking).
 fn group_lag(s: &Shared, group: &str, topic: &str) -> Result<u64, QueueError> {
-    let c: BaseConsumer = s
-        .cfg
-        .client_config()
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .map_err(|e| storage("creating a kafka reader", e))?;
+    let c = reader(s, Some(group))?;
     let marks = watermarks(&c, topic)?;
     let mut tpl = TopicPartitionList::new();
     for (p, _, _) in &marks {

@@ -189,6 +189,9 @@ pub(crate) struct Shared {
     topics: Mutex<BTreeSet<String>>,
     /// This instance's member of each (topic, subscriber) group.
     members: Mutex<HashMap<(String, String), Arc<member::Member>>>,
+    /// Clients that read metadata, watermarks and a group's committed
+    /// offsets for the depth, by group id ("" for none), kept between reads.
+    readers: Mutex<HashMap<String, Arc<rdkafka::consumer::BaseConsumer>>>,
     keys: LocalKeys,
     depth: RwLock<DepthSnapshot>,
     closed: AtomicBool,
@@ -332,6 +335,7 @@ impl KafkaBroker {
             admin,
             topics: Mutex::default(),
             members: Mutex::default(),
+            readers: Mutex::default(),
             keys: LocalKeys::default(),
             depth: RwLock::default(),
             closed: AtomicBool::new(false),
@@ -427,9 +431,7 @@ impl Publisher for KafkaBroker {
         let s = self.shared.clone();
         s.closed.store(true, Ordering::Release);
         let members: Vec<Arc<member::Member>> = s.members.lock().drain().map(|(_, m)| m).collect();
-        for m in members {
-            m.close().await;
-        }
+        futures::future::join_all(members.iter().map(|m| m.close())).await;
         blocking(move || s.producer().flush(Duration::from_secs(5)))
             .await?
             .map_err(|e| storage("flushing the kafka producer", e))
