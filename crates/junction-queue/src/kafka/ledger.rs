@@ -69,6 +69,11 @@ fn watermarks(c: &BaseConsumer, topic: &str) -> Result<Vec<(i32, i64, i64)>, Que
     Ok(out)
 }
 
+/// The record key of a dead-lettering: the dead-letter id and when it died.
+pub fn record_key(dead_letter_id: &str, dead_at_ms: u64) -> String {
+    format!("{dead_letter_id}@{dead_at_ms}")
+}
+
 /// A kept client for reading offsets (of `group`'s commits when given).
 fn reader(s: &Shared, group: Option<&str>) -> Result<Arc<BaseConsumer>, QueueError> {
     let key = group.unwrap_or_default().to_owned();
@@ -87,8 +92,8 @@ fn reader(s: &Shared, group: Option<&str>) -> Result<Arc<BaseConsumer>, QueueErr
     Ok(r)
 }
 
-/// The live dead letters of `topic` (blocking).
-fn read_dlq(s: &Shared, topic: &str) -> Result<Vec<DeadLetter>, QueueError> {
+/// The live dead letters of `topic` with their record keys (blocking).
+fn read_dlq(s: &Shared, topic: &str) -> Result<Vec<(String, DeadLetter)>, QueueError> {
     let c: BaseConsumer = s
         .cfg
         .client_config()
@@ -127,11 +132,11 @@ fn read_dlq(s: &Shared, topic: &str) -> Result<Vec<DeadLetter>, QueueError> {
         {
             left.remove(&m.partition());
         }
-        let Some(id) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+        let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
             continue;
         };
         let Some(body) = m.payload() else {
-            live.remove(id); // a tombstone: replayed or purged
+            live.remove(key); // a tombstone: replayed or purged
             continue;
         };
         let header = m.headers().and_then(|h| {
@@ -142,9 +147,9 @@ fn read_dlq(s: &Shared, topic: &str) -> Result<Vec<DeadLetter>, QueueError> {
         let env = Envelope::parse(header, None, None, "", 0);
         let sub = env.subscriber.clone().unwrap_or_default();
         live.insert(
-            id.to_owned(),
+            key.to_owned(),
             DeadLetter {
-                id: id.to_owned(),
+                id: dead_letter_id(env.id.as_str(), &sub),
                 subscriber: sub,
                 attempts: env.history.clone(),
                 reason: env.reason.clone().unwrap_or_default(),
@@ -153,7 +158,7 @@ fn read_dlq(s: &Shared, topic: &str) -> Result<Vec<DeadLetter>, QueueError> {
             },
         );
     }
-    Ok(live.into_values().collect())
+    Ok(live.into_iter().collect())
 }
 
 /// Live dead letters across the dead-letter topics, re-counted only when
@@ -173,8 +178,8 @@ impl KafkaLedger {
         Self { shared }
     }
 
-    /// Dead letters matching `filter`, oldest first.
-    async fn scan(&self, filter: &DlqFilter) -> Result<Vec<DeadLetter>, QueueError> {
+    /// Dead letters matching `filter` with their record keys, oldest first.
+    async fn scan(&self, filter: &DlqFilter) -> Result<Vec<(String, DeadLetter)>, QueueError> {
         let s = &self.shared;
         let topics = match (&filter.topic, &filter.subscriber) {
             (Some(t), Some(sub)) => vec![s.dlq_topic(t, sub)],
@@ -186,12 +191,17 @@ impl KafkaLedger {
             let s = s.clone();
             out.extend(blocking(move || read_dlq(&s, &t)).await??);
         }
-        out.retain(|l| filter.matches(&l.message.topic, &l.subscriber));
-        out.sort_by(|a, b| (a.dead_at_ms, &a.id).cmp(&(b.dead_at_ms, &b.id)));
+        out.retain(|(_, l)| filter.matches(&l.message.topic, &l.subscriber));
+        out.sort_by(|(_, a), (_, b)| (a.dead_at_ms, &a.id).cmp(&(b.dead_at_ms, &b.id)));
         Ok(out)
     }
 
-    async fn apply(&self, letter: &DeadLetter, action: DlqAction) -> Result<(), QueueError> {
+    async fn apply(
+        &self,
+        key: &str,
+        letter: &DeadLetter,
+        action: DlqAction,
+    ) -> Result<(), QueueError> {
         let s = &self.shared;
         let topic = &letter.message.topic;
         if action == DlqAction::Replay {
@@ -209,7 +219,7 @@ impl KafkaLedger {
             .await?;
         }
         let dlq = s.dlq_topic(topic, &letter.subscriber);
-        s.produce(&dlq, Some(&letter.id), None, None).await
+        s.produce(&dlq, Some(key), None, None).await
     }
 }
 
@@ -297,11 +307,15 @@ impl Ledger for KafkaLedger {
         let start = match &after {
             Some(a) => all
                 .iter()
-                .position(|d| &d.id == a)
+                .position(|(_, d)| &d.id == a)
                 .map_or(all.len(), |i| i + 1),
             None => 0,
         };
-        let items: Vec<DeadLetter> = all[start..].iter().take(limit).cloned().collect();
+        let items: Vec<DeadLetter> = all[start..]
+            .iter()
+            .take(limit)
+            .map(|(_, l)| l.clone())
+            .collect();
         let next = (all.len() > start + limit)
             .then(|| items.last().map(|d| d.id.clone()))
             .flatten();
@@ -315,17 +329,17 @@ impl Ledger for KafkaLedger {
             subscriber: Some(sub.to_owned()),
         };
         let letters = self.scan(&filter).await?;
-        let letter = letters
+        let (key, letter) = letters
             .iter()
-            .find(|l| l.id == dead_letter_id)
+            .find(|(_, l)| l.id == dead_letter_id)
             .ok_or(QueueError::NotFound)?;
-        self.apply(letter, action).await
+        self.apply(key, letter, action).await
     }
 
     async fn dlq_apply_all(&self, filter: DlqFilter, action: DlqAction) -> Result<u64, QueueError> {
         let mut done = 0;
-        for letter in self.scan(&filter).await? {
-            self.apply(&letter, action).await?;
+        for (key, letter) in self.scan(&filter).await? {
+            self.apply(&key, &letter, action).await?;
             done += 1;
         }
         Ok(done)

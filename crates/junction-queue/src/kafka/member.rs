@@ -23,6 +23,8 @@ use crate::types::*;
 pub const MAX_UNSETTLED: usize = 1000;
 /// Longest wait for a delivery before `next` returns an empty batch.
 const IDLE: Duration = Duration::from_secs(1);
+/// How long a record whose dead-lettering failed waits before it goes out again.
+const DEAD_LETTER_BACKOFF: Duration = Duration::from_secs(5);
 
 /// A record read and not yet settled.
 struct Pending {
@@ -34,6 +36,22 @@ struct Pending {
     /// The partition's epoch when read: a record of a partition revoked since
     /// is the new owner's, and settling it here changes nothing.
     epoch: u64,
+}
+
+/// A delivery's ack handle: a delivery dropped without settling (its task
+/// died) goes out again at once, as if released, instead of holding its
+/// offset and its key until the partition moves.
+struct Unsettled {
+    pending: Option<Pending>,
+    back: mpsc::UnboundedSender<Pending>,
+}
+
+impl Drop for Unsettled {
+    fn drop(&mut self) {
+        if let Some(p) = self.pending.take() {
+            let _ = self.back.send(p);
+        }
+    }
 }
 
 /// Read and unsettled offsets of one assigned partition.
@@ -52,8 +70,8 @@ struct State {
     left: bool,
     epochs: HashMap<i32, u64>,
     tracks: HashMap<i32, Track>,
-    /// Ordering key → (its partition, records waiting behind the one out).
-    keys: HashMap<String, (i32, VecDeque<Pending>)>,
+    /// (partition, ordering key) → records waiting behind the one out.
+    keys: HashMap<(i32, String), VecDeque<Pending>>,
 }
 
 impl State {
@@ -80,7 +98,16 @@ impl ConsumerContext for Ctx {
         for p in revoked {
             *st.epochs.entry(p).or_default() += 1;
             st.tracks.remove(&p);
-            st.keys.retain(|_, (kp, _)| *kp != p);
+            st.keys.retain(|(kp, _), _| *kp != p);
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        // A partition paused for too many unsettled records stays paused in
+        // librdkafka across a reassignment, while its track (and pause flag)
+        // here starts afresh: resume what comes back.
+        if let Rebalance::Assign(tpl) = rebalance {
+            let _ = consumer.resume(tpl);
         }
     }
 }
@@ -190,10 +217,10 @@ impl Member {
             epoch,
         };
         match p.message.ordering_key.clone() {
-            Some(key) => match st.keys.get_mut(&key) {
-                Some((_, waiting)) => waiting.push_back(p),
+            Some(key) => match st.keys.get_mut(&(partition, key.clone())) {
+                Some(waiting) => waiting.push_back(p),
                 None => {
-                    st.keys.insert(key, (partition, VecDeque::new()));
+                    st.keys.insert((partition, key), VecDeque::new());
                     let _ = self.ready_tx.send(p);
                 }
             },
@@ -236,13 +263,14 @@ impl Member {
         }
         self.settled(&mut st, p.partition, p.offset);
         if let Some(key) = &p.message.ordering_key {
-            let next = st.keys.get_mut(key).and_then(|(_, w)| w.pop_front());
+            let slot = (p.partition, key.clone());
+            let next = st.keys.get_mut(&slot).and_then(VecDeque::pop_front);
             match next {
                 Some(n) => {
                     let _ = self.ready_tx.send(n);
                 }
                 None => {
-                    st.keys.remove(key);
+                    st.keys.remove(&slot);
                 }
             }
         }
@@ -302,7 +330,10 @@ impl Lane {
             self.member.subscriber.clone(),
             p.attempts,
             p.message.enqueued_at_ms,
-            AckToken::Other(Box::new(p)),
+            AckToken::Other(Box::new(Unsettled {
+                pending: Some(p),
+                back: self.member.ready_tx.clone(),
+            })),
             self.member.clone(),
         )
     }
@@ -344,10 +375,12 @@ impl Settle for Member {
         let AckToken::Other(token) = d.token else {
             return Err(QueueError::Unsupported("not a kafka delivery"));
         };
-        let Ok(p) = token.downcast::<Pending>() else {
+        let Ok(mut held) = token.downcast::<Unsettled>() else {
             return Err(QueueError::Unsupported("not a kafka delivery"));
         };
-        let mut p = *p;
+        let Some(mut p) = held.pending.take() else {
+            return Err(QueueError::Unsupported("a kafka delivery settled twice"));
+        };
         match how {
             Settlement::Ack { .. } => self.finish(&p),
             Settlement::Release => {
@@ -367,15 +400,22 @@ impl Settle for Member {
                 env.subscriber = Some(self.subscriber.clone());
                 env.reason = Some(reason);
                 env.dead_at_ms = Some(now_ms());
-                let id = dead_letter_id(p.message.id.as_str(), &self.subscriber);
+                // One record key per dead-lettering: a replay's tombstone then
+                // removes exactly the letter replayed, never a later one.
+                let key = super::ledger::record_key(
+                    &dead_letter_id(p.message.id.as_str(), &self.subscriber),
+                    env.dead_at_ms.unwrap_or_default(),
+                );
                 let dlq = self.shared.dlq_topic(&p.message.topic, &self.subscriber);
                 let produced = self
                     .shared
-                    .produce(&dlq, Some(&id), Some(&env), Some(&p.message.body))
+                    .produce(&dlq, Some(&key), Some(&env), Some(&p.message.body))
                     .await;
                 if let Err(e) = produced {
-                    // Not recorded: hand it out again rather than lose it.
-                    let _ = self.ready_tx.send(p);
+                    // Not recorded: hand it out again (after a pause, so a
+                    // dead-letter topic that keeps refusing is not a busy
+                    // loop) rather than lose it.
+                    self.again(p, DEAD_LETTER_BACKOFF);
                     return Err(e);
                 }
                 self.finish(&p);

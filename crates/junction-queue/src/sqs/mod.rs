@@ -127,13 +127,31 @@ pub(crate) struct Shared {
     /// (topic, subscriber) → dead-letter queue URL.
     dlqs: Mutex<HashMap<(String, String), String>>,
     keys: LocalKeys,
-    /// Releases per SQS message id (SQS counts them as receives, not attempts).
-    released: Mutex<HashMap<String, u32>>,
+    /// Releases per SQS message id (SQS counts them as receives, not
+    /// attempts), with when the last was; see [`Shared::released`].
+    released: Mutex<HashMap<String, (u32, u64)>>,
     depth: RwLock<DepthSnapshot>,
     closed: AtomicBool,
 }
 
 impl Shared {
+    /// Releases this instance made of the message `sqs_id`.
+    fn released(&self, sqs_id: &str) -> u32 {
+        self.released.lock().get(sqs_id).map_or(0, |(n, _)| *n)
+    }
+
+    /// Counts one more release of `sqs_id`. Entries of messages settled
+    /// elsewhere (another instance, expiry) are dropped after a day.
+    fn count_release(&self, sqs_id: &str) {
+        let now = now_ms();
+        let mut released = self.released.lock();
+        if released.len() >= 100_000 {
+            released.retain(|_, (_, at)| now.saturating_sub(*at) < 24 * 3600 * 1000);
+        }
+        let e = released.entry(sqs_id.to_owned()).or_default();
+        *e = (e.0 + 1, now);
+    }
+
     fn check_open(&self) -> Result<(), QueueError> {
         if self.closed.load(Ordering::Acquire) {
             Err(QueueError::Closed)
@@ -215,19 +233,30 @@ impl Shared {
         if self.cfg.fifo {
             attrs.push((QueueAttributeName::FifoQueue, "true".into()));
         }
+        // SNS may send to the queue only from this topic. The policy goes in
+        // with the queue's creation: a policy set afterwards can take up to a
+        // minute to apply, and SNS drops (does not retry) a copy it is not
+        // allowed to deliver.
+        let policy = |queue_arn: &str| {
+            serde_json::json!({
+                "Version": "2012-10-17",
+                "Statement": [{
+                    "Effect": "Allow",
+                    "Principal": {"Service": "sns.amazonaws.com"},
+                    "Action": "sqs:SendMessage",
+                    "Resource": queue_arn,
+                    "Condition": {"ArnEquals": {"aws:SourceArn": arn}},
+                }],
+            })
+            .to_string()
+        };
+        if let Some(expected) = queue_arn_for(&arn, &name) {
+            attrs.push((QueueAttributeName::Policy, policy(&expected)));
+        }
         let url = self.create_queue(&name, &attrs).await?;
         let queue_arn = self.queue_arn(&url).await?;
-        // SNS may send to the queue only from this topic.
-        let policy = serde_json::json!({
-            "Version": "2012-10-17",
-            "Statement": [{
-                "Effect": "Allow",
-                "Principal": {"Service": "sns.amazonaws.com"},
-                "Action": "sqs:SendMessage",
-                "Resource": queue_arn,
-                "Condition": {"ArnEquals": {"aws:SourceArn": arn}},
-            }],
-        });
+        let policy = policy(&queue_arn);
+        // Also for a queue an earlier version created without it.
         self.sqs
             .set_queue_attributes()
             .queue_url(&url)
@@ -363,6 +392,19 @@ impl Shared {
             }
         }
     }
+}
+
+/// The ARN queue `name` gets in the account and region of the SNS topic `topic_arn`.
+fn queue_arn_for(topic_arn: &str, name: &str) -> Option<String> {
+    let mut parts = topic_arn.split(':');
+    let (_arn, partition, _sns, region, account) = (
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    );
+    Some(format!("arn:{partition}:sqs:{region}:{account}:{name}"))
 }
 
 /// The FIFO message group of a message: its ordering key, else its own id.

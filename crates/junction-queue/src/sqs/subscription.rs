@@ -17,6 +17,8 @@ use crate::types::*;
 const WAIT_SECS: i32 = 1;
 /// Most messages one receive returns (SQS's limit).
 const MAX_BATCH: usize = 10;
+/// How long a message whose dead-lettering failed stays hidden.
+const DEAD_LETTER_BACKOFF: Duration = Duration::from_secs(5);
 
 /// What a delivery's ack handle holds.
 struct Token {
@@ -94,7 +96,7 @@ impl Subscription for SqsSubscription {
                 .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(1);
-            let released = s.released.lock().get(sqs_id).copied().unwrap_or(0);
+            let released = s.released(sqs_id);
             let attempts = received.saturating_sub(1).saturating_sub(released);
             let body = names::decode_body(m.body().unwrap_or_default(), env.body_base64);
             let message = Arc::new(env.message(body));
@@ -143,12 +145,7 @@ impl SqsSettler {
         release: bool,
     ) -> Result<(), QueueError> {
         if release {
-            *self
-                .shared
-                .released
-                .lock()
-                .entry(sqs_id.to_owned())
-                .or_default() += 1;
+            self.shared.count_release(sqs_id);
         }
         self.shared
             .sqs
@@ -197,8 +194,11 @@ impl Settle for SqsSettler {
                 }
                 .await;
                 if let Err(e) = moved {
-                    // Not recorded: give it back, so it is attempted again rather than lost.
-                    let _ = self.hide(&receipt, &sqs_id, Duration::ZERO, true).await;
+                    // Not recorded: give it back (after a pause, so a refusing
+                    // dead-letter queue is not a busy loop) rather than lose it.
+                    let _ = self
+                        .hide(&receipt, &sqs_id, DEAD_LETTER_BACKOFF, false)
+                        .await;
                     return Err(e);
                 }
             }

@@ -248,3 +248,27 @@ async fn records_in_retry_at_a_leaving_instance_reach_the_remaining_one() {
     eprintln!("taken over in {:?}", left.elapsed());
     b.close().await.unwrap();
 }
+
+/// A delivery dropped without settling (its task died) goes out again at once,
+/// and does not hold its ordering key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_delivery_goes_out_again() {
+    let cfg = kafka_config();
+    let b = KafkaBroker::connect(cfg).await.expect("kafka");
+    let _cleanup = DeleteKafka(b.clone());
+    let (topic, sub) = (unique("orders"), unique("inventory"));
+    let mut lane = b.subscribe(&topic, &sub, 16).await.unwrap();
+    let ids = publish(&b, &topic, &sub, 1, "k").await;
+    let first = take(lane.as_mut(), 1, Duration::from_secs(20)).await;
+    assert_eq!(first.len(), 1);
+    drop(first);
+    let again = take(lane.as_mut(), 1, Duration::from_secs(5)).await;
+    assert_eq!(
+        again.first().map(|d| (d.message.id.clone(), d.attempts)),
+        Some((ids[0].clone(), 0))
+    );
+    for d in again {
+        d.ack(attempt("status 200")).await.unwrap();
+    }
+    b.close().await.unwrap();
+}
