@@ -92,6 +92,19 @@ pub struct EnqueueRequest {
 }
 
 /// Result of an enqueue that did not fail.
+impl EnqueueRequest {
+    /// The subscribers it names, each once, in the order named.
+    pub fn distinct_subscribers(&self) -> Vec<String> {
+        let mut subs: Vec<String> = Vec::with_capacity(self.subscribers.len());
+        for sub in &self.subscribers {
+            if !subs.contains(sub) {
+                subs.push(sub.clone());
+            }
+        }
+        subs
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EnqueueOutcome {
     /// A new message was stored durably.
@@ -238,6 +251,29 @@ pub struct DlqPage {
     pub items: Vec<DeadLetter>,
     /// Cursor for the next page (`after`), `None` on the last page.
     pub next: Option<String>,
+}
+
+impl DlqPage {
+    /// The page after the cursor `after` (a dead-letter id) of `all`, which is
+    /// already filtered and oldest first, for backends that list by scanning.
+    pub fn from_sorted(all: &[&DeadLetter], after: Option<&str>, limit: usize) -> Self {
+        let start = match after {
+            Some(a) => all
+                .iter()
+                .position(|d| d.id == a)
+                .map_or(all.len(), |i| i + 1),
+            None => 0,
+        };
+        let items: Vec<DeadLetter> = all[start..]
+            .iter()
+            .take(limit)
+            .map(|d| (*d).clone())
+            .collect();
+        let next = (all.len() > start + limit)
+            .then(|| items.last().map(|d| d.id.clone()))
+            .flatten();
+        Self { items, next }
+    }
 }
 
 /// Queue depth counters, for metrics and admission. A topic whose count dropped to

@@ -304,22 +304,9 @@ impl Ledger for KafkaLedger {
         limit: usize,
     ) -> Result<DlqPage, QueueError> {
         let all = self.scan(&filter).await?;
-        let start = match &after {
-            Some(a) => all
-                .iter()
-                .position(|(_, d)| &d.id == a)
-                .map_or(all.len(), |i| i + 1),
-            None => 0,
-        };
-        let items: Vec<DeadLetter> = all[start..]
-            .iter()
-            .take(limit)
-            .map(|(_, l)| l.clone())
-            .collect();
-        let next = (all.len() > start + limit)
-            .then(|| items.last().map(|d| d.id.clone()))
-            .flatten();
-        Ok(DlqPage { items, next })
+        let all: Vec<&DeadLetter> = all.iter().map(|(_, d)| d).collect();
+        let page = DlqPage::from_sorted(&all, after.as_deref(), limit);
+        Ok(page)
     }
 
     async fn dlq_apply(&self, dead_letter_id: &str, action: DlqAction) -> Result<(), QueueError> {

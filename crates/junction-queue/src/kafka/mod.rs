@@ -389,12 +389,7 @@ impl Publisher for KafkaBroker {
                 return Ok(EnqueueOutcome::Duplicate(id));
             }
         }
-        let mut subs: Vec<String> = Vec::with_capacity(req.subscribers.len());
-        for sub in &req.subscribers {
-            if !subs.contains(sub) {
-                subs.push(sub.clone());
-            }
-        }
+        let subs = req.distinct_subscribers();
         let id = MessageId::from(uuid::Uuid::now_v7().to_string());
         if !subs.is_empty() {
             let topic = s.topic_name(&req.topic);

@@ -373,12 +373,7 @@ impl Publisher for NatsBroker {
                 return Ok(EnqueueOutcome::Duplicate(prior));
             }
         }
-        let mut subs: Vec<String> = Vec::with_capacity(req.subscribers.len());
-        for sub in &req.subscribers {
-            if !subs.contains(sub) {
-                subs.push(sub.clone());
-            }
-        }
+        let subs = req.distinct_subscribers();
         if !subs.is_empty() {
             let published = async {
                 s.ensure(&req.topic, &subs).await?;

@@ -257,23 +257,9 @@ impl Ledger for SqsLedger {
             .filter_map(|h| h.letter.as_ref())
             .filter(|l| filter.matches(&l.message.topic, &l.subscriber))
             .collect();
-        let start = match &after {
-            Some(a) => all
-                .iter()
-                .position(|d| &d.id == a)
-                .map_or(all.len(), |i| i + 1),
-            None => 0,
-        };
-        let items: Vec<DeadLetter> = all[start..]
-            .iter()
-            .take(limit)
-            .map(|d| (*d).clone())
-            .collect();
-        let next = (all.len() > start + limit)
-            .then(|| items.last().map(|d| d.id.clone()))
-            .flatten();
+        let page = DlqPage::from_sorted(&all, after.as_deref(), limit);
         self.give_back(held).await;
-        Ok(DlqPage { items, next })
+        Ok(page)
     }
 
     async fn dlq_apply(&self, dead_letter_id: &str, action: DlqAction) -> Result<(), QueueError> {
