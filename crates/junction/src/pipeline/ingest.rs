@@ -4,19 +4,52 @@ use super::AsyncRoute;
 use crate::body::{full, Body};
 use crate::config::KeySource;
 use crate::problem::GatewayError;
-use crate::proxy::http_util::{collect_body, is_json_type, valid_key, IDEMPOTENCY_KEY};
-use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use crate::proxy::call::Call;
+use crate::proxy::http_util::{is_json_type, valid_key, IDEMPOTENCY_KEY};
+use futures::future::BoxFuture;
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use junction_queue::{EnqueueOutcome, EnqueueRequest, QueueError};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+/// The bottom of an async route's stack: the route's topic.
+#[derive(Clone)]
+pub struct IngestService {
+    route: Arc<AsyncRoute>,
+}
+
+impl IngestService {
+    /// Enqueues onto `route`'s topic.
+    pub fn new(route: Arc<AsyncRoute>) -> Self {
+        Self { route }
+    }
+}
+
+impl tower::Service<Call> for IngestService {
+    type Response = Response<Body>;
+    type Error = GatewayError;
+    type Future = BoxFuture<'static, Result<Response<Body>, GatewayError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+        // A full or unreachable queue is refused per request, with its own problem.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: Call) -> Self::Future {
+        let route = self.route.clone();
+        call.cx.mark_dispatched();
+        Box::pin(async move { accept(&route, call).await })
+    }
+}
 
 /// Accepts one event: 202 with `{"id","topic","status":"accepted"}` once it is durable.
-pub async fn accept(
-    route: &AsyncRoute,
-    req: Request<Incoming>,
-    max_body: u64,
-) -> Result<Response<Body>, GatewayError> {
-    let (parts, body) = req.into_parts();
-    let body = collect_body(body, max_body).await?;
+async fn accept(route: &AsyncRoute, call: Call) -> Result<Response<Body>, GatewayError> {
+    let Call {
+        head: parts,
+        body,
+        cx,
+    } = call;
+    let body = body.collect(cx.gw.max_body).await?;
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)

@@ -4,7 +4,7 @@
 //! idempotent, async ingest) uses it, and it uses none of them.
 
 use super::pool::UpstreamBody;
-use super::{router::render_path, Route};
+use super::router::render_path;
 use crate::body::{Body, BoxError};
 use crate::problem::GatewayError;
 use crate::telemetry::trace::next_traceparent;
@@ -37,11 +37,11 @@ const MAX_KEY_LEN: usize = 255;
 /// The path (the route's template rendered, else the request path) and query
 /// (without `fields`) to send upstream.
 pub fn upstream_path_and_query(
-    route: &Route,
+    template: Option<&str>,
     params: &[(String, String)],
     uri: &http::Uri,
 ) -> String {
-    let path = match &route.upstream_path {
+    let path = match template {
         Some(t) => render_path(t, params),
         None => uri.path().to_string(),
     };

@@ -18,26 +18,23 @@
 //! gateway that dies mid-request does not lock the key for the whole `ttl`.
 //! Requests without the header pass through as on any route.
 
-use super::http_util::{
-    collect_body, drop_hop_by_hop, is_idempotent, upstream_headers, upstream_path_and_query,
-    valid_key,
-};
-use super::trim::{finish, shape_streamed, Shaped};
-use super::upstream::{CallOptions, RequestBody};
-use super::{cached, Exchange, Outcome};
-use crate::body::Body;
+use super::call::{Answer, Call, CallBody, WholeAnswer};
+use super::http_util::{drop_hop_by_hop, valid_key, IDEMPOTENCY_KEY};
+use super::upstream::RequestBody;
 use crate::problem::GatewayError;
 use crate::telemetry::metrics::RouteOutcome;
 use crate::telemetry::Metrics;
-use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response};
+use futures::future::BoxFuture;
+use http::{header, HeaderName, HeaderValue, Method};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use junction_cache::idempotency::{fingerprint, scope, Token};
 use junction_cache::policy::Storable;
 use junction_cache::{entry::now_ms, CachedResponse, Claim, IdempotencyStore};
 use prometheus_client::metrics::counter::Counter;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tower::{Layer, Service, ServiceExt};
 
 /// Set on answers replayed from a stored record.
 pub const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -87,25 +84,77 @@ fn is_final(status: u16) -> bool {
     junction_policy::classify_status(status) != junction_policy::StatusClass::Transient
 }
 
+/// Adds a route's idempotency to its stack: a request carrying an
+/// `Idempotency-Key` runs once; others pass by.
+#[derive(Clone)]
+pub struct IdempotencyLayer {
+    idem: Arc<RouteIdempotency>,
+    /// The route's cache answers GET/HEAD (they pass by, as reads).
+    reads_cached: bool,
+}
+
+impl IdempotencyLayer {
+    /// The layer of a route with these settings.
+    pub fn new(idem: Arc<RouteIdempotency>, reads_cached: bool) -> Self {
+        Self { idem, reads_cached }
+    }
+}
+
+impl<S> Layer<S> for IdempotencyLayer {
+    type Service = Idempotent<S>;
+
+    fn layer(&self, inner: S) -> Idempotent<S> {
+        Idempotent {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// A route's stack below its idempotency.
+#[derive(Clone)]
+pub struct Idempotent<S> {
+    inner: S,
+    layer: IdempotencyLayer,
+}
+
+impl<S> Service<Call> for Idempotent<S>
+where
+    S: Service<Call, Response = Answer, Error = GatewayError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Answer;
+    type Error = GatewayError;
+    type Future = BoxFuture<'static, Result<Answer, GatewayError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, call: Call) -> Self::Future {
+        let cached_read =
+            self.layer.reads_cached && matches!(call.head.method, Method::GET | Method::HEAD);
+        if cached_read || !call.head.headers.contains_key(IDEMPOTENCY_KEY) {
+            return Box::pin(self.inner.call(call));
+        }
+        Box::pin(serve(self.inner.clone(), self.layer.idem.clone(), call))
+    }
+}
+
 /// Serves a request that carries an `Idempotency-Key` on a route that honours it.
-pub async fn serve(
-    cx: &Exchange<'_>,
-    idem: &RouteIdempotency,
-    req: Request<Incoming>,
-    outcome: &mut Outcome,
-) -> Result<Response<Body>, GatewayError> {
-    let Exchange {
-        gw,
-        route,
-        upstream,
-        params,
-        peer,
-        shaped,
-    } = *cx;
-    outcome.upstream = Some(upstream.name().to_string());
-    let (parts, body) = req.into_parts();
-    let key = valid_key(&parts.headers)?;
-    let body = collect_body(body, gw.max_body).await?;
+async fn serve<S>(inner: S, idem: Arc<RouteIdempotency>, call: Call) -> Result<Answer, GatewayError>
+where
+    S: Service<Call, Response = Answer, Error = GatewayError>,
+{
+    let Call {
+        head: parts,
+        body,
+        cx,
+    } = call;
+    let gw = &cx.gw;
+    let route = &cx.route;
+    let key = valid_key(&parts.headers)?.to_owned();
+    let body = body.collect(gw.max_body).await?;
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let fp = fingerprint(parts.method.as_str(), target, &body);
     let credentials = parts
@@ -114,7 +163,7 @@ pub async fn serve(
         .map_or(&b""[..], |v| v.as_bytes());
     let store_key = format!("{}:{:016x}:{key}", route.name, scope(credentials));
     let token: Token = rand::random();
-    let lock_for = (upstream.longest_call() + LOCK_SLACK).min(idem.ttl.max(LOCK_SLACK));
+    let lock_for = (route.longest_call() + LOCK_SLACK).min(idem.ttl.max(LOCK_SLACK));
     let store = gw.idempotency.clone();
     match store.claim(&store_key, fp, token, lock_for).await {
         Err(e) => {
@@ -132,7 +181,7 @@ pub async fn serve(
         }
         Ok(Claim::Replay(answer)) => {
             idem.replayed.inc();
-            return Ok(replay(&answer, &parts.method, &parts.headers, shaped));
+            return Ok(Answer::Whole(replay(&answer)));
         }
         Ok(Claim::Owner) => {}
     }
@@ -145,36 +194,32 @@ pub async fn serve(
         token,
         settled: false,
     };
-    let uri = upstream.uri_for(&upstream_path_and_query(route, params, &parts.uri))?;
-    let opts = CallOptions {
-        retry_allowed: is_idempotent(&parts.method) || route.retry_non_idempotent,
-        body_limit: gw.max_body,
-    };
-    let headers = upstream_headers(&parts.headers, peer);
-    let called = upstream
-        .call(
-            parts.method.clone(),
-            uri,
-            headers,
-            RequestBody::Replayable(body),
-            opts,
-        )
+    let called = inner
+        .oneshot(Call {
+            head: parts,
+            body: CallBody::Ready(RequestBody::Replayable(body)),
+            cx: cx.clone(),
+        })
         .await;
-    let (resp, attempts) = match called {
-        Ok(r) => r,
+    let resp = match called {
+        Ok(Answer::Streamed(resp)) => resp,
+        Ok(other) => {
+            // Not the upstream's own answer (nothing below stores one): pass it on, run again next time.
+            idem.released.inc();
+            claim.release().await;
+            return Ok(other);
+        }
         Err(e) => {
-            outcome.attempts = 1;
             idem.released.inc();
             claim.release().await;
             return Err(e);
         }
     };
-    outcome.attempts = attempts;
     let status = resp.status().as_u16();
     if !is_final(status) {
         idem.released.inc();
         claim.release().await;
-        return Ok(shape_streamed(resp, &parts.method, &parts.headers, shaped).await);
+        return Ok(Answer::Streamed(resp));
     }
     let (mut head, body) = resp.into_parts();
     let body = match Limited::new(body, MAX_STORED_BODY).collect().await {
@@ -183,53 +228,38 @@ pub async fn serve(
             idem.released.inc();
             claim.release().await;
             return Err(GatewayError::UpstreamUnreachable {
-                upstream: upstream.name().to_string(),
+                upstream: route.callee_name().to_owned(),
                 cause: format!("reading the response body to store it failed: {e}"),
             });
         }
     };
-    shaped.bytes_in.inc_by(body.len() as u64);
+    route.traffic.bytes_in.inc_by(body.len() as u64);
     let answer =
         CachedResponse::from_upstream(status, &head.headers, body, now_ms(), &Storable::UNSHARED);
     idem.executed.inc();
     claim.complete(&answer, idem.ttl, &route.name).await;
-    if head.status.is_success() && !route.invalidate.is_empty() {
-        gw.invalidate_tags(&cached::render_tags(&route.invalidate, params))
-            .await;
-    }
     // The first answer goes out as the upstream gave it (its cookies included);
     // the stored one leaves out what must not be replayed (see `from_upstream`).
     drop_hop_by_hop(&mut head.headers);
-    Ok(finish(
+    Ok(Answer::Whole(WholeAnswer {
         status,
-        head.headers,
-        answer.body.clone(),
-        None,
-        &parts.method,
-        &parts.headers,
-        shaped,
-    ))
+        headers: head.headers,
+        body: answer.body.clone(),
+        etag: None,
+    }))
 }
 
-/// The client response for a stored answer, marked as replayed (projection
-/// applied as on any answer).
-fn replay(
-    answer: &CachedResponse,
-    method: &http::Method,
-    req_headers: &HeaderMap,
-    shaped: &Shaped,
-) -> Response<Body> {
+/// The answer for a stored record, marked as replayed (projection applied
+/// above as on any answer).
+fn replay(answer: &CachedResponse) -> WholeAnswer {
     let mut headers = answer.header_map(1);
     headers.insert(REPLAYED, HeaderValue::from_static("true"));
-    finish(
-        answer.status,
+    WholeAnswer {
+        status: answer.status,
         headers,
-        answer.body.clone(),
-        None,
-        method,
-        req_headers,
-        shaped,
-    )
+        body: answer.body.clone(),
+        etag: None,
+    }
 }
 
 /// A claim this request holds until it completes or releases it.
@@ -296,7 +326,7 @@ impl Drop for Held {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::http_util::IDEMPOTENCY_KEY;
+    use http::HeaderMap;
 
     #[test]
     fn only_answers_a_retry_cannot_change_are_final() {

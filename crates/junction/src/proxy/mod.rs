@@ -1,18 +1,19 @@
 //! The data plane: match a route, apply its policies, answer.
 //!
 //! [`Gateway::handle`] is the whole request path. It stays thin: routing,
-//! per-route limits, then the route kind's handler ([`forward`] for sync routes),
-//! then metrics and the access log. Errors are [`GatewayError`]s, answered as
-//! problem+json in one place.
+//! then the route's stack of layers ([`stack`]: rate limit, invalidation,
+//! shaping, idempotency, cache, upstream), then metrics and the access log.
+//! Errors are [`GatewayError`]s, answered as problem+json in one place.
 
 pub mod cached;
+pub mod call;
 pub mod client_body;
-pub mod forward;
 pub mod h2c;
 pub mod http_util;
 pub mod idempotent;
 pub mod pool;
 pub mod router;
+pub mod stack;
 pub mod tls;
 pub mod trim;
 pub mod upstream;
@@ -25,6 +26,7 @@ use crate::telemetry::live::{Client, Live};
 use crate::telemetry::metrics::{ClientFaultLabel, RouteLabel, RouteRequests};
 use crate::telemetry::{otel, Metrics};
 use anyhow::Context;
+use call::{Call, CallBody, CallContext};
 use governor::DefaultDirectRateLimiter;
 use http::{HeaderName, Method, Request, Response};
 use hyper::body::Incoming;
@@ -36,9 +38,11 @@ use junction_telemetry::{EdgeKind, NodeKind, RouteStats};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use router::Router;
+use stack::{RouteService, SyncParts, UpstreamService};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tower::ServiceExt;
 use tracing::Instrument;
 use upstream::Upstream;
 
@@ -128,8 +132,6 @@ pub struct Gateway {
     pub coalescer: Coalescer<cached::Fetched>,
     /// Rolling stats and the dependency graph.
     pub live: Arc<Live>,
-    /// Some route caches: unsafe requests then invalidate what they change.
-    any_cached: bool,
     /// Rate limiters by route, carried to the next gateway by a reload.
     rate_limits: Arc<RateLimits>,
     no_route: RouteMeters,
@@ -141,27 +143,38 @@ pub struct Route {
     pub name: String,
     /// What serves it.
     pub kind: RouteKind,
-    /// Upstream path template, when it differs from the request path.
-    pub upstream_path: Option<String>,
-    /// Retries allowed for POST/PATCH too.
-    pub retry_non_idempotent: bool,
     /// Response caching, for GET/HEAD.
-    pub cache: Option<RouteCache>,
-    /// Tag templates dropped after a 2xx answer.
-    pub invalidate: Vec<String>,
+    pub cache: Option<Arc<RouteCache>>,
     /// Sync writes run once per `Idempotency-Key`.
-    pub idempotency: Option<RouteIdempotency>,
-    /// Default JSON projection.
-    pub fields: Option<Arc<FieldSet>>,
+    pub idempotency: Option<Arc<RouteIdempotency>>,
     /// Body bytes in from the upstream and out to clients.
-    pub traffic: Traffic,
-    rate_limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    pub traffic: Arc<Traffic>,
+    /// The route's layers over its upstream or topic (see [`stack`]).
+    service: RouteService,
     meters: RouteMeters,
     /// Graph node and live stats of this route.
     node: String,
     stats: Arc<RouteStats>,
     /// Graph node and live stats of what it calls (upstream or topic).
     callee: (String, EdgeKind, Option<Arc<RouteStats>>),
+}
+
+impl Route {
+    /// The name of what the route calls: its upstream, or `topic:NAME`.
+    pub fn callee_name(&self) -> &str {
+        match &self.kind {
+            RouteKind::Sync { upstream } => upstream.name(),
+            RouteKind::Async(_) => &self.callee.0,
+        }
+    }
+
+    /// The longest a call of the route's upstream may take (zero for async routes).
+    pub fn longest_call(&self) -> Duration {
+        match &self.kind {
+            RouteKind::Sync { upstream } => upstream.longest_call(),
+            RouteKind::Async(_) => Duration::ZERO,
+        }
+    }
 }
 
 /// A route's cache settings and counters.
@@ -229,24 +242,6 @@ pub enum RouteKind {
     Async(Arc<AsyncRoute>),
 }
 
-/// One request's context on a sync route, as the route's handlers (cache,
-/// idempotency, plain forwarding) need it.
-#[derive(Clone, Copy)]
-pub struct Exchange<'a> {
-    /// The gateway serving it.
-    pub gw: &'a Arc<Gateway>,
-    /// The matched route.
-    pub route: &'a Arc<Route>,
-    /// The route's upstream.
-    pub upstream: &'a Arc<Upstream>,
-    /// The route's path parameters.
-    pub params: &'a [(String, String)],
-    /// The client's address.
-    pub peer: std::net::SocketAddr,
-    /// How the answer is to be shaped (projection, byte counts).
-    pub shaped: &'a trim::Shaped,
-}
-
 /// What the handler learned, for the access log.
 #[derive(Default)]
 pub struct Outcome {
@@ -272,6 +267,8 @@ impl Gateway {
             rate_limits,
         } = state;
         rate_limits.retain(&config.routes);
+        // Some route caches: unsafe requests on every route then invalidate what they change.
+        let any_cached = config.routes.iter().any(|r| r.cache.is_some());
         let mut router = Router::default();
         let mut routes = Vec::new();
         for rc in &config.routes {
@@ -282,6 +279,7 @@ impl Gateway {
                 &metrics,
                 &live,
                 &rate_limits,
+                any_cached,
             )?);
             let method = match &rc.matcher.method {
                 Some(m) => Some(Method::from_bytes(m.to_ascii_uppercase().as_bytes())?),
@@ -293,9 +291,7 @@ impl Gateway {
                 .with_context(|| format!("route {}", rc.name))?;
         }
         let no_route = RouteMeters::new(&metrics, "none");
-        let any_cached = routes.iter().any(|r| r.cache.is_some());
         Ok(Self {
-            any_cached,
             router,
             routes,
             no_route,
@@ -318,6 +314,7 @@ impl Gateway {
         metrics: &Metrics,
         live: &Live,
         rate_limits: &RateLimits,
+        any_cached: bool,
     ) -> anyhow::Result<Route> {
         let kind = match (&rc.upstream, async_routes.get(&rc.name)) {
             (Some(name), _) => RouteKind::Sync {
@@ -348,7 +345,7 @@ impl Gateway {
             RouteKind::Async(a) => (node_id(NodeKind::Topic, &a.topic), EdgeKind::Async, None),
         };
         let cache = match &rc.cache {
-            Some(c) => Some(RouteCache {
+            Some(c) => Some(Arc::new(RouteCache {
                 rules: RouteRules {
                     ttl: c.ttl.0,
                     force_ttl: c.override_ttl,
@@ -370,7 +367,7 @@ impl Gateway {
                 stale: metrics.cache_stale.get_or_create(&label).clone(),
                 revalidated: metrics.cache_revalidated.get_or_create(&label).clone(),
                 bypassed: metrics.cache_bypassed.get_or_create(&label).clone(),
-            }),
+            })),
             None => None,
         };
         let fields = match &rc.fields {
@@ -381,23 +378,43 @@ impl Gateway {
             }
             None => None,
         };
+        let idempotency = rc
+            .idempotency
+            .as_ref()
+            .map(|i| Arc::new(RouteIdempotency::new(&rc.name, i.ttl.0, metrics)));
+        let traffic = Arc::new(Traffic {
+            bytes_in: metrics.bytes_in.get_or_create(&label).clone(),
+            bytes_out: metrics.bytes_out.get_or_create(&label).clone(),
+        });
+        let service = match &kind {
+            RouteKind::Sync { upstream } => stack::sync_stack(
+                &rc.name,
+                SyncParts {
+                    rate_limiter,
+                    any_cached,
+                    invalidate: rc.invalidate.clone(),
+                    fields,
+                    traffic: traffic.clone(),
+                    cache: cache.clone(),
+                    idempotency: idempotency.clone(),
+                    upstream: UpstreamService::new(
+                        upstream.clone(),
+                        rc.path.as_deref(),
+                        rc.retry_non_idempotent,
+                    ),
+                },
+            ),
+            RouteKind::Async(a) => {
+                stack::async_stack(&rc.name, rate_limiter, any_cached, a.clone())
+            }
+        };
         Ok(Route {
             name: rc.name.clone(),
             kind,
-            upstream_path: rc.path.clone(),
-            retry_non_idempotent: rc.retry_non_idempotent,
             cache,
-            invalidate: rc.invalidate.clone(),
-            idempotency: rc
-                .idempotency
-                .as_ref()
-                .map(|i| RouteIdempotency::new(&rc.name, i.ttl.0, metrics)),
-            fields,
-            traffic: Traffic {
-                bytes_in: metrics.bytes_in.get_or_create(&label).clone(),
-                bytes_out: metrics.bytes_out.get_or_create(&label).clone(),
-            },
-            rate_limiter,
+            idempotency,
+            traffic,
+            service,
             meters: RouteMeters::new(metrics, &rc.name),
             node: node_id(NodeKind::Route, &rc.name),
             stats: live.routes.get_or_create(&rc.name),
@@ -492,42 +509,22 @@ impl Gateway {
                 .get(&self.caller_header)
                 .and_then(|v| v.to_str().ok()),
         );
-        let mut outcome = Outcome::default();
-        // An unsafe request's URI (and Host) for invalidation once it is answered (RFC 9111 §4.4).
-        let written = (self.any_cached && cached::invalidate::is_unsafe(&method)).then(|| {
-            let host = req
-                .headers()
-                .get(http::header::HOST)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-                .or_else(|| req.uri().authority().map(|a| a.to_string()));
-            (req.uri().clone(), host)
-        });
-        let result = match route.rate_limiter.as_ref().map(|l| l.check()) {
-            Some(Err(not_until)) => Err(GatewayError::RateLimited {
-                route: route.name.clone(),
-                retry_after: not_until.wait_time_from(governor::clock::Clock::now(
-                    &governor::clock::DefaultClock::default(),
-                )),
-            }),
-            _ => match &route.kind {
-                RouteKind::Sync { upstream } => {
-                    forward::forward(
-                        &self,
-                        &route,
-                        upstream,
-                        &matched.params,
-                        req,
-                        peer,
-                        &mut outcome,
-                    )
-                    .await
-                }
-                RouteKind::Async(a) => {
-                    outcome.upstream = Some(format!("topic:{}", a.topic));
-                    crate::pipeline::ingest::accept(a, req, self.max_body).await
-                }
-            },
+        let cx = Arc::new(CallContext::new(
+            self.clone(),
+            route.clone(),
+            matched.params,
+            peer,
+        ));
+        let (head, body) = req.into_parts();
+        let call = Call {
+            head,
+            body: CallBody::Client(body),
+            cx: cx.clone(),
+        };
+        let result = route.service.clone().oneshot(call).await;
+        let outcome = Outcome {
+            upstream: cx.dispatched().then(|| route.callee_name().to_owned()),
+            attempts: cx.attempts(),
         };
         if let Some(reason) = result.as_ref().err().and_then(GatewayError::client_fault) {
             self.metrics
@@ -539,16 +536,6 @@ impl Gateway {
                 .inc();
         }
         let resp = result.unwrap_or_else(GatewayError::into_response);
-        if let Some((uri, host)) = written {
-            cached::invalidate::after_write(
-                &self,
-                &uri,
-                host.as_deref(),
-                resp.status(),
-                resp.headers(),
-            )
-            .await;
-        }
         self.observe(&route, &caller, &resp, &outcome, start.elapsed());
         self.record(&route.meters, &method, &path, &resp, &outcome, start);
         resp

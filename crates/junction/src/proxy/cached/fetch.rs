@@ -2,18 +2,24 @@
 //! response has validators), update a stored response from a `304`, and store
 //! what RFC 9111 lets a shared cache store.
 
-use super::super::http_util::etags_match_weakly;
-use super::super::upstream::{CallOptions, RequestBody, Upstream};
-use super::super::{Gateway, Route, RouteCache};
+use super::super::call::{Answer, Call, CallBody, CallContext};
+use super::super::http_util::{drop_hop_by_hop, etags_match_weakly};
+use super::super::upstream::RequestBody;
+use super::super::RouteCache;
 use crate::problem::GatewayError;
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 use junction_cache::cache_control::vary_names;
 use junction_cache::entry::{now_ms, upstream_etag};
 use junction_cache::policy::{self, Storable, Timing};
 use junction_cache::{CachedResponse, Variants};
 use std::sync::Arc;
+use tower::util::BoxCloneSyncService;
+use tower::ServiceExt;
+
+/// What is below a cache in a route's stack: where a fetch goes.
+pub type Fetcher = BoxCloneSyncService<Call, Answer, GatewayError>;
 
 /// Largest upstream body a cached route buffers.
 const MAX_CACHED_BODY: usize = 32 << 20;
@@ -46,14 +52,18 @@ pub struct Fetch {
 
 /// Everything a fetch for one request needs; cloned into background revalidations.
 pub struct FetchRequest {
-    pub gw: Arc<Gateway>,
-    pub route: Arc<Route>,
-    pub upstream: Arc<Upstream>,
+    /// The route's stack below its cache.
+    pub inner: Fetcher,
+    /// The context of the request that needed the fetch.
+    pub cx: Arc<CallContext>,
+    /// The route's cache settings.
+    pub cache: Arc<RouteCache>,
     /// The URI's cache key.
     pub key: String,
-    pub path_and_query: String,
-    /// Headers to send upstream (client conditionals removed).
-    pub upstream_headers: HeaderMap,
+    /// The client's request URI.
+    pub uri: Uri,
+    /// The client's headers, conditionals removed: the fetch's own.
+    pub fetch_headers: HeaderMap,
     /// The client's request headers, which select the variant stored.
     pub request_headers: HeaderMap,
     /// Tags the stored response is reachable by.
@@ -66,7 +76,7 @@ pub struct FetchRequest {
 
 impl FetchRequest {
     fn cache(&self) -> &RouteCache {
-        self.route.cache.as_ref().expect("a cached route")
+        &self.cache
     }
 }
 
@@ -82,7 +92,7 @@ pub fn strip_client_conditionals(headers: &mut HeaderMap) {
 /// the request is conditional and a `304` refreshes `prior`.
 pub async fn fetch(req: Arc<FetchRequest>, prior: Option<Arc<CachedResponse>>) -> Fetched {
     let prior = prior.filter(|p| p.has_validator());
-    let mut headers = req.upstream_headers.clone();
+    let mut headers = req.fetch_headers.clone();
     if let Some(p) = &prior {
         for (stored, condition) in [
             ("etag", header::IF_NONE_MATCH),
@@ -97,41 +107,28 @@ pub async fn fetch(req: Arc<FetchRequest>, prior: Option<Arc<CachedResponse>>) -
         }
     }
     let request_ms = now_ms();
-    let uri = req
-        .upstream
-        .uri_for(&req.path_and_query)
-        .map_err(Arc::new)?;
-    let opts = CallOptions {
-        retry_allowed: true,
-        body_limit: 0,
+    // Always a GET: a HEAD is answered from the stored GET.
+    let (mut head, ()) = Request::get(req.uri.clone())
+        .body(())
+        .map_err(|e| {
+            Arc::new(GatewayError::BadRequest(format!(
+                "cannot build the fetch: {e}"
+            )))
+        })?
+        .into_parts();
+    head.headers = headers;
+    let call = Call {
+        head,
+        body: CallBody::Ready(RequestBody::Replayable(Bytes::new())),
+        cx: req.cx.clone(),
     };
-    let (resp, _attempts) = req
-        .upstream
-        .call(
-            Method::GET,
-            uri,
-            headers,
-            RequestBody::Replayable(Bytes::new()),
-            opts,
-        )
-        .await
-        .map_err(Arc::new)?;
+    let answer = req.inner.clone().oneshot(call).await.map_err(Arc::new)?;
     let timing = Timing {
         request_ms,
         response_ms: now_ms(),
     };
-    let (parts, body) = resp.into_parts();
-    let body = Limited::new(body, MAX_CACHED_BODY)
-        .collect()
-        .await
-        .map_err(|e| {
-            Arc::new(GatewayError::UpstreamUnreachable {
-                upstream: req.upstream.name().to_string(),
-                cause: format!("reading the response body failed: {e}"),
-            })
-        })?
-        .to_bytes();
-    req.route.traffic.bytes_in.inc_by(body.len() as u64);
+    let (parts, body) = whole(answer, &req.cx).await.map_err(Arc::new)?;
+    req.cx.route.traffic.bytes_in.inc_by(body.len() as u64);
 
     // A 304 can only answer a conditional request; to an unconditional one it
     // is passed on as it is (never stored).
@@ -237,7 +234,7 @@ fn selecting_names(cache: &RouteCache, headers: &HeaderMap) -> Vec<String> {
 
 /// Adds `entry` to the URI's stored variants (a store failure degrades to a metric).
 async fn store(req: &FetchRequest, entry: Arc<CachedResponse>) {
-    let gw = &req.gw;
+    let gw = &req.cx.gw;
     // Only a response with selecting headers keeps others beside it.
     let existing = if entry.selecting.is_empty() {
         None
@@ -259,5 +256,41 @@ async fn store(req: &FetchRequest, entry: Arc<CachedResponse>) {
     );
     if let Err(e) = gw.cache.put(&req.key, set, &req.tags).await {
         gw.degraded(&e);
+    }
+}
+
+/// The head and whole body of what the stack below answered.
+async fn whole(
+    answer: Answer,
+    cx: &CallContext,
+) -> Result<(http::response::Parts, Bytes), GatewayError> {
+    let unreadable = |e: crate::body::BoxError| GatewayError::UpstreamUnreachable {
+        upstream: cx.route.callee_name().to_owned(),
+        cause: format!("reading the response body failed: {e}"),
+    };
+    match answer {
+        Answer::Streamed(resp) => {
+            let (parts, body) = resp.into_parts();
+            let body = Limited::new(body, MAX_CACHED_BODY)
+                .collect()
+                .await
+                .map_err(unreadable)?
+                .to_bytes();
+            Ok((parts, body))
+        }
+        Answer::Whole(w) => {
+            let (mut parts, ()) = http::Response::new(()).into_parts();
+            parts.status = StatusCode::from_u16(w.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            parts.headers = w.headers;
+            Ok((parts, w.body))
+        }
+        Answer::Ready(resp) => {
+            let (mut parts, body) = resp.into_parts();
+            drop_hop_by_hop(&mut parts.headers);
+            let body = crate::body::collect_limited(body, MAX_CACHED_BODY)
+                .await
+                .map_err(unreadable)?;
+            Ok((parts, body))
+        }
     }
 }

@@ -27,17 +27,70 @@ pub mod invalidate;
 
 pub use fetch::Fetched;
 
-use super::http_util::{upstream_headers, upstream_path_and_query};
-use super::trim::{finish, Shaped};
-use super::{Exchange, Outcome, RouteCache};
-use crate::body::Body;
+use super::call::{Answer, Call, WholeAnswer};
+use super::RouteCache;
 use crate::problem::GatewayError;
-use fetch::{fetch, strip_client_conditionals, FetchRequest};
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response};
-use hyper::body::Incoming;
+use fetch::{fetch, strip_client_conditionals, FetchRequest, Fetcher};
+use futures::future::BoxFuture;
+use http::{header, HeaderMap, HeaderValue, Method};
 use junction_cache::cache_control::{RequestDirectives, CDN_CACHE_CONTROL, JUNCTION_CACHE_CONTROL};
 use junction_cache::{entry::now_ms, render_tag, CacheKey, CachedResponse, Reuse};
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use tower::{Layer, Service};
+
+/// Adds a route's cache to its stack (GET and HEAD; other methods pass by).
+#[derive(Clone)]
+pub struct CacheLayer {
+    cache: Arc<RouteCache>,
+}
+
+impl CacheLayer {
+    /// The layer of a route with these cache settings.
+    pub fn new(cache: Arc<RouteCache>) -> Self {
+        Self { cache }
+    }
+}
+
+impl<S> Layer<S> for CacheLayer
+where
+    S: Service<Call, Response = Answer, Error = GatewayError> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    type Service = Cache;
+
+    fn layer(&self, inner: S) -> Cache {
+        Cache {
+            // Boxed: background revalidations keep a copy of what is below.
+            inner: Fetcher::new(inner),
+            cache: self.cache.clone(),
+        }
+    }
+}
+
+/// A route's stack below its cache, answering from storage where it may.
+#[derive(Clone)]
+pub struct Cache {
+    inner: Fetcher,
+    cache: Arc<RouteCache>,
+}
+
+impl Service<Call> for Cache {
+    type Response = Answer;
+    type Error = GatewayError;
+    type Future = BoxFuture<'static, Result<Answer, GatewayError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, call: Call) -> Self::Future {
+        if !matches!(call.head.method, Method::GET | Method::HEAD) {
+            return self.inner.call(call);
+        }
+        Box::pin(serve(self.inner.clone(), self.cache.clone(), call))
+    }
+}
 
 /// What `x-junction-cache` says about an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,29 +133,18 @@ pub fn uri_key(path: &str, query: Option<&str>) -> String {
 }
 
 /// Serves a GET/HEAD on a cached route.
-pub async fn serve(
-    cx: &Exchange<'_>,
-    cache: &RouteCache,
-    req: Request<Incoming>,
-    outcome: &mut Outcome,
-) -> Result<Response<Body>, GatewayError> {
-    let Exchange {
-        gw,
-        route,
-        upstream,
-        params,
-        peer,
-        shaped,
-    } = *cx;
-    outcome.upstream = Some(upstream.name().to_string());
-    let (parts, _body) = req.into_parts();
+async fn serve(inner: Fetcher, cache: Arc<RouteCache>, call: Call) -> Result<Answer, GatewayError> {
+    let Call {
+        head: parts, cx, ..
+    } = call;
+    let gw = &cx.gw;
     let key = uri_key(parts.uri.path(), parts.uri.query());
     let directives = if cache.honour_request_directives {
         RequestDirectives::parse(&parts.headers)
     } else {
         RequestDirectives::default()
     };
-    let credentials = carries_credentials(&parts.headers, cache);
+    let credentials = carries_credentials(&parts.headers, &cache);
     let now = now_ms();
     let stored = match gw.cache.get(&key).await {
         Ok(variants) => variants.and_then(|v| v.select(&parts.headers).cloned()),
@@ -116,17 +158,17 @@ pub async fn serve(
 
     // Built only when the upstream is needed: a hit makes no upstream request.
     let request = || {
-        let mut upstream_req_headers = upstream_headers(&parts.headers, peer);
-        strip_client_conditionals(&mut upstream_req_headers);
+        let mut fetch_headers = parts.headers.clone();
+        strip_client_conditionals(&mut fetch_headers);
         Arc::new(FetchRequest {
-            gw: gw.clone(),
-            route: route.clone(),
-            upstream: upstream.clone(),
+            inner: inner.clone(),
+            cx: cx.clone(),
+            cache: cache.clone(),
             key: key.clone(),
-            path_and_query: upstream_path_and_query(route, params, &parts.uri),
-            upstream_headers: upstream_req_headers,
+            uri: parts.uri.clone(),
+            fetch_headers,
             request_headers: parts.headers.clone(),
-            tags: render_tags(&cache.tags, params),
+            tags: render_tags(&cache.tags, &cx.params),
             credentials,
             no_store: directives.no_store,
         })
@@ -146,7 +188,7 @@ pub async fn serve(
         }
         (_, _) if directives.only_if_cached => {
             return Err(GatewayError::NotCached {
-                route: route.name.clone(),
+                route: cx.route.name.clone(),
             });
         }
         (stored, reuse) => {
@@ -178,13 +220,13 @@ pub async fn serve(
                     (f.entry.clone(), state, f.cookies.clone())
                 }
                 Ok(failed) => {
-                    tracing::debug!(route = %route.name, status = failed.entry.status, "upstream failed; serving stale");
+                    tracing::debug!(route = %cx.route.name, status = failed.entry.status, "upstream failed; serving stale");
                     cache.stale.inc();
                     (usable_on_error.expect("checked"), State::Stale, Vec::new())
                 }
                 Err(e) => match usable_on_error {
                     Some(old) => {
-                        tracing::debug!(route = %route.name, error = %e, "upstream failed; serving stale");
+                        tracing::debug!(route = %cx.route.name, error = %e, "upstream failed; serving stale");
                         cache.stale.inc();
                         (old, State::Stale, Vec::new())
                     }
@@ -192,27 +234,19 @@ pub async fn serve(
                         let mut resp = e.to_response();
                         resp.headers_mut()
                             .insert("x-junction-cache", State::Miss.header());
-                        return Ok(resp);
+                        return Ok(Answer::Ready(resp));
                     }
                 },
             }
         }
     };
-    outcome.attempts = u32::from(state.went_upstream());
+    cx.set_attempts(u32::from(state.went_upstream()));
     if !state.went_upstream() {
         gw.metrics()
             .cache_bytes_saved
             .inc_by(fetched.body.len() as u64);
     }
-    Ok(respond(
-        &fetched,
-        state,
-        &cookies,
-        &parts.method,
-        &parts.headers,
-        shaped,
-        now,
-    ))
+    Ok(Answer::Whole(answer(&fetched, state, &cookies, now)))
 }
 
 /// A fetch coalesced with every concurrent one for the key. A waiter uses the
@@ -222,6 +256,7 @@ pub async fn serve(
 async fn coalesced(request: &Arc<FetchRequest>, prior: Option<Arc<CachedResponse>>) -> Fetched {
     let mut led = false;
     let result = request
+        .cx
         .gw
         .coalescer
         .run(&request.key, || {
@@ -247,16 +282,8 @@ fn carries_credentials(headers: &HeaderMap, cache: &RouteCache) -> bool {
             && !varies_on("cookie"))
 }
 
-/// A client response from a stored or fetched response.
-fn respond(
-    entry: &CachedResponse,
-    state: State,
-    cookies: &[HeaderValue],
-    method: &Method,
-    req_headers: &HeaderMap,
-    shaped: &Shaped,
-    now: u64,
-) -> Response<Body> {
+/// The whole answer from a stored or fetched response, before shaping.
+fn answer(entry: &CachedResponse, state: State, cookies: &[HeaderValue], now: u64) -> WholeAnswer {
     let mut headers = entry.header_map(3 + cookies.len());
     headers.insert("x-junction-cache", state.header());
     // A MISS passes the origin's own Age through; anything answered from storage says how old it is.
@@ -272,15 +299,12 @@ fn respond(
     for cookie in cookies {
         headers.append(header::SET_COOKIE, cookie.clone());
     }
-    finish(
-        entry.status,
+    WholeAnswer {
+        status: entry.status,
         headers,
-        entry.body.clone(),
-        Some(&entry.etag),
-        method,
-        req_headers,
-        shaped,
-    )
+        body: entry.body.clone(),
+        etag: Some(entry.etag.clone()),
+    }
 }
 
 /// Tags of a route rendered with this request's path parameters.

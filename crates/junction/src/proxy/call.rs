@@ -1,0 +1,123 @@
+//! What travels down a route's stack ([`super::stack`]): the request with its
+//! context, and the answer of the services under the shape layer. A leaf:
+//! every layer uses it, it uses none of them.
+
+use super::pool::UpstreamBody;
+use super::upstream::RequestBody;
+use super::{Gateway, Route};
+use crate::body::Body;
+use bytes::Bytes;
+use http::{request, HeaderMap, Response};
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+
+/// One request on its way down a route's stack.
+pub struct Call {
+    /// The client's request head (a cache fetch sends its own).
+    pub head: request::Parts,
+    /// The request body, as the client sends it or already read.
+    pub body: CallBody,
+    /// What every layer may need to know about the request.
+    pub cx: Arc<CallContext>,
+}
+
+/// A request body on its way down the stack.
+pub enum CallBody {
+    /// Still arriving from the client.
+    Client(Incoming),
+    /// Read (or wrapped) by a layer above.
+    Ready(RequestBody),
+}
+
+impl CallBody {
+    /// The whole body, within `max` bytes (413 past it).
+    pub async fn collect(self, max: u64) -> Result<Bytes, crate::problem::GatewayError> {
+        match self {
+            CallBody::Client(body) => super::http_util::collect_body(body, max).await,
+            CallBody::Ready(RequestBody::Replayable(bytes)) => Ok(bytes),
+            CallBody::Ready(RequestBody::Once(body, _)) => {
+                crate::body::collect_limited(body, max as usize)
+                    .await
+                    .map_err(|e| super::http_util::body_error(e, max))
+            }
+        }
+    }
+}
+
+/// The request's context: the gateway and route serving it, and what the
+/// access log wants to know afterwards.
+pub struct CallContext {
+    /// The gateway the request started on (a reload does not change it).
+    pub gw: Arc<Gateway>,
+    /// The matched route.
+    pub route: Arc<Route>,
+    /// The route's path parameters.
+    pub params: Vec<(String, String)>,
+    /// The client's address.
+    pub peer: SocketAddr,
+    attempts: AtomicU32,
+    dispatched: AtomicBool,
+}
+
+impl CallContext {
+    /// The context of a request `route` serves.
+    pub fn new(
+        gw: Arc<Gateway>,
+        route: Arc<Route>,
+        params: Vec<(String, String)>,
+        peer: SocketAddr,
+    ) -> Self {
+        Self {
+            gw,
+            route,
+            params,
+            peer,
+            attempts: AtomicU32::new(0),
+            dispatched: AtomicBool::new(false),
+        }
+    }
+
+    /// Records the attempts sent upstream for this request.
+    pub fn set_attempts(&self, attempts: u32) {
+        self.attempts.store(attempts, Ordering::Relaxed);
+    }
+
+    /// Attempts sent upstream (0: answered without the upstream).
+    pub fn attempts(&self) -> u32 {
+        self.attempts.load(Ordering::Relaxed)
+    }
+
+    /// Marks the request as handed to the route's callee (the access log then names it).
+    pub fn mark_dispatched(&self) {
+        self.dispatched.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the request got past the checks in front of the route's callee.
+    pub fn dispatched(&self) -> bool {
+        self.dispatched.load(Ordering::Relaxed)
+    }
+}
+
+/// What the services under the shape layer answer.
+pub enum Answer {
+    /// The upstream's response, its body still streaming.
+    Streamed(Response<UpstreamBody>),
+    /// A whole response (from storage, or read to be stored).
+    Whole(WholeAnswer),
+    /// A response needing no shaping (a problem the cache labels).
+    Ready(Response<Body>),
+}
+
+/// A whole response and its validator.
+pub struct WholeAnswer {
+    /// The status code.
+    pub status: u16,
+    /// The headers to send (hop-by-hop ones removed).
+    pub headers: HeaderMap,
+    /// The body before projection.
+    pub body: Bytes,
+    /// The entity tag of `body`, when the answer has one.
+    pub etag: Option<String>,
+}
