@@ -1,6 +1,6 @@
 //! The `junction` command: serve, check, demo.
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 /// mimalloc: the data plane allocates small, short-lived buffers per request;
 /// glibc malloc showed up at ~10% of CPU under load, mimalloc is markedly cheaper.
@@ -8,12 +8,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use junction::app::{self, Listeners};
 use junction::config;
-use junction::telemetry::otel;
+use junction::telemetry::logs::{self, LogFormat};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::Layer;
 
 /// Junction, a resilient integration gateway.
 #[derive(Parser)]
@@ -24,14 +21,6 @@ struct Cli {
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Copy, Clone, ValueEnum)]
-enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 #[derive(Subcommand)]
@@ -112,37 +101,6 @@ enum Command {
     },
 }
 
-/// Starts logging on stderr and, when `otlp` names a collector, span export
-/// (call inside a Tokio runtime then; drop the guard before the runtime to flush).
-fn init_logs(
-    format: LogFormat,
-    default_level: &str,
-    otlp: Option<&str>,
-) -> anyhow::Result<Option<otel::OtelGuard>> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let Some(endpoint) = otlp else {
-        let builder = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr);
-        match format {
-            LogFormat::Text => builder.init(),
-            LogFormat::Json => builder.json().flatten_event(true).init(),
-        }
-        return Ok(None);
-    };
-    let (spans, guard) = otel::layer(endpoint)?;
-    // Spans are for the collector only: the log lines stay as they are.
-    let filter = filter.add_directive(format!("{}=off", otel::TARGET).parse()?);
-    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let logs = match format {
-        LogFormat::Text => logs.with_filter(filter).boxed(),
-        LogFormat::Json => logs.json().flatten_event(true).with_filter(filter).boxed(),
-    };
-    tracing_subscriber::registry().with(spans).with(logs).init();
-    Ok(Some(guard))
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo draws progress bars and a table; per-request logs would drown them.
@@ -153,7 +111,7 @@ fn main() -> ExitCode {
     };
     if !matches!(cli.command, Command::Serve { .. }) {
         // `serve` starts logging once its config (which may name a collector) is loaded.
-        init_logs(cli.log_format, default_level, None).expect("plain logging cannot fail");
+        logs::init(cli.log_format, default_level, None, None).expect("plain logging cannot fail");
     }
     match cli.command {
         Command::Check { config, skip_env } => match config::load_file(&config) {
@@ -309,7 +267,9 @@ fn main() -> ExitCode {
             };
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
             let otlp = cfg.telemetry.otlp_endpoint.as_deref();
-            let logs = rt.block_on(async { init_logs(cli.log_format, default_level, otlp) });
+            let level = cfg.telemetry.log_level.as_deref();
+            let logs =
+                rt.block_on(async { logs::init(cli.log_format, default_level, level, otlp) });
             let spans = match logs {
                 Ok(guard) => guard,
                 Err(e) => {

@@ -19,8 +19,8 @@
 //!   stopped and restarted by diff; a removed subscriber's deliveries stay in
 //!   the queue.
 //!
-//! Not reloaded (documented in the README): the log filter is read once at
-//! start (`RUST_LOG`).
+//! The log filter follows `telemetry.log_level` (unless `RUST_LOG` is set,
+//! which takes precedence).
 
 use crate::config::{self, Config, ConfigError};
 use crate::pipeline::{self, DispatchContext, DispatcherChanges, Dispatchers};
@@ -216,6 +216,12 @@ impl Reloader {
             None => DispatcherChanges::default(),
         };
         self.gateways.store(Arc::new(gateway));
+        if new.telemetry.log_level != loaded.config.telemetry.log_level {
+            // Checked with the rest of the file: applying it cannot fail on syntax.
+            if let Err(e) = crate::telemetry::logs::set_level(new.telemetry.log_level.as_deref()) {
+                tracing::warn!("telemetry.log_level not applied: {e}");
+            }
+        }
         let sha256 = new
             .source
             .as_ref()

@@ -355,6 +355,10 @@ pub struct TelemetryConfig {
     /// OTLP endpoint for traces; off when absent.
     #[serde(default)]
     pub otlp_endpoint: Option<String>,
+    /// Log filter in `RUST_LOG` syntax (`info`, `warn,junction::access=info`);
+    /// reloadable; `RUST_LOG`, when set, takes precedence. Default `info`.
+    #[serde(default)]
+    pub log_level: Option<String>,
 }
 
 impl Default for TelemetryConfig {
@@ -362,6 +366,7 @@ impl Default for TelemetryConfig {
         Self {
             caller_header: defaults::caller_header(),
             otlp_endpoint: None,
+            log_level: None,
         }
     }
 }

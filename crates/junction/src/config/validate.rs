@@ -210,6 +210,20 @@ pub(super) fn check(
         }
     }
 
+    let log_level = root
+        .get("telemetry")
+        .and_then(|(_, t)| t.get("log_level"))
+        .and_then(|(_, v)| v.as_str());
+    if let Some(level) = log_level {
+        if let Err(msg) = crate::telemetry::logs::parse_level(level) {
+            errs.push(
+                pos_of(root, &["telemetry", "log_level"]),
+                "telemetry.log_level",
+                format!("{msg}; expected e.g. info or warn,junction::access=info"),
+            );
+        }
+    }
+
     for (name, u) in upstreams {
         let key = format!("upstreams.{name}");
         if let Some(tls) = &u.tls {

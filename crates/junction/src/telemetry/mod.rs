@@ -1,6 +1,7 @@
 //! What Junction measures: Prometheus metrics, the access log, trace context.
 
 pub mod live;
+pub mod logs;
 pub mod metrics;
 pub mod otel;
 pub mod trace;

@@ -318,3 +318,53 @@ async fn a_reload_keeps_a_rate_limit_window_while_the_limit_is_unchanged() {
         "the spent window survived the reload"
     );
 }
+
+#[tokio::test]
+async fn a_reload_changes_the_log_level_and_refuses_an_invalid_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = FakeUpstream::start().await;
+    let with_level = |level: &str| {
+        format!(
+            "telemetry: {{ log_level: \"{level}\" }}\n{}",
+            sync_routes(&up.url(), "", "5s")
+        )
+    };
+    // RUST_LOG empty: the config decides the filter.
+    let gw = super::process::spawn_with_env(
+        dir.path(),
+        "loglevel",
+        &with_level("warn"),
+        &[("RUST_LOG", "")],
+    )
+    .await;
+    let items = format!("http://{}/items", gw.data);
+    assert_eq!(status(items.clone()).await, 200);
+    assert!(
+        !gw.stderr().contains("junction::access"),
+        "no access line at warn: {}",
+        gw.stderr()
+    );
+    gw.rewrite_config(&with_level("warn,junction::access=info"));
+    signal(&gw, "HUP");
+    until("the reload", Duration::from_secs(5), &gw, || async {
+        reload_metric(&gw, "success").await >= 1.0
+    })
+    .await;
+    assert_eq!(status(items.clone()).await, 200);
+    until("an access line", Duration::from_secs(5), &gw, || async {
+        gw.stderr().contains("junction::access")
+    })
+    .await;
+    // A filter that does not parse is refused like any invalid key.
+    gw.rewrite_config(&with_level("junction=loud"));
+    let r = post_reload(&gw.admin).await;
+    assert_eq!(r.status(), 422);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        body["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("telemetry.log_level"),
+        "{body}"
+    );
+}

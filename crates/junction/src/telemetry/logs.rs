@@ -1,0 +1,111 @@
+//! Logging on stderr with a filter that a config reload can change.
+//!
+//! Precedence: `RUST_LOG` when set (an operator's override wins, at start and
+//! on every reload), else `telemetry.log_level` from the config, else the
+//! command's default (`info`; `warn` for the demo). The filter is behind a
+//! `tracing_subscriber::reload` layer, so [`set_level`] swaps it without
+//! losing a line. Colours only on a terminal.
+
+use std::io::IsTerminal;
+use std::sync::OnceLock;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Layer};
+
+/// Human-readable text, or one JSON object per line.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable text.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Swaps the running filter (set once, by [`init`]).
+type Swap = Box<dyn Fn(EnvFilter) -> Result<(), reload::Error> + Send + Sync>;
+static SWAP: OnceLock<Swap> = OnceLock::new();
+
+/// Whether `RUST_LOG` decides the filter (the config's level is then ignored).
+pub fn env_overrides() -> bool {
+    std::env::var_os(EnvFilter::DEFAULT_ENV).is_some_and(|v| !v.is_empty())
+}
+
+/// Checks a `telemetry.log_level` value (`RUST_LOG` syntax).
+pub fn parse_level(directives: &str) -> Result<EnvFilter, String> {
+    EnvFilter::try_new(directives).map_err(|e| format!("invalid log filter {directives:?}: {e}"))
+}
+
+/// Starts logging; with `otlp`, spans also go to that collector (call inside a
+/// Tokio runtime then, and drop the guard before the runtime to flush).
+pub fn init(
+    format: LogFormat,
+    default_level: &str,
+    config_level: Option<&str>,
+    otlp: Option<&str>,
+) -> anyhow::Result<Option<super::otel::OtelGuard>> {
+    let filter = match (env_overrides(), config_level) {
+        (true, _) => EnvFilter::try_from_default_env()?,
+        (false, Some(level)) => parse_level(level).map_err(anyhow::Error::msg)?,
+        (false, None) => EnvFilter::new(default_level),
+    };
+    match otlp {
+        None => {
+            tracing_subscriber::registry()
+                .with(lines(format).with_filter(reloadable(filter, None)))
+                .init();
+            Ok(None)
+        }
+        Some(endpoint) => {
+            let (spans, guard) = super::otel::layer(endpoint)?;
+            // Spans are for the collector only: the log lines stay as they are.
+            let quiet = format!("{}=off", super::otel::TARGET);
+            tracing_subscriber::registry()
+                .with(spans)
+                .with(lines(format).with_filter(reloadable(filter, Some(quiet))))
+                .init();
+            Ok(Some(guard))
+        }
+    }
+}
+
+/// The log lines on stderr, in `format`.
+fn lines<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    let lines = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => lines.boxed(),
+        LogFormat::Json => lines.json().flatten_event(true).boxed(),
+    }
+}
+
+/// `filter` behind a reload layer whose handle [`set_level`] uses; `quiet` is
+/// a directive every filter keeps.
+fn reloadable<S: 'static>(filter: EnvFilter, quiet: Option<String>) -> reload::Layer<EnvFilter, S> {
+    let keep_quiet = move |f: EnvFilter| match &quiet {
+        Some(d) => f.add_directive(d.parse().expect("a valid directive")),
+        None => f,
+    };
+    let (layer, handle) = reload::Layer::new(keep_quiet(filter));
+    let _ = SWAP.set(Box::new(move |f| handle.reload(keep_quiet(f))));
+    layer
+}
+
+/// Applies a reloaded config's `telemetry.log_level` (`None`: back to `info`).
+/// Does nothing while `RUST_LOG` decides, or before logging started.
+pub fn set_level(config_level: Option<&str>) -> Result<(), String> {
+    if env_overrides() {
+        tracing::info!("telemetry.log_level not applied: RUST_LOG is set and takes precedence");
+        return Ok(());
+    }
+    let Some(swap) = SWAP.get() else {
+        return Ok(());
+    };
+    let directives = config_level.unwrap_or("info");
+    swap(parse_level(directives)?).map_err(|e| e.to_string())?;
+    tracing::info!(log_level = directives, "log level changed");
+    Ok(())
+}
