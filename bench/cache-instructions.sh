@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Instructions per cache hit, counted by callgrind: repeatable where CPU time is not.
+# Instructions per cache hit (or, with ROUTE=proxied, per proxied request),
+# counted by callgrind: repeatable where CPU time is not.
 #
 # For each build (BASE = JUNCTION_BASE, default HEAD~1; HEAD = the working tree),
 # Junction runs under `valgrind --tool=callgrind` with one data thread, and a
@@ -7,7 +8,9 @@
 # `cache: { ttl: 300s }` route. Start-up and shutdown cost the same in both runs,
 # so (I(N2) - I(N1)) / (N2 - N1) is what one hit costs, in instructions.
 #
-# Env: N1 (500), N2 (2500), JUNCTION_BASE (HEAD~1), BENCH_PORT_BASE (18400).
+# Env: N1 (500), N2 (2500), JUNCTION_BASE (HEAD~1), BENCH_PORT_BASE (18400),
+# ROUTE (cached: a cache hit; proxied: the same route without a cache, every
+# request forwarded to the upstream over a pooled keep-alive connection).
 source "$(dirname "$0")/lib.sh"
 
 BASE_PORT="${BENCH_PORT_BASE:-18400}"
@@ -15,7 +18,13 @@ UP_PORT=$((BASE_PORT + 1)) J_PORT=$((BASE_PORT + 2)) J_ADMIN=$((BASE_PORT + 12))
 N1="${N1:-500}"
 N2="${N2:-2500}"
 JUNCTION_BASE="${JUNCTION_BASE:-HEAD~1}"
-WORK="$OUT_DIR/cache-instructions"
+ROUTE="${ROUTE:-cached}"
+case "$ROUTE" in
+    cached) CACHE_LINE='    cache: { ttl: 300s }' EXPECT=HIT UNIT="cache hit" ;;
+    proxied) CACHE_LINE='' EXPECT=- UNIT="proxied request" ;;
+    *) die "ROUTE is cached or proxied, not $ROUTE" ;;
+esac
+WORK="$OUT_DIR/$ROUTE-instructions"
 BODY='{"id":42,"name":"widget","price":19.99,"stock":7}'
 
 ensure_tool valgrind valgrind
@@ -37,20 +46,22 @@ routes:
   - name: cached
     match: { method: GET, path: /products/{id} }
     upstream: up
-    cache: { ttl: 300s }
+$CACHE_LINE
 EOF
 
-# N GETs of one key over one keep-alive connection; fails on anything but a HIT after the first.
+# N GETs of one key over one keep-alive connection; fails on anything but a
+# 200 (and, on the cached route, a HIT after the first).
 cat >"$WORK/client.py" <<'EOF'
 import http.client, sys
-port, n = int(sys.argv[1]), int(sys.argv[2])
+port, n, expect = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
 for i in range(n):
     conn.request("GET", "/products/1")
     r = conn.getresponse()
     r.read()
-    if r.status != 200 or (i > 0 and r.getheader("x-junction-cache") != "HIT"):
-        sys.exit(f"request {i}: {r.status} {r.getheader('x-junction-cache')}")
+    state = r.getheader("x-junction-cache") or "-"
+    if r.status != 200 or (i > 0 and state != expect):
+        sys.exit(f"request {i}: {r.status} {state}")
 EOF
 
 # Total instructions of one Junction run serving N hits. instructions BIN N LABEL
@@ -64,7 +75,7 @@ instructions() {
         curl -fsS "http://127.0.0.1:$J_ADMIN/readyz" >/dev/null 2>&1 && break
         sleep 0.1
     done
-    python3 "$WORK/client.py" "$J_PORT" "$n" || die "client failed ($label)"
+    python3 "$WORK/client.py" "$J_PORT" "$n" "$EXPECT" || die "client failed ($label)"
     # callgrind writes its counts at exit: let the graceful shutdown finish (slow under valgrind).
     kill -TERM "$pid"
     for _ in $(seq 1 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -74,8 +85,8 @@ instructions() {
 }
 
 {
-    echo "== instructions per cache hit (callgrind, 1 data thread, keep-alive client, one warm key)"
-    printf "%-28s %16s %16s %16s\n" "build" "I($N1 hits)" "I($N2 hits)" "per hit"
+    echo "== instructions per $UNIT (callgrind, 1 data thread, keep-alive client, one key)"
+    printf "%-28s %16s %16s %16s\n" "build" "I($N1)" "I($N2)" "per request"
     for build in base head; do
         i1=$(instructions "$WORK/junction-$build" "$N1" "$build-$N1")
         i2=$(instructions "$WORK/junction-$build" "$N2" "$build-$N2")
@@ -88,5 +99,5 @@ instructions() {
         fi
         printf "%-28s %16s %16s %16s\n" "$name" "$i1" "$i2" "$per"
     done
-    awk -v a="$PER_head" -v b="$PER_base" 'BEGIN {printf "head / base instructions per hit: %.3f\n", a / b}'
+    awk -v a="$PER_head" -v b="$PER_base" 'BEGIN {printf "head / base instructions per request: %.3f\n", a / b}'
 } | tee "$WORK/summary.txt"

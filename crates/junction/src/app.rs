@@ -58,6 +58,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
         max_connections: config.limits.max_connections,
     };
     let metrics = Metrics::new();
+    // Every module's families are listed from the first scrape, used or not.
+    crate::proxy::register_metrics(&metrics);
+    pipeline::metrics::register(&metrics);
     let upstreams = build_upstreams(&config, &metrics)?;
     let has_async = config.routes.iter().any(|r| r.async_.is_some());
     // The queue is opened only when a route needs it, so sync-only configs touch no disk.

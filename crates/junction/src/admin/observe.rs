@@ -1,6 +1,9 @@
 //! Views of live state (Prometheus metrics, breakers) and cache invalidation.
 
 use super::AdminState;
+use crate::pipeline::metrics::PipelineMetrics;
+use crate::proxy::cached::metrics::CacheMetrics;
+use crate::proxy::upstream::UpstreamMetrics;
 use crate::telemetry::metrics::{TopicLabel, UpstreamLabel};
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
@@ -12,20 +15,15 @@ pub(super) async fn metrics(State(state): State<AdminState>) -> Response {
     // Gauges that mirror state are refreshed at scrape time.
     let gw = state.gateway();
     let stats = gw.cache.stats();
-    state.metrics.cache_evictions.set(stats.evictions as i64);
-    state
-        .metrics
-        .cache_entries
-        .set(stats.entries.unwrap_or(0) as i64);
-    state
-        .metrics
-        .cache_bytes
-        .set(stats.bytes.unwrap_or(0) as i64);
+    let cache = state.metrics.set::<CacheMetrics>();
+    cache.evictions.set(stats.evictions as i64);
+    cache.entries.set(stats.entries.unwrap_or(0) as i64);
+    cache.bytes.set(stats.bytes.unwrap_or(0) as i64);
     if let Some(queue) = &state.queue {
+        let pipeline = state.metrics.set::<PipelineMetrics>();
         let depth = queue.ledger.depth();
         for (topic, n) in &depth.topics {
-            state
-                .metrics
+            pipeline
                 .queue_depth
                 .get_or_create(&TopicLabel {
                     topic: topic.clone(),
@@ -33,8 +31,7 @@ pub(super) async fn metrics(State(state): State<AdminState>) -> Response {
                 .set(*n as i64);
         }
         for (topic, n) in &depth.dlq {
-            state
-                .metrics
+            pipeline
                 .dlq_depth
                 .get_or_create(&TopicLabel {
                     topic: topic.clone(),
@@ -42,9 +39,9 @@ pub(super) async fn metrics(State(state): State<AdminState>) -> Response {
                 .set(*n as i64);
         }
     }
+    let upstreams = state.metrics.set::<UpstreamMetrics>();
     for (name, u) in gw.upstreams() {
-        state
-            .metrics
+        upstreams
             .breaker_state
             .get_or_create(&UpstreamLabel {
                 upstream: name.clone(),

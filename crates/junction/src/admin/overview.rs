@@ -70,7 +70,7 @@ pub(super) async fn overview(State(state): State<AdminState>) -> Json<Value> {
             "hits": hits, "misses": misses,
             "hit_ratio": if hits + misses == 0 { 0.0 } else { hits as f64 / (hits + misses) as f64 },
             "entries": stats.entries, "bytes": stats.bytes,
-            "bytes_saved": gw.metrics().cache_bytes_saved.get(),
+            "bytes_saved": gw.cache_metrics().bytes_saved.get(),
             "backend": gw.cache.backend(),
         })
     });

@@ -94,6 +94,7 @@ impl Dispatcher {
         metrics: &Metrics,
         live: Arc<Live>,
     ) -> anyhow::Result<Self> {
+        let metrics = metrics.set::<super::metrics::PipelineMetrics>();
         let outcome = |o: &'static str| {
             metrics
                 .deliveries
@@ -106,6 +107,8 @@ impl Dispatcher {
         let label = SubscriberLabel {
             subscriber: sub.name.clone(),
         };
+        let latency = metrics.delivery_latency.get_or_create(&label).clone();
+        let attempts_hist = metrics.delivery_attempts.get_or_create(&label).clone();
         let rate = sub.rate.map(|r| rate_limiter(r.count, r.per, sub.burst));
         let signer = match &sub.secret_env {
             Some(names) => Some(Signer::from_env(&names.0)?),
@@ -144,8 +147,8 @@ impl Dispatcher {
             delivered: outcome("delivered"),
             retried: outcome("retry"),
             dead: outcome("dead"),
-            latency: metrics.delivery_latency.get_or_create(&label).clone(),
-            attempts_hist: metrics.delivery_attempts.get_or_create(&label).clone(),
+            latency,
+            attempts_hist,
         })
     }
 

@@ -18,6 +18,7 @@
 pub mod connection;
 pub mod dispatcher;
 pub mod ingest;
+pub mod metrics;
 pub mod signing;
 pub mod threads;
 
@@ -29,6 +30,7 @@ use anyhow::Context;
 use junction_queue::{
     EmbeddedBroker, EmbeddedConfig, PostgresBroker, PostgresConfig, Queue, RedisBroker, RedisConfig,
 };
+use metrics::PipelineMetrics;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -261,6 +263,7 @@ pub fn async_routes(
                 idempotency_window: a.idempotency_window.0,
                 queue: queue.clone(),
                 accepted: metrics
+                    .set::<PipelineMetrics>()
                     .events_accepted
                     .get_or_create(&TopicLabel {
                         topic: a.topic.clone(),

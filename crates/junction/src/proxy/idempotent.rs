@@ -22,7 +22,7 @@ use super::call::{Answer, Call, CallBody, WholeAnswer};
 use super::http_util::{drop_hop_by_hop, valid_key, IDEMPOTENCY_KEY};
 use super::upstream::RequestBody;
 use crate::problem::GatewayError;
-use crate::telemetry::metrics::RouteOutcome;
+use crate::telemetry::metrics::{MetricSet, RouteOutcome};
 use crate::telemetry::Metrics;
 use futures::future::BoxFuture;
 use http::{header, HeaderName, HeaderValue, Method};
@@ -31,6 +31,8 @@ use junction_cache::idempotency::{fingerprint, scope, Token};
 use junction_cache::policy::Storable;
 use junction_cache::{entry::now_ms, CachedResponse, Claim, IdempotencyStore};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -42,6 +44,24 @@ pub const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 pub const LOCK_SLACK: Duration = Duration::from_secs(30);
 /// Largest answer stored for replay.
 const MAX_STORED_BODY: usize = 32 << 20;
+
+/// `junction_idempotency_total{route,outcome}`.
+#[derive(Clone)]
+pub struct IdempotencyMetrics {
+    outcomes: Family<RouteOutcome, Counter>,
+}
+
+impl MetricSet for IdempotencyMetrics {
+    fn register(r: &mut Registry) -> Self {
+        let outcomes = Family::default();
+        r.register(
+            "junction_idempotency",
+            "Requests with an Idempotency-Key on routes that honour it, by outcome",
+            outcomes.clone(),
+        );
+        Self { outcomes }
+    }
+}
 
 /// A route's idempotency settings and counters.
 pub struct RouteIdempotency {
@@ -58,9 +78,10 @@ pub struct RouteIdempotency {
 impl RouteIdempotency {
     /// Settings for `route`, its `junction_idempotency_total` series resolved once.
     pub fn new(route: &str, ttl: Duration, metrics: &Metrics) -> Self {
+        let metrics = metrics.set::<IdempotencyMetrics>();
         let counter = |outcome: &'static str| {
             metrics
-                .idempotency
+                .outcomes
                 .get_or_create(&RouteOutcome {
                     route: route.to_string(),
                     outcome,

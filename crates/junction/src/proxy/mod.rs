@@ -11,6 +11,7 @@ pub mod client_body;
 pub mod h2c;
 pub mod http_util;
 pub mod idempotent;
+pub mod meters;
 pub mod pool;
 pub mod router;
 pub mod stack;
@@ -23,9 +24,10 @@ use crate::config::{Config, RateLimitConfig, RouteConfig};
 use crate::pipeline::AsyncRoute;
 use crate::problem::GatewayError;
 use crate::telemetry::live::{Client, Live};
-use crate::telemetry::metrics::{ClientFaultLabel, RouteLabel, RouteRequests};
+use crate::telemetry::metrics::{ClientFaultLabel, RouteLabel};
 use crate::telemetry::{otel, Metrics};
 use anyhow::Context;
+use cached::metrics::CacheMetrics;
 use call::{Call, CallBody, CallContext};
 use governor::DefaultDirectRateLimiter;
 use http::{HeaderName, Method, Request, Response};
@@ -35,8 +37,8 @@ use junction_cache::policy::RouteRules;
 use junction_cache::{CacheStore, Coalescer, FieldSet, IdempotencyStore};
 use junction_telemetry::graph::node_id;
 use junction_telemetry::{EdgeKind, NodeKind, RouteStats};
+use meters::{ProxyMetrics, RouteMeters, Traffic};
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::histogram::Histogram;
 use router::Router;
 use stack::{RouteService, SyncParts, UpstreamService};
 use std::collections::BTreeMap;
@@ -45,6 +47,14 @@ use std::time::{Duration, Instant};
 use tower::ServiceExt;
 use tracing::Instrument;
 use upstream::Upstream;
+
+/// Registers the data plane's metric families (requests, cache, idempotency, upstreams).
+pub fn register_metrics(metrics: &Metrics) {
+    metrics.set::<ProxyMetrics>();
+    metrics.set::<CacheMetrics>();
+    metrics.set::<idempotent::IdempotencyMetrics>();
+    metrics.set::<upstream::UpstreamMetrics>();
+}
 
 /// Builds every upstream (shared by sync routes and subscribers) from the config.
 pub fn build_upstreams(
@@ -119,6 +129,8 @@ pub struct Gateway {
     router: Router<Route>,
     routes: Vec<Arc<Route>>,
     metrics: Metrics,
+    proxy_metrics: ProxyMetrics,
+    cache_metrics: CacheMetrics,
     upstreams: BTreeMap<String, Arc<Upstream>>,
     /// `limits.max_body` in bytes.
     pub max_body: u64,
@@ -203,37 +215,6 @@ pub struct RouteCache {
     pub bypassed: Counter,
 }
 
-/// A route's request count and latency handles, resolved once.
-pub struct RouteMeters {
-    /// The route's name, as the access log and metrics label it.
-    route: String,
-    requests: RouteRequests,
-    duration: Histogram,
-}
-
-impl RouteMeters {
-    fn new(metrics: &Metrics, route: &str) -> Self {
-        Self {
-            route: route.to_owned(),
-            requests: metrics.route_requests(route),
-            duration: metrics
-                .request_duration
-                .get_or_create(&RouteLabel {
-                    route: route.to_string(),
-                })
-                .clone(),
-        }
-    }
-}
-
-/// Per-route byte counters (the payload saving is bytes_in − bytes_out).
-pub struct Traffic {
-    /// Response bytes received from the upstream.
-    pub bytes_in: Counter,
-    /// Response bytes sent to clients.
-    pub bytes_out: Counter,
-}
-
 /// How a route is served.
 pub enum RouteKind {
     /// Proxied to an upstream.
@@ -290,7 +271,8 @@ impl Gateway {
                 .insert(method, &rc.matcher.path, route)
                 .with_context(|| format!("route {}", rc.name))?;
         }
-        let no_route = RouteMeters::new(&metrics, "none");
+        let proxy_metrics = metrics.set::<ProxyMetrics>();
+        let no_route = RouteMeters::new(&proxy_metrics, "none");
         Ok(Self {
             router,
             routes,
@@ -300,6 +282,8 @@ impl Gateway {
             coalescer: Coalescer::new(),
             live,
             rate_limits,
+            proxy_metrics,
+            cache_metrics: metrics.set::<CacheMetrics>(),
             metrics,
             upstreams,
             max_body: config.limits.max_body.0,
@@ -333,6 +317,8 @@ impl Gateway {
             .rate_limit
             .as_ref()
             .map(|rl| rate_limits.get(&rc.name, rl));
+        let proxy_metrics = metrics.set::<ProxyMetrics>();
+        let cache_metrics = metrics.set::<CacheMetrics>();
         let label = RouteLabel {
             route: rc.name.clone(),
         };
@@ -362,11 +348,11 @@ impl Gateway {
                 max_variants: c.max_variants.max(1) as usize,
                 honour_request_directives: !c.ignore_request_cache_control,
                 cookie_is_credential: c.cookie_is_credential,
-                hits: metrics.cache_hits.get_or_create(&label).clone(),
-                misses: metrics.cache_misses.get_or_create(&label).clone(),
-                stale: metrics.cache_stale.get_or_create(&label).clone(),
-                revalidated: metrics.cache_revalidated.get_or_create(&label).clone(),
-                bypassed: metrics.cache_bypassed.get_or_create(&label).clone(),
+                hits: cache_metrics.hits.get_or_create(&label).clone(),
+                misses: cache_metrics.misses.get_or_create(&label).clone(),
+                stale: cache_metrics.stale.get_or_create(&label).clone(),
+                revalidated: cache_metrics.revalidated.get_or_create(&label).clone(),
+                bypassed: cache_metrics.bypassed.get_or_create(&label).clone(),
             })),
             None => None,
         };
@@ -382,10 +368,7 @@ impl Gateway {
             .idempotency
             .as_ref()
             .map(|i| Arc::new(RouteIdempotency::new(&rc.name, i.ttl.0, metrics)));
-        let traffic = Arc::new(Traffic {
-            bytes_in: metrics.bytes_in.get_or_create(&label).clone(),
-            bytes_out: metrics.bytes_out.get_or_create(&label).clone(),
-        });
+        let traffic = Arc::new(Traffic::new(&proxy_metrics, &rc.name));
         let service = match &kind {
             RouteKind::Sync { upstream } => stack::sync_stack(
                 &rc.name,
@@ -415,7 +398,7 @@ impl Gateway {
             idempotency,
             traffic,
             service,
-            meters: RouteMeters::new(metrics, &rc.name),
+            meters: RouteMeters::new(&proxy_metrics, &rc.name),
             node: node_id(NodeKind::Route, &rc.name),
             stats: live.routes.get_or_create(&rc.name),
             callee,
@@ -451,13 +434,18 @@ impl Gateway {
 
     /// Records a cache backend failure; the request goes on without the cache.
     pub fn degraded(&self, e: &junction_cache::CacheError) {
-        self.metrics.cache_degraded.inc();
+        self.cache_metrics.degraded.inc();
         tracing::warn!(error = %crate::proxy::upstream::error_chain(e), "cache backend failed; passing through");
     }
 
     /// The metrics registry.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The cache's metric families.
+    pub fn cache_metrics(&self) -> &CacheMetrics {
+        &self.cache_metrics
     }
 
     /// Every route, in config order.
@@ -527,7 +515,7 @@ impl Gateway {
             attempts: cx.attempts(),
         };
         if let Some(reason) = result.as_ref().err().and_then(GatewayError::client_fault) {
-            self.metrics
+            self.proxy_metrics
                 .client_errors
                 .get_or_create(&ClientFaultLabel {
                     route: route.name.clone(),

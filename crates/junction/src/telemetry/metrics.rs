@@ -1,15 +1,18 @@
 //! Prometheus metrics, named as the contract says (`junction_*`).
 //!
-//! Handles for hot-path series are resolved once (per route, per upstream) and
-//! cached, so a request touches a few atomics, not a label hash map.
+//! The registry and the label sets modules share. Each module registers its
+//! own families ([`MetricSet`]: the proxy's in `proxy::meters`, the cache's in
+//! `proxy::cached::metrics`, ...). Handles for hot-path series are resolved
+//! once (per route, per upstream) and cached, so a request touches a few
+//! atomics, not a label hash map.
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -95,79 +98,27 @@ pub struct SubscriberLabel {
     pub subscriber: String,
 }
 
-/// Every metric family Junction exports.
+/// The process's metric registry. Each module defines its own families as a
+/// [`MetricSet`] and registers them here (once per process, whatever the
+/// number of reloads); this type knows none of them.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<RwLock<Registry>>,
-    pub requests: Family<RouteStatus, Counter>,
-    pub request_duration: Family<RouteLabel, Histogram>,
-    pub upstream_requests: Family<UpstreamOutcome, Counter>,
-    pub upstream_retries: Family<UpstreamLabel, Counter>,
-    pub breaker_state: Family<UpstreamLabel, Gauge>,
-    pub cache_hits: Family<RouteLabel, Counter>,
-    pub cache_misses: Family<RouteLabel, Counter>,
-    pub cache_stale: Family<RouteLabel, Counter>,
-    pub cache_revalidated: Family<RouteLabel, Counter>,
-    pub client_errors: Family<ClientFaultLabel, Counter>,
-    pub cache_bypassed: Family<RouteLabel, Counter>,
-    pub cache_degraded: Counter,
-    pub cache_bytes_saved: Counter,
-    pub cache_evictions: Gauge,
-    pub cache_bytes: Gauge,
-    pub cache_entries: Gauge,
-    pub bytes_in: Family<RouteLabel, Counter>,
-    pub idempotency: Family<RouteOutcome, Counter>,
-    pub bytes_out: Family<RouteLabel, Counter>,
-    pub queue_depth: Family<TopicLabel, Gauge>,
-    pub dlq_depth: Family<TopicLabel, Gauge>,
-    pub events_accepted: Family<TopicLabel, Counter>,
-    pub deliveries: Family<SubscriberOutcome, Counter>,
-    pub delivery_latency: Family<SubscriberLabel, Histogram>,
-    pub delivery_attempts: Family<SubscriberLabel, Histogram>,
+    /// The registered sets, by type.
+    sets: Arc<Mutex<HashMap<TypeId, Box<dyn Any + Send + Sync>>>>,
 }
 
-/// `junction_requests_total{route,status}` for one route, with a per-status handle cache
-/// so the hot path does no allocation.
-#[derive(Clone)]
-pub struct RouteRequests {
-    route: String,
-    family: Family<RouteStatus, Counter>,
-    by_status: Arc<RwLock<HashMap<u16, Counter>>>,
+/// One module's metric families, registered together.
+pub trait MetricSet: Clone + Send + Sync + 'static {
+    /// Creates the families and registers them in `registry`.
+    fn register(registry: &mut Registry) -> Self;
 }
 
-impl RouteRequests {
-    /// Counts one answered request.
-    pub fn inc(&self, status: u16) {
-        if let Some(c) = self.by_status.read().get(&status) {
-            c.inc();
-            return;
-        }
-        let c = self
-            .family
-            .get_or_create(&RouteStatus {
-                route: self.route.clone(),
-                status,
-            })
-            .clone();
-        c.inc();
-        self.by_status.write().insert(status, c);
-    }
-}
-
-fn latency_histogram() -> Histogram {
+/// A latency histogram in seconds, from 0.5 ms to 30 s.
+pub fn latency_histogram() -> Histogram {
     Histogram::new([
         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     ])
-}
-
-fn delivery_histogram() -> Histogram {
-    Histogram::new([
-        0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
-    ])
-}
-
-fn attempts_histogram() -> Histogram {
-    Histogram::new([1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0])
 }
 
 impl Default for Metrics {
@@ -177,174 +128,9 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Registers a family another module owns (it keeps the handle and updates it).
-    pub fn register(
-        &self,
-        name: &str,
-        help: &str,
-        metric: impl prometheus_client::registry::Metric,
-    ) {
-        self.registry.write().register(name, help, metric);
-    }
-
-    /// A registry with every family registered.
+    /// A registry holding `junction_build_info`; modules add their sets.
     pub fn new() -> Self {
         let mut r = Registry::default();
-        let m = Metrics {
-            registry: Arc::new(RwLock::new(Registry::default())),
-            requests: Family::default(),
-            request_duration: Family::new_with_constructor(latency_histogram),
-            upstream_requests: Family::default(),
-            upstream_retries: Family::default(),
-            breaker_state: Family::default(),
-            cache_hits: Family::default(),
-            cache_misses: Family::default(),
-            cache_stale: Family::default(),
-            cache_revalidated: Family::default(),
-            client_errors: Family::default(),
-            cache_bypassed: Family::default(),
-            cache_degraded: Counter::default(),
-            cache_bytes_saved: Counter::default(),
-            cache_evictions: Gauge::default(),
-            cache_bytes: Gauge::default(),
-            cache_entries: Gauge::default(),
-            bytes_in: Family::default(),
-            idempotency: Family::default(),
-            bytes_out: Family::default(),
-            queue_depth: Family::default(),
-            dlq_depth: Family::default(),
-            events_accepted: Family::default(),
-            deliveries: Family::default(),
-            delivery_latency: Family::new_with_constructor(delivery_histogram),
-            delivery_attempts: Family::new_with_constructor(attempts_histogram),
-        };
-        // Names are registered without the `_total` suffix; the OpenMetrics
-        // encoder appends it to counters.
-        r.register(
-            "junction_requests",
-            "Requests answered, by route and status",
-            m.requests.clone(),
-        );
-        r.register(
-            "junction_request_duration_seconds",
-            "Time to answer a request, by route",
-            m.request_duration.clone(),
-        );
-        r.register(
-            "junction_upstream_requests",
-            "Attempts sent to upstreams, by outcome",
-            m.upstream_requests.clone(),
-        );
-        r.register(
-            "junction_upstream_retries",
-            "Retries sent to upstreams",
-            m.upstream_retries.clone(),
-        );
-        r.register(
-            "junction_breaker_state",
-            "Circuit breaker state: 0 closed, 1 open, 2 half-open",
-            m.breaker_state.clone(),
-        );
-        r.register(
-            "junction_cache_hits",
-            "Responses served from cache",
-            m.cache_hits.clone(),
-        );
-        r.register(
-            "junction_cache_misses",
-            "Cacheable requests that went upstream",
-            m.cache_misses.clone(),
-        );
-        r.register(
-            "junction_cache_stale_serves",
-            "Stale responses served (revalidating or upstream failing)",
-            m.cache_stale.clone(),
-        );
-        r.register(
-            "junction_cache_revalidations",
-            "Stored responses refreshed by a 304 to a conditional request",
-            m.cache_revalidated.clone(),
-        );
-        r.register(
-            "junction_client_errors",
-            "Requests that failed through the client's own fault (never counted against an upstream)",
-            m.client_errors.clone(),
-        );
-        r.register(
-            "junction_cache_bypasses",
-            "Requests on cached routes the cache could not answer for privacy (credentials, no-store)",
-            m.cache_bypassed.clone(),
-        );
-        r.register(
-            "junction_cache_degraded",
-            "Cache backend errors answered by passing through",
-            m.cache_degraded.clone(),
-        );
-        r.register(
-            "junction_cache_bytes_saved",
-            "Response body bytes served from cache instead of fetched upstream",
-            m.cache_bytes_saved.clone(),
-        );
-        r.register(
-            "junction_cache_evictions",
-            "Entries evicted from the cache",
-            m.cache_evictions.clone(),
-        );
-        r.register(
-            "junction_cache_bytes",
-            "Bytes held by the cache",
-            m.cache_bytes.clone(),
-        );
-        r.register(
-            "junction_cache_entries",
-            "Entries held by the cache",
-            m.cache_entries.clone(),
-        );
-        r.register(
-            "junction_upstream_bytes_in",
-            "Response body bytes received from upstreams, by route",
-            m.bytes_in.clone(),
-        );
-        r.register(
-            "junction_client_bytes_out",
-            "Response body bytes sent to clients, by route",
-            m.bytes_out.clone(),
-        );
-        r.register(
-            "junction_idempotency",
-            "Requests with an Idempotency-Key on routes that honour it, by outcome",
-            m.idempotency.clone(),
-        );
-        r.register(
-            "junction_queue_depth",
-            "Undelivered messages, by topic",
-            m.queue_depth.clone(),
-        );
-        r.register(
-            "junction_dlq_depth",
-            "Dead letters, by topic",
-            m.dlq_depth.clone(),
-        );
-        r.register(
-            "junction_events_accepted",
-            "Events accepted (durable), by topic",
-            m.events_accepted.clone(),
-        );
-        r.register(
-            "junction_deliveries",
-            "Delivery attempts, by subscriber and outcome",
-            m.deliveries.clone(),
-        );
-        r.register(
-            "junction_delivery_latency_seconds",
-            "Enqueue to acknowledgement, by subscriber",
-            m.delivery_latency.clone(),
-        );
-        r.register(
-            "junction_delivery_attempts",
-            "Attempts a message needed, by subscriber",
-            m.delivery_attempts.clone(),
-        );
         let build = Family::<BuildLabel, Gauge>::default();
         build
             .get_or_create(&BuildLabel {
@@ -357,17 +143,34 @@ impl Metrics {
             "The running build: version and git commit (value 1)",
             build,
         );
-        *m.registry.write() = r;
-        m
+        Self {
+            registry: Arc::new(RwLock::new(r)),
+            sets: Arc::default(),
+        }
     }
 
-    /// Counters of one route by status, resolved once per status.
-    pub fn route_requests(&self, route: &str) -> RouteRequests {
-        RouteRequests {
-            route: route.to_string(),
-            family: self.requests.clone(),
-            by_status: Arc::default(),
+    /// Registers one family a module owns (it keeps the handle and updates it).
+    pub fn register(
+        &self,
+        name: &str,
+        help: &str,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        self.registry.write().register(name, help, metric);
+    }
+
+    /// The module set `T`, registered on first use; the same families after that.
+    pub fn set<T: MetricSet>(&self) -> T {
+        let mut sets = self.sets.lock();
+        if let Some(set) = sets.get(&TypeId::of::<T>()) {
+            return set
+                .downcast_ref::<T>()
+                .expect("stored under its own type id")
+                .clone();
         }
+        let set = T::register(&mut self.registry.write());
+        sets.insert(TypeId::of::<T>(), Box::new(set.clone()));
+        set
     }
 
     /// Prometheus text exposition of every metric.
@@ -376,5 +179,35 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry.read())
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::metrics::counter::Counter;
+
+    #[derive(Clone)]
+    struct Example {
+        hits: Counter,
+    }
+
+    impl MetricSet for Example {
+        fn register(registry: &mut Registry) -> Self {
+            let hits = Counter::default();
+            registry.register("junction_example_hits", "Example", hits.clone());
+            Example { hits }
+        }
+    }
+
+    #[test]
+    fn a_set_is_registered_once_and_shared() {
+        let metrics = Metrics::new();
+        metrics.set::<Example>().hits.inc();
+        metrics.set::<Example>().hits.inc();
+        let text = metrics.encode();
+        assert_eq!(text.matches("# TYPE junction_example_hits").count(), 1);
+        assert!(text.contains("junction_example_hits_total 2"), "{text}");
+        assert!(text.contains("junction_build_info"), "{text}");
     }
 }

@@ -24,6 +24,7 @@
 
 mod fetch;
 pub mod invalidate;
+pub mod metrics;
 
 pub use fetch::Fetched;
 
@@ -242,8 +243,8 @@ async fn serve(inner: Fetcher, cache: Arc<RouteCache>, call: Call) -> Result<Ans
     };
     cx.set_attempts(u32::from(state.went_upstream()));
     if !state.went_upstream() {
-        gw.metrics()
-            .cache_bytes_saved
+        gw.cache_metrics()
+            .bytes_saved
             .inc_by(fetched.body.len() as u64);
     }
     Ok(Answer::Whole(answer(&fetched, state, &cookies, now)))

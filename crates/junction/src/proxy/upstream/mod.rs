@@ -13,6 +13,10 @@
 //! after its body started; they need a replayable request body (see
 //! [`RequestBody`]), a retryable outcome, an allowed method, and budget.
 
+mod metrics;
+
+pub use metrics::UpstreamMetrics;
+
 use super::client_body::{BodyWatch, ClientFault};
 use super::pool::{self, UpstreamBody};
 use crate::body::{Body, BoxError};
@@ -116,9 +120,10 @@ impl Upstream {
                     window: Duration::from_secs(10),
                 }),
             });
+        let metrics = metrics.set::<UpstreamMetrics>();
         let outcome = |o: &'static str| {
             metrics
-                .upstream_requests
+                .requests
                 .get_or_create(&UpstreamOutcome {
                     upstream: name.to_string(),
                     outcome: o,
@@ -135,7 +140,7 @@ impl Upstream {
             rejected: outcome("rejected"),
         };
         let retries = metrics
-            .upstream_retries
+            .retries
             .get_or_create(&UpstreamLabel {
                 upstream: name.to_string(),
             })

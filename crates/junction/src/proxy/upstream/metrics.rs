@@ -1,0 +1,44 @@
+//! An upstream's metric families: attempts by outcome, retries, breaker state.
+
+use crate::telemetry::metrics::{MetricSet, UpstreamLabel, UpstreamOutcome};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// The upstreams' families.
+#[derive(Clone)]
+pub struct UpstreamMetrics {
+    /// `junction_upstream_requests_total{upstream,outcome}`.
+    pub requests: Family<UpstreamOutcome, Counter>,
+    /// `junction_upstream_retries_total{upstream}`.
+    pub retries: Family<UpstreamLabel, Counter>,
+    /// `junction_breaker_state{upstream}` (refreshed at scrape time).
+    pub breaker_state: Family<UpstreamLabel, Gauge>,
+}
+
+impl MetricSet for UpstreamMetrics {
+    fn register(r: &mut Registry) -> Self {
+        let m = Self {
+            requests: Family::default(),
+            retries: Family::default(),
+            breaker_state: Family::default(),
+        };
+        r.register(
+            "junction_upstream_requests",
+            "Attempts sent to upstreams, by outcome",
+            m.requests.clone(),
+        );
+        r.register(
+            "junction_upstream_retries",
+            "Retries sent to upstreams",
+            m.retries.clone(),
+        );
+        r.register(
+            "junction_breaker_state",
+            "Circuit breaker state: 0 closed, 1 open, 2 half-open",
+            m.breaker_state.clone(),
+        );
+        m
+    }
+}
