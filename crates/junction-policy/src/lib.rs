@@ -7,6 +7,7 @@
 //! - [`retry`]: full-jitter exponential backoff, a retry budget, and `Retry-After` parsing.
 //! - [`bulkhead`]: a concurrency cap that refuses at once instead of queueing.
 //! - [`outcome`]: what an answer status means (success, transient, rejected).
+//! - [`error`]: what a failed call means (its kind, whether a retry is safe, its cause).
 //!
 //! They are written by hand because they are the product's own value: their exact
 //! semantics (what counts as a failure, how probes are bounded, how a budget refills)
@@ -15,6 +16,7 @@
 
 pub mod breaker;
 pub mod bulkhead;
+pub mod error;
 pub mod outcome;
 pub mod retry;
 mod window;
@@ -23,5 +25,6 @@ pub use breaker::{
     BreakerConfig, BreakerOpen, BreakerPermit, BreakerSnapshot, BreakerState, CircuitBreaker,
 };
 pub use bulkhead::{Bulkhead, BulkheadFull, BulkheadPermit};
+pub use error::{error_chain, RetrySafety, UpstreamError, UpstreamErrorKind};
 pub use outcome::{classify_status, StatusClass};
 pub use retry::{parse_retry_after, Backoff, RetryBudget, RetryBudgetConfig};

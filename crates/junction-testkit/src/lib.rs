@@ -222,10 +222,15 @@ fn json(status: StatusCode, body: String) -> Response {
         .into_response()
 }
 
-/// A TCP port on 127.0.0.1 with nothing listening (bound then released).
+/// A TCP port on 127.0.0.1 with nothing listening (bound, never listening, kept).
 pub async fn closed_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = l.local_addr().expect("addr");
-    drop(l);
+    // Bound but never listening: a connection is refused, and the port stays
+    // taken for the whole test process, so no other test's server can get it.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("address"))
+        .expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    std::mem::forget(socket);
     addr
 }

@@ -5,6 +5,7 @@
 use crate::body::{full, Body};
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
+use junction_policy::{UpstreamError, UpstreamErrorKind};
 use std::time::Duration;
 
 /// Something Junction answers itself instead of an upstream response.
@@ -28,23 +29,9 @@ pub enum GatewayError {
     /// The client did not send its request body in time (the attempt timed out waiting on it).
     #[error("the request body did not arrive within {timeout:?}")]
     ClientTimeout { timeout: Duration },
-    /// The upstream did not answer within its timeout.
-    #[error("upstream {upstream} did not answer within {timeout:?}")]
-    UpstreamTimeout { upstream: String, timeout: Duration },
-    /// The upstream could not be reached or broke the connection.
-    #[error("upstream {upstream} is unreachable: {cause}")]
-    UpstreamUnreachable { upstream: String, cause: String },
-    /// The upstream's circuit breaker is open.
-    #[error(
-        "upstream {upstream} is failing; its circuit breaker is open (next probe in {retry_in:?})"
-    )]
-    BreakerOpen {
-        upstream: String,
-        retry_in: Duration,
-    },
-    /// The upstream's concurrency limit is reached.
-    #[error("upstream {upstream} has {max} calls in flight, its limit")]
-    Overloaded { upstream: String, max: usize },
+    /// An upstream call failed (its kind, retry safety and cause inside).
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
     /// The route's rate limit is exceeded.
     #[error("rate limit of route {route} exceeded")]
     RateLimited {
@@ -98,11 +85,15 @@ impl GatewayError {
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             BadBody(_) | BadJson(_) | BadRequest(_) => StatusCode::BAD_REQUEST,
             ClientTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            UpstreamTimeout { .. } | NotCached { .. } => StatusCode::GATEWAY_TIMEOUT,
-            UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
-            BreakerOpen { .. } | Overloaded { .. } | QueueFull { .. } | QueueUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            NotCached { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Upstream(e) => match e.kind {
+                UpstreamErrorKind::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+                UpstreamErrorKind::Connect | UpstreamErrorKind::Broken => StatusCode::BAD_GATEWAY,
+                UpstreamErrorKind::BreakerOpen { .. } | UpstreamErrorKind::Overloaded { .. } => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+            },
+            QueueFull { .. } | QueueUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             IdempotencyInFlight => StatusCode::CONFLICT,
             IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
@@ -120,10 +111,12 @@ impl GatewayError {
             BadJson(_) => "bad-json",
             BadRequest(_) => "bad-request",
             ClientTimeout { .. } => "client-timeout",
-            UpstreamTimeout { .. } => "upstream-timeout",
-            UpstreamUnreachable { .. } => "upstream-unreachable",
-            BreakerOpen { .. } => "breaker-open",
-            Overloaded { .. } => "upstream-overloaded",
+            Upstream(e) => match e.kind {
+                UpstreamErrorKind::Timeout { .. } => "upstream-timeout",
+                UpstreamErrorKind::Connect | UpstreamErrorKind::Broken => "upstream-unreachable",
+                UpstreamErrorKind::BreakerOpen { .. } => "breaker-open",
+                UpstreamErrorKind::Overloaded { .. } => "upstream-overloaded",
+            },
             RateLimited { .. } => "rate-limited",
             QueueFull { .. } => "queue-full",
             QueueUnavailable(_) => "queue-unavailable",
@@ -157,17 +150,21 @@ impl GatewayError {
             HeaderValue::from_static("application/problem+json"),
         );
         let retry_after = match self {
-            GatewayError::BreakerOpen { retry_in, .. } => {
-                h.insert("x-junction-breaker", HeaderValue::from_static("open"));
-                Some(*retry_in)
-            }
+            GatewayError::Upstream(e) => match e.kind {
+                UpstreamErrorKind::BreakerOpen { retry_in } => {
+                    h.insert("x-junction-breaker", HeaderValue::from_static("open"));
+                    Some(retry_in)
+                }
+                UpstreamErrorKind::Overloaded { .. } => Some(Duration::from_secs(1)),
+                _ => None,
+            },
             GatewayError::RateLimited { retry_after, .. } => Some(*retry_after),
             GatewayError::QueueFull { .. } | GatewayError::QueueUnavailable(_) => {
                 Some(Duration::from_secs(1))
             }
-            GatewayError::Overloaded { .. }
-            | GatewayError::IdempotencyInFlight
-            | GatewayError::IdempotencyUnavailable(_) => Some(Duration::from_secs(1)),
+            GatewayError::IdempotencyInFlight | GatewayError::IdempotencyUnavailable(_) => {
+                Some(Duration::from_secs(1))
+            }
             _ => None,
         };
         if let Some(d) = retry_after {
@@ -185,10 +182,12 @@ mod tests {
 
     #[tokio::test]
     async fn breaker_open_is_503_problem_json_with_header() {
-        let resp = GatewayError::BreakerOpen {
-            upstream: "inventory".into(),
-            retry_in: Duration::from_millis(1500),
-        }
+        let resp = GatewayError::from(UpstreamError::new(
+            "inventory",
+            UpstreamErrorKind::BreakerOpen {
+                retry_in: Duration::from_millis(1500),
+            },
+        ))
         .into_response();
         assert_eq!(resp.status(), 503);
         assert_eq!(resp.headers()["x-junction-breaker"], "open");

@@ -19,7 +19,9 @@ use crate::telemetry::trace::next_traceparent;
 use crate::telemetry::{otel, Metrics};
 use governor::DefaultDirectRateLimiter;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Uri};
-use junction_policy::{classify_status, parse_retry_after, Backoff, BreakerState, StatusClass};
+use junction_policy::{
+    classify_status, parse_retry_after, Backoff, BreakerState, StatusClass, UpstreamErrorKind,
+};
 use junction_queue::{AttemptRecord, Delivery, Queue, Subscription};
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
@@ -349,7 +351,7 @@ impl Dispatcher {
         let t0 = Instant::now();
         let result = self.send(&d, attempt).instrument(span.clone()).await;
         let took = t0.elapsed();
-        if let Err(GatewayError::BreakerOpen { .. } | GatewayError::Overloaded { .. }) = &result {
+        if matches!(&result, Err(GatewayError::Upstream(e)) if e.refused_here()) {
             otel::record_outcome(&span, "refused", None, false);
             // Nothing was sent: this is not an attempt. The lease goes back and the
             // dispatch loop pauses on the open breaker (or the bulkhead frees up);
@@ -519,12 +521,16 @@ fn record(attempt: u32, at_ms: u64, outcome: String, took: Duration) -> AttemptR
 }
 
 fn describe(e: &GatewayError) -> String {
-    match e {
-        GatewayError::UpstreamTimeout { .. } => "timeout".into(),
-        GatewayError::UpstreamUnreachable { cause, .. } => format!("connect error: {cause}"),
-        GatewayError::BreakerOpen { .. } => "breaker open".into(),
-        GatewayError::Overloaded { .. } => "upstream concurrency limit".into(),
-        other => other.to_string(),
+    let GatewayError::Upstream(e) = e else {
+        return e.to_string();
+    };
+    match e.kind {
+        UpstreamErrorKind::Timeout { .. } => "timeout".into(),
+        UpstreamErrorKind::Connect | UpstreamErrorKind::Broken => {
+            format!("connect error: {}", e.cause())
+        }
+        UpstreamErrorKind::BreakerOpen { .. } => "breaker open".into(),
+        UpstreamErrorKind::Overloaded { .. } => "upstream concurrency limit".into(),
     }
 }
 

@@ -30,6 +30,7 @@ use http_body_util::{BodyExt, Limited};
 use junction_cache::idempotency::{fingerprint, scope, Token};
 use junction_cache::policy::Storable;
 use junction_cache::{entry::now_ms, CachedResponse, Claim, IdempotencyStore};
+use junction_policy::UpstreamError;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
@@ -248,10 +249,12 @@ where
         Err(e) => {
             idem.released.inc();
             claim.release().await;
-            return Err(GatewayError::UpstreamUnreachable {
-                upstream: route.callee_name().to_owned(),
-                cause: format!("reading the response body to store it failed: {e}"),
-            });
+            return Err(UpstreamError::broken(
+                route.callee_name(),
+                "reading the response body to store it failed",
+                e,
+            )
+            .into());
         }
     };
     route.traffic.bytes_in.inc_by(body.len() as u64);

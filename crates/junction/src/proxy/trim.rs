@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use junction_cache::{cache_control, entry::etag_for, project_json_bytes, FieldSet};
+use junction_policy::UpstreamError;
 use prometheus_client::metrics::counter::Counter;
 use std::sync::Arc;
 
@@ -24,6 +25,8 @@ pub struct Shaped {
     pub bytes_out: Counter,
     /// Bytes received from the upstream on this route.
     pub bytes_in: Counter,
+    /// The route's upstream, named when its response body breaks off.
+    pub upstream: Arc<str>,
 }
 
 /// The projection a request asks for: `?fields=a,b.c` over the route default. Bad syntax is a 400.
@@ -164,10 +167,11 @@ pub async fn shape_streamed(
                 shaped,
             )
         }
-        Err(e) => GatewayError::UpstreamUnreachable {
-            upstream: "upstream".into(),
-            cause: format!("reading the response body failed: {e}"),
-        }
+        Err(e) => GatewayError::from(UpstreamError::broken(
+            &shaped.upstream,
+            "reading the response body failed",
+            e,
+        ))
         .into_response(),
     }
 }

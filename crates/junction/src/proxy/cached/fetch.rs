@@ -264,9 +264,12 @@ async fn whole(
     answer: Answer,
     cx: &CallContext,
 ) -> Result<(http::response::Parts, Bytes), GatewayError> {
-    let unreadable = |e: crate::body::BoxError| GatewayError::UpstreamUnreachable {
-        upstream: cx.route.callee_name().to_owned(),
-        cause: format!("reading the response body failed: {e}"),
+    let unreadable = |e: crate::body::BoxError| {
+        GatewayError::from(junction_policy::UpstreamError::broken(
+            cx.route.callee_name(),
+            "reading the response body failed",
+            e,
+        ))
     };
     match answer {
         Answer::Streamed(resp) => {

@@ -73,7 +73,11 @@ pub fn sync_stack(route: &str, parts: SyncParts) -> RouteService {
         ))
         // Projects and validates what the client gets, so everything below keeps whole answers
         // (one stored response serves every `?fields=`).
-        .layer(ShapeLayer::new(parts.fields, parts.traffic))
+        .layer(ShapeLayer::new(
+            parts.fields,
+            parts.traffic,
+            parts.upstream.name(),
+        ))
         // Runs a write once per Idempotency-Key: a replay needs neither the cache nor the
         // upstream (reads the cache answers pass by).
         .option_layer(

@@ -24,12 +24,17 @@ pub struct ShapeLayer {
     /// The route's default projection.
     fields: Option<Arc<FieldSet>>,
     traffic: Arc<Traffic>,
+    upstream: Arc<str>,
 }
 
 impl ShapeLayer {
     /// Shaping with the route's default projection and byte counters.
-    pub fn new(fields: Option<Arc<FieldSet>>, traffic: Arc<Traffic>) -> Self {
-        Self { fields, traffic }
+    pub fn new(fields: Option<Arc<FieldSet>>, traffic: Arc<Traffic>, upstream: &str) -> Self {
+        Self {
+            fields,
+            traffic,
+            upstream: upstream.into(),
+        }
     }
 }
 
@@ -74,6 +79,7 @@ where
             fields,
             bytes_in: self.layer.traffic.bytes_in.clone(),
             bytes_out: self.layer.traffic.bytes_out.clone(),
+            upstream: self.layer.upstream.clone(),
         };
         let method = call.head.method.clone();
         let conditions = client_conditions(&call.head.headers);

@@ -33,6 +33,11 @@ pub struct UpstreamService {
 }
 
 impl UpstreamService {
+    /// The upstream's name.
+    pub fn name(&self) -> &str {
+        self.upstream.name()
+    }
+
     /// Calls `upstream` for a route.
     pub fn new(upstream: Arc<Upstream>, path: Option<&str>, retry_non_idempotent: bool) -> Self {
         Self {

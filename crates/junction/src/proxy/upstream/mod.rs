@@ -15,11 +15,12 @@
 
 mod metrics;
 
+pub use junction_policy::error_chain;
 pub use metrics::UpstreamMetrics;
 
 use super::client_body::{BodyWatch, ClientFault};
 use super::pool::{self, UpstreamBody};
-use crate::body::{Body, BoxError};
+use crate::body::Body;
 use crate::config::{RetryCondition, RetryOn, UpstreamConfig};
 use crate::problem::GatewayError;
 use crate::telemetry::metrics::{UpstreamLabel, UpstreamOutcome};
@@ -28,7 +29,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request, Response, Uri};
 use junction_policy::{
     parse_retry_after, Backoff, BreakerState, Bulkhead, CircuitBreaker, RetryBudget,
-    RetryBudgetConfig,
+    RetryBudgetConfig, RetrySafety, UpstreamError, UpstreamErrorKind,
 };
 use prometheus_client::metrics::counter::Counter;
 use std::sync::Arc;
@@ -275,17 +276,20 @@ impl Upstream {
                         .and_then(parse_retry_after);
                     (wanted && opts.retry_allowed, after)
                 }
-                // Nothing reached the upstream: safe to retry whatever the method.
-                Err(AttemptError::Connect(_)) => {
-                    (self.retryable(RetryCondition::ConnectFailure), None)
+                Err(AttemptError::Upstream(e)) => {
+                    let safe = match e.retry {
+                        RetrySafety::Safe => true,
+                        RetrySafety::IfIdempotent => opts.retry_allowed,
+                        RetrySafety::No => false,
+                    };
+                    let condition = match e.kind {
+                        UpstreamErrorKind::Connect => Some(RetryCondition::ConnectFailure),
+                        UpstreamErrorKind::Timeout { .. } => Some(RetryCondition::Timeout),
+                        _ => None,
+                    };
+                    (safe && condition.is_some_and(|c| self.retryable(c)), None)
                 }
-                Err(AttemptError::Timeout) => (
-                    self.retryable(RetryCondition::Timeout) && opts.retry_allowed,
-                    None,
-                ),
-                Err(AttemptError::Rejected(_))
-                | Err(AttemptError::Other(_))
-                | Err(AttemptError::Client(_)) => (false, None),
+                Err(AttemptError::Client(_)) => (false, None),
             };
             if retry_wanted && attempt < max_attempts {
                 let policy = self
@@ -312,7 +316,7 @@ impl Upstream {
             }
             return match outcome {
                 Ok(resp) => Ok((resp, attempt)),
-                Err(e) => Err(e.into_gateway_error(&self.name, self.timeout, opts.body_limit)),
+                Err(e) => Err(e.into_gateway_error(self.timeout, opts.body_limit)),
             };
         }
     }
@@ -327,7 +331,7 @@ impl Upstream {
     ) -> Result<Response<UpstreamBody>, GatewayError> {
         self.attempt(method, uri, headers, body, None)
             .await
-            .map_err(|e| e.into_gateway_error(&self.name, self.timeout, u64::MAX))
+            .map_err(|e| e.into_gateway_error(self.timeout, u64::MAX))
     }
 
     /// One attempt, in its own trace span when tracing is on.
@@ -352,11 +356,16 @@ impl Upstream {
                 ("failure", Some(resp.status().as_u16()))
             }
             Ok(resp) => ("success", Some(resp.status().as_u16())),
-            Err(AttemptError::Connect(_)) => ("connect_error", None),
-            Err(AttemptError::Timeout) => ("timeout", None),
-            Err(AttemptError::Rejected(GatewayError::BreakerOpen { .. })) => ("breaker_open", None),
-            Err(AttemptError::Rejected(_)) => ("rejected", None),
-            Err(AttemptError::Other(_)) => ("error", None),
+            Err(AttemptError::Upstream(e)) => (
+                match e.kind {
+                    UpstreamErrorKind::Connect => "connect_error",
+                    UpstreamErrorKind::Timeout { .. } => "timeout",
+                    UpstreamErrorKind::BreakerOpen { .. } => "breaker_open",
+                    UpstreamErrorKind::Overloaded { .. } => "rejected",
+                    UpstreamErrorKind::Broken => "error",
+                },
+                None,
+            ),
             Err(AttemptError::Client(_)) => ("client_error", None),
         };
         otel::record_outcome(&span, outcome, status, outcome != "success");
@@ -374,17 +383,19 @@ impl Upstream {
     ) -> Result<Response<UpstreamBody>, AttemptError> {
         let _slot = self.bulkhead.try_acquire().map_err(|full| {
             self.outcomes.rejected.inc();
-            AttemptError::Rejected(GatewayError::Overloaded {
-                upstream: self.name.clone(),
-                max: full.max,
-            })
+            AttemptError::Upstream(UpstreamError::new(
+                &self.name,
+                UpstreamErrorKind::Overloaded { max: full.max },
+            ))
         })?;
         let permit = self.breaker.try_acquire().map_err(|open| {
             self.outcomes.breaker_open.inc();
-            AttemptError::Rejected(GatewayError::BreakerOpen {
-                upstream: self.name.clone(),
-                retry_in: open.retry_in,
-            })
+            AttemptError::Upstream(UpstreamError::new(
+                &self.name,
+                UpstreamErrorKind::BreakerOpen {
+                    retry_in: open.retry_in,
+                },
+            ))
         })?;
         let mut req = Request::new(body);
         *req.method_mut() = method;
@@ -431,17 +442,26 @@ impl Upstream {
             Ok(Err(e)) if e.is_connect() => {
                 self.outcomes.connect_error.inc();
                 permit.failure();
-                Err(AttemptError::Connect(error_chain(&e)))
+                Err(AttemptError::Upstream(
+                    UpstreamError::new(&self.name, UpstreamErrorKind::Connect).with_source(e),
+                ))
             }
             Ok(Err(e)) => {
                 self.outcomes.error.inc();
                 permit.failure();
-                Err(AttemptError::Other(e.into()))
+                Err(AttemptError::Upstream(
+                    UpstreamError::new(&self.name, UpstreamErrorKind::Broken).with_source(e),
+                ))
             }
             Err(_elapsed) => {
                 self.outcomes.timeout.inc();
                 permit.failure();
-                Err(AttemptError::Timeout)
+                Err(AttemptError::Upstream(UpstreamError::new(
+                    &self.name,
+                    UpstreamErrorKind::Timeout {
+                        after: self.timeout,
+                    },
+                )))
             }
         }
     }
@@ -467,31 +487,24 @@ impl ClientError {
 
 /// Why one attempt produced no response.
 enum AttemptError {
-    Connect(String),
-    Timeout,
-    Rejected(GatewayError),
-    Other(BoxError),
+    /// The upstream (or Junction's protection of it) failed the call.
+    Upstream(UpstreamError),
     /// The client's request body, not the upstream, made the attempt fail.
     Client(ClientFault),
 }
 
 impl AttemptError {
-    fn into_gateway_error(
-        self,
-        upstream: &str,
-        timeout: Duration,
-        body_limit: u64,
-    ) -> GatewayError {
+    fn into_gateway_error(self, timeout: Duration, body_limit: u64) -> GatewayError {
         match self {
-            AttemptError::Connect(cause) => GatewayError::UpstreamUnreachable {
-                upstream: upstream.to_string(),
-                cause,
-            },
-            AttemptError::Timeout => GatewayError::UpstreamTimeout {
-                upstream: upstream.to_string(),
-                timeout,
-            },
-            AttemptError::Rejected(e) => e,
+            AttemptError::Upstream(e) => {
+                let too_large =
+                    std::error::Error::source(&e).is_some_and(crate::body::is_length_limit);
+                if too_large {
+                    // A streamed request body ran past the limit: the client's fault.
+                    return GatewayError::BodyTooLarge { limit: body_limit };
+                }
+                GatewayError::Upstream(e)
+            }
             AttemptError::Client(ClientFault::TooLarge) => {
                 GatewayError::BodyTooLarge { limit: body_limit }
             }
@@ -499,15 +512,6 @@ impl AttemptError {
                 "the request body broke off or was malformed while being forwarded".into(),
             ),
             AttemptError::Client(ClientFault::TooSlow) => GatewayError::ClientTimeout { timeout },
-            AttemptError::Other(e) => {
-                if crate::body::is_length_limit(e.as_ref()) {
-                    return GatewayError::BodyTooLarge { limit: body_limit };
-                }
-                GatewayError::UpstreamUnreachable {
-                    upstream: upstream.to_string(),
-                    cause: error_chain(e.as_ref()),
-                }
-            }
         }
     }
 }
@@ -523,16 +527,4 @@ fn log_breaker(upstream: &str, from: BreakerState, to: BreakerState) {
             tracing::info!(%upstream, "circuit breaker closed: the upstream recovered")
         }
     }
-}
-
-/// The error and its causes, joined, for a useful `detail`.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
