@@ -59,6 +59,7 @@ pub struct CallContext {
     pub peer: SocketAddr,
     attempts: AtomicU32,
     dispatched: AtomicBool,
+    upstream_succeeded: AtomicBool,
 }
 
 impl CallContext {
@@ -76,7 +77,30 @@ impl CallContext {
             peer,
             attempts: AtomicU32::new(0),
             dispatched: AtomicBool::new(false),
+            upstream_succeeded: AtomicBool::new(false),
         }
+    }
+
+    /// A fresh context for more work on the same request's behalf (a
+    /// background revalidation), so it records nothing on the answered one.
+    pub fn detached(&self) -> Arc<Self> {
+        Arc::new(Self::new(
+            self.gw.clone(),
+            self.route.clone(),
+            self.params.clone(),
+            self.peer,
+        ))
+    }
+
+    /// Records that the upstream answered this request with a 2xx.
+    pub fn mark_upstream_succeeded(&self) {
+        self.upstream_succeeded.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the upstream itself answered this request with a 2xx (not a
+    /// replay, not a stored answer).
+    pub fn upstream_succeeded(&self) -> bool {
+        self.upstream_succeeded.load(Ordering::Relaxed)
     }
 
     /// Records the attempts sent upstream for this request.

@@ -24,6 +24,8 @@ pub enum LogFormat {
 /// Swaps the running filter (set once, by [`init`]).
 type Swap = Box<dyn Fn(EnvFilter) -> Result<(), reload::Error> + Send + Sync>;
 static SWAP: OnceLock<Swap> = OnceLock::new();
+/// The command's level, used when a reloaded config sets none.
+static DEFAULT_LEVEL: OnceLock<String> = OnceLock::new();
 
 /// Whether `RUST_LOG` decides the filter (the config's level is then ignored).
 pub fn env_overrides() -> bool {
@@ -43,10 +45,23 @@ pub fn init(
     config_level: Option<&str>,
     otlp: Option<&str>,
 ) -> anyhow::Result<Option<super::otel::OtelGuard>> {
-    let filter = match (env_overrides(), config_level) {
-        (true, _) => EnvFilter::try_from_default_env()?,
-        (false, Some(level)) => parse_level(level).map_err(anyhow::Error::msg)?,
-        (false, None) => EnvFilter::new(default_level),
+    let _ = DEFAULT_LEVEL.set(default_level.to_owned());
+    let fallback = || match config_level {
+        Some(level) => parse_level(level).map_err(anyhow::Error::msg),
+        None => Ok(EnvFilter::new(default_level)),
+    };
+    let filter = match env_overrides() {
+        true => match EnvFilter::try_from_default_env() {
+            Ok(f) => f,
+            Err(e) => {
+                // Logging is not up yet: say it on stderr, and log by the config.
+                eprintln!(
+                    "warning: RUST_LOG is not a valid filter ({e}); using the configured level"
+                );
+                fallback()?
+            }
+        },
+        false => fallback()?,
     };
     match otlp {
         None => {
@@ -94,7 +109,8 @@ fn reloadable<S: 'static>(filter: EnvFilter, quiet: Option<String>) -> reload::L
     layer
 }
 
-/// Applies a reloaded config's `telemetry.log_level` (`None`: back to `info`).
+/// Applies a reloaded config's `telemetry.log_level` (`None`: back to the
+/// command's default).
 /// Does nothing while `RUST_LOG` decides, or before logging started.
 pub fn set_level(config_level: Option<&str>) -> Result<(), String> {
     if env_overrides() {
@@ -104,7 +120,9 @@ pub fn set_level(config_level: Option<&str>) -> Result<(), String> {
     let Some(swap) = SWAP.get() else {
         return Ok(());
     };
-    let directives = config_level.unwrap_or("info");
+    let directives = config_level
+        .or(DEFAULT_LEVEL.get().map(String::as_str))
+        .unwrap_or("info");
     swap(parse_level(directives)?).map_err(|e| e.to_string())?;
     tracing::info!(log_level = directives, "log level changed");
     Ok(())

@@ -24,6 +24,25 @@ fn check_accepts_a_good_file() {
 }
 
 #[test]
+fn an_invalid_rust_log_is_a_warning_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ok.yaml");
+    std::fs::write(&path, "upstreams: { a: { url: \"http://127.0.0.1:7001\" } }\nroutes:\n  - { name: r, match: { method: GET, path: /p }, upstream: a }\n").unwrap();
+    let out = junction()
+        .env("RUST_LOG", "junction=loud")
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("RUST_LOG is not a valid filter"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn an_alias_bomb_is_refused_with_a_clear_error_not_an_abort() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bomb.yaml");

@@ -183,7 +183,10 @@ async fn serve(inner: Fetcher, cache: Arc<RouteCache>, call: Call) -> Result<Ans
         (Some(e), Some(Reuse::Stale)) => {
             // Serve now; revalidate once in the background (coalesced with any miss).
             cache.stale.inc();
-            let (prior, request) = (e.clone(), request());
+            let prior = e.clone();
+            let mut request = request();
+            // Its own context: the answered request records nothing more.
+            Arc::get_mut(&mut request).expect("not shared yet").cx = cx.detached();
             tokio::spawn(async move { coalesced(&request, Some(prior)).await });
             (e, State::Stale, Vec::new())
         }
@@ -232,6 +235,8 @@ async fn serve(inner: Fetcher, cache: Arc<RouteCache>, call: Call) -> Result<Ans
                         (old, State::Stale, Vec::new())
                     }
                     None => {
+                        // As before the stack: a failed fetch is logged as no attempt.
+                        cx.set_attempts(0);
                         let mut resp = e.to_response();
                         resp.headers_mut()
                             .insert("x-junction-cache", State::Miss.header());

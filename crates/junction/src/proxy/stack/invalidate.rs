@@ -6,14 +6,15 @@
 //! - RFC 9111 §4.4: an unsafe request answered 2xx/3xx drops the stored
 //!   variants of its URI and of the answer's same-host `Location` /
 //!   `Content-Location` (see [`cached::invalidate`]), when some route caches;
-//! - the route's `invalidate:` tags are dropped after a 2xx the upstream gave
-//!   (not a replayed idempotent answer, and not a read its own cache served).
+//! - the route's `invalidate:` tags are dropped once the upstream answered
+//!   the request 2xx (whatever the client then gets: a projection that
+//!   failed, a 304), so not after a replayed idempotent answer, and not for
+//!   a read its own cache serves.
 
 use crate::body::Body;
 use crate::problem::GatewayError;
 use crate::proxy::cached::{self, invalidate::is_unsafe};
 use crate::proxy::call::Call;
-use crate::proxy::idempotent::REPLAYED;
 use futures::future::BoxFuture;
 use http::{header, Method, Response};
 use std::sync::Arc;
@@ -93,7 +94,7 @@ where
         Box::pin(async move {
             let resp = answered.await?;
             if let Some(tags) = tags {
-                if resp.status().is_success() && !resp.headers().contains_key(REPLAYED) {
+                if cx.upstream_succeeded() {
                     cx.gw
                         .invalidate_tags(&cached::render_tags(&tags, &cx.params))
                         .await;

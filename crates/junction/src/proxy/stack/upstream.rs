@@ -82,6 +82,9 @@ impl Service<Call> for UpstreamService {
             match called {
                 Ok((resp, attempts)) => {
                     cx.set_attempts(attempts);
+                    if resp.status().is_success() {
+                        cx.mark_upstream_succeeded();
+                    }
                     Ok(Answer::Streamed(resp))
                 }
                 Err(e) => {
