@@ -152,6 +152,10 @@ mod tests {
         let listen: SocketAddr = "127.0.0.1:18080".parse().unwrap();
         let admin: SocketAddr = "127.0.0.1:19090".parse().unwrap();
         let text = gateway_config_yaml(&cluster, &scenario, &dir, listen, admin);
+        // The gateway's own loader accepts it, with every rule `junction check` applies.
+        let loaded = junction_gateway::config::load_str(&text, "junction-demo.yaml")
+            .unwrap_or_else(|errs| panic!("{errs:?}\n{text}"));
+        assert_eq!(loaded.listen, listen);
         let v: Value = serde_yaml_ng::from_str(&text).unwrap();
 
         assert_eq!(v["listen"].as_str(), Some("127.0.0.1:18080"));

@@ -7,9 +7,9 @@
 //! before/after table and writes the plot. The dashboard stays up until Ctrl-C
 //! unless `--duration` was given.
 
-use crate::app::{self, Listeners, Running};
-use crate::config;
 use anyhow::Context;
+use junction_gateway::app::{self, Listeners, Running};
+use junction_gateway::config;
 use junction_sim::demo::{run_demo_with_cluster, DemoOptions, GatewayHandle};
 use junction_sim::scenario::Scenario;
 use junction_sim::services::SimCluster;

@@ -1,20 +1,22 @@
 //! The `junction` command: serve, check, demo.
 
+mod demo;
+
 use clap::{Parser, Subcommand};
 
 /// mimalloc: the data plane allocates small, short-lived buffers per request;
 /// glibc malloc showed up at ~10% of CPU under load, mimalloc is markedly cheaper.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use junction::app::{self, Listeners};
-use junction::config;
-use junction::telemetry::logs::{self, LogFormat};
+use junction_gateway::app::{self, Listeners};
+use junction_gateway::config;
+use junction_gateway::telemetry::logs::{self, LogFormat};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Junction, a resilient integration gateway.
 #[derive(Parser)]
-#[command(version = junction::VERSION, about, long_about = None)]
+#[command(version = junction_gateway::VERSION, about, long_about = None)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -161,7 +163,7 @@ fn main() -> ExitCode {
             out_dir,
             quiet,
         } => {
-            let args = junction::demo::DemoArgs {
+            let args = demo::DemoArgs {
                 scenario,
                 duration,
                 rate,
@@ -170,7 +172,7 @@ fn main() -> ExitCode {
                 progress: !quiet,
             };
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-            match rt.block_on(junction::demo::run(args)) {
+            match rt.block_on(demo::run(args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -189,7 +191,7 @@ fn main() -> ExitCode {
                 }
             };
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-            match rt.block_on(junction::pipeline::migrate(&c)) {
+            match rt.block_on(junction_gateway::pipeline::migrate(&c)) {
                 Ok(line) => {
                     println!("{line}");
                     ExitCode::SUCCESS

@@ -333,7 +333,7 @@ async fn metrics_carry_the_build() {
         "{line}"
     );
     assert!(
-        line.contains(&format!("commit=\"{}\"", junction::GIT_COMMIT)),
+        line.contains(&format!("commit=\"{}\"", junction_gateway::GIT_COMMIT)),
         "{line}"
     );
     assert!(line.ends_with(" 1"), "{line}");

@@ -19,7 +19,7 @@ mod retry;
 mod shared_queue;
 mod tls;
 
-use junction::app::{self, Listeners, Running};
+use junction_gateway::app::{self, Listeners, Running};
 use tokio::net::TcpListener;
 
 /// Starts Junction in-process from config text, on fresh port-0 listeners,
@@ -35,7 +35,7 @@ pub async fn start_unready(yaml: &str) -> Running {
 }
 
 async fn start_until(yaml: &str, probe: &str) -> Running {
-    let config = junction::config::load_str(yaml, "test.yaml")
+    let config = junction_gateway::config::load_str(yaml, "test.yaml")
         .unwrap_or_else(|e| panic!("bad test config: {e:?}"));
     let listeners = Listeners {
         data: TcpListener::bind("127.0.0.1:0").await.unwrap(),

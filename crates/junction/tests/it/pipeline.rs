@@ -1,5 +1,5 @@
 use super::{client, metric, start};
-use junction::app::Running;
+use junction_gateway::app::Running;
 use junction_testkit::{closed_port, Behavior, FakeUpstream};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

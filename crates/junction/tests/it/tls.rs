@@ -123,7 +123,7 @@ routes:
     );
     let err = format!(
         "{:?}",
-        junction::config::load_str(&yaml, "tls.yaml").unwrap_err()
+        junction_gateway::config::load_str(&yaml, "tls.yaml").unwrap_err()
     );
     assert!(err.contains("upstreams.plain.tls"), "{err}");
     assert!(err.contains("https://"), "{err}");

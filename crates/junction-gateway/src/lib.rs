@@ -1,4 +1,6 @@
-//! Junction: a resilient integration gateway.
+//! Junction's gateway: a resilient integration gateway as a library. The
+//! `junction` binary (crates/junction) assembles it with the ERP simulator
+//! and the command line; nothing here knows the simulator.
 //!
 //! The crate is organised by concern: [`config`] (the YAML contract), [`proxy`]
 //! (the data plane), [`telemetry`] (metrics, traces), [`admin`] (the admin API),
@@ -18,7 +20,6 @@ pub mod admin;
 pub mod app;
 pub mod body;
 pub mod config;
-pub mod demo;
 pub mod pipeline;
 pub mod problem;
 pub mod proxy;
