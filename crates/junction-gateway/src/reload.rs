@@ -7,7 +7,7 @@
 //! - the new file is checked first, with the same errors as `junction check`;
 //!   an invalid one is refused and the old configuration keeps serving;
 //! - changes only a restart can apply (`listen`, `admin`, `queue`, `cache`,
-//!   `shutdown`, `telemetry.otlp_endpoint`, a first async route) are refused
+//!   `shutdown`, a first async route) are refused
 //!   with a message naming them;
 //! - otherwise a new [`Gateway`] is built and swapped in atomically: new
 //!   requests use it at once, requests in flight finish on the one they
@@ -20,7 +20,7 @@
 //!   the queue.
 //!
 //! The log filter follows `telemetry.log_level` (unless `RUST_LOG` is set,
-//! which takes precedence).
+//! which takes precedence), and trace export `telemetry.otlp_endpoint`.
 
 use crate::config::{self, Config, ConfigError};
 use crate::pipeline::{self, DispatchContext, DispatcherChanges, Dispatchers};
@@ -216,6 +216,13 @@ impl Reloader {
             None => DispatcherChanges::default(),
         };
         self.gateways.store(Arc::new(gateway));
+        if new.telemetry.otlp_endpoint != loaded.config.telemetry.otlp_endpoint {
+            if let Err(e) =
+                crate::telemetry::otel::set_endpoint(new.telemetry.otlp_endpoint.as_deref())
+            {
+                tracing::warn!("telemetry.otlp_endpoint not applied: {e:#}");
+            }
+        }
         if new.telemetry.log_level != loaded.config.telemetry.log_level {
             // Checked with the rest of the file: applying it cannot fail on syntax.
             if let Err(e) = crate::telemetry::logs::set_level(new.telemetry.log_level.as_deref()) {
@@ -264,9 +271,6 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.shutdown != new.shutdown {
         out.push("shutdown");
-    }
-    if old.telemetry.otlp_endpoint != new.telemetry.otlp_endpoint {
-        out.push("telemetry.otlp_endpoint");
     }
     if !has_async(old) && has_async(new) {
         out.push("the first async route (the queue opens at start)");

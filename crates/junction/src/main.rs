@@ -270,8 +270,9 @@ fn main() -> ExitCode {
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
             let otlp = cfg.telemetry.otlp_endpoint.as_deref();
             let level = cfg.telemetry.log_level.as_deref();
+            // The trace layer is installed whatever the config says, so a reload can turn it on.
             let logs =
-                rt.block_on(async { logs::init(cli.log_format, default_level, level, otlp) });
+                rt.block_on(async { logs::init(cli.log_format, default_level, level, Some(otlp)) });
             let spans = match logs {
                 Ok(guard) => guard,
                 Err(e) => {

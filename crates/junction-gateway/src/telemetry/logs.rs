@@ -37,13 +37,15 @@ pub fn parse_level(directives: &str) -> Result<EnvFilter, String> {
     EnvFilter::try_new(directives).map_err(|e| format!("invalid log filter {directives:?}: {e}"))
 }
 
-/// Starts logging; with `otlp`, spans also go to that collector (call inside a
-/// Tokio runtime then, and drop the guard before the runtime to flush).
+/// Starts logging. With `traces` (the `serve` command), the trace layer is
+/// installed too, exporting to the endpoint it names (if any) and switchable
+/// by a reload; call inside a Tokio runtime then, and drop the guard before
+/// the runtime to flush.
 pub fn init(
     format: LogFormat,
     default_level: &str,
     config_level: Option<&str>,
-    otlp: Option<&str>,
+    traces: Option<Option<&str>>,
 ) -> anyhow::Result<Option<super::otel::OtelGuard>> {
     let _ = DEFAULT_LEVEL.set(default_level.to_owned());
     let fallback = || match config_level {
@@ -63,7 +65,7 @@ pub fn init(
         },
         false => fallback()?,
     };
-    match otlp {
+    match traces {
         None => {
             tracing_subscriber::registry()
                 .with(lines(format).with_filter(reloadable(filter, None)))

@@ -2,15 +2,18 @@
 //! delivery attempt, exported over OTLP/HTTP (protobuf) when
 //! `telemetry.otlp_endpoint` is set.
 //!
-//! Off (the default) nothing here is installed: no layer, no exporter, and the
-//! span helpers return [`Span::none`] after one atomic load, so the hot path
-//! formats and allocates nothing for tracing. `traceparent` is then still
-//! propagated by [`next_traceparent`] (same trace id, new span id per hop).
+//! Off (the default) no exporter runs and the span helpers return
+//! [`Span::none`] after one atomic load, so the hot path formats and allocates
+//! nothing for tracing. `traceparent` is then still propagated by
+//! [`next_traceparent`] (same trace id, new span id per hop).
 //!
-//! On, [`layer`] builds the pipeline (service name `junction`, batch export on
-//! the Tokio runtime, `OTEL_BSP_*` variables honoured) and the helpers make real
-//! spans with the target [`TARGET`], which only the OTel layer listens to (the
-//! log output does not change):
+//! `serve` installs the layer once ([`layer`]) over a switchable span
+//! processor, so a config reload can start, move or stop the export
+//! ([`set_endpoint`]) without touching the subscriber. On, the pipeline is a
+//! batch export on the Tokio runtime (service name `junction`, `OTEL_BSP_*`
+//! variables honoured) and the helpers make real spans with the target
+//! [`TARGET`], which only the OTel layer listens to (the log output does not
+//! change):
 //! - `request` (server): parent is the caller's `traceparent`/`tracestate`;
 //!   attributes `http.request.method`, `url.path`, `http.route` (route name),
 //!   `http.response.status_code`, `junction.cache`.
@@ -28,16 +31,21 @@
 //! dropped; drop it while the Tokio runtime still runs.
 
 use super::trace::next_traceparent;
+use arc_swap::ArcSwapOption;
 use http::{HeaderMap, HeaderValue, Method, Response};
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{SpanContext, TraceContextExt, TracerProvider as _};
 use opentelemetry::Context;
 use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
-use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, SpanData, SpanProcessor};
 use opentelemetry_sdk::Resource;
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 use tracing::field::Empty;
 use tracing::{Span, Subscriber};
 use tracing_opentelemetry::{OpenTelemetryLayer, OpenTelemetrySpanExt};
@@ -67,6 +75,99 @@ pub struct OtelGuard {
     provider: SdkTracerProvider,
 }
 
+/// The processor the installed layer feeds: the current export's batch
+/// processor, or none while tracing is off.
+static SWITCH: OnceLock<Arc<Switch>> = OnceLock::new();
+
+/// A span processor whose target can be replaced while spans flow.
+#[derive(Debug, Default)]
+struct Switch {
+    current: ArcSwapOption<Box<dyn SpanProcessor>>,
+    /// The provider's resource (service name), given to every new processor.
+    resource: Mutex<Option<Resource>>,
+}
+
+/// The provider's handle on the shared [`Switch`].
+#[derive(Debug)]
+struct SwitchHandle(Arc<Switch>);
+
+impl SpanProcessor for SwitchHandle {
+    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &Context) {
+        if let Some(p) = self.0.current.load().as_ref() {
+            p.on_start(span, cx);
+        }
+    }
+
+    fn on_end(&self, span: SpanData) {
+        if let Some(p) = self.0.current.load().as_ref() {
+            p.on_end(span);
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        match self.0.current.load().as_ref() {
+            Some(p) => p.force_flush(),
+            None => Ok(()),
+        }
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        match self.0.current.swap(None) {
+            Some(p) => p.shutdown_with_timeout(timeout),
+            None => Ok(()),
+        }
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        *self.0.resource.lock() = Some(resource.clone());
+    }
+}
+
+/// A batch processor exporting to `endpoint`.
+fn exporting_to(
+    endpoint: &str,
+    resource: Option<&Resource>,
+) -> anyhow::Result<Box<dyn SpanProcessor>> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .with_endpoint(traces_url(endpoint))
+        .build()
+        .map_err(|e| anyhow::anyhow!("telemetry.otlp_endpoint {endpoint}: {e}"))?;
+    let mut processor =
+        BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio).build();
+    if let Some(r) = resource {
+        processor.set_resource(r);
+    }
+    Ok(Box::new(processor))
+}
+
+/// Starts, moves or stops the export after a reload (`None`: off). The
+/// previous export is flushed in the background. Call inside a Tokio runtime.
+pub fn set_endpoint(endpoint: Option<&str>) -> anyhow::Result<()> {
+    let switch = SWITCH
+        .get()
+        .ok_or_else(|| anyhow::anyhow!("trace export is not set up in this process"))?;
+    let next = match endpoint {
+        Some(e) => Some(Arc::new(exporting_to(e, switch.resource.lock().as_ref())?)),
+        None => None,
+    };
+    ENABLED.store(next.is_some(), Ordering::Relaxed);
+    if let Some(old) = switch.current.swap(next) {
+        // Its batch may wait on the collector: not on this thread.
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = old.shutdown() {
+                tracing::warn!("flushing the previous trace export failed: {e}");
+            }
+        });
+    }
+    tracing::info!(
+        otlp_endpoint = endpoint.unwrap_or("-"),
+        "trace export changed"
+    );
+    Ok(())
+}
+
 impl Drop for OtelGuard {
     fn drop(&mut self) {
         if let Err(e) = self.provider.shutdown() {
@@ -75,27 +176,27 @@ impl Drop for OtelGuard {
     }
 }
 
-/// Builds the OTLP/HTTP export pipeline for `endpoint` (the collector's base URL,
-/// e.g. `http://127.0.0.1:4318`) and the layer to install with it; from now on the
-/// span helpers make real spans. Call inside a Tokio runtime.
-pub fn layer<S>(endpoint: &str) -> anyhow::Result<(OtelLayer<S>, OtelGuard)>
+/// Builds the layer to install once and its provider, exporting over
+/// OTLP/HTTP to `endpoint` (the collector's base URL, e.g.
+/// `http://127.0.0.1:4318`) when given; [`set_endpoint`] changes that later.
+/// From the moment an endpoint is set, the span helpers make real spans.
+/// Call inside a Tokio runtime, at most once per process.
+pub fn layer<S>(endpoint: Option<&str>) -> anyhow::Result<(OtelLayer<S>, OtelGuard)>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-        .with_endpoint(traces_url(endpoint))
-        .build()
-        .map_err(|e| anyhow::anyhow!("telemetry.otlp_endpoint {endpoint}: {e}"))?;
-    let processor =
-        BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio).build();
+    let switch = Arc::new(Switch::default());
+    SWITCH
+        .set(switch.clone())
+        .map_err(|_| anyhow::anyhow!("trace export is already set up"))?;
     let provider = SdkTracerProvider::builder()
-        .with_span_processor(processor)
+        .with_span_processor(SwitchHandle(switch))
         .with_resource(Resource::builder().with_service_name(SERVICE_NAME).build())
         .build();
     let layer = layer_for(&provider);
-    ENABLED.store(true, Ordering::Relaxed);
+    if endpoint.is_some() {
+        set_endpoint(endpoint)?;
+    }
     Ok((layer, OtelGuard { provider }))
 }
 

@@ -131,18 +131,21 @@ struct Proc {
     child: Child,
     log: PathBuf,
     data: String,
+    admin: String,
+    config: PathBuf,
+    head: String,
 }
 
 impl Proc {
     /// Starts `junction serve` with `rest` of the config and `env`, waits for `/readyz`.
     async fn start(dir: &Path, rest: &str, env: &[(&str, &str)]) -> Proc {
         let (data, admin) = (free_addr(), free_addr());
-        let yaml = format!(
-            "listen: {data}\nadmin: {{ listen: {admin} }}\nqueue: {{ backend: embedded, path: {} }}\n{rest}",
+        let head = format!(
+            "listen: {data}\nadmin: {{ listen: {admin} }}\nqueue: {{ backend: embedded, path: {} }}\n",
             dir.join("q").display()
         );
         let config = dir.join("junction.yaml");
-        std::fs::write(&config, yaml).unwrap();
+        std::fs::write(&config, format!("{head}{rest}")).unwrap();
         let log = dir.join("junction.log");
         let child = Command::new(env!("CARGO_BIN_EXE_junction"))
             .args(["serve", "--config"])
@@ -153,7 +156,14 @@ impl Proc {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("spawn junction");
-        let mut proc = Proc { child, log, data };
+        let mut proc = Proc {
+            child,
+            log,
+            data,
+            admin: admin.clone(),
+            config,
+            head,
+        };
         let t0 = Instant::now();
         loop {
             let ready = client()
@@ -179,6 +189,17 @@ impl Proc {
 
     fn stderr(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_else(|e| format!("<no log: {e}>"))
+    }
+
+    /// Rewrites the config after its ports and queue, and reloads it.
+    async fn reload(&self, rest: &str) {
+        std::fs::write(&self.config, format!("{}{rest}", self.head)).unwrap();
+        let r = client()
+            .post(format!("http://{}/admin/reload", self.admin))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     }
 }
 
@@ -389,5 +410,37 @@ async fn without_an_endpoint_nothing_is_exported() {
         *collector.exports.lock().unwrap(),
         0,
         "exported with no otlp_endpoint"
+    );
+}
+
+#[tokio::test]
+async fn a_reload_starts_and_stops_the_export() {
+    let collector = Collector::default();
+    let endpoint = collector.start().await;
+    let up = FakeUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let routes = sync_route(&up.url());
+    let proc = Proc::start(dir.path(), &routes, &[BATCH_FAST]).await;
+    let before = "0a000000000000000000000000000001";
+    get_product(&proc, before, "0a00000000000001").await;
+
+    proc.reload(&with_otlp(&endpoint, &routes)).await;
+    let during = "0b000000000000000000000000000002";
+    get_product(&proc, during, "0b00000000000002").await;
+    collector
+        .wait_for(during, &["request", "upstream_attempt"], &proc)
+        .await;
+
+    proc.reload(&routes).await;
+    let after = "0c000000000000000000000000000003";
+    get_product(&proc, after, "0c00000000000003").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        collector.in_trace(before).is_empty(),
+        "nothing before the export was on"
+    );
+    assert!(
+        collector.in_trace(after).is_empty(),
+        "nothing after it was turned off"
     );
 }
