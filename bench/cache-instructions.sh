@@ -10,7 +10,9 @@
 #
 # Env: N1 (500), N2 (2500), JUNCTION_BASE (HEAD~1), BENCH_PORT_BASE (18400),
 # ROUTE (cached: a cache hit; proxied: the same route without a cache, every
-# request forwarded to the upstream over a pooled keep-alive connection).
+# request forwarded to the upstream over a pooled keep-alive connection),
+# BINARIES (a directory holding junction-base and junction-head from an earlier
+# run: no builds).
 source "$(dirname "$0")/lib.sh"
 
 BASE_PORT="${BENCH_PORT_BASE:-18400}"
@@ -33,8 +35,13 @@ ensure_tool curl curl
 rm -rf "$WORK" && mkdir -p "$WORK"
 for p in $UP_PORT $J_PORT $J_ADMIN; do require_free_port "$p"; done
 base_sha=$(git -C "$REPO_DIR" rev-parse --short "$JUNCTION_BASE")
-JUNCTION_REF="$base_sha" build_junction && cp "$JUNCTION_BIN" "$WORK/junction-base"
-JUNCTION_REF="" build_junction && cp "$JUNCTION_BIN" "$WORK/junction-head"
+if [ -n "${BINARIES:-}" ]; then
+    # Both builds of an earlier run (its WORK directory), e.g. ROUTE=proxied's for ROUTE=cached.
+    cp "$BINARIES/junction-base" "$BINARIES/junction-head" "$WORK/" || die "no builds in $BINARIES"
+else
+    JUNCTION_REF="$base_sha" build_junction && cp "$JUNCTION_BIN" "$WORK/junction-base"
+    JUNCTION_REF="" build_junction && cp "$JUNCTION_BIN" "$WORK/junction-head"
+fi
 start_json_upstream "$WORK/upstream" "$UP_PORT" "$BODY"
 
 cat >"$WORK/junction.yaml" <<EOF

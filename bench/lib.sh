@@ -154,6 +154,11 @@ build_junction() {
             git -C "$REPO_DIR" archive "$sha" | tar -x -C "$src"
         fi
     fi
+    # The base and head trees hold workspace crates of the same names and
+    # versions, and cargo names their artifacts without the source path: with
+    # one target directory, the tree built second could reuse the first one's
+    # artifacts as "fresh". Newer source times make cargo rebuild them.
+    find "$src/crates" -name '*.rs' -exec touch {} +
     log "building junction (release) from $src into $CARGO_TARGET_DIR"
     (cd "$src" && cargo build --release -q -p junction) || die "build failed"
     [ -x "$JUNCTION_BIN" ] || die "no binary at $JUNCTION_BIN"

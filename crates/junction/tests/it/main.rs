@@ -10,6 +10,7 @@ mod dashboard;
 mod idempotency;
 mod lifecycle;
 mod limits;
+mod operator_files;
 mod otel;
 mod pipeline;
 mod process;
