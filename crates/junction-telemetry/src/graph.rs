@@ -106,6 +106,17 @@ pub fn node_id(kind: NodeKind, name: &str) -> String {
     format!("{}:{name}", kind.as_str())
 }
 
+/// What one call along an edge was like.
+#[derive(Clone, Copy, Debug)]
+pub struct CallSample {
+    /// How long it took.
+    pub latency: Duration,
+    /// Whether it failed.
+    pub error: bool,
+    /// Whether it needed a retry.
+    pub retried: bool,
+}
+
 /// One directed hop.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct EdgeKey {
@@ -266,21 +277,28 @@ impl DependencyGraph {
         error: bool,
         retried: bool,
     ) {
-        self.record_ref_at(Instant::now(), from, to, kind, latency, error, retried);
+        let call = CallSample {
+            latency,
+            error,
+            retried,
+        };
+        self.record_ref_at(Instant::now(), from, to, kind, call);
     }
 
     /// [`record_ref`](Self::record_ref) with the clock given (tests).
-    #[allow(clippy::too_many_arguments)]
     pub fn record_ref_at(
         &self,
         now: Instant,
         from: &str,
         to: &str,
         kind: EdgeKind,
-        latency: Duration,
-        error: bool,
-        retried: bool,
+        call: CallSample,
     ) {
+        let CallSample {
+            latency,
+            error,
+            retried,
+        } = call;
         match self.edge_stats(from, to, kind) {
             Some(stats) => stats.record_at(now, latency, error, retried),
             None => {

@@ -15,7 +15,12 @@ fn calls(
 ) {
     let (from, to, kind) = edge;
     for i in 0..n {
-        g.record_ref_at(t0 + ms(i * 5), from, to, kind, latency, i < failures, false);
+        let call = CallSample {
+            latency,
+            error: i < failures,
+            retried: false,
+        };
+        g.record_ref_at(t0 + ms(i * 5), from, to, kind, call);
     }
 }
 
@@ -319,9 +324,11 @@ fn snapshot_serializes_to_the_documented_shape() {
         "caller:web",
         "route:product",
         EdgeKind::Sync,
-        ms(1),
-        false,
-        true,
+        CallSample {
+            latency: ms(1),
+            error: false,
+            retried: true,
+        },
     );
     let v = serde_json::to_value(g.snapshot_at(t0 + Duration::from_secs(1))).expect("serialize");
     assert_eq!(
