@@ -15,7 +15,9 @@
 # 200 5m, keep-alive upstream pool, worker_processes 2 (Junction runs 2 data threads).
 #
 # Env: ROUNDS (3), DURATION (10), CONNS (64), WRK_THREADS (1), JUNCTION_BASE (HEAD~1),
-#      BENCH_PORT_BASE (18300). HEAD is the working tree as built (uncommitted edits included).
+#      BENCH_PORT_BASE (18300), BINARIES (a directory with junction-base and
+#      junction-head from an earlier run: no builds). HEAD is the working tree
+#      as built (uncommitted edits included).
 source "$(dirname "$0")/lib.sh"
 
 BASE_PORT="${BENCH_PORT_BASE:-18300}"
@@ -38,8 +40,13 @@ for p in $UP_PORT $NGC_PORT $JB_PORT $JB_ADMIN $JH_PORT $JH_ADMIN; do require_fr
 
 base_sha=$(git -C "$REPO_DIR" rev-parse --short "$JUNCTION_BASE")
 head_sha=$(git -C "$REPO_DIR" rev-parse --short HEAD)
-JUNCTION_REF="$base_sha" build_junction && cp "$JUNCTION_BIN" "$WORK/junction-base"
-JUNCTION_REF="" build_junction && cp "$JUNCTION_BIN" "$WORK/junction-head"
+if [ -n "${BINARIES:-}" ]; then
+    # Both builds of an earlier run (e.g. bench/out/proxied-instructions): no builds.
+    cp "$BINARIES/junction-base" "$BINARIES/junction-head" "$WORK/" || die "no builds in $BINARIES"
+else
+    JUNCTION_REF="$base_sha" build_junction && cp "$JUNCTION_BIN" "$WORK/junction-base"
+    JUNCTION_REF="" build_junction && cp "$JUNCTION_BIN" "$WORK/junction-head"
+fi
 
 start_json_upstream "$WORK/upstream" "$UP_PORT" "$BODY"
 write_nginx_conf "$WORK/nginx-cache" 2 <<EOF
