@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# CPU per cache hit: two Junction builds and nginx proxy_cache, interleaved rounds.
+# CPU per cache hit (or, with ROUTE=proxied, per proxied request beside nginx
+# proxy_pass): two Junction builds and nginx, interleaved rounds.
 #
 # What it answers: does a change make a cache hit cost more CPU? Raw requests/s
 # swings by up to 30 % between runs on a shared 2-core machine; the CPU time a
@@ -27,7 +28,16 @@ JH_PORT=$((BASE_PORT + 4)) JH_ADMIN=$((BASE_PORT + 14))
 ROUNDS="${ROUNDS:-3}"
 WRK_THREADS="${WRK_THREADS:-1}"
 JUNCTION_BASE="${JUNCTION_BASE:-HEAD~1}"
-WORK="$OUT_DIR/cache-cpu"
+ROUTE="${ROUTE:-cached}"
+case "$ROUTE" in
+    cached)
+        CACHE_LINE='    cache: { ttl: 300s }' UNIT=hit PEER="nginx proxy_cache"
+        NGINX_CACHE="proxy_cache bench; proxy_cache_valid 200 5m; add_header X-Cache-Status \$upstream_cache_status;"
+        ;;
+    proxied) CACHE_LINE='' UNIT="proxied request" PEER="nginx proxy_pass" NGINX_CACHE='' ;;
+    *) die "ROUTE is cached or proxied, not $ROUTE" ;;
+esac
+WORK="$OUT_DIR/$ROUTE-cpu"
 BODY='{"id":42,"name":"widget","price":19.99,"stock":7}'
 TICK=$(getconf CLK_TCK)
 
@@ -58,9 +68,7 @@ write_nginx_conf "$WORK/nginx-cache" 2 <<EOF
             proxy_pass http://backend;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
-            proxy_cache bench;
-            proxy_cache_valid 200 5m;
-            add_header X-Cache-Status \$upstream_cache_status;
+            $NGINX_CACHE
         }
     }
 EOF
@@ -77,7 +85,7 @@ routes:
   - name: cached
     match: { method: GET, path: /products/{id} }
     upstream: up
-    cache: { ttl: 300s }
+$CACHE_LINE
 EOF
 }
 junction_config "$JB_PORT" "$JB_ADMIN" >"$WORK/base.yaml"
@@ -128,17 +136,17 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 hits_head=$(curl -fsS "http://127.0.0.1:$JH_ADMIN/metrics" | awk '/^junction_cache_hits_total/ {print $2}')
 {
-    echo "== CPU per cache hit, best of $ROUNDS interleaved rounds (wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s, one warm key)"
-    printf "%-34s %14s %12s %9s\n" "server" "CPU µs / hit" "requests/s" "p99 ms"
+    echo "== CPU per $UNIT, best of $ROUNDS interleaved rounds (wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s, one key)"
+    printf "%-34s %14s %12s %9s\n" "server" "CPU µs / req" "requests/s" "p99 ms"
     for target in base head nginx; do
         read -r cpu rps p99 _ <<<"${BEST[$target]}"
         case $target in
             base) name="Junction $base_sha (base)" ;;
             head) name="Junction $head_sha (head)" ;;
-            nginx) name="nginx proxy_cache" ;;
+            nginx) name="$PEER" ;;
         esac
         printf "%-34s %14s %12s %9s\n" "$name" "$cpu" "$rps" "$p99"
     done
-    echo "head counted $hits_head cache hits (every round's requests after the first were hits)"
-    awk -v a="${BEST[head]%% *}" -v b="${BEST[base]%% *}" 'BEGIN {printf "head / base CPU per hit: %.3f\n", a / b}'
+    [ "$ROUTE" = cached ] && echo "head counted $hits_head cache hits (every round's requests after the first were hits)"
+    awk -v a="${BEST[head]%% *}" -v b="${BEST[base]%% *}" -v u="$UNIT" 'BEGIN {printf "head / base CPU per %s: %.3f\n", u, a / b}'
 } | tee "$WORK/summary.txt"
