@@ -85,16 +85,21 @@ pub async fn get(addr: std::net::SocketAddr, path: &str) -> reqwest::Response {
         .unwrap()
 }
 
-/// The value of one metric sample line (exact label text), or 0 when absent.
-pub async fn metric(admin: std::net::SocketAddr, series: &str) -> f64 {
-    let text = client()
+/// The whole `/metrics` exposition of the admin listener at `admin`.
+pub async fn metrics_text(admin: impl std::fmt::Display) -> String {
+    client()
         .get(format!("http://{admin}/metrics"))
         .send()
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// The value of one metric sample line (exact label text), or 0 when absent.
+pub async fn metric(admin: std::net::SocketAddr, series: &str) -> f64 {
+    let text = metrics_text(admin).await;
     text.lines()
         .find_map(|l| {
             l.strip_prefix(series)

@@ -2,7 +2,6 @@
 //! metrics the running binary exports: every `junction_*` name in every
 //! PromQL expression is checked against a real scrape of `/metrics`.
 
-use super::client;
 use super::process::spawn;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -107,15 +106,7 @@ async fn dashboards_and_alerts_use_only_exported_metrics() {
         "upstreams: { a: { url: \"http://127.0.0.1:9\" } }\nroutes:\n  - { name: r, match: { method: GET, path: /p }, upstream: a }\n  - name: orders\n    match: { method: POST, path: /orders }\n    async: { topic: orders, subscribers: [ { name: s, upstream: a, path: /hook } ] }\n",
     )
     .await;
-    let exposition = client()
-        .get(format!("http://{}/metrics", gw.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let exported = exported_names(&exposition);
+    let exported = exported_names(&super::metrics_text(&gw.admin).await);
     assert!(exported.contains("junction_requests_total"), "{exported:?}");
 
     let dashboard: serde_json::Value = serde_json::from_str(
