@@ -27,10 +27,14 @@ static SWAP: OnceLock<Swap> = OnceLock::new();
 /// The command's level, used when a reloaded config sets none.
 static DEFAULT_LEVEL: OnceLock<String> = OnceLock::new();
 
-/// Whether `RUST_LOG` decides the filter (the config's level is then ignored).
-pub fn env_overrides() -> bool {
+/// Whether `RUST_LOG` is set (not empty).
+fn env_set() -> bool {
     std::env::var_os(EnvFilter::DEFAULT_ENV).is_some_and(|v| !v.is_empty())
 }
+
+/// Whether `RUST_LOG` decided the filter at start (set and valid): the
+/// config's level is then never applied.
+static ENV_DECIDES: OnceLock<bool> = OnceLock::new();
 
 /// Checks a `telemetry.log_level` value (`RUST_LOG` syntax).
 pub fn parse_level(directives: &str) -> Result<EnvFilter, String> {
@@ -52,18 +56,23 @@ pub fn init(
         Some(level) => parse_level(level).map_err(anyhow::Error::msg),
         None => Ok(EnvFilter::new(default_level)),
     };
-    let filter = match env_overrides() {
+    let from_env = match env_set() {
         true => match EnvFilter::try_from_default_env() {
-            Ok(f) => f,
+            Ok(f) => Some(f),
             Err(e) => {
                 // Logging is not up yet: say it on stderr, and log by the config.
                 eprintln!(
                     "warning: RUST_LOG is not a valid filter ({e}); using the configured level"
                 );
-                fallback()?
+                None
             }
         },
-        false => fallback()?,
+        false => None,
+    };
+    let _ = ENV_DECIDES.set(from_env.is_some());
+    let filter = match from_env {
+        Some(f) => f,
+        None => fallback()?,
     };
     match traces {
         None => {
@@ -115,7 +124,7 @@ fn reloadable<S: 'static>(filter: EnvFilter, quiet: Option<String>) -> reload::L
 /// command's default).
 /// Does nothing while `RUST_LOG` decides, or before logging started.
 pub fn set_level(config_level: Option<&str>) -> Result<(), String> {
-    if env_overrides() {
+    if ENV_DECIDES.get().copied().unwrap_or(false) {
         tracing::info!("telemetry.log_level not applied: RUST_LOG is set and takes precedence");
         return Ok(());
     }

@@ -28,7 +28,7 @@ pub mod metrics;
 
 pub use fetch::Fetched;
 
-use super::call::{Answer, Call, WholeAnswer};
+use super::call::{Answer, Call, CallContext, WholeAnswer};
 use super::RouteCache;
 use crate::problem::GatewayError;
 use fetch::{fetch, strip_client_conditionals, FetchRequest, Fetcher};
@@ -158,18 +158,18 @@ async fn serve(inner: Fetcher, cache: Arc<RouteCache>, call: Call) -> Result<Ans
     let reuse = stored.as_ref().map(|e| e.reuse(now, &directives));
 
     // Built only when the upstream is needed: a hit makes no upstream request.
-    let request = || {
+    let request = |on: Arc<CallContext>| {
         let mut fetch_headers = parts.headers.clone();
         strip_client_conditionals(&mut fetch_headers);
         Arc::new(FetchRequest {
             inner: inner.clone(),
-            cx: cx.clone(),
+            tags: render_tags(&cache.tags, &on.params),
+            cx: on,
             cache: cache.clone(),
             key: key.clone(),
             uri: parts.uri.clone(),
             fetch_headers,
             request_headers: parts.headers.clone(),
-            tags: render_tags(&cache.tags, &cx.params),
             credentials,
             no_store: directives.no_store,
         })
@@ -183,10 +183,8 @@ async fn serve(inner: Fetcher, cache: Arc<RouteCache>, call: Call) -> Result<Ans
         (Some(e), Some(Reuse::Stale)) => {
             // Serve now; revalidate once in the background (coalesced with any miss).
             cache.stale.inc();
-            let prior = e.clone();
-            let mut request = request();
-            // Its own context: the answered request records nothing more.
-            Arc::get_mut(&mut request).expect("not shared yet").cx = cx.detached();
+            // On its own context: the answered request records nothing more.
+            let (prior, request) = (e.clone(), request(cx.detached()));
             tokio::spawn(async move { coalesced(&request, Some(prior)).await });
             (e, State::Stale, Vec::new())
         }
@@ -205,7 +203,7 @@ async fn serve(inner: Fetcher, cache: Arc<RouteCache>, call: Call) -> Result<Ans
             let usable_on_error = stored
                 .clone()
                 .filter(|_| reuse == Some(Reuse::StaleIfError));
-            let request = request();
+            let request = request(cx.clone());
             let result = if private {
                 fetch(request, stored).await
             } else {
