@@ -11,7 +11,8 @@
 //! Per delivery: `ack` deletes the message; `retry(after)` is a
 //! `ChangeMessageVisibility` to `after` (whole seconds, rounded up; SQS allows
 //! at most 12 h); `release` makes it visible at once; a message no instance
-//! settles comes back after the queue's visibility timeout. Attempts are SQS's
+//! settles comes back after the queue's visibility timeout (while one is being
+//! worked on, its visibility is extended: see [`leases`]). Attempts are SQS's
 //! `ApproximateReceiveCount` less this instance's own releases. Dead letters
 //! are moved explicitly (sent with their reason and attempt history to the
 //! subscriber's `…-dlq` queue, then deleted) rather than by a redrive policy,
@@ -33,6 +34,7 @@
 //!
 //! Crates: `aws-sdk-sqs`, `aws-sdk-sns` and `aws-config` (AWS's own SDK).
 
+mod leases;
 mod ledger;
 pub mod names;
 mod subscription;
@@ -132,6 +134,8 @@ pub(crate) struct Shared {
     /// attempts), with when the last was; see [`Shared::released`].
     released: Mutex<HashMap<String, (u32, u64)>>,
     depth: RwLock<DepthSnapshot>,
+    /// Deliveries being worked on, kept hidden (see [`leases`]).
+    leases: leases::Leases,
     closed: AtomicBool,
 }
 
@@ -267,11 +271,13 @@ impl SqsBroker {
             keys: LocalKeys::default(),
             released: Mutex::default(),
             depth: RwLock::default(),
+            leases: leases::Leases::default(),
             closed: AtomicBool::new(false),
         });
         let broker = Arc::new(Self { shared });
         broker.health().await?;
         tokio::spawn(refresh_depth_forever(Arc::downgrade(&broker.shared)));
+        tokio::spawn(leases::extend_forever(Arc::downgrade(&broker.shared)));
         Ok(broker)
     }
 

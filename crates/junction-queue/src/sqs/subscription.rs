@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 
+use super::leases::Lease;
 use super::{names, storage, visibility_secs, Shared};
 use crate::contract::*;
 use crate::envelope::{self, Envelope};
@@ -25,6 +26,8 @@ struct Token {
     receipt: String,
     sqs_id: String,
     envelope: Envelope,
+    /// Keeps the message hidden until settled.
+    lease: Lease,
 }
 
 pub struct SqsSubscription {
@@ -106,6 +109,7 @@ impl Subscription for SqsSubscription {
                 attempts,
                 env.enqueued_at_ms,
                 AckToken::Other(Box::new(Token {
+                    lease: s.leases.take(&self.url, receipt),
                     receipt: receipt.to_owned(),
                     sqs_id: sqs_id.to_owned(),
                     envelope: env,
@@ -173,7 +177,10 @@ impl Settle for SqsSettler {
             receipt,
             sqs_id,
             envelope: mut env,
+            lease,
         } = *token;
+        // Not extended any more: what follows sets the visibility itself.
+        self.shared.leases.end(lease).await;
         match how {
             Settlement::Ack { .. } => {}
             Settlement::Retry { after, .. } => {

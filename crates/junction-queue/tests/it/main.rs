@@ -5,4 +5,5 @@ mod embedded;
 mod kafka;
 mod model;
 mod redis;
+mod sqs;
 mod support;
