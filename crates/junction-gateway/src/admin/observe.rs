@@ -16,7 +16,7 @@ pub(super) async fn metrics(State(state): State<AdminState>) -> Response {
     let gw = state.gateway();
     let stats = gw.cache.stats();
     let cache = state.metrics.set::<CacheMetrics>();
-    cache.evictions.set(stats.evictions as i64);
+    cache.count_evictions(stats.evictions);
     cache.entries.set(stats.entries.unwrap_or(0) as i64);
     cache.bytes.set(stats.bytes.unwrap_or(0) as i64);
     if let Some(queue) = &state.queue {

@@ -305,6 +305,18 @@ pub(super) fn check(
             format!("route name {dup:?} is used twice"),
         );
     }
+    for (i, r) in routes {
+        if r.name == crate::telemetry::metrics::UNMATCHED_ROUTE {
+            errs.push(
+                at(*i, &["name"]),
+                &format!("routes[{i}].name"),
+                format!(
+                    "route name {:?} is reserved: metrics and logs label requests no route matched with it",
+                    r.name
+                ),
+            );
+        }
+    }
     let subscriber_names = routes
         .iter()
         .filter_map(|(_, r)| r.async_.as_ref())

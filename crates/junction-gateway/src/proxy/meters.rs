@@ -2,7 +2,7 @@
 //! client faults, body bytes in and out.
 
 use crate::telemetry::metrics::{
-    latency_histogram, ClientFaultLabel, MetricSet, RouteLabel, RouteStatus,
+    latency_histogram, register_renamed, ClientFaultLabel, MetricSet, RouteLabel, RouteStatus,
 };
 use parking_lot::RwLock;
 use prometheus_client::metrics::counter::Counter;
@@ -21,9 +21,9 @@ pub struct ProxyMetrics {
     pub request_duration: Family<RouteLabel, Histogram>,
     /// `junction_client_errors_total{route,reason}`.
     pub client_errors: Family<ClientFaultLabel, Counter>,
-    /// `junction_upstream_bytes_in_total{route}`.
+    /// `junction_upstream_received_bytes_total{route}`.
     pub bytes_in: Family<RouteLabel, Counter>,
-    /// `junction_client_bytes_out_total{route}`.
+    /// `junction_client_sent_bytes_total{route}`.
     pub bytes_out: Family<RouteLabel, Counter>,
 }
 
@@ -53,12 +53,16 @@ impl MetricSet for ProxyMetrics {
             "Requests that failed through the client's own fault (never counted against an upstream)",
             m.client_errors.clone(),
         );
-        r.register(
+        register_renamed(
+            r,
+            "junction_upstream_received_bytes",
             "junction_upstream_bytes_in",
             "Response body bytes received from upstreams, by route",
             m.bytes_in.clone(),
         );
-        r.register(
+        register_renamed(
+            r,
+            "junction_client_sent_bytes",
             "junction_client_bytes_out",
             "Response body bytes sent to clients, by route",
             m.bytes_out.clone(),

@@ -24,7 +24,8 @@ use crate::config::{Config, RateLimitConfig, RouteConfig};
 use crate::pipeline::AsyncRoute;
 use crate::problem::GatewayError;
 use crate::telemetry::live::{Client, Live};
-use crate::telemetry::metrics::{ClientFaultLabel, RouteLabel};
+use crate::telemetry::metrics::{ClientFaultLabel, RouteLabel, UNMATCHED_ROUTE};
+use crate::telemetry::trace::TraceId;
 use crate::telemetry::{otel, Metrics};
 use anyhow::Context;
 use cached::metrics::CacheMetrics;
@@ -223,6 +224,28 @@ pub enum RouteKind {
     Async(Arc<AsyncRoute>),
 }
 
+/// A value, or `-` when there is none (the access line's convention).
+struct OrDash<T>(Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for OrDash<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(v) => v.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+/// Who sent a request and in which trace, for the access log.
+struct Who {
+    /// The client's address.
+    client: std::net::SocketAddr,
+    /// The caller header's value, when sent.
+    caller: Option<String>,
+    /// The request's trace (`None` when a request no route matched came without one).
+    trace: Option<TraceId>,
+}
+
 /// What the handler learned, for the access log.
 #[derive(Default)]
 pub struct Outcome {
@@ -272,7 +295,7 @@ impl Gateway {
                 .with_context(|| format!("route {}", rc.name))?;
         }
         let proxy_metrics = metrics.set::<ProxyMetrics>();
-        let no_route = RouteMeters::new(&proxy_metrics, "none");
+        let no_route = RouteMeters::new(&proxy_metrics, UNMATCHED_ROUTE);
         Ok(Self {
             router,
             routes,
@@ -469,12 +492,31 @@ impl Gateway {
         resp
     }
 
-    async fn respond(self: Arc<Self>, req: Request<Incoming>, client: Client) -> Response<Body> {
+    async fn respond(
+        self: Arc<Self>,
+        mut req: Request<Incoming>,
+        client: Client,
+    ) -> Response<Body> {
         let peer = client.addr;
         let start = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
+        let caller_value = req
+            .headers()
+            .get(&self.caller_header)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty());
+        let mut who = Who {
+            client: peer,
+            caller: caller_value.map(str::to_owned),
+            trace: None,
+        };
         let Some(matched) = self.router.find(&method, &path) else {
+            who.trace = req
+                .headers()
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+                .and_then(TraceId::of);
             let resp = GatewayError::NoRoute {
                 method: method.to_string(),
                 path: path.clone(),
@@ -482,6 +524,7 @@ impl Gateway {
             .into_response();
             self.record(
                 &self.no_route,
+                &who,
                 &method,
                 &path,
                 &resp,
@@ -492,11 +535,11 @@ impl Gateway {
         };
         let route = matched.route;
         otel::record_route(&route.name);
-        let caller = client.caller_node(
-            req.headers()
-                .get(&self.caller_header)
-                .and_then(|v| v.to_str().ok()),
-        );
+        // One trace id from here on: the span's when tracing is on, else the
+        // caller's `traceparent` (or a new one, added so every hop keeps it).
+        who.trace =
+            Some(otel::current_trace_id().unwrap_or_else(|| TraceId::ensure(req.headers_mut())));
+        let caller = client.caller_node(who.caller.as_deref());
         let cx = Arc::new(CallContext::new(
             self.clone(),
             route.clone(),
@@ -525,7 +568,7 @@ impl Gateway {
         }
         let resp = result.unwrap_or_else(GatewayError::into_response);
         self.observe(&route, &caller, &resp, &outcome, start.elapsed());
-        self.record(&route.meters, &method, &path, &resp, &outcome, start);
+        self.record(&route.meters, &who, &method, &path, &resp, &outcome, start);
         resp
     }
 
@@ -563,9 +606,11 @@ impl Gateway {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
         meters: &RouteMeters,
+        who: &Who,
         method: &Method,
         path: &str,
         resp: &Response<Body>,
@@ -584,7 +629,10 @@ impl Gateway {
             route,
             status,
             upstream = outcome.upstream.as_deref().unwrap_or("-"),
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            duration_us = elapsed.as_micros() as u64,
+            client = %who.client,
+            caller = who.caller.as_deref().unwrap_or("-"),
+            trace_id = %OrDash(who.trace),
             attempts = outcome.attempts,
             cache = resp.headers().get("x-junction-cache").and_then(|v| v.to_str().ok()).unwrap_or("-"),
         );

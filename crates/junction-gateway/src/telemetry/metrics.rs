@@ -16,10 +16,13 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// The `route` label of requests no route matched (a reserved route name).
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
 /// Labels `{route, status}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteStatus {
-    /// Route name (or `none` when nothing matched).
+    /// Route name (or [`UNMATCHED_ROUTE`] when nothing matched).
     pub route: String,
     /// HTTP status code.
     pub status: u16,
@@ -114,6 +117,21 @@ pub trait MetricSet: Clone + Send + Sync + 'static {
     fn register(registry: &mut Registry) -> Self;
 }
 
+/// Registers `metric` as `name`, and as `old` too: a renamed family keeps
+/// its old name for one release (both series share the same values), so
+/// dashboards and alerts can move over before the old name goes.
+pub fn register_renamed<M>(registry: &mut Registry, name: &str, old: &str, help: &str, metric: M)
+where
+    M: prometheus_client::registry::Metric + Clone,
+{
+    registry.register(name, help, metric.clone());
+    registry.register(
+        old,
+        format!("Deprecated: renamed to {name} (the old name goes in the next release)"),
+        metric,
+    );
+}
+
 /// A latency histogram in seconds, from 0.5 ms to 30 s.
 pub fn latency_histogram() -> Histogram {
     Histogram::new([
@@ -128,7 +146,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// A registry holding `junction_build_info`; modules add their sets.
+    /// A registry holding `junction_build_info` and `process_*`; modules add their sets.
     pub fn new() -> Self {
         let mut r = Registry::default();
         let build = Family::<BuildLabel, Gauge>::default();
@@ -143,6 +161,7 @@ impl Metrics {
             "The running build: version and git commit (value 1)",
             build,
         );
+        r.register_collector(Box::new(super::process::ProcessCollector));
         Self {
             registry: Arc::new(RwLock::new(r)),
             sets: Arc::default(),
@@ -198,6 +217,28 @@ mod tests {
             registry.register("junction_example_hits", "Example", hits.clone());
             Example { hits }
         }
+    }
+
+    #[test]
+    fn a_renamed_family_is_exported_under_both_names() {
+        let mut r = Registry::default();
+        let c: Counter = Counter::default();
+        register_renamed(
+            &mut r,
+            "junction_new_bytes",
+            "junction_bytes_old",
+            "Bytes",
+            c.clone(),
+        );
+        c.inc_by(7);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &r).unwrap();
+        assert!(text.contains("junction_new_bytes_total 7"), "{text}");
+        assert!(text.contains("junction_bytes_old_total 7"), "{text}");
+        assert!(
+            text.contains("Deprecated: renamed to junction_new_bytes"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@ pub mod live;
 pub mod logs;
 pub mod metrics;
 pub mod otel;
+pub mod process;
 pub mod trace;
 
 pub use metrics::Metrics;

@@ -368,6 +368,19 @@ pub fn hop_traceparent(incoming: Option<&str>) -> String {
     next_traceparent(incoming)
 }
 
+/// The trace id of the current span, when tracing is on and it has one.
+pub fn current_trace_id() -> Option<super::trace::TraceId> {
+    if !enabled() {
+        return None;
+    }
+    let cx = Span::current().context();
+    let span_ref = cx.span();
+    let sc = span_ref.span_context();
+    sc.is_valid()
+        .then(|| super::trace::TraceId::of(&traceparent(sc)))
+        .flatten()
+}
+
 /// The W3C `traceparent` of `span`, when it has a valid OTel context.
 fn span_traceparent(span: &Span) -> Option<String> {
     let cx = span.context();

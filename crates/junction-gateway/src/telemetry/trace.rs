@@ -28,6 +28,54 @@ pub fn next_traceparent(incoming: Option<&str>) -> String {
     out
 }
 
+/// A W3C trace id (32 lower-case hex digits), kept without allocating so the
+/// access line can name it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TraceId([u8; 32]);
+
+impl TraceId {
+    /// The trace id of a valid `traceparent`.
+    pub fn of(traceparent: &str) -> Option<Self> {
+        let (trace, _) = parse(traceparent)?;
+        let mut id = [0u8; 32];
+        id.copy_from_slice(trace.as_bytes());
+        id.make_ascii_lowercase();
+        Some(Self(id))
+    }
+
+    /// A request's trace: its valid `traceparent`'s, else a new trace whose
+    /// `traceparent` is added to `headers`, so every hop after (upstream,
+    /// queued event) carries the id the access line shows.
+    pub fn ensure(headers: &mut http::HeaderMap) -> Self {
+        if let Some(id) = headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(Self::of)
+        {
+            return id;
+        }
+        let tp = next_traceparent(None);
+        let id = Self::of(&tp).expect("a new traceparent is valid");
+        headers.insert(
+            "traceparent",
+            http::HeaderValue::from_str(&tp).expect("hex is a valid header value"),
+        );
+        id
+    }
+}
+
+impl std::fmt::Display for TraceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(std::str::from_utf8(&self.0).map_err(|_| std::fmt::Error)?)
+    }
+}
+
+impl std::fmt::Debug for TraceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
 /// Appends the low `digits` hex digits of `v`, lower case, zero-padded.
 fn push_hex(out: &mut String, v: u128, digits: u32) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -74,6 +122,27 @@ mod tests {
         assert!(out.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
         assert!(out.ends_with("-01"));
         assert_ne!(out, inc);
+    }
+
+    #[test]
+    fn a_request_keeps_its_trace_or_gets_one() {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "traceparent",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"
+                .parse()
+                .unwrap(),
+        );
+        let id = TraceId::ensure(&mut h);
+        assert_eq!(id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+
+        let mut h = http::HeaderMap::new();
+        h.insert("traceparent", "garbage".parse().unwrap());
+        let id = TraceId::ensure(&mut h);
+        let tp = h["traceparent"].to_str().unwrap();
+        assert_eq!(TraceId::of(tp), Some(id), "{tp}");
+        // The next hop keeps it.
+        assert_eq!(TraceId::of(&next_traceparent(Some(tp))), Some(id));
     }
 
     #[test]

@@ -187,15 +187,27 @@ async fn projection_of_nested_objects_and_arrays() {
     assert!(v["detail"].as_str().unwrap().contains("a,,b"), "{v}");
     let saved_in = metric(
         gw.admin,
-        r#"junction_upstream_bytes_in_total{route="plain"}"#,
+        r#"junction_upstream_received_bytes_total{route="plain"}"#,
     )
     .await;
     let saved_out = metric(
         gw.admin,
-        r#"junction_client_bytes_out_total{route="plain"}"#,
+        r#"junction_client_sent_bytes_total{route="plain"}"#,
     )
     .await;
     assert!(saved_out < saved_in, "{saved_out} < {saved_in}");
+    // The names before the units-last rename stay one release, same values.
+    let old_in = metric(
+        gw.admin,
+        r#"junction_upstream_bytes_in_total{route="plain"}"#,
+    )
+    .await;
+    let old_out = metric(
+        gw.admin,
+        r#"junction_client_bytes_out_total{route="plain"}"#,
+    )
+    .await;
+    assert_eq!((old_in, old_out), (saved_in, saved_out));
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! The Grafana dashboard and the Prometheus alert rules in `deploy/` speak of
-//! metrics the running binary exports: every `junction_*` name in every
-//! PromQL expression is checked against a real scrape of `/metrics`.
+//! metrics the running binary exports: every `junction_*` and `process_*`
+//! name in every PromQL expression is checked against a real scrape of
+//! `/metrics`, and none is a deprecated alias.
 
 use super::process::spawn;
 use std::collections::BTreeSet;
@@ -75,11 +76,32 @@ fn alert_exprs(text: &str) -> Vec<String> {
     out
 }
 
+/// Families whose help text says they are deprecated (old names kept as aliases).
+fn deprecated_names(exposition: &str) -> BTreeSet<String> {
+    exposition
+        .lines()
+        .filter_map(|l| l.strip_prefix("# HELP "))
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(_, help)| help.starts_with("Deprecated"))
+        .map(|(name, _)| name.to_owned())
+        .collect()
+}
+
+/// The `junction_*` and `process_*` names in a PromQL expression.
 fn metric_names(expr: &str) -> Vec<String> {
+    let mut out = ["junction_", "process_"]
+        .iter()
+        .flat_map(|prefix| names_with(expr, prefix))
+        .collect::<Vec<_>>();
+    out.sort_by_key(|n| expr.find(n.as_str()));
+    out
+}
+
+fn names_with(expr: &str, prefix: &str) -> Vec<String> {
     let mut out = Vec::new();
     let bytes = expr.as_bytes();
     let mut i = 0;
-    while let Some(at) = expr[i..].find("junction_") {
+    while let Some(at) = expr[i..].find(prefix) {
         let start = i + at;
         let boundary = start == 0 || {
             let c = bytes[start - 1];
@@ -106,8 +128,18 @@ async fn dashboards_and_alerts_use_only_exported_metrics() {
         "upstreams: { a: { url: \"http://127.0.0.1:9\" } }\nroutes:\n  - { name: r, match: { method: GET, path: /p }, upstream: a }\n  - name: orders\n    match: { method: POST, path: /orders }\n    async: { topic: orders, subscribers: [ { name: s, upstream: a, path: /hook } ] }\n",
     )
     .await;
-    let exported = exported_names(&super::metrics_text(&gw.admin).await);
+    let scrape = super::metrics_text(&gw.admin).await;
+    let exported = exported_names(&scrape);
     assert!(exported.contains("junction_requests_total"), "{exported:?}");
+    assert!(
+        exported.contains("process_cpu_seconds_total"),
+        "{exported:?}"
+    );
+    let deprecated = deprecated_names(&scrape);
+    assert!(
+        deprecated.contains("junction_upstream_bytes_in"),
+        "{deprecated:?}"
+    );
 
     let dashboard: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(deploy("grafana/junction-dashboard.json")).unwrap(),
@@ -127,6 +159,9 @@ async fn dashboards_and_alerts_use_only_exported_metrics() {
             if !exported.contains(&name) {
                 unknown.insert(format!("{name} (in {expr})"));
             }
+            if deprecated.iter().any(|d| name.starts_with(d.as_str())) {
+                unknown.insert(format!("{name} is a deprecated alias (in {expr})"));
+            }
         }
     }
     assert!(
@@ -141,5 +176,9 @@ fn names_are_found_whole() {
     assert_eq!(
         metric_names("sum(rate(junction_requests_total{x=\"junction_no\"}[5m])) / xjunction_y"),
         vec!["junction_requests_total", "junction_no"]
+    );
+    assert_eq!(
+        metric_names("rate(process_cpu_seconds_total[1m]) * on (job) junction_build_info"),
+        vec!["process_cpu_seconds_total", "junction_build_info"]
     );
 }

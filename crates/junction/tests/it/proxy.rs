@@ -72,6 +72,49 @@ async fn no_route_is_404_problem_json() {
     assert_eq!(v["status"], 404);
     assert!(v["detail"].as_str().unwrap().contains("/nope"));
     assert_eq!(up.calls(), 0);
+    assert_eq!(
+        metric(
+            gw.admin,
+            r#"junction_requests_total{route="unmatched",status="404"}"#
+        )
+        .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn metrics_carry_upstream_latency_and_the_process() {
+    let up = FakeUpstream::start().await;
+    let gw = start(&config(&up.url(), "", "")).await;
+    for _ in 0..3 {
+        assert_eq!(get(gw.data, "/products/1").await.status(), 200);
+    }
+    assert_eq!(
+        metric(
+            gw.admin,
+            r#"junction_upstream_request_duration_seconds_count{upstream="inv"}"#
+        )
+        .await,
+        3.0
+    );
+    let text = super::metrics_text(gw.admin).await;
+    for name in [
+        "# TYPE process_cpu_seconds counter",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "process_max_fds ",
+        "process_start_time_seconds ",
+        "# TYPE junction_cache_evictions counter",
+    ] {
+        assert!(text.contains(name), "{name} missing from /metrics");
+    }
+    // The gateway's own process: it started within the last minute.
+    let started = metric(gw.admin, "process_start_time_seconds").await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!((now - started).abs() < 60.0, "started {started}, now {now}");
 }
 
 #[tokio::test]
@@ -224,4 +267,66 @@ async fn http2_upstreams_get_http2_without_tls_and_others_http1() {
     ))
     .await;
     assert_eq!(get(down.data, "/products/1").await.status(), 502);
+}
+
+#[tokio::test]
+async fn the_access_line_names_trace_client_and_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = FakeUpstream::start().await;
+    let gw = super::process::spawn(dir.path(), "access", &config(&up.url(), "", "")).await;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let r = client()
+        .get(format!("http://{}/products/1", gw.data))
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .header("x-junction-caller", "erp")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Without a traceparent, the line names the trace the upstream was sent.
+    assert_eq!(get_raw(&gw.data, "/products/2").await, 200);
+    let sent = up.seen()[1].headers["traceparent"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let new_trace = &sent[3..35];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (first, second) = loop {
+        let log = gw.stderr();
+        let lines: Vec<String> = log
+            .lines()
+            .filter(|l| l.contains("junction::access"))
+            .map(str::to_owned)
+            .collect();
+        if lines.len() >= 2 {
+            break (lines[0].clone(), lines[1].clone());
+        }
+        assert!(Instant::now() < deadline, "two access lines: {log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(first.contains(&format!("trace_id={trace}")), "{first}");
+    assert!(first.contains("client=127.0.0.1:"), "{first}");
+    assert!(first.contains("caller=\"erp\""), "{first}");
+    let us: u64 = first
+        .split("duration_us=")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("integer microseconds: {first}"));
+    assert!(us > 0, "{first}");
+    assert!(
+        second.contains(&format!("trace_id={new_trace}")),
+        "{second} vs {sent}"
+    );
+    assert!(second.contains("caller=\"-\""), "{second}");
+}
+
+async fn get_raw(addr: &str, path: &str) -> u16 {
+    client()
+        .get(format!("http://{addr}{path}"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }

@@ -85,6 +85,22 @@ routes:
 }
 
 #[test]
+fn the_unmatched_route_name_is_reserved() {
+    let bad = r#"
+upstreams: { a: { url: "http://127.0.0.1:1" } }
+routes:
+  - { name: unmatched, match: { path: "/u" }, upstream: a }
+"#;
+    let errs = load_str(bad, "r.yaml").unwrap_err();
+    let all: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    assert!(
+        all.iter().any(|e| e.starts_with("r.yaml:4:")
+            && e.contains("routes[0].name: route name \"unmatched\" is reserved")),
+        "{all:?}"
+    );
+}
+
+#[test]
 fn syntax_errors_are_located() {
     let errs = load_str("routes: [\n  - a\n", "s.yaml").unwrap_err();
     assert_eq!(errs.len(), 1);

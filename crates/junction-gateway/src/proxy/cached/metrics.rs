@@ -1,12 +1,14 @@
 //! The cache's metric families: per route hits, misses, stale serves,
 //! revalidations and bypasses; for the store, degradations, bytes saved and
-//! its size (gauges refreshed at scrape time).
+//! its size (refreshed at scrape time).
 
-use crate::telemetry::metrics::{MetricSet, RouteLabel};
+use crate::telemetry::metrics::{register_renamed, MetricSet, RouteLabel};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// The cache's families.
 #[derive(Clone)]
@@ -23,10 +25,13 @@ pub struct CacheMetrics {
     pub bypassed: Family<RouteLabel, Counter>,
     /// `junction_cache_degraded_total`.
     pub degraded: Counter,
-    /// `junction_cache_bytes_saved_total`.
+    /// `junction_cache_saved_bytes_total`.
     pub bytes_saved: Counter,
-    /// `junction_cache_evictions` (mirrors the store's count).
-    pub evictions: Gauge,
+    /// `junction_cache_evictions_total` (follows the store's count, see
+    /// [`CacheMetrics::count_evictions`]).
+    pub evictions: Counter,
+    /// The store's eviction count at the last scrape.
+    evictions_seen: Arc<AtomicU64>,
     /// `junction_cache_bytes`.
     pub bytes: Gauge,
     /// `junction_cache_entries`.
@@ -43,7 +48,8 @@ impl MetricSet for CacheMetrics {
             bypassed: Family::default(),
             degraded: Counter::default(),
             bytes_saved: Counter::default(),
-            evictions: Gauge::default(),
+            evictions: Counter::default(),
+            evictions_seen: Arc::default(),
             bytes: Gauge::default(),
             entries: Gauge::default(),
         };
@@ -77,7 +83,9 @@ impl MetricSet for CacheMetrics {
             "Cache backend errors answered by passing through",
             m.degraded.clone(),
         );
-        r.register(
+        register_renamed(
+            r,
+            "junction_cache_saved_bytes",
             "junction_cache_bytes_saved",
             "Response body bytes served from cache instead of fetched upstream",
             m.bytes_saved.clone(),
@@ -98,5 +106,39 @@ impl MetricSet for CacheMetrics {
             m.entries.clone(),
         );
         m
+    }
+}
+
+impl CacheMetrics {
+    /// Advances `junction_cache_evictions_total` to the store's count
+    /// `store_total` (called at scrape time). A store that started over (a
+    /// reload built a new one) counts from zero again; its evictions are
+    /// added, so the counter never goes back.
+    pub fn count_evictions(&self, store_total: u64) {
+        let seen = self.evictions_seen.swap(store_total, Ordering::Relaxed);
+        let new = if store_total >= seen {
+            store_total - seen
+        } else {
+            store_total
+        };
+        self.evictions.inc_by(new);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evictions_count_up_across_a_new_store() {
+        let m = CacheMetrics::register(&mut Registry::default());
+        m.count_evictions(5);
+        m.count_evictions(8);
+        assert_eq!(m.evictions.get(), 8);
+        // A reload's new store starts from zero.
+        m.count_evictions(2);
+        assert_eq!(m.evictions.get(), 10);
+        m.count_evictions(2);
+        assert_eq!(m.evictions.get(), 10);
     }
 }

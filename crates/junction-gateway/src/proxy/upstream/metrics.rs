@@ -1,9 +1,11 @@
-//! An upstream's metric families: attempts by outcome, retries, breaker state.
+//! An upstream's metric families: attempts by outcome, their latency,
+//! retries, breaker state.
 
-use crate::telemetry::metrics::{MetricSet, UpstreamLabel, UpstreamOutcome};
+use crate::telemetry::metrics::{latency_histogram, MetricSet, UpstreamLabel, UpstreamOutcome};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// The upstreams' families.
@@ -11,6 +13,9 @@ use prometheus_client::registry::Registry;
 pub struct UpstreamMetrics {
     /// `junction_upstream_requests_total{upstream,outcome}`.
     pub requests: Family<UpstreamOutcome, Counter>,
+    /// `junction_upstream_request_duration_seconds{upstream}`: one attempt,
+    /// sent to response headers (or to the error or timeout).
+    pub duration: Family<UpstreamLabel, Histogram>,
     /// `junction_upstream_retries_total{upstream}`.
     pub retries: Family<UpstreamLabel, Counter>,
     /// `junction_breaker_state{upstream}` (refreshed at scrape time).
@@ -21,6 +26,7 @@ impl MetricSet for UpstreamMetrics {
     fn register(r: &mut Registry) -> Self {
         let m = Self {
             requests: Family::default(),
+            duration: Family::new_with_constructor(latency_histogram),
             retries: Family::default(),
             breaker_state: Family::default(),
         };
@@ -28,6 +34,11 @@ impl MetricSet for UpstreamMetrics {
             "junction_upstream_requests",
             "Attempts sent to upstreams, by outcome",
             m.requests.clone(),
+        );
+        r.register(
+            "junction_upstream_request_duration_seconds",
+            "Time from sending an attempt to its response headers (or error, or timeout), by upstream",
+            m.duration.clone(),
         );
         r.register(
             "junction_upstream_retries",

@@ -32,8 +32,9 @@ use junction_policy::{
     RetryBudgetConfig, RetrySafety, UpstreamError, UpstreamErrorKind,
 };
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 /// A request body as the retry loop sees it.
@@ -79,6 +80,8 @@ pub struct Upstream {
     retry_on: Vec<RetryOn>,
     failure_statuses: Option<Vec<u16>>,
     outcomes: Outcomes,
+    /// Attempt latency (`junction_upstream_request_duration_seconds`).
+    latency: Histogram,
     retries: Counter,
 }
 
@@ -140,6 +143,12 @@ impl Upstream {
             breaker_open: outcome("breaker_open"),
             rejected: outcome("rejected"),
         };
+        let latency = metrics
+            .duration
+            .get_or_create(&UpstreamLabel {
+                upstream: name.to_string(),
+            })
+            .clone();
         let retries = metrics
             .retries
             .get_or_create(&UpstreamLabel {
@@ -170,6 +179,7 @@ impl Upstream {
             retry_on: cfg.retry_on.clone(),
             failure_statuses: cfg.breaker.failure_statuses.clone(),
             outcomes,
+            latency,
             retries,
         })
     }
@@ -417,6 +427,7 @@ impl Upstream {
                     .map_err(ClientError::Plain),
             }
         };
+        let started = Instant::now();
         let outcome = tokio::time::timeout(self.timeout, sent).await;
         // The client's fault (its body broke, was too large, or kept us waiting):
         // the upstream did nothing wrong, so its breaker and counters hear nothing.
@@ -428,6 +439,7 @@ impl Upstream {
             drop(permit);
             return Err(AttemptError::Client(fault));
         }
+        self.latency.observe(started.elapsed().as_secs_f64());
         match outcome {
             Ok(Ok(resp)) => {
                 if self.is_failure_status(resp.status().as_u16()) {
