@@ -5,6 +5,7 @@
 //! `/readyz` and the dashboard's static page (which holds no data and asks for
 //! the token its API calls carry) needs `Authorization: Bearer <token>`.
 
+mod dlq;
 mod observe;
 mod overview;
 mod queue;

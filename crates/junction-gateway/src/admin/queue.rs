@@ -1,13 +1,16 @@
-//! Messages and dead letters: look up a message's deliveries, list, replay and purge the DLQ.
+//! Messages and dead letters: look up a message's deliveries, list, replay
+//! and purge the DLQ (which dead letters: [`super::dlq`]).
 
+use super::dlq::{rfc3339, Filters};
 use super::{problem, AdminState};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use junction_queue::{DlqAction, DlqFilter, QueueError};
+use junction_queue::{DlqAction, QueueError};
 use serde::Deserialize;
 use serde_json::json;
+use std::time::SystemTime;
 
 /// Largest page of dead letters.
 const MAX_PAGE: usize = 500;
@@ -45,16 +48,21 @@ pub(super) async fn message(State(state): State<AdminState>, Path(id): Path<Stri
     }
 }
 
-/// Query of `GET /admin/dlq`.
+/// Query of `GET /admin/dlq` (the filters are [`Filters`]'s).
 #[derive(Deserialize)]
 pub(super) struct DlqQuery {
     topic: Option<String>,
     subscriber: Option<String>,
+    reason: Option<String>,
+    status: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
     after: Option<String>,
     limit: Option<usize>,
 }
 
-/// `GET /admin/dlq?topic=&subscriber=&after=&limit=`: dead letters, oldest first, paginated.
+/// `GET /admin/dlq?topic=&subscriber=&reason=&status=&since=&until=&after=&limit=`:
+/// dead letters, oldest first, paginated.
 pub(super) async fn dlq_list(
     State(state): State<AdminState>,
     Query(q): Query<DlqQuery>,
@@ -62,12 +70,21 @@ pub(super) async fn dlq_list(
     let Some(queue) = state.queue.as_ref() else {
         return no_queue();
     };
-    let filter = DlqFilter {
+    let filters = Filters {
         topic: q.topic,
         subscriber: q.subscriber,
+        reason: q.reason,
+        status: q.status,
+        since: q.since,
+        until: q.until,
+        ids: None,
+    };
+    let selection = match filters.select(SystemTime::now()) {
+        Ok(s) => s,
+        Err(why) => return problem(StatusCode::BAD_REQUEST, &why),
     };
     let limit = q.limit.unwrap_or(50).clamp(1, MAX_PAGE);
-    match queue.ledger.dlq_list(filter, q.after, limit).await {
+    match selection.page(queue.ledger.as_ref(), q.after, limit).await {
         Ok(page) => {
             let items: Vec<_> = page
                 .items
@@ -81,7 +98,9 @@ pub(super) async fn dlq_list(
                         "attempts": d.attempts.len(),
                         "history": d.attempts,
                         "reason": d.reason,
+                        "dead_at": rfc3339(d.dead_at_ms),
                         "dead_at_ms": d.dead_at_ms,
+                        "enqueued_at": rfc3339(d.message.enqueued_at_ms),
                         "enqueued_at_ms": d.message.enqueued_at_ms,
                         "content_type": d.message.content_type,
                         "body_bytes": d.message.body.len(),
@@ -126,44 +145,37 @@ async fn dlq_apply(
     }
 }
 
-/// Body of `POST /admin/dlq/replay` (all fields optional).
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(super) struct ReplayAll {
-    topic: Option<String>,
-    subscriber: Option<String>,
-}
-
-/// `POST /admin/dlq/replay` with `{"topic"?, "subscriber"?}`: bulk replay.
+/// `POST /admin/dlq/replay` with an optional [`Filters`] body (`ids`, topic,
+/// subscriber, reason, status, since, until): bulk replay of what matches.
 pub(super) async fn dlq_replay_all(
     state: State<AdminState>,
-    body: Option<Json<ReplayAll>>,
+    body: Option<Json<Filters>>,
 ) -> Response {
     dlq_apply_all(state, body, DlqAction::Replay).await
 }
 
-/// `POST /admin/dlq/purge` with `{"topic"?, "subscriber"?}`: bulk purge.
+/// `POST /admin/dlq/purge`, as the replay: bulk purge of what matches.
 pub(super) async fn dlq_purge_all(
     state: State<AdminState>,
-    body: Option<Json<ReplayAll>>,
+    body: Option<Json<Filters>>,
 ) -> Response {
     dlq_apply_all(state, body, DlqAction::Purge).await
 }
 
 async fn dlq_apply_all(
     State(state): State<AdminState>,
-    body: Option<Json<ReplayAll>>,
+    body: Option<Json<Filters>>,
     action: DlqAction,
 ) -> Response {
     let Some(queue) = state.queue.as_ref() else {
         return no_queue();
     };
-    let f = body.map(|Json(b)| b).unwrap_or_default();
-    let filter = DlqFilter {
-        topic: f.topic,
-        subscriber: f.subscriber,
+    let filters = body.map(|Json(b)| b).unwrap_or_default();
+    let selection = match filters.select(SystemTime::now()) {
+        Ok(s) => s,
+        Err(why) => return problem(StatusCode::BAD_REQUEST, &why),
     };
-    match queue.ledger.dlq_apply_all(filter, action).await {
+    match selection.apply(queue.ledger.as_ref(), action).await {
         Ok(n) => match action {
             DlqAction::Replay => {
                 (StatusCode::ACCEPTED, Json(json!({ "replayed": n }))).into_response()

@@ -7,6 +7,7 @@ mod cli;
 mod client_faults;
 mod crash;
 mod dashboard;
+mod dlq;
 mod idempotency;
 mod lifecycle;
 mod limits;

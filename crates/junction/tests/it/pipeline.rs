@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// Starts Junction with an embedded queue in `dir`.
-async fn start_in(dir: &std::path::Path, yaml: &str) -> Running {
+pub async fn start_in(dir: &std::path::Path, yaml: &str) -> Running {
     let queue = format!(
         "queue: {{ backend: embedded, path: {} }}\n",
         dir.join("q").display()
@@ -45,7 +45,7 @@ pub async fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bo
     }
 }
 
-fn two_subscribers(a: &str, b: &str, sub_extra: &str) -> String {
+pub fn two_subscribers(a: &str, b: &str, sub_extra: &str) -> String {
     format!(
         r#"
 upstreams:
