@@ -2,11 +2,13 @@
 //!
 //! Handlers are thin: they read shared state and serialize it. When
 //! `admin.token_env` names a set variable, every path but `/healthz`,
-//! `/readyz` and the dashboard's static page (which holds no data and asks for
-//! the token its API calls carry) needs `Authorization: Bearer <token>`.
+//! `/readyz`, the OpenAPI document and the dashboard's static page (which hold
+//! no data; the page asks for the token its API calls carry) needs
+//! `Authorization: Bearer <token>`.
 
 mod dlq;
 mod observe;
+mod openapi;
 mod overview;
 mod queue;
 
@@ -67,6 +69,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/", get(overview::dashboard))
+        .route("/admin/openapi.json", get(openapi::document))
         .merge(protected)
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "no such admin path") })
         .layer(middleware::from_fn(problems_only))

@@ -11,6 +11,7 @@ mod dlq;
 mod idempotency;
 mod lifecycle;
 mod limits;
+mod openapi;
 mod operator_files;
 mod otel;
 mod pipeline;
