@@ -5,6 +5,10 @@
 // Steps (each loads the dashboard in a fresh headless Chromium profile):
 //   wait-state <upstream> <state>  until that upstream's breaker badge shows <state> (15 s)
 //   replay <dlq-id>                click the row's Replay button, wait until the row is gone (15 s)
+//   filter-purge <reason> <n>      type <reason> into the DLQ's reason filter, wait until exactly
+//                                  <n> rows are listed, all with that reason, then purge all
+//                                  matching (two clicks: the second confirms) and wait until
+//                                  none is listed
 //   screenshot <path.png>          full-page screenshot once data and the graph are drawn
 // Exit 0 on success; 1 with a "FAIL:" line on failure; 2 on bad usage.
 // A JavaScript error on the page fails any step.
@@ -14,7 +18,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 const TIMEOUT_MS = 15_000;
-const USAGE = "usage: node dashboard.spec.mjs wait-state <upstream> <state> | replay <dlq-id> | screenshot <path.png>";
+const USAGE = "usage: node dashboard.spec.mjs wait-state <upstream> <state> | replay <dlq-id> | filter-purge <reason> <n> | screenshot <path.png>";
 
 class Failure extends Error {}
 
@@ -110,6 +114,40 @@ async function replay(id) {
   });
 }
 
+async function filterPurge(reason, n) {
+  const want = Number(n);
+  await withPage(async (page) => {
+    await page.locator("#dlq-filters input[name=reason]").fill(reason);
+    const rows = "#dlq tbody tr[data-dlq-id]";
+    try {
+      await page.waitForFunction(([rows, want, reason]) => {
+        const listed = [...document.querySelectorAll(rows)];
+        return listed.length === want && listed.every((tr) =>
+          tr.cells[5].textContent.toLowerCase().includes(reason.toLowerCase()));
+      }, [rows, want, reason], { timeout: TIMEOUT_MS, polling: 100 });
+    } catch (_) {
+      const seen = await page.locator(rows).count();
+      throw new Failure(`the reason filter "${reason}" listed ${seen} rows, wanted ${want} all matching`);
+    }
+    const purge = page.locator("#purge-all");
+    await purge.click({ timeout: TIMEOUT_MS });
+    const label = (await purge.textContent()).trim();
+    if (!label.startsWith("Confirm")) throw new Failure(`the first click should ask to confirm, the button says "${label}"`);
+    await purge.click({ timeout: TIMEOUT_MS });
+    try {
+      await page.waitForFunction((rows) => document.querySelectorAll(rows).length === 0 &&
+        /matches these filters/.test(document.querySelector("#dlq tbody").textContent), rows,
+      { timeout: TIMEOUT_MS, polling: 100 });
+    } catch (_) {
+      const toast = await page.locator("#toasts .toast").allTextContents().catch(() => []);
+      throw new Failure(`rows are still listed after the purge${toast.length ? `: ${toast.join(" / ")}` : ""}`);
+    }
+    const errors = await page.locator("#toasts .toast.error").allTextContents();
+    if (errors.length) throw new Failure(`purge reported an error: ${errors.join(" / ")}`);
+    console.log(`ok: ${want} dead letters matching "${reason}" purged`);
+  });
+}
+
 async function screenshot(path) {
   await withPage(async (page) => {
     try {
@@ -130,6 +168,7 @@ async function main() {
   const steps = {
     "wait-state": [2, () => waitState(args[0], args[1])],
     replay: [1, () => replay(args[0])],
+    "filter-purge": [2, () => filterPurge(args[0], args[1])],
     screenshot: [1, () => screenshot(args[0])],
   };
   const entry = steps[step];

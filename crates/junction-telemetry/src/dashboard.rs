@@ -41,8 +41,8 @@
 //!     { "topic": "orders", "depth": 12, "dlq_depth": 3, "oldest_pending_age_ms": 1500 }
 //!   ],
 //!   "subscribers": [
-//!     { "name": "fulfillment", "topic": "orders", "delivered": 8990, "retrying": 2,
-//!       "dead": 3, "p99_ms": 120.0 }
+//!     { "name": "fulfillment", "topic": "orders", "state": "delivering",
+//!       "delivered": 8990, "retrying": 2, "dead": 3, "p99_ms": 120.0 }
 //!   ]
 //! }
 //! ```
@@ -56,7 +56,9 @@
 //!   (delivery lag), `null` when nothing is pending; `queues` is `[]` without
 //!   async routes, as is `subscribers`.
 //! - `subscribers[]`: `delivered` and `dead` are counts since start; `retrying`
-//!   is deliveries currently waiting for another attempt.
+//!   is deliveries currently waiting for another attempt; `state` says why it
+//!   is not delivering: `delivering`, `paused` (its upstream's breaker is
+//!   open), `disabled` (failing past `disable_after`) or `rate_limited`.
 //!
 //! `GET /admin/dependencies` → [`crate::graph::GraphSnapshot`] serialized:
 //! ```json
@@ -73,7 +75,8 @@
 //! `nodes[].kind` is one of `caller`, `route`, `topic`, `upstream`, `subscriber`;
 //! `edges[].kind` is `sync` or `async`.
 //!
-//! `GET /admin/dlq?limit=50` →
+//! `GET /admin/dlq?limit=50&topic=&subscriber=&status=&reason=&since=` (the
+//! filter form's non-empty fields) →
 //! ```json
 //! { "items": [ { "id": "dl-1", "message_id": "01J…", "topic": "orders",
 //!                "subscriber": "fulfillment", "attempts": 5,
@@ -86,14 +89,18 @@
 //!
 //! `POST /admin/dlq/{id}/replay` → `202` (or `200`) with a JSON body, e.g.
 //! `{ "id": "dl-1", "status": "replaying" }`; the row leaves the list.
-//! `POST /admin/dlq/replay` with body `{}` → `202` with `{ "replayed": n }`.
+//! `DELETE /admin/dlq/{id}` → `200` `{ "id": "dl-1", "status": "purged" }`.
+//! `POST /admin/dlq/replay` and `POST /admin/dlq/purge` with the filters as
+//! the body (plus `ids` when rows are checked) → `202` `{ "replayed": n }` /
+//! `200` `{ "purged": n }`.
 //! Errors are `application/problem+json` whose `detail` the page shows.
 //!
 //! # Stable hooks for browser tests
 //! `#status` (live status text, `data-state` = `live|connecting|offline|unauthorized`),
 //! `#routes` and `#upstreams` (tables), `[data-route="NAME"]`,
 //! `[data-upstream="NAME"] .state` (breaker state text), `#queues`, `#subscribers`,
-//! `#cache`, `#dlq` (table), `[data-dlq-id="ID"] button.replay`, `#replay-all`,
+//! `#cache`, `#dlq` (table), `[data-dlq-id="ID"] button.replay` / `button.purge`,
+//! `#replay-all`, `#purge-all`, `#dlq-filters` (inputs named like the query),
 //! `#graph svg` with `[data-node="ID"]` and `[data-edge="FROM->TO"]`.
 
 /// The page: HTML with its CSS and script inlined.
@@ -154,6 +161,8 @@ mod tests {
             "id=\"dlq\"",
             "id=\"graph\"",
             "id=\"replay-all\"",
+            "id=\"purge-all\"",
+            "id=\"dlq-filters\"",
             "data-upstream",
             "data-dlq-id",
             "btn replay",
@@ -163,8 +172,8 @@ mod tests {
         for endpoint in [
             "admin/overview",
             "admin/dependencies",
-            "admin/dlq?limit=50",
-            "admin/dlq/replay",
+            "admin/dlq?",
+            "admin/dlq/${action}",
             "junction.admin.token",
         ] {
             assert!(page.contains(endpoint), "page uses {endpoint}");

@@ -12,13 +12,19 @@ use std::fmt::Write as _;
 use std::io::{IsTerminal as _, Write as _};
 use std::time::Duration;
 
+#[path = "top_keys.rs"]
+mod keys;
 #[path = "top_table.rs"]
 mod table;
 
+use keys::{Action, Keys, SortKey, View};
+use std::collections::HashMap;
+use std::time::Instant;
 use table::{bytes, count, ms, pct, rate, state_style, Align, Style, Table};
 
 /// Polls `{admin_url}/admin/overview` every `interval` and redraws the table,
-/// `iterations` times (forever when `None`, until Ctrl-C).
+/// `iterations` times (forever when `None`, until Ctrl-C or `q`). On a
+/// terminal, keys sort the tables and show help (see [`keys`]).
 ///
 /// A failed poll is shown in place of the table and polling goes on; a 401 ends
 /// at once (no token or a wrong one), and so does a failure of the last poll
@@ -47,36 +53,53 @@ pub async fn run_top(
     if tty {
         print!("\x1b[?25l");
     }
+    let interactive = tty && std::io::stdin().is_terminal();
+    let mut keys = Keys::start(interactive);
+    let mut view = View::default();
+    let mut rates = Rates::default();
+    let mut shown: Option<Result<Value, String>> = None;
     let mut done = 0u64;
     let outcome = loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = &mut ctrl_c => break Ok(()),
+            (c, ctrl) = keys.next() => {
+                match view.key(c, ctrl) {
+                    Action::Quit => break Ok(()),
+                    Action::Redraw => {
+                        if let Some(last) = &shown {
+                            draw(last, &Header { admin_url, interval, url: &url }, width, tty, interactive.then_some(&view), &rates, keys.raw());
+                        }
+                    }
+                    Action::None => {}
+                }
+                continue;
+            }
         }
         done += 1;
         let last = iterations.is_some_and(|n| done >= n);
         let polled = fetch(&client, &url, token).await;
-        let body = match &polled {
-            Ok(json) => render(json, width, tty),
-            Err(e) => format!("cannot read {url}: {e:#}\n"),
+        if let Ok(json) = &polled {
+            rates.observe(json);
+        }
+        let drawn = match &polled {
+            Ok(json) => Ok(json.clone()),
+            Err(e) => Err(format!("{e:#}")),
         };
-        let mut frame = String::new();
-        if tty {
-            frame.push_str("\x1b[H\x1b[2J");
-        }
-        let _ = writeln!(
-            frame,
-            "junction top · {admin_url} · every {}",
-            fmt_interval(interval)
+        draw(
+            &drawn,
+            &Header {
+                admin_url,
+                interval,
+                url: &url,
+            },
+            width,
+            tty,
+            interactive.then_some(&view),
+            &rates,
+            keys.raw(),
         );
-        frame.push_str(&body);
-        if !tty {
-            frame.push('\n');
-        }
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(frame.as_bytes());
-        let _ = out.flush();
-        drop(out);
+        shown = Some(drawn);
         match polled {
             Err(e) if e.downcast_ref::<Unauthorized>().is_some() => break Err(e),
             Err(e) if last => break Err(e),
@@ -123,6 +146,94 @@ async fn fetch(client: &reqwest::Client, url: &str, token: Option<&str>) -> anyh
     resp.json::<Value>().await.context("the answer is not JSON")
 }
 
+/// The first line of every frame.
+struct Header<'a> {
+    admin_url: &'a str,
+    interval: Duration,
+    url: &'a str,
+}
+
+/// Writes one frame: the header, the keys' note (interactive only), the
+/// tables or the poll's error.
+fn draw(
+    polled: &Result<Value, String>,
+    header: &Header<'_>,
+    width: usize,
+    tty: bool,
+    view: Option<&View>,
+    rates: &Rates,
+    raw: bool,
+) {
+    let mut frame = String::new();
+    if tty {
+        frame.push_str("\x1b[H\x1b[2J");
+    }
+    let _ = write!(
+        frame,
+        "junction top · {} · every {}",
+        header.admin_url,
+        fmt_interval(header.interval)
+    );
+    if let Some(v) = view {
+        let _ = write!(frame, " · {}", v.status());
+    }
+    frame.push('\n');
+    if let Some(help) = view.and_then(View::help_lines) {
+        frame.push_str(help);
+    }
+    match polled {
+        Ok(json) => frame.push_str(&render_view(
+            json,
+            width,
+            tty,
+            view.copied().unwrap_or_default(),
+            rates,
+        )),
+        Err(e) => {
+            let _ = writeln!(frame, "cannot read {}: {e}", header.url);
+        }
+    }
+    if !tty {
+        frame.push('\n');
+    }
+    if raw {
+        // Raw mode does not turn a line feed into a new line.
+        frame = frame.replace('\n', "\r\n");
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(frame.as_bytes());
+    let _ = out.flush();
+}
+
+/// Delivered per second by subscriber, from the last two polls.
+#[derive(Default)]
+struct Rates {
+    last: HashMap<String, (u64, Instant)>,
+    per_sec: HashMap<String, f64>,
+}
+
+impl Rates {
+    fn observe(&mut self, json: &Value) {
+        let now = Instant::now();
+        for s in list(json, "subscribers") {
+            let (Some(name), Some(delivered)) = (
+                s.get("name").and_then(Value::as_str),
+                s.get("delivered").and_then(Value::as_u64),
+            ) else {
+                continue;
+            };
+            if let Some((before, at)) = self.last.get(name) {
+                let secs = now.duration_since(*at).as_secs_f64();
+                if secs > 0.0 {
+                    let rate = delivered.saturating_sub(*before) as f64 / secs;
+                    self.per_sec.insert(name.to_owned(), rate);
+                }
+            }
+            self.last.insert(name.to_owned(), (delivered, now));
+        }
+    }
+}
+
 fn fmt_interval(d: Duration) -> String {
     if d.subsec_millis() == 0 {
         format!("{}s", d.as_secs())
@@ -156,6 +267,20 @@ fn uptime(secs: u64) -> String {
 }
 
 fn render(json: &Value, width: usize, ansi: bool) -> String {
+    render_view(json, width, ansi, View::default(), &Rates::default())
+}
+
+/// A table's JSON field for each sort key, for routes and upstreams.
+fn traffic_field(k: SortKey) -> Option<&'static str> {
+    match k {
+        SortKey::Name => None,
+        SortKey::Rate => Some("rps"),
+        SortKey::P99 => Some("p99_ms"),
+        SortKey::Errors => Some("error_ratio"),
+    }
+}
+
+fn render_view(json: &Value, width: usize, ansi: bool, view: View, rates: &Rates) -> String {
     let width = width.max(40);
     let routes = list(json, "routes");
     let upstreams = list(json, "upstreams");
@@ -188,7 +313,7 @@ fn render(json: &Value, width: usize, ansi: bool) -> String {
             ("TOTAL", Align::Right),
         ],
     );
-    for r in routes {
+    for r in view.sort(routes, traffic_field) {
         t.row(
             str_of(r, "name"),
             vec![
@@ -215,7 +340,7 @@ fn render(json: &Value, width: usize, ansi: bool) -> String {
             ("NEXT PROBE", Align::Right),
         ],
     );
-    for u in upstreams {
+    for u in view.sort(upstreams, traffic_field) {
         let state = str_of(u, "state");
         let probe = u
             .get("next_probe_in_ms")
@@ -274,29 +399,80 @@ fn render(json: &Value, width: usize, ansi: bool) -> String {
         t.render_into(&mut out, width, ansi);
     }
 
-    let subscribers = list(json, "subscribers");
+    // Subscribers with their delivery rate (from the last two polls) and
+    // their topic's lag, so they sort by them too.
+    let lag: HashMap<&str, f64> = queues
+        .iter()
+        .filter_map(|q| {
+            Some((
+                q.get("topic")?.as_str()?,
+                q.get("oldest_pending_age_ms")?.as_f64()?,
+            ))
+        })
+        .collect();
+    let subscribers: Vec<Value> = list(json, "subscribers")
+        .iter()
+        .map(|s| {
+            let rate = rates.per_sec.get(str_of(s, "name")).copied();
+            let lag_ms = lag.get(str_of(s, "topic")).copied();
+            let mut s = s.clone();
+            if let Some(obj) = s.as_object_mut() {
+                if let Some(r) = rate {
+                    obj.insert("rate".into(), r.into());
+                }
+                if let Some(l) = lag_ms {
+                    obj.insert("lag_ms".into(), l.into());
+                }
+            }
+            s
+        })
+        .collect();
     if !subscribers.is_empty() {
         let mut t = Table::new(
             "SUBSCRIBERS",
             &[
+                ("STATE", Align::Left),
                 ("TOPIC", Align::Left),
+                ("RATE/S", Align::Right),
+                ("LAG", Align::Right),
                 ("DELIVERED", Align::Right),
                 ("RETRYING", Align::Right),
                 ("DEAD", Align::Right),
                 ("P99 MS", Align::Right),
             ],
         );
-        for s in subscribers {
+        let field = |k: SortKey| match k {
+            SortKey::Name => None,
+            SortKey::Rate => Some("rate"),
+            SortKey::P99 => Some("p99_ms"),
+            SortKey::Errors => Some("dead"),
+        };
+        for s in view.sort(&subscribers, field) {
             let dead = count(s.get("dead"));
             let dead_style = if dead != "0" && dead != "-" {
                 Style::Bad
             } else {
                 Style::Plain
             };
+            // Why it is not delivering, in the breaker's colours.
+            let state = match str_of(s, "state") {
+                "delivering" => ("delivering", "closed"),
+                "paused" => ("paused: breaker open", "open"),
+                "disabled" => ("disabled", "open"),
+                "rate_limited" => ("rate-limited", "half-open"),
+                other => (other, "closed"),
+            };
+            let lag = s
+                .get("lag_ms")
+                .and_then(Value::as_f64)
+                .map_or("-".into(), |n| format!("{:.1}s", n / 1000.0));
             t.row(
                 str_of(s, "name"),
                 vec![
+                    (state.0.to_owned(), state_style(state.1)),
                     (str_of(s, "topic").to_owned(), Style::Plain),
+                    (rate(s.get("rate")), Style::Plain),
+                    (lag, Style::Plain),
                     (count(s.get("delivered")), Style::Plain),
                     (count(s.get("retrying")), Style::Plain),
                     (dead, dead_style),

@@ -110,6 +110,7 @@ pub(super) async fn overview(State(state): State<AdminState>) -> Json<Value> {
         .map(|s| {
             json!({
                 "name": s.name, "topic": s.topic,
+                "state": s.state().as_str(),
                 "delivered": s.delivered.load(Ordering::Relaxed),
                 "retrying": s.retrying.load(Ordering::Relaxed).max(0),
                 "dead": s.dead.load(Ordering::Relaxed),

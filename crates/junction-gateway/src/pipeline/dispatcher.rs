@@ -13,7 +13,7 @@ use crate::body::full;
 use crate::config::SubscriberConfig;
 use crate::problem::GatewayError;
 use crate::proxy::upstream::Upstream;
-use crate::telemetry::live::{Live, SubscriberLive};
+use crate::telemetry::live::{Live, SubscriberLive, SubscriberState};
 use crate::telemetry::metrics::{SubscriberLabel, SubscriberOutcome};
 use crate::telemetry::trace::next_traceparent;
 use crate::telemetry::{otel, Metrics};
@@ -182,8 +182,11 @@ impl Dispatcher {
             return;
         }
         if paused {
+            self.sub_live.set_state(SubscriberState::Paused);
             tracing::warn!(subscriber = %self.name, topic = %self.topic, upstream = %self.upstream.name(), "subscriber paused: its upstream's breaker is open (attempts are not spent)");
         } else {
+            self.sub_live
+                .leave_state(SubscriberState::Paused, SubscriberState::Delivering);
             tracing::info!(subscriber = %self.name, topic = %self.topic, "subscriber resumed");
         }
     }
@@ -317,6 +320,7 @@ impl Dispatcher {
                 .lock()
                 .is_some_and(|t| t.elapsed() > limit)
             {
+                self.sub_live.set_state(SubscriberState::Disabled);
                 let rec = record(
                     attempt,
                     started_ms,
@@ -336,7 +340,12 @@ impl Dispatcher {
             }
         }
         if let Some(rate) = &self.rate {
-            rate.until_ready().await;
+            if rate.check().is_err() {
+                self.sub_live.set_state(SubscriberState::RateLimited);
+                rate.until_ready().await;
+                self.sub_live
+                    .leave_state(SubscriberState::RateLimited, SubscriberState::Delivering);
+            }
         }
         self.sub_live
             .last_enqueued_ms
@@ -377,6 +386,8 @@ impl Dispatcher {
         let rec = record(attempt, started_ms, outcome.clone(), took);
         if ok {
             *self.failing_since.lock() = None;
+            self.sub_live
+                .leave_state(SubscriberState::Disabled, SubscriberState::Delivering);
             self.delivered.inc();
             self.sub_live.finished(d.attempts, true);
             self.latency

@@ -8,7 +8,7 @@ use junction_telemetry::graph::node_id;
 use junction_telemetry::{DependencyGraph, EdgeKind, NodeKind, RouteStats, StatsRegistry};
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,52 @@ pub struct SubscriberLive {
     pub last_enqueued_ms: AtomicU64,
     /// Attempt latency and errors.
     pub stats: Arc<RouteStats>,
+    /// A [`SubscriberState`]: whether it is delivering, and if not, why.
+    state: AtomicU8,
+}
+
+/// Whether a subscriber is delivering, and if not, why (the dashboard and
+/// `junction top` show it instead of a bare "retrying" count).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubscriberState {
+    /// Taking and sending deliveries (or idle with nothing to send).
+    Delivering,
+    /// Its upstream's breaker is open: nothing is sent until the next probe.
+    Paused,
+    /// Failing for longer than `disable_after`: deliveries are dead-lettered unsent.
+    Disabled,
+    /// Waiting for its `rate` limit.
+    RateLimited,
+}
+
+impl SubscriberState {
+    /// The name the admin API uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivering => "delivering",
+            Self::Paused => "paused",
+            Self::Disabled => "disabled",
+            Self::RateLimited => "rate_limited",
+        }
+    }
+
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::Paused,
+            2 => Self::Disabled,
+            3 => Self::RateLimited,
+            _ => Self::Delivering,
+        }
+    }
+
+    fn to_u8(self) -> u8 {
+        match self {
+            Self::Delivering => 0,
+            Self::Paused => 1,
+            Self::Disabled => 2,
+            Self::RateLimited => 3,
+        }
+    }
 }
 
 impl Default for Live {
@@ -82,6 +128,7 @@ impl Live {
             retrying: AtomicI64::new(0),
             last_enqueued_ms: AtomicU64::new(0),
             stats: Arc::new(RouteStats::new()),
+            state: AtomicU8::new(SubscriberState::Delivering.to_u8()),
         });
         self.subscribers.write().push(s.clone());
         s
@@ -102,6 +149,27 @@ impl Live {
 }
 
 impl SubscriberLive {
+    /// Whether it is delivering, and if not, why.
+    pub fn state(&self) -> SubscriberState {
+        SubscriberState::from_u8(self.state.load(Ordering::Relaxed))
+    }
+
+    /// Records what the dispatcher is doing now.
+    pub fn set_state(&self, state: SubscriberState) {
+        self.state.store(state.to_u8(), Ordering::Relaxed);
+    }
+
+    /// Leaves `from` for `to` (only if it is in `from`: a pause is not ended
+    /// by a lane that was waiting on its rate limit).
+    pub fn leave_state(&self, from: SubscriberState, to: SubscriberState) {
+        let _ = self.state.compare_exchange(
+            from.to_u8(),
+            to.to_u8(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
     /// A delivery will be tried again (counted once per delivery).
     pub fn retry_scheduled(&self, previous_attempts: u32) {
         if previous_attempts == 0 {

@@ -234,13 +234,24 @@
       set(td[3], q.oldest_pending_age_ms === null || q.oldest_pending_age_ms === undefined ? "–" : fmtDuration(q.oldest_pending_age_ms),
         "num " + (q.oldest_pending_age_ms > 60000 ? "err-some" : ""));
     }, "No async routes, so no queues.");
-    syncRows($("#subscribers"), ov.subscribers || [], "data-subscriber", (s) => s.name, 6, (td, s) => {
+    // Why a subscriber is not delivering, in words (the state from the API).
+    const SUB_STATES = {
+      delivering: ["Delivering", "closed", "Taking and sending deliveries"],
+      paused: ["Paused", "open", "Its upstream's breaker is open: nothing is sent until the next probe (attempts are not spent)"],
+      disabled: ["Disabled", "open", "Failing for longer than disable_after: deliveries are dead-lettered without being sent"],
+      rate_limited: ["Rate-limited", "half-open", "Waiting for its rate limit"],
+    };
+    syncRows($("#subscribers"), ov.subscribers || [], "data-subscriber", (s) => s.name, 7, (td, s) => {
       set(td[0], s.name, "name");
       set(td[1], s.topic || "–", "sub");
-      set(td[2], fmtInt(s.delivered), "num");
-      set(td[3], fmtInt(s.retrying), "num " + (s.retrying > 0 ? "err-some" : ""));
-      set(td[4], fmtInt(s.dead), "num " + (s.dead > 0 ? "err-high" : ""));
-      set(td[5], fmtMs(s.p99_ms), "num");
+      const [label, cls, why] = SUB_STATES[s.state] || [s.state || "–", "unknown", ""];
+      const badge = td[2].firstChild;
+      if (!badge || badge.textContent !== label || !badge.classList.contains(cls)) set(td[2], h("span", { class: `badge state ${cls}` }, label));
+      td[2].title = why;
+      set(td[3], fmtInt(s.delivered), "num");
+      set(td[4], fmtInt(s.retrying), "num " + (s.retrying > 0 ? "err-some" : ""));
+      set(td[5], fmtInt(s.dead), "num " + (s.dead > 0 ? "err-high" : ""));
+      set(td[6], fmtMs(s.p99_ms), "num");
     }, "No subscribers.");
   }
 
@@ -266,76 +277,139 @@
   }
 
   // === dead letters ===
+  // The listing follows the filter form; the bulk buttons act on the checked
+  // rows when there are any, else on everything the filters match.
   let dlqItems = [];
+  let dlqMore = false;
+  const selected = new Set();
+  function dlqFilters() {
+    const out = {};
+    for (const [k, v] of new FormData($("#dlq-filters"))) if (String(v).trim()) out[k] = String(v).trim();
+    return out;
+  }
+  function dlqQuery() {
+    const q = new URLSearchParams({ limit: "50", ...dlqFilters() });
+    return `admin/dlq?${q}`;
+  }
   function renderDlq(page, missing) {
     const now = Date.now();
     for (const [id, until] of suppressed) if (until < now) suppressed.delete(id);
     dlqItems = missing ? [] : (page.items || []).filter((d) => !suppressed.has(String(d.id)));
-    const empty = missing ? "No async routes, so no dead-letter queue." : "No dead letters. Every delivery got through.";
-    syncRows($("#dlq"), dlqItems, "data-dlq-id", (d) => d.id, 7, (td, d) => {
-      set(td[0], h("span", {}, h("span", { class: "mono name" }, String(d.id)), h("br"), h("span", { class: "sub mono" }, "msg " + String(d.message_id || "–"))));
-      set(td[1], d.topic || "–");
-      set(td[2], d.subscriber || "–", "name");
-      set(td[3], fmtInt(d.attempts), "num");
-      set(td[4], d.reason || "–", "reason");
-      td[4].title = d.reason || "";
-      td[5].dataset.at = String(d.dead_at_ms);
-      td[5].className = "num sub";
-      if (!td[6].firstChild) {
-        const btn = h("button", { class: "btn replay", type: "button" }, "Replay");
-        btn.addEventListener("click", () => replay(String(d.id), btn));
-        td[6].className = "num";
-        td[6].append(btn);
+    dlqMore = Boolean(page && page.next);
+    const listed = new Set(dlqItems.map((d) => String(d.id)));
+    for (const id of selected) if (!listed.has(id)) selected.delete(id);
+    const filtered = Object.keys(dlqFilters()).length > 0;
+    const empty = missing ? "No async routes, so no dead-letter queue."
+      : filtered ? "No dead letter matches these filters." : "No dead letters. Every delivery got through.";
+    syncRows($("#dlq"), dlqItems, "data-dlq-id", (d) => d.id, 8, (td, d) => {
+      const id = String(d.id);
+      if (!td[0].firstChild) {
+        const box = h("input", { type: "checkbox", class: "pick", "aria-label": `Select ${id}` });
+        box.addEventListener("change", () => { if (box.checked) selected.add(id); else selected.delete(id); renderBulk(); });
+        td[0].append(box);
+      }
+      td[0].firstChild.checked = selected.has(id);
+      set(td[1], h("span", {}, h("span", { class: "mono name" }, id), h("br"), h("span", { class: "sub mono" }, "msg " + String(d.message_id || "–"))));
+      set(td[2], d.topic || "–");
+      set(td[3], d.subscriber || "–", "name");
+      set(td[4], fmtInt(d.attempts), "num");
+      const last = (d.history || []).length ? d.history[d.history.length - 1].outcome : "";
+      set(td[5], d.reason || "–", "reason");
+      td[5].title = [d.reason, last && `last attempt: ${last}`].filter(Boolean).join("\n");
+      td[6].dataset.at = String(d.dead_at_ms);
+      td[6].title = num(d.dead_at_ms) ? new Date(d.dead_at_ms).toLocaleString() : "";
+      td[6].className = "num sub";
+      if (!td[7].firstChild) {
+        const rb = h("button", { class: "btn replay", type: "button" }, "Replay");
+        rb.addEventListener("click", () => actOne(id, "replay", rb));
+        const pb = h("button", { class: "btn purge", type: "button" }, "Purge");
+        pb.addEventListener("click", () => actOne(id, "purge", pb));
+        td[7].className = "num nowrap";
+        td[7].append(rb, pb);
       }
     }, empty);
-    const all = $("#replay-all");
-    all.disabled = missing || dlqItems.length === 0;
+    $("#dlq-count").textContent = missing ? "" : `${dlqItems.length}${dlqMore ? "+" : ""} listed`;
+    $("#dlq-select-all").checked = dlqItems.length > 0 && selected.size === dlqItems.length;
+    renderBulk(missing);
     tick();
   }
 
-  async function replay(id, btn) {
+  // Bulk buttons: "… N selected" or "… all matching", with a confirming second click.
+  const confirming = new Map(); // button id → timer
+  function renderBulk(missing) {
+    for (const [id, verb] of [["#replay-all", "Replay"], ["#purge-all", "Purge"]]) {
+      const btn = $(id);
+      btn.disabled = Boolean(missing) || dlqItems.length === 0;
+      if (!confirming.has(id)) btn.textContent = selected.size ? `${verb} ${selected.size} selected` : `${verb} all matching`;
+    }
+  }
+  function bulkBody() {
+    const body = dlqFilters();
+    if (selected.size) body.ids = [...selected];
+    return body;
+  }
+  async function bulk(id, action) {
+    const btn = $(id);
+    if (!confirming.has(id)) {
+      const n = selected.size || `${dlqItems.length}${dlqMore ? "+" : ""}`;
+      btn.textContent = `Confirm: ${action} ${n}`;
+      confirming.set(id, setTimeout(() => { confirming.delete(id); renderBulk(); }, 4000));
+      return;
+    }
+    clearTimeout(confirming.get(id));
+    confirming.delete(id);
     btn.disabled = true;
-    btn.textContent = "Replaying…";
+    btn.textContent = action === "replay" ? "Replaying…" : "Purging…";
+    const body = bulkBody();
+    const gone = body.ids ? body.ids : dlqItems.map((d) => String(d.id));
     try {
-      const res = await api(`admin/dlq/${encodeURIComponent(id)}/replay`, { method: "POST" });
+      const res = await api(`admin/dlq/${action}`, { method: "POST", body: JSON.stringify(body) });
+      for (const d of gone) suppressed.set(d, Date.now() + 5000);
+      selected.clear();
+      renderDlq({ items: dlqItems }, false);
+      const n = res && num(action === "replay" ? res.replayed : res.purged);
+      const did = action === "replay" ? "Replaying" : "Purged";
+      toast(n === null ? `${did} the matching dead letters.` : `${did} ${n} dead letter${n === 1 ? "" : "s"}.`);
+    } catch (e) {
+      toast(`${action === "replay" ? "Replay" : "Purge"} failed: ${e.message}`, true);
+      if (e.status === 401) showLogin(true);
+    } finally {
+      renderBulk();
+    }
+  }
+  $("#replay-all").addEventListener("click", () => bulk("#replay-all", "replay"));
+  $("#purge-all").addEventListener("click", () => bulk("#purge-all", "purge"));
+  $("#dlq-select-all").addEventListener("change", (e) => {
+    selected.clear();
+    if (e.target.checked) for (const d of dlqItems) selected.add(String(d.id));
+    renderDlq({ items: dlqItems, next: dlqMore ? "more" : null }, false);
+  });
+  let filterTimer = null;
+  const refilter = () => { clearTimeout(filterTimer); selected.clear(); filterTimer = setTimeout(poll, 250); };
+  $("#dlq-filters").addEventListener("input", refilter);
+  $("#dlq-filters").addEventListener("reset", () => setTimeout(refilter, 0));
+  $("#dlq-filters").addEventListener("submit", (e) => { e.preventDefault(); refilter(); });
+
+  async function actOne(id, action, btn) {
+    btn.disabled = true;
+    btn.textContent = action === "replay" ? "Replaying…" : "Purging…";
+    try {
+      const res = action === "replay"
+        ? await api(`admin/dlq/${encodeURIComponent(id)}/replay`, { method: "POST" })
+        : await api(`admin/dlq/${encodeURIComponent(id)}`, { method: "DELETE" });
       suppressed.set(id, Date.now() + 5000);
+      selected.delete(id);
       const row = btn.closest("tr");
       if (row) row.remove();
       renderDlq({ items: dlqItems }, false);
-      toast(`Dead letter ${id}: ${(res && res.status) || "replaying"}.`);
+      toast(`Dead letter ${id}: ${(res && res.status) || action}.`);
     } catch (e) {
       btn.disabled = false;
-      btn.textContent = "Replay";
-      toast(`Replay of ${id} failed: ${e.message}`, true);
+      btn.textContent = action === "replay" ? "Replay" : "Purge";
+      toast(`${action === "replay" ? "Replay" : "Purge"} of ${id} failed: ${e.message}`, true);
       if (e.status === 401) showLogin(true);
     }
   }
-
-  let confirmTimer = null;
-  $("#replay-all").addEventListener("click", async () => {
-    const btn = $("#replay-all");
-    if (!confirmTimer) {
-      btn.textContent = `Confirm: replay ${dlqItems.length}${dlqItems.length >= 50 ? "+" : ""}`;
-      confirmTimer = setTimeout(() => { confirmTimer = null; btn.textContent = "Replay all"; }, 4000);
-      return;
-    }
-    clearTimeout(confirmTimer);
-    confirmTimer = null;
-    btn.disabled = true;
-    btn.textContent = "Replaying…";
-    try {
-      const res = await api("admin/dlq/replay", { method: "POST", body: "{}" });
-      for (const d of dlqItems) suppressed.set(String(d.id), Date.now() + 5000);
-      renderDlq({ items: [] }, false);
-      const n = res && num(res.replayed);
-      toast(n === null ? "Replaying every dead letter." : `Replaying ${n} dead letter${n === 1 ? "" : "s"}.`);
-    } catch (e) {
-      toast(`Replay all failed: ${e.message}`, true);
-    } finally {
-      btn.textContent = "Replay all";
-      btn.disabled = dlqItems.length === 0;
-    }
-  });
 
   // === polling ===
   function renderGraph(snap) {
@@ -353,7 +427,7 @@
     if (polling) return;
     polling = true;
     try {
-      const [ov, graph, dlq] = await Promise.allSettled([api("admin/overview"), api("admin/dependencies"), api("admin/dlq?limit=50")]);
+      const [ov, graph, dlq] = await Promise.allSettled([api("admin/overview"), api("admin/dependencies"), api(dlqQuery())]);
       if ([ov, graph, dlq].some((r) => r.status === "rejected" && r.reason.status === 401)) {
         setStatus("unauthorized", "the admin API answered 401");
         showLogin(Boolean(token));
@@ -369,6 +443,7 @@
       if (graph.status === "fulfilled") renderGraph(graph.value);
       if (dlq.status === "fulfilled" && dlq.value) renderDlq(dlq.value, false);
       else if (dlq.status === "rejected" && dlq.reason.status === 404) renderDlq(null, true);
+      else if (dlq.status === "rejected" && dlq.reason.status === 400) $("#dlq-count").textContent = dlq.reason.message;
     } catch (e) {
       setStatus("offline", String(e));
     } finally {

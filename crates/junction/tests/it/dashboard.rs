@@ -224,7 +224,8 @@ fn browser_step(admin: &str, args: &[&str]) -> Result<(), String> {
 }
 
 /// Headless Chromium against a real Junction: a breaker opening shows on the page,
-/// a dead letter's Replay button redelivers it, and a screenshot is kept.
+/// a dead letter's Replay button redelivers it, the DLQ's reason filter finds
+/// dead letters and "Purge all matching" removes them, and a screenshot is kept.
 /// Needs /usr/bin/chromium and npm (`.ci/run` installs them and sets
 /// JUNCTION_BROWSER_TESTS=1, which makes a missing browser a failure).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -311,6 +312,37 @@ async fn dashboard_in_headless_chromium() {
         hooks.calls() == 2
     })
     .await;
+
+    // Three more dead letters, found with the reason filter and purged from the page.
+    hooks.set(Behavior::Status(500));
+    for _ in 0..3 {
+        let r = client()
+            .post(format!("{data}/orders"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    super::pipeline::poll_json(&format!("{admin}/admin/dlq"), Duration::from_secs(5), |v| {
+        v["items"].as_array().is_some_and(|i| i.len() == 3)
+    })
+    .await;
+    let a = admin.clone();
+    tokio::task::spawn_blocking(move || browser_step(&a, &["filter-purge", "status 500", "3"]))
+        .await
+        .unwrap()
+        .unwrap();
+    let left =
+        super::pipeline::poll_json(&format!("{admin}/admin/dlq"), Duration::from_secs(5), |v| {
+            v["items"].as_array().is_some_and(|i| i.is_empty())
+        })
+        .await;
+    assert_eq!(
+        left["items"],
+        serde_json::json!([]),
+        "purged from the page: {left}"
+    );
     assert!(
         std::fs::metadata(&shot).unwrap().len() > 10_000,
         "screenshot kept at {}",
