@@ -54,6 +54,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
     let grace = config.shutdown.grace.0;
     let limits = server::ConnectionLimits {
         header_read_timeout: config.limits.header_read_timeout.0,
+        write_timeout: config.limits.write_timeout.0,
         max_header_bytes: usize::try_from(config.limits.max_header_bytes.0).unwrap_or(usize::MAX),
         max_connections: config.limits.max_connections,
     };

@@ -40,6 +40,10 @@ pub enum Behavior {
     Slow(Duration),
     /// Never answer (until the client gives up).
     Hang,
+    /// Answer 200 at once, then send the body one byte per interval, for an hour.
+    Trickle(Duration),
+    /// Answer 200 with a body of this many bytes (`x`), streamed in 64 KiB chunks.
+    Large(usize),
 }
 
 /// One request the fake upstream received.
@@ -200,6 +204,32 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         Behavior::Hang => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             json(StatusCode::OK, String::new())
+        }
+        Behavior::Trickle(every) => {
+            let bytes = futures::stream::unfold(0u64, move |sent| async move {
+                if sent > 0 {
+                    tokio::time::sleep(every).await;
+                }
+                (every * sent as u32 <= Duration::from_secs(3600))
+                    .then(|| (Ok::<_, std::io::Error>(Bytes::from_static(b"x")), sent + 1))
+            });
+            Response::new(axum::body::Body::from_stream(bytes))
+        }
+        Behavior::Large(n) => {
+            const CHUNK: usize = 64 * 1024;
+            let bytes = futures::stream::unfold(n, |left| async move {
+                (left > 0).then(|| {
+                    let now = left.min(CHUNK);
+                    (
+                        Ok::<_, std::io::Error>(Bytes::from(vec![b'x'; now])),
+                        left - now,
+                    )
+                })
+            });
+            let mut r = Response::new(axum::body::Body::from_stream(bytes));
+            r.headers_mut()
+                .insert("content-length", HeaderValue::from(n as u64));
+            r
         }
     };
     for (k, v) in shared.extra_headers.lock().iter() {

@@ -332,6 +332,10 @@ pub struct LimitsConfig {
     /// Open data-plane connections at most; past it a new one gets 503 and is closed.
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
+    /// A response write to a client that makes no progress this long closes
+    /// the connection (a client that never reads does not hold it forever).
+    #[serde(default = "defaults::write_timeout")]
+    pub write_timeout: Dur,
 }
 
 impl Default for LimitsConfig {
@@ -341,6 +345,7 @@ impl Default for LimitsConfig {
             header_read_timeout: defaults::header_read_timeout(),
             max_header_bytes: defaults::max_header_bytes(),
             max_connections: defaults::max_connections(),
+            write_timeout: defaults::write_timeout(),
         }
     }
 }
@@ -386,6 +391,11 @@ pub struct UpstreamConfig {
     /// Per-attempt timeout (to response headers).
     #[serde(default = "defaults::timeout")]
     pub timeout: Dur,
+    /// The longest the whole response body may take to arrive after its
+    /// headers; past it the response is cut off (a trickling or endless body
+    /// does not hold a connection forever).
+    #[serde(default = "defaults::body_timeout")]
+    pub body_timeout: Dur,
     /// Calls in flight past which callers get 503 at once.
     #[serde(default = "defaults::max_concurrency")]
     pub max_concurrency: usize,
@@ -691,6 +701,12 @@ mod defaults {
     }
     pub fn header_read_timeout() -> Dur {
         Dur(Duration::from_secs(10))
+    }
+    pub fn write_timeout() -> Dur {
+        Dur(Duration::from_secs(30))
+    }
+    pub fn body_timeout() -> Dur {
+        Dur(Duration::from_secs(300))
     }
 
     pub fn max_header_bytes() -> ByteSize {

@@ -27,6 +27,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::future::Future as _;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
@@ -150,6 +151,7 @@ fn finish(
                 key: target.key.clone(),
                 tx,
             }),
+            deadline: None,
         };
         // A body known to be empty (204, HEAD, `content-length: 0`) may never be polled.
         if body.inner.is_end_stream() {
@@ -270,17 +272,58 @@ struct Checkin {
 
 /// An upstream response body. On a pooled connection it puts the connection
 /// back in its thread's pool once it has been read to the end; dropped before
-/// that, the connection closes (its unread rest cannot be skipped).
+/// that, the connection closes (its unread rest cannot be skipped). With a
+/// deadline ([`UpstreamBody::with_deadline`]) it ends in [`BodyTimeout`] when
+/// the upstream has not sent all of it in time.
 #[derive(Debug)]
 pub struct UpstreamBody {
     inner: Incoming,
     back: Option<Checkin>,
+    deadline: Option<Deadline>,
 }
+
+/// When a body must have arrived. The timer is made only when the body
+/// first has to wait for the upstream: most bodies arrive with their headers.
+#[derive(Debug)]
+struct Deadline {
+    at: tokio::time::Instant,
+    after: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Counts the cut-off bodies (`junction_upstream_requests_total{outcome="body_timeout"}`).
+    counter: prometheus_client::metrics::counter::Counter,
+}
+
+/// The upstream did not send its whole response body within `body_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream did not send the whole response body within body_timeout ({})", humantime::format_duration(*.0))]
+pub struct BodyTimeout(pub Duration);
 
 impl UpstreamBody {
     /// A body on a connection this pool does not own (HTTPS).
     pub fn unpooled(inner: Incoming) -> Self {
-        Self { inner, back: None }
+        Self {
+            inner,
+            back: None,
+            deadline: None,
+        }
+    }
+
+    /// This body, cut off with [`BodyTimeout`] unless it has all arrived
+    /// within `after` from now; each cut is counted in `counter`.
+    pub fn with_deadline(
+        mut self,
+        after: Duration,
+        counter: prometheus_client::metrics::counter::Counter,
+    ) -> Self {
+        if !self.inner.is_end_stream() {
+            self.deadline = Some(Deadline {
+                at: tokio::time::Instant::now() + after,
+                after,
+                timer: None,
+                counter,
+            });
+        }
+        self
     }
 
     fn give_back(&mut self) {
@@ -292,14 +335,31 @@ impl UpstreamBody {
 
 impl http_body::Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                let Some(d) = &mut this.deadline else {
+                    return Poll::Pending;
+                };
+                let timer = d
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(d.at)));
+                ready!(timer.as_mut().poll(cx));
+                d.counter.inc();
+                let after = d.after;
+                // Cut off: the connection goes with the rest of the body.
+                this.deadline = None;
+                this.back = None;
+                return Poll::Ready(Some(Err(Box::new(BodyTimeout(after)))));
+            }
+        };
         match &frame {
             None => this.give_back(),
             Some(Ok(_)) if this.inner.is_end_stream() => this.give_back(),
@@ -307,7 +367,7 @@ impl http_body::Body for UpstreamBody {
             // The connection is broken: let it go.
             Some(Err(_)) => this.back = None,
         }
-        Poll::Ready(frame)
+        Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -322,7 +382,7 @@ impl http_body::Body for UpstreamBody {
 impl From<UpstreamBody> for Body {
     fn from(body: UpstreamBody) -> Body {
         use http_body_util::BodyExt;
-        body.map_err(BoxError::from).boxed()
+        body.boxed()
     }
 }
 

@@ -46,6 +46,8 @@ pub struct ConnectionLimits {
     pub max_header_bytes: usize,
     /// Open connections at most, over every data thread.
     pub max_connections: usize,
+    /// A write that makes no progress this long ends the connection.
+    pub write_timeout: Duration,
 }
 
 /// Responses smaller than this are not worth compressing.
@@ -201,8 +203,14 @@ async fn serve_data(
                 gateway: gw,
                 client: Client::new(peer),
             });
+        // A client that stops reading its response must not hold the connection.
+        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(bounds.limits.write_timeout));
         let conn = builder
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc))
+            .serve_connection(
+                TokioIo::new(Box::pin(stream)),
+                TowerToHyperService::new(svc),
+            )
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {

@@ -58,7 +58,7 @@ pub struct ClientFaultLabel {
 pub struct UpstreamOutcome {
     /// Upstream name.
     pub upstream: String,
-    /// `success`, `failure` (a failure status), `timeout`, `connect_error`, `error`, `breaker_open`, `rejected`.
+    /// `success`, `failure` (a failure status), `timeout`, `connect_error`, `error`, `breaker_open`, `rejected`, `body_timeout` (a response body cut off).
     pub outcome: &'static str,
 }
 

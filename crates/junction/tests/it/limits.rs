@@ -1,6 +1,8 @@
 //! Connection limits on the data port: slowloris heads and idle keep-alive
 //! connections are closed after `limits.header_read_timeout`, oversized heads
-//! get 431, and past `limits.max_connections` a new connection gets 503.
+//! get 431, past `limits.max_connections` a new connection gets 503, a client
+//! that never reads is let go after `limits.write_timeout`, and a trickling
+//! upstream body is cut off at the upstream's `body_timeout`.
 
 use super::start;
 use junction_testkit::FakeUpstream;
@@ -97,4 +99,80 @@ async fn past_max_connections_a_new_connection_gets_503() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let r = super::get(gw.data, "/r").await;
     assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn a_trickling_upstream_body_is_cut_off_at_body_timeout() {
+    let slow = FakeUpstream::with(junction_testkit::Behavior::Trickle(Duration::from_millis(
+        100,
+    )))
+    .await;
+    let healthy = FakeUpstream::start().await;
+    let cfg = format!(
+        "upstreams:\n  slow: {{ url: \"{}\", body_timeout: 700ms }}\n  ok: {{ url: \"{}\" }}\nroutes:\n  - {{ name: trickle, match: {{ method: GET, path: /t }}, upstream: slow }}\n  - {{ name: fine, match: {{ method: GET, path: /f }}, upstream: ok }}\n",
+        slow.url(),
+        healthy.url()
+    );
+    let gw = start(&cfg).await;
+    let t0 = Instant::now();
+    let resp = super::client()
+        .get(format!("http://{}/t", gw.data))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "the headers came in time");
+    let body = tokio::time::timeout(Duration::from_secs(10), resp.bytes())
+        .await
+        .expect("the body ends (cut off) instead of trickling for an hour");
+    assert!(
+        body.is_err(),
+        "a cut-off body is an error, not a short success"
+    );
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(600) && took < Duration::from_secs(5),
+        "cut off at about body_timeout: {took:?}"
+    );
+    assert_eq!(
+        super::metric(
+            gw.admin,
+            r#"junction_upstream_requests_total{upstream="slow",outcome="body_timeout"}"#
+        )
+        .await,
+        1.0
+    );
+    // The other routes are not held up.
+    assert_eq!(super::get(gw.data, "/f").await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_is_disconnected_after_write_timeout() {
+    // 64 MiB: far more than the socket buffers hold.
+    const SIZE: usize = 64 << 20;
+    let big = FakeUpstream::with(junction_testkit::Behavior::Large(SIZE)).await;
+    let gw = start(&config(&big.url(), "{ write_timeout: 500ms }")).await;
+    let mut stuck = TcpStream::connect(gw.data).await.unwrap();
+    stuck
+        .write_all(b"GET /r HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Never read while the gateway's writes stall, well past write_timeout.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Reading now gets what the buffers held, then the end: the gateway gave up.
+    let t0 = Instant::now();
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(5), stuck.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => got += n,
+            Err(_) => break false,
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "bounded read");
+    };
+    assert!(closed, "the connection was closed");
+    assert!(
+        got < SIZE,
+        "the gateway stopped sending ({got} of {SIZE} bytes arrived)"
+    );
 }

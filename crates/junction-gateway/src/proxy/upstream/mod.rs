@@ -74,6 +74,8 @@ pub struct Upstream {
     scheme_authority: String,
     base_path: String,
     timeout: Duration,
+    /// The longest a response body may take after its headers.
+    body_timeout: Duration,
     breaker: CircuitBreaker,
     bulkhead: Bulkhead,
     retry: Option<RetryPolicy>,
@@ -94,6 +96,8 @@ struct Outcomes {
     error: Counter,
     breaker_open: Counter,
     rejected: Counter,
+    /// Response bodies cut off at `body_timeout` (the attempt itself counted as it ended).
+    body_timeout: Counter,
 }
 
 impl Upstream {
@@ -142,6 +146,7 @@ impl Upstream {
             error: outcome("error"),
             breaker_open: outcome("breaker_open"),
             rejected: outcome("rejected"),
+            body_timeout: outcome("body_timeout"),
         };
         let latency = metrics
             .duration
@@ -170,6 +175,7 @@ impl Upstream {
             scheme_authority: format!("{}://{}", uri.scheme_str().unwrap_or("http"), authority),
             base_path,
             timeout,
+            body_timeout: cfg.body_timeout.0,
             breaker: CircuitBreaker::observed(cfg.breaker.to_policy(), {
                 let upstream = name.to_owned();
                 move |from, to| log_breaker(&upstream, from, to)
@@ -442,6 +448,9 @@ impl Upstream {
         self.latency.observe(started.elapsed().as_secs_f64());
         match outcome {
             Ok(Ok(resp)) => {
+                let resp = resp.map(|b| {
+                    b.with_deadline(self.body_timeout, self.outcomes.body_timeout.clone())
+                });
                 if self.is_failure_status(resp.status().as_u16()) {
                     self.outcomes.failure.inc();
                     permit.failure();
