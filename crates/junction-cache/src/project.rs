@@ -394,6 +394,39 @@ mod tests {
         via_value
     }
 
+    /// Found by the `fields` fuzz target: a long number was read with
+    /// serde_json's fast, not correctly rounded float parser, so the projected
+    /// response carried a different number (last bits) than the upstream sent.
+    #[test]
+    fn numbers_keep_their_correctly_rounded_value() {
+        let digits = format!("4{}2", "4".repeat(88));
+        let set = FieldSet::parse("a").unwrap();
+        for body in [
+            digits.clone(),
+            format!("{{\"a\": {digits}}}"),
+            format!("{{\"a\": [0.1, 1e-7, {digits}.5e-3]}}"),
+        ] {
+            let out = project_json_bytes(body.as_bytes(), &set).unwrap();
+            let text = std::str::from_utf8(&out).unwrap();
+            let wanted: f64 = digits.parse().unwrap(); // std parses correctly rounded
+            let number = |t: &str| -> Vec<f64> {
+                t.split(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+')))
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.parse().unwrap())
+                    .collect()
+            };
+            let got = number(text);
+            if body.starts_with('4') || body.contains(": 4") {
+                assert!(got.contains(&wanted), "{body} → {text}");
+            }
+            let sent = number(&body);
+            assert_eq!(got.len(), sent.len(), "{body} → {text}");
+            for (g, s) in got.iter().zip(&sent) {
+                assert_eq!(g, s, "{body} → {text}");
+            }
+        }
+    }
+
     #[test]
     fn nested_objects() {
         let doc =

@@ -363,7 +363,14 @@ pub(super) fn check(
             let router = matchers
                 .entry(method.clone().unwrap_or_else(|| "*".into()))
                 .or_default();
-            if let Err(e) = router.insert(r.matcher.path.as_str(), *i) {
+            let checked = crate::proxy::router::check_template(&r.matcher.path)
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    router
+                        .insert(r.matcher.path.as_str(), *i)
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(e) = checked {
                 errs.push(
                     at(*i, &["match", "path"]),
                     &format!("{key}.match.path"),

@@ -148,7 +148,7 @@ fn check_json(body: &[u8]) -> Result<(), GatewayError> {
 
 /// The ordering key at JSON pointer `ptr` of the body (a string as it is, another
 /// value as JSON text); `None` when absent or when a non-JSON body does not parse.
-fn json_key(body: &[u8], ptr: &str, is_json: bool) -> Result<Option<String>, GatewayError> {
+pub fn json_key(body: &[u8], ptr: &str, is_json: bool) -> Result<Option<String>, GatewayError> {
     match serde_json::from_slice::<serde_json::Value>(body) {
         Ok(v) => Ok(v.pointer(ptr).map(|v| match v {
             serde_json::Value::String(s) => s.clone(),

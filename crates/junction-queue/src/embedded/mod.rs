@@ -45,6 +45,17 @@ mod state;
 mod tables;
 mod writer;
 
+/// Entry points for the fuzz targets (`fuzz/`): the parts that read bytes a
+/// crash or a disk may have mangled. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Decodes a journal segment's bytes as start-up recovery does; returns
+    /// how many records decoded before the first torn or corrupt one.
+    pub fn decode_journal_segment(raw: &[u8]) -> usize {
+        super::journal::decode_segment(raw)
+    }
+}
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;

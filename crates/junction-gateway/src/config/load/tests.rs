@@ -101,6 +101,22 @@ routes:
 }
 
 #[test]
+fn a_path_with_too_many_params_is_a_located_error() {
+    let path: String = (0..30).map(|i| format!("/{{p{i}}}")).collect();
+    let bad = format!(
+        "upstreams: {{ a: {{ url: \"http://127.0.0.1:1\" }} }}\nroutes:\n  - {{ name: r, match: {{ path: \"{path}\" }}, upstream: a }}\n"
+    );
+    let errs = load_str(&bad, "p.yaml").unwrap_err();
+    let all: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    assert!(
+        all.iter().any(|e| e.starts_with("p.yaml:3:")
+            && e.contains("routes[0].match.path")
+            && e.contains("30 path parameters")),
+        "{all:?}"
+    );
+}
+
+#[test]
 fn syntax_errors_are_located() {
     let errs = load_str("routes: [\n  - a\n", "s.yaml").unwrap_err();
     assert_eq!(errs.len(), 1);

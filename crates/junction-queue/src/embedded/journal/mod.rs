@@ -27,7 +27,7 @@ use crate::types::{Message, MessageId};
 
 mod read;
 
-pub(crate) use self::read::{find_enq, read_enqs, replay};
+pub(crate) use self::read::{decode_segment, find_enq, read_enqs, replay};
 
 /// A segment is closed and a new one started past this size.
 pub(crate) const SEGMENT_BYTES: u64 = 64 << 20;
