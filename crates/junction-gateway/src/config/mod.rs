@@ -391,9 +391,10 @@ pub struct UpstreamConfig {
     /// Per-attempt timeout (to response headers).
     #[serde(default = "defaults::timeout")]
     pub timeout: Dur,
-    /// The longest the whole response body may take to arrive after its
-    /// headers; past it the response is cut off (a trickling or endless body
-    /// does not hold a connection forever).
+    /// The longest a response body may keep its reader waiting on the
+    /// upstream, in total (a slow client does not count); past it the
+    /// response is cut off (a trickling or endless body does not hold a
+    /// connection forever). Raise it for event streams.
     #[serde(default = "defaults::body_timeout")]
     pub body_timeout: Dur,
     /// Calls in flight past which callers get 503 at once.

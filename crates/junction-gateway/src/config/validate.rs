@@ -275,6 +275,13 @@ pub(super) fn check(
                 format!("must be above 0 and at most 100, got {pct}"),
             );
         }
+        if u.body_timeout.0.is_zero() {
+            errs.push(
+                pos_of(root, &["upstreams", name, "body_timeout"]),
+                &format!("{key}.body_timeout"),
+                "must be above zero".into(),
+            );
+        }
         if u.max_concurrency == 0 {
             errs.push(
                 pos_of(root, &["upstreams", name, "max_concurrency"]),

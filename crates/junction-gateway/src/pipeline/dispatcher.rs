@@ -13,7 +13,7 @@ use crate::body::full;
 use crate::config::SubscriberConfig;
 use crate::problem::GatewayError;
 use crate::proxy::upstream::Upstream;
-use crate::telemetry::live::{Live, SubscriberLive, SubscriberState};
+use crate::telemetry::live::{Live, SubscriberLive};
 use crate::telemetry::metrics::{SubscriberLabel, SubscriberOutcome};
 use crate::telemetry::trace::next_traceparent;
 use crate::telemetry::{otel, Metrics};
@@ -182,11 +182,10 @@ impl Dispatcher {
             return;
         }
         if paused {
-            self.sub_live.set_state(SubscriberState::Paused);
+            self.sub_live.set_paused(true);
             tracing::warn!(subscriber = %self.name, topic = %self.topic, upstream = %self.upstream.name(), "subscriber paused: its upstream's breaker is open (attempts are not spent)");
         } else {
-            self.sub_live
-                .leave_state(SubscriberState::Paused, SubscriberState::Delivering);
+            self.sub_live.set_paused(false);
             tracing::info!(subscriber = %self.name, topic = %self.topic, "subscriber resumed");
         }
     }
@@ -320,7 +319,7 @@ impl Dispatcher {
                 .lock()
                 .is_some_and(|t| t.elapsed() > limit)
             {
-                self.sub_live.set_state(SubscriberState::Disabled);
+                self.sub_live.set_disabled(true);
                 let rec = record(
                     attempt,
                     started_ms,
@@ -341,10 +340,8 @@ impl Dispatcher {
         }
         if let Some(rate) = &self.rate {
             if rate.check().is_err() {
-                self.sub_live.set_state(SubscriberState::RateLimited);
+                let _waiting = self.sub_live.rate_waiting();
                 rate.until_ready().await;
-                self.sub_live
-                    .leave_state(SubscriberState::RateLimited, SubscriberState::Delivering);
             }
         }
         self.sub_live
@@ -386,8 +383,7 @@ impl Dispatcher {
         let rec = record(attempt, started_ms, outcome.clone(), took);
         if ok {
             *self.failing_since.lock() = None;
-            self.sub_live
-                .leave_state(SubscriberState::Disabled, SubscriberState::Delivering);
+            self.sub_live.set_disabled(false);
             self.delivered.inc();
             self.sub_live.finished(d.attempts, true);
             self.latency

@@ -282,12 +282,18 @@ pub struct UpstreamBody {
     deadline: Option<Deadline>,
 }
 
-/// When a body must have arrived. The timer is made only when the body
-/// first has to wait for the upstream: most bodies arrive with their headers.
+/// How long a body may keep its reader waiting on the upstream, in total.
+/// Only time spent waiting for the upstream's data counts (a client that
+/// reads slowly is not the upstream's fault, and a fast download of any
+/// length is fine). The timer is made only when the body first has to wait:
+/// most bodies arrive with their headers.
 #[derive(Debug)]
 struct Deadline {
-    at: tokio::time::Instant,
     after: Duration,
+    /// Waited on the upstream so far, over the finished waits.
+    waited: Duration,
+    /// When the current wait began.
+    since: Option<tokio::time::Instant>,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Counts the cut-off bodies (`junction_upstream_requests_total{outcome="body_timeout"}`).
     counter: prometheus_client::metrics::counter::Counter,
@@ -308,8 +314,8 @@ impl UpstreamBody {
         }
     }
 
-    /// This body, cut off with [`BodyTimeout`] unless it has all arrived
-    /// within `after` from now; each cut is counted in `counter`.
+    /// This body, cut off with [`BodyTimeout`] once its reader has waited on
+    /// the upstream for `after` in total; each cut is counted in `counter`.
     pub fn with_deadline(
         mut self,
         after: Duration,
@@ -317,8 +323,9 @@ impl UpstreamBody {
     ) -> Self {
         if !self.inner.is_end_stream() {
             self.deadline = Some(Deadline {
-                at: tokio::time::Instant::now() + after,
                 after,
+                waited: Duration::ZERO,
+                since: None,
                 timer: None,
                 counter,
             });
@@ -343,14 +350,29 @@ impl http_body::Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(frame) => frame,
+            Poll::Ready(frame) => {
+                if let Some(d) = &mut this.deadline {
+                    if let Some(since) = d.since.take() {
+                        d.waited += since.elapsed();
+                    }
+                }
+                frame
+            }
             Poll::Pending => {
                 let Some(d) = &mut this.deadline else {
                     return Poll::Pending;
                 };
-                let timer = d
-                    .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(d.at)));
+                if d.since.is_none() {
+                    // A new wait: it may last what is left of the budget.
+                    let now = tokio::time::Instant::now();
+                    d.since = Some(now);
+                    let at = now + d.after.saturating_sub(d.waited);
+                    match &mut d.timer {
+                        Some(timer) => timer.as_mut().reset(at),
+                        None => d.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+                    }
+                }
+                let timer = d.timer.as_mut().expect("set when the wait began");
                 ready!(timer.as_mut().poll(cx));
                 d.counter.inc();
                 let after = d.after;

@@ -8,7 +8,7 @@ use junction_telemetry::graph::node_id;
 use junction_telemetry::{DependencyGraph, EdgeKind, NodeKind, RouteStats, StatsRegistry};
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,8 +45,12 @@ pub struct SubscriberLive {
     pub last_enqueued_ms: AtomicU64,
     /// Attempt latency and errors.
     pub stats: Arc<RouteStats>,
-    /// A [`SubscriberState`]: whether it is delivering, and if not, why.
-    state: AtomicU8,
+    /// Paused by its upstream's open breaker.
+    paused: AtomicBool,
+    /// Failing past `disable_after`.
+    disabled: AtomicBool,
+    /// Deliveries waiting for the rate limit now.
+    rate_waiting: AtomicU32,
 }
 
 /// Whether a subscriber is delivering, and if not, why (the dashboard and
@@ -71,24 +75,6 @@ impl SubscriberState {
             Self::Paused => "paused",
             Self::Disabled => "disabled",
             Self::RateLimited => "rate_limited",
-        }
-    }
-
-    fn from_u8(v: u8) -> Self {
-        match v {
-            1 => Self::Paused,
-            2 => Self::Disabled,
-            3 => Self::RateLimited,
-            _ => Self::Delivering,
-        }
-    }
-
-    fn to_u8(self) -> u8 {
-        match self {
-            Self::Delivering => 0,
-            Self::Paused => 1,
-            Self::Disabled => 2,
-            Self::RateLimited => 3,
         }
     }
 }
@@ -128,7 +114,9 @@ impl Live {
             retrying: AtomicI64::new(0),
             last_enqueued_ms: AtomicU64::new(0),
             stats: Arc::new(RouteStats::new()),
-            state: AtomicU8::new(SubscriberState::Delivering.to_u8()),
+            paused: AtomicBool::new(false),
+            disabled: AtomicBool::new(false),
+            rate_waiting: AtomicU32::new(0),
         });
         self.subscribers.write().push(s.clone());
         s
@@ -149,25 +137,36 @@ impl Live {
 }
 
 impl SubscriberLive {
-    /// Whether it is delivering, and if not, why.
+    /// Whether it is delivering, and if not, why: the strongest reason wins
+    /// (paused, then disabled, then rate-limited), each tracked on its own so
+    /// one ending does not hide another.
     pub fn state(&self) -> SubscriberState {
-        SubscriberState::from_u8(self.state.load(Ordering::Relaxed))
+        if self.paused.load(Ordering::Relaxed) {
+            SubscriberState::Paused
+        } else if self.disabled.load(Ordering::Relaxed) {
+            SubscriberState::Disabled
+        } else if self.rate_waiting.load(Ordering::Relaxed) > 0 {
+            SubscriberState::RateLimited
+        } else {
+            SubscriberState::Delivering
+        }
     }
 
-    /// Records what the dispatcher is doing now.
-    pub fn set_state(&self, state: SubscriberState) {
-        self.state.store(state.to_u8(), Ordering::Relaxed);
+    /// Its upstream's breaker opened (`true`) or closed.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
     }
 
-    /// Leaves `from` for `to` (only if it is in `from`: a pause is not ended
-    /// by a lane that was waiting on its rate limit).
-    pub fn leave_state(&self, from: SubscriberState, to: SubscriberState) {
-        let _ = self.state.compare_exchange(
-            from.to_u8(),
-            to.to_u8(),
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
+    /// It is failing past `disable_after` (`true`), or delivered again.
+    pub fn set_disabled(&self, disabled: bool) {
+        self.disabled.store(disabled, Ordering::Relaxed);
+    }
+
+    /// A delivery waits for the rate limit until the guard is dropped (also
+    /// when the wait is cancelled).
+    pub fn rate_waiting(&self) -> RateWait<'_> {
+        self.rate_waiting.fetch_add(1, Ordering::Relaxed);
+        RateWait(self)
     }
 
     /// A delivery will be tried again (counted once per delivery).
@@ -188,6 +187,15 @@ impl SubscriberLive {
             &self.dead
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// See [`SubscriberLive::rate_waiting`].
+pub struct RateWait<'a>(&'a SubscriberLive);
+
+impl Drop for RateWait<'_> {
+    fn drop(&mut self) {
+        self.0.rate_waiting.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -223,6 +231,25 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_strongest_reason_not_to_deliver_is_shown() {
+        let live = Live::new();
+        let s = live.subscriber("orders", "fulfillment");
+        assert_eq!(s.state(), SubscriberState::Delivering);
+        let waiting = s.rate_waiting();
+        assert_eq!(s.state(), SubscriberState::RateLimited);
+        s.set_paused(true);
+        assert_eq!(s.state(), SubscriberState::Paused);
+        // A rate wait ending does not hide the pause.
+        drop(waiting);
+        assert_eq!(s.state(), SubscriberState::Paused);
+        s.set_paused(false);
+        s.set_disabled(true);
+        assert_eq!(s.state(), SubscriberState::Disabled);
+        s.set_disabled(false);
+        assert_eq!(s.state(), SubscriberState::Delivering);
+    }
 
     #[test]
     fn the_caller_header_names_the_node_else_the_client_address() {

@@ -45,7 +45,11 @@ impl TraceId {
 
     /// A request's trace: its valid `traceparent`'s, else a new trace whose
     /// `traceparent` is added to `headers`, so every hop after (upstream,
-    /// queued event) carries the id the access line shows.
+    /// queued event) carries the id the access line shows. The new one is
+    /// not flagged sampled (nothing recorded its parent span: upstreams that
+    /// sample by their parent must not trace every such request), and a
+    /// `tracestate` that came with an invalid `traceparent` goes with it
+    /// (W3C Trace Context §3.3).
     pub fn ensure(headers: &mut http::HeaderMap) -> Self {
         if let Some(id) = headers
             .get("traceparent")
@@ -54,8 +58,10 @@ impl TraceId {
         {
             return id;
         }
-        let tp = next_traceparent(None);
+        let mut tp = next_traceparent(None);
+        tp.replace_range(tp.len() - 2.., "00");
         let id = Self::of(&tp).expect("a new traceparent is valid");
+        headers.remove("tracestate");
         headers.insert(
             "traceparent",
             http::HeaderValue::from_str(&tp).expect("hex is a valid header value"),
@@ -138,8 +144,14 @@ mod tests {
 
         let mut h = http::HeaderMap::new();
         h.insert("traceparent", "garbage".parse().unwrap());
+        h.insert("tracestate", "vendor=x".parse().unwrap());
         let id = TraceId::ensure(&mut h);
         let tp = h["traceparent"].to_str().unwrap();
+        assert!(tp.ends_with("-00"), "a started trace is not sampled: {tp}");
+        assert!(
+            !h.contains_key("tracestate"),
+            "it went with the invalid traceparent"
+        );
         assert_eq!(TraceId::of(tp), Some(id), "{tp}");
         // The next hop keeps it.
         assert_eq!(TraceId::of(&next_traceparent(Some(tp))), Some(id));

@@ -11,9 +11,10 @@
 //! limit). A lease dropped without settling stops being extended, and SQS
 //! gives the message out again after the timeout, as for a crashed instance.
 //!
-//! Settling a lease first removes it, then waits for an extension round that
-//! may have included it, so a retry's shorter visibility is not overwritten
-//! by a late extension.
+//! Settling a lease removes it. A settlement that shortens the visibility (a
+//! retry, a release) then waits for an extension round that may have included
+//! it, so a late extension does not overwrite it; an ack (a delete) does not
+//! wait: extending a deleted receipt just fails.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,7 +51,8 @@ impl Leases {
         }
     }
 
-    /// Stops extending `lease`, once any round that may still extend it is over.
+    /// Stops extending `lease`, once any round that may still extend it is
+    /// over (before making its message visible sooner than a round would).
     pub(crate) async fn end(&self, lease: Lease) {
         drop(lease);
         drop(self.round.lock().await);
@@ -107,8 +109,10 @@ async fn extend_once(s: &Shared, visibility: Duration) {
     for (url, receipt) in s.leases.held.lock().values() {
         by_url.entry(url.clone()).or_default().push(receipt.clone());
     }
-    for (url, receipts) in by_url {
-        for chunk in receipts.chunks(BATCH) {
+    // Every batch at once (a round must end well within a third of the
+    // timeout, whatever the number of deliveries in flight).
+    let batches = by_url.iter().flat_map(|(url, receipts)| {
+        receipts.chunks(BATCH).map(move |chunk| {
             let entries = chunk.iter().enumerate().map(|(i, receipt)| {
                 ChangeMessageVisibilityBatchRequestEntry::builder()
                     .id(i.to_string())
@@ -117,24 +121,24 @@ async fn extend_once(s: &Shared, visibility: Duration) {
                     .build()
                     .expect("id and receipt are set")
             });
-            let sent = s
-                .sqs
+            s.sqs
                 .change_message_visibility_batch()
-                .queue_url(&url)
+                .queue_url(url)
                 .set_entries(Some(entries.collect()))
                 .send()
-                .await;
-            match sent {
-                Ok(out) if !out.failed().is_empty() => tracing::debug!(
-                    failed = out.failed().len(),
-                    "some sqs deliveries could not be kept hidden (settled meanwhile?)"
-                ),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(
-                    error = %aws_sdk_sqs::error::DisplayErrorContext(e),
-                    "could not keep in-flight sqs deliveries hidden; they may be delivered again"
-                ),
-            }
+        })
+    });
+    for sent in futures::future::join_all(batches).await {
+        match sent {
+            Ok(out) if !out.failed().is_empty() => tracing::debug!(
+                failed = out.failed().len(),
+                "some sqs deliveries could not be kept hidden (settled meanwhile?)"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                error = %aws_sdk_sqs::error::DisplayErrorContext(e),
+                "could not keep in-flight sqs deliveries hidden; they may be delivered again"
+            ),
         }
     }
 }

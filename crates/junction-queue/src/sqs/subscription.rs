@@ -64,6 +64,8 @@ impl Subscription for SqsSubscription {
             .queue_url(&self.url)
             .max_number_of_messages(max.clamp(1, MAX_BATCH) as i32)
             .wait_time_seconds(WAIT_SECS)
+            // The timeout the leases extend by, whatever the queue was created with.
+            .visibility_timeout(visibility_secs(s.cfg.visibility_timeout))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_attribute_names(envelope::HEADER)
             .send()
@@ -179,8 +181,14 @@ impl Settle for SqsSettler {
             envelope: mut env,
             lease,
         } = *token;
-        // Not extended any more: what follows sets the visibility itself.
-        self.shared.leases.end(lease).await;
+        // Not extended any more. What shortens the visibility waits for a
+        // round that may still include this receipt; a delete need not.
+        match how {
+            Settlement::Retry { .. } | Settlement::Release | Settlement::Dead { .. } => {
+                self.shared.leases.end(lease).await
+            }
+            Settlement::Ack { .. } => drop(lease),
+        }
         match how {
             Settlement::Ack { .. } => {}
             Settlement::Retry { after, .. } => {

@@ -7,7 +7,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// The cache's families.
@@ -30,8 +29,9 @@ pub struct CacheMetrics {
     /// `junction_cache_evictions_total` (follows the store's count, see
     /// [`CacheMetrics::count_evictions`]).
     pub evictions: Counter,
-    /// The store's eviction count at the last scrape.
-    evictions_seen: Arc<AtomicU64>,
+    /// The store's eviction count at the last scrape (a lock: two scrapes
+    /// at once must not both count the same evictions).
+    evictions_seen: Arc<parking_lot::Mutex<u64>>,
     /// `junction_cache_bytes`.
     pub bytes: Gauge,
     /// `junction_cache_entries`.
@@ -115,12 +115,13 @@ impl CacheMetrics {
     /// reload built a new one) counts from zero again; its evictions are
     /// added, so the counter never goes back.
     pub fn count_evictions(&self, store_total: u64) {
-        let seen = self.evictions_seen.swap(store_total, Ordering::Relaxed);
-        let new = if store_total >= seen {
-            store_total - seen
+        let mut seen = self.evictions_seen.lock();
+        let new = if store_total >= *seen {
+            store_total - *seen
         } else {
             store_total
         };
+        *seen = store_total;
         self.evictions.inc_by(new);
     }
 }
