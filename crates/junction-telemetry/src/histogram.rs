@@ -68,9 +68,109 @@ pub(crate) fn quantile_ms(hist: &[f64; BINS], total: f64, q: f64) -> f64 {
         .map_or(0.0, |i| representative(i) / 1000.0)
 }
 
+/// A histogram of microsecond values (latencies, sizes in bytes) with counts,
+/// for whoever needs quantiles of their own series (`junction analyze`).
+#[derive(Clone)]
+pub struct Histogram {
+    counts: Box<[u32; BINS]>,
+    total: u64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self {
+            counts: Box::new([0; BINS]),
+            total: 0,
+        }
+    }
+}
+
+impl std::fmt::Debug for Histogram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Histogram")
+            .field("total", &self.total)
+            .finish()
+    }
+}
+
+impl Histogram {
+    /// Counts one value.
+    pub fn record(&mut self, value: u64) {
+        let c = &mut self.counts[index(value)];
+        *c = c.saturating_add(1);
+        self.total += 1;
+    }
+
+    /// Adds `other`'s counts to this one.
+    pub fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *a = a.saturating_add(*b);
+        }
+        self.total += other.total;
+    }
+
+    /// Values counted.
+    pub fn count(&self) -> u64 {
+        self.total
+    }
+
+    /// The `q` quantile (0..=1), the bucket's midpoint (within 1/16 of the
+    /// value); 0 when empty.
+    pub fn quantile(&self, q: f64) -> u64 {
+        if self.total == 0 {
+            return 0;
+        }
+        let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
+        let mut seen = 0u64;
+        for (i, n) in self.counts.iter().enumerate() {
+            seen += u64::from(*n);
+            if seen >= rank {
+                return representative(i).round() as u64;
+            }
+        }
+        self.counts
+            .iter()
+            .rposition(|n| *n > 0)
+            .map_or(0, |i| representative(i).round() as u64)
+    }
+
+    /// Σ (value − `threshold`) over the values above `threshold` (bucket
+    /// midpoints): how much of the series lies past a cut-off.
+    pub fn excess_over(&self, threshold: u64) -> f64 {
+        self.counts
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(i, n)| (representative(i) - threshold as f64).max(0.0) * f64::from(*n))
+            .sum()
+    }
+
+    /// Heap bytes it holds.
+    pub const HEAP_BYTES: usize = BINS * 4;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counted_histogram_quantiles_and_merge() {
+        let mut a = Histogram::default();
+        let mut b = Histogram::default();
+        for v in 1..=50u64 {
+            a.record(v * 1000);
+        }
+        for v in 51..=100u64 {
+            b.record(v * 1000);
+        }
+        a.merge(&b);
+        assert_eq!(a.count(), 100);
+        let p50 = a.quantile(0.5) as f64;
+        assert!((p50 - 50_000.0).abs() <= 50_000.0 / 8.0, "{p50}");
+        let p99 = a.quantile(0.99) as f64;
+        assert!((p99 - 99_000.0).abs() <= 99_000.0 / 8.0, "{p99}");
+        assert_eq!(Histogram::default().quantile(0.5), 0);
+    }
 
     #[test]
     fn buckets_are_contiguous_and_cover_every_value() {

@@ -16,9 +16,10 @@
 
 pub mod dashboard;
 pub mod graph;
-mod histogram;
+pub mod histogram;
 pub mod stats;
 pub mod top;
 
 pub use graph::{DependencyGraph, EdgeKey, EdgeKind, GraphSnapshot, NodeKind};
+pub use histogram::Histogram;
 pub use stats::{RouteStats, StatsRegistry, StatsSnapshot};
