@@ -44,7 +44,11 @@ pub fn config(report: &Report, urls: &UpstreamUrls) -> String {
     let upstreams: BTreeSet<String> = report
         .endpoints
         .iter()
-        .map(|e| e.upstream.clone().unwrap_or_else(|| "backend".into()))
+        .map(|e| {
+            e.upstream
+                .clone()
+                .unwrap_or_else(|| crate::logs::BACKEND.into())
+        })
         .collect();
     y.push_str("upstreams:\n");
     for name in &upstreams {
@@ -84,7 +88,10 @@ pub fn config(report: &Report, urls: &UpstreamUrls) -> String {
             name = format!("{}-{n}", e.route);
             n += 1;
         }
-        let upstream = e.upstream.clone().unwrap_or_else(|| "backend".into());
+        let upstream = e
+            .upstream
+            .clone()
+            .unwrap_or_else(|| crate::logs::BACKEND.into());
         let route = Some(e.route.as_str());
         let mut policy = Vec::new();
         let async_rec = find(Kind::Async, route, None).filter(|_| !e.path.contains('{'));

@@ -16,6 +16,10 @@ use std::io::BufRead;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+/// The upstream a log without upstream names is about: the service behind
+/// nginx, or the Node.js service itself.
+pub const BACKEND: &str = "backend";
+
 /// A supported access-log format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -199,6 +203,7 @@ fn nginx(line: &str) -> Option<Sample> {
         path,
         query,
         caller: Some(addr.to_owned()),
+        upstream: Some(BACKEND.to_owned()),
         status: Some(status),
         latency_us,
         response_bytes: bytes,
@@ -247,6 +252,7 @@ fn node(line: &str) -> Option<Sample> {
     Some(Sample {
         at_ms,
         method: tokens[m].to_owned(),
+        upstream: Some(BACKEND.to_owned()),
         path,
         query,
         status,

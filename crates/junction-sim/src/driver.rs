@@ -42,6 +42,14 @@ pub enum Path {
         /// The gateway's data-plane address.
         gateway: SocketAddr,
     },
+    /// Before, observed: the same four synchronous calls, passed through a
+    /// Junction in observe mode (plain routes) at `gateway`, each call naming
+    /// its caller and carrying the transaction's trace, as an instrumented
+    /// order service would.
+    Observed {
+        /// The gateway's data-plane address.
+        gateway: SocketAddr,
+    },
 }
 
 impl Path {
@@ -50,6 +58,7 @@ impl Path {
         match self {
             Path::Direct => "direct",
             Path::Junction { .. } => "junction",
+            Path::Observed { .. } => "observed",
         }
     }
 }
@@ -193,7 +202,9 @@ pub async fn run(cluster: &SimCluster, path: Path, opts: &DriverOptions) -> Resu
     }
     let total = (opts.rate * opts.duration.as_secs_f64()).floor().max(1.0) as u64;
     let gw = match path {
-        Path::Junction { gateway } => Some(format!("http://{gateway}")),
+        Path::Junction { gateway } | Path::Observed { gateway } => {
+            Some(format!("http://{gateway}"))
+        }
         Path::Direct => None,
     };
     let base = |k| gw.clone().unwrap_or_else(|| cluster.url(k));
@@ -299,20 +310,28 @@ async fn transaction(t: &Targets, order: Value, start: Duration) -> TxRecord {
     let sku = order["sku"].as_str().unwrap_or_default().to_string();
     let supplier = order["supplierId"].as_str().unwrap_or_default().to_string();
     let c = &t.client;
+    // Observed: every call says who calls and in which transaction (trace).
+    let traceparent = trace_of(&order_id);
+    let tag = |req: reqwest::RequestBuilder| match t.path {
+        Path::Observed { .. } => req
+            .header(CALLER, "order")
+            .header("traceparent", &traceparent),
+        _ => req,
+    };
     let outcome: Result<bool, String> = async {
         match t.path {
-            Path::Direct => {
+            Path::Direct | Path::Observed { .. } => {
                 lookups += 1;
                 let url = format!("{}/inventory/validate", t.inventory);
-                call(t, "inventory", c.post(url).json(&order), &mut bytes).await?;
+                call(t, "inventory", tag(c.post(url).json(&order)), &mut bytes).await?;
                 lookups += 1;
                 let url = format!("{}/suppliers/{supplier}", t.supplier);
-                call(t, "supplier", c.get(url), &mut bytes).await?;
+                call(t, "supplier", tag(c.get(url)), &mut bytes).await?;
                 let url = format!("{}/orders", t.fulfillment);
-                call(t, "fulfillment", c.post(url).json(&order), &mut bytes).await?;
+                call(t, "fulfillment", tag(c.post(url).json(&order)), &mut bytes).await?;
                 let event = json!({"type": "order-updated", "orderId": order_id, "sku": sku});
                 let url = format!("{}/events", t.analytics);
-                call(t, "analytics", c.post(url).json(&event), &mut bytes).await?;
+                call(t, "analytics", tag(c.post(url).json(&event)), &mut bytes).await?;
                 Ok(false)
             }
             Path::Junction { .. } => {
@@ -362,6 +381,17 @@ async fn transaction(t: &Targets, order: Value, start: Duration) -> TxRecord {
         bytes_received: bytes,
         lookups,
     }
+}
+
+/// A W3C `traceparent` of the transaction `order_id` (stable, sampled).
+fn trace_of(order_id: &str) -> String {
+    let fnv = |seed: u64| {
+        order_id.bytes().fold(seed, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        })
+    };
+    let (a, b) = (fnv(0xcbf2_9ce4_8422_2325), fnv(0x8422_2325_cbf2_9ce4));
+    format!("00-{a:016x}{b:016x}-{:016x}-01", a ^ b.rotate_left(7) | 1)
 }
 
 /// Touches every SKU and supplier once through the gateway so the measured

@@ -1,5 +1,6 @@
 //! The `junction` command: serve, check, demo.
 
+mod analyze;
 mod demo;
 
 use clap::{Parser, Subcommand};
@@ -79,6 +80,33 @@ enum Command {
         /// Stop after this many refreshes (default: until Ctrl-C).
         #[arg(long)]
         iterations: Option<u64>,
+    },
+    /// Recommendations (cache, async, trimming, idempotency, timeouts,
+    /// breakers) from a running Junction or from an access log, ranked.
+    Analyze {
+        /// Admin API base URL of a Junction running with `analyze.enabled`.
+        #[arg(long, conflicts_with = "access_log")]
+        admin: Option<String>,
+        /// Bearer token for the admin API.
+        #[arg(long, env = "JUNCTION_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// An access log (`-` reads stdin): Junction's JSON, nginx combined
+        /// with $request_time appended, or `GET /path took 12ms` lines.
+        #[arg(long)]
+        access_log: Option<PathBuf>,
+        /// The log's format when detection is not wanted: junction-json,
+        /// nginx-combined, node-timing.
+        #[arg(long, requires = "access_log")]
+        format: Option<String>,
+        /// Write a starting junction.yaml with the recommendations applied (`-`: stdout).
+        #[arg(long, requires = "access_log")]
+        emit_config: Option<PathBuf>,
+        /// Where an upstream listens, for --emit-config: NAME=URL (repeatable).
+        #[arg(long = "upstream", value_name = "NAME=URL")]
+        upstreams: Vec<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Run the ERP case study before/after Junction, print the table, write the plot.
     Demo {
@@ -180,6 +208,29 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Analyze {
+            admin,
+            token,
+            access_log,
+            format,
+            emit_config,
+            upstreams,
+            json,
+        } => match analyze::run(analyze::AnalyzeArgs {
+            admin,
+            token,
+            access_log,
+            format,
+            emit_config,
+            upstreams,
+            json,
+        }) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Migrate { config } => {
             let c = match config::load_file(&config) {
                 Ok(c) => c,

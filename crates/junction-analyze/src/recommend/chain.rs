@@ -3,7 +3,6 @@
 use super::rules::*;
 use super::{ratio, Kind, Recommendation};
 use crate::recorder::{Endpoint, Recorder};
-use std::collections::BTreeMap;
 
 pub(super) fn chains(rec: &Recorder, found: &[Recommendation], span: &str) -> Vec<Recommendation> {
     let endpoints = rec.endpoints();
@@ -90,7 +89,7 @@ pub(super) fn chains(rec: &Recorder, found: &[Recommendation], span: &str) -> Ve
             r.yaml.insert_str(0, "routes:\n");
         }
         r.score = c.count as f64 * (before - after).max(0.0) / 1000.0;
-        r.figures = BTreeMap::from([
+        r.figures = figures([
             ("hops", hops.len() as f64),
             ("requests", c.count as f64),
             ("before_ms", before),

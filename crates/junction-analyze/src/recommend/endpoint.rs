@@ -5,7 +5,6 @@ use super::yaml::{duration, route_entry, scalar};
 use super::{ratio, Kind, Known, Recommendation};
 use crate::aggregate::{EndpointAgg, TTLS_S};
 use crate::recorder::Endpoint;
-use std::collections::BTreeMap;
 
 pub(super) fn cache(
     e: &Endpoint,
@@ -46,10 +45,14 @@ pub(super) fn cache(
         duration(ttl_s * 1000)
     );
     r.evidence = format!(
-        "{} reads in {span}; {} found {} as the key's previous answer within 60 s; p50 {}, p99 {}{}",
+        "{} reads in {span}; {} {} within 60 s; p50 {}, p99 {}{}",
         t.cache_requests,
         pct(hit_ratio),
-        if verified { "the same body" } else { "a recent answer" },
+        if verified {
+            "got the same body as the previous answer for their URL"
+        } else {
+            "asked for a URL already answered"
+        },
         ms(p50),
         ms(t.latency_ms(0.99)),
         if t.lifetimes.count() > 0 {
@@ -93,7 +96,7 @@ pub(super) fn cache(
         )
     );
     r.score = sim.hits as f64 * p50 / 1000.0;
-    r.figures = BTreeMap::from([
+    r.figures = figures([
         ("hit_ratio", hit_ratio),
         ("suggested_ttl_s", ttl_s as f64),
         ("ttl_hit_ratio", ratio(sim.hits, t.cache_requests)),
@@ -159,7 +162,7 @@ pub(super) fn duplicates(
         )
     );
     r.score = t.dups as f64 * p50 / 1000.0;
-    r.figures = BTreeMap::from([
+    r.figures = figures([
         ("duplicates", t.dups as f64),
         ("duplicate_ratio", r_dup),
         ("p50_ms", p50),
@@ -234,7 +237,7 @@ pub(super) fn async_write(
         )
     );
     r.score = saved_s;
-    r.figures = BTreeMap::from([
+    r.figures = figures([
         ("p50_ms", p50),
         ("p99_ms", t.latency_ms(0.99)),
         ("ack_ratio", ack),
@@ -364,7 +367,7 @@ pub(super) fn trim(
         )
     );
     r.score = saved_per * sized as f64 / BYTES_PER_SECOND;
-    r.figures = BTreeMap::from([
+    r.figures = figures([
         ("p50_bytes", p50b as f64),
         ("mean_bytes", mean),
         ("bytes_saved", saved_per * sized as f64),

@@ -15,12 +15,12 @@ mod upstream;
 pub mod yaml;
 
 use crate::recorder::Recorder;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// What a recommendation changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     /// Cache a read whose answers repeat.
@@ -55,7 +55,7 @@ impl Kind {
 }
 
 /// One recommendation, with what backs it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Recommendation {
     /// What it changes.
     pub kind: Kind,
@@ -78,7 +78,7 @@ pub struct Recommendation {
     /// Caller seconds saved over the window: the ranking key.
     pub score: f64,
     /// The key figures, by name (`hit_ratio`, `p50_ms`, `suggested_ttl_s`…).
-    pub figures: BTreeMap<&'static str, f64>,
+    pub figures: BTreeMap<String, f64>,
 }
 
 /// What the running config already does, so nothing applied is recommended
@@ -98,7 +98,7 @@ pub struct Known {
 }
 
 /// The whole analysis.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     /// `live` or the log's format.
     pub source: String,
@@ -117,7 +117,7 @@ pub struct Report {
 }
 
 /// The time the analysis covers.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Window {
     /// Requests in it.
     pub requests: u64,
@@ -130,7 +130,7 @@ pub struct Window {
 }
 
 /// One endpoint's headline numbers.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EndpointSummary {
     /// The route (configured or suggested name).
     pub route: String,
@@ -211,8 +211,12 @@ fn all(rec: &Recorder, known: &Known, seconds: f64) -> Vec<Recommendation> {
         if t.requests < rules::MIN_REQUESTS {
             continue;
         }
-        out.extend(endpoint::cache(e, &t, known, &span));
-        out.extend(endpoint::duplicates(e, &t, known, &span));
+        let cache = endpoint::cache(e, &t, known, &span);
+        // Caching already answers a read's repeats.
+        if cache.is_none() {
+            out.extend(endpoint::duplicates(e, &t, known, &span));
+        }
+        out.extend(cache);
         out.extend(endpoint::async_write(e, &t, known, &span));
         out.extend(endpoint::trim(e, &t, known, &span));
     }

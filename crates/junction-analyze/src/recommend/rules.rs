@@ -45,7 +45,9 @@ pub(super) fn route_of(e: &Endpoint) -> String {
 }
 
 pub(super) fn upstream_of(e: &Endpoint) -> String {
-    e.upstream.clone().unwrap_or_else(|| "backend".to_owned())
+    e.upstream
+        .clone()
+        .unwrap_or_else(|| crate::logs::BACKEND.to_owned())
 }
 
 pub(super) fn is_read(e: &Endpoint) -> bool {
@@ -162,4 +164,9 @@ pub(super) fn limitations(rec: &Recorder) -> Vec<String> {
         ));
     }
     out
+}
+
+/// Key figures by name, as a recommendation carries them.
+pub(super) fn figures<const N: usize>(pairs: [(&str, f64); N]) -> BTreeMap<String, f64> {
+    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }

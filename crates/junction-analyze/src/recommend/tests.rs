@@ -60,7 +60,7 @@ fn a_read_repeating_its_body_90_percent_of_the_time_is_a_cache_candidate() {
     let hit = c.figures["hit_ratio"];
     assert!((hit - 0.9).abs() < 0.03, "hit ratio {hit}");
     assert!(c.yaml.contains("cache: { ttl: "), "{}", c.yaml);
-    assert!(c.evidence.contains("the same body"));
+    assert!(c.evidence.contains("the same body"), "{}", c.evidence);
     assert!(find(&r, Kind::Cache, "GET /search/{id}").is_none());
     // Already cached: not recommended again.
     let known = Known {

@@ -4,7 +4,6 @@ use super::rules::*;
 use super::yaml::{duration, nice_ceil_ms, scalar};
 use super::{ratio, Kind, Known, Recommendation};
 use crate::recorder::Upstream;
-use std::collections::BTreeMap;
 
 pub(super) fn timeout(u: &Upstream, known: &Known, span: &str) -> Option<Recommendation> {
     let t = u.totals();
@@ -62,7 +61,7 @@ pub(super) fn timeout(u: &Upstream, known: &Known, span: &str) -> Option<Recomme
         duration(suggested)
     );
     r.score = over + 0.001 * t.requests as f64 * p50 / 1000.0;
-    r.figures = BTreeMap::from([
+    r.figures = figures([
         ("suggested_timeout_ms", suggested as f64),
         ("p99_ms", p99),
         ("p999_ms", p999),
@@ -127,7 +126,7 @@ pub(super) fn breaker(u: &Upstream, span: &str) -> Option<Recommendation> {
     }
     r.yaml = yaml;
     r.score = t.errors as f64 * p50 / 1000.0;
-    r.figures = BTreeMap::from([
+    r.figures = figures([
         ("error_ratio", error_ratio),
         ("baseline_error_ratio", baseline),
         ("spells", spells.len() as f64),

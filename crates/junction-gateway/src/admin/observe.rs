@@ -125,3 +125,10 @@ pub(super) async fn invalidate_cache(
         ),
     }
 }
+
+/// `GET /admin/recommendations`: what to change, from the traffic observed
+/// (`analyze.enabled`), ranked, with evidence, gain, risk and config.
+pub(super) async fn recommendations(State(state): State<AdminState>) -> Response {
+    let gw = state.gateway();
+    Json(gw.live.analysis.report(&gw.analysis_known())).into_response()
+}

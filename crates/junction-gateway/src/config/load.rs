@@ -146,6 +146,9 @@ pub fn load_str(text: &str, file: &str) -> Result<Config, Vec<ConfigError>> {
         config.as_ref().map(|c| &c.admin),
         &mut errs,
     );
+    if let Some(c) = &config {
+        super::analyze::check(&root, &c.analyze, &mut errs);
+    }
     if let Some(c) = config.as_mut() {
         c.upstreams = upstreams;
         c.routes = routes.into_iter().map(|(_, r)| r).collect();

@@ -4,6 +4,7 @@
 //! position-aware tree, deserializes it section by section so that every error is
 //! reported, then checks references between sections.
 
+mod analyze;
 mod load;
 mod located;
 mod schema;
@@ -11,6 +12,7 @@ mod validate;
 mod values;
 mod yaml;
 
+pub use analyze::AnalyzeConfig;
 pub use load::{load_file, load_str, ConfigError};
 pub use values::{ByteSize, Dur, KeySource, OneOrMany, Rate};
 
@@ -53,6 +55,9 @@ pub struct Config {
     /// Graceful shutdown on SIGTERM / Ctrl-C.
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    /// Observe mode: recording for recommendations (off by default).
+    #[serde(default)]
+    pub analyze: AnalyzeConfig,
     /// The file this config was read from (none for config text).
     #[serde(skip)]
     pub source: Option<ConfigSource>,

@@ -8,7 +8,6 @@ use super::{Gateway, Route};
 use crate::body::Body;
 use bytes::Bytes;
 use http::{request, HeaderMap, Response};
-use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -26,7 +25,7 @@ pub struct Call {
 /// A request body on its way down the stack.
 pub enum CallBody {
     /// Still arriving from the client.
-    Client(Incoming),
+    Client(super::tap::ClientBody),
     /// Read (or wrapped) by a layer above.
     Ready(RequestBody),
 }

@@ -12,7 +12,6 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Response};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use std::net::SocketAddr;
 
 /// Headers that describe one connection, not the message; never forwarded.
@@ -76,7 +75,7 @@ pub fn is_idempotent(m: &Method) -> bool {
 }
 
 /// Buffers a request body whole (async routes, JSON checks), within `max`.
-pub async fn collect_body(body: Incoming, max: u64) -> Result<Bytes, GatewayError> {
+pub async fn collect_body(body: super::tap::ClientBody, max: u64) -> Result<Bytes, GatewayError> {
     if body.size_hint().lower() > max {
         return Err(GatewayError::BodyTooLarge { limit: max });
     }

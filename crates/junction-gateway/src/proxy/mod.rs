@@ -15,6 +15,7 @@ pub mod meters;
 pub mod pool;
 pub mod router;
 pub mod stack;
+pub mod tap;
 pub mod tls;
 pub mod trim;
 pub mod upstream;
@@ -154,6 +155,10 @@ pub struct Gateway {
 pub struct Route {
     /// Name for metrics and logs.
     pub name: String,
+    /// Its path template.
+    pub template: String,
+    /// It has a default projection (`fields`).
+    pub projects: bool,
     /// What serves it.
     pub kind: RouteKind,
     /// Response caching, for GET/HEAD.
@@ -271,6 +276,7 @@ impl Gateway {
             rate_limits,
         } = state;
         rate_limits.retain(&config.routes);
+        live.analysis.configure(&config.analyze);
         // Some route caches: unsafe requests on every route then invalidate what they change.
         let any_cached = config.routes.iter().any(|r| r.cache.is_some());
         let mut router = Router::default();
@@ -416,6 +422,8 @@ impl Gateway {
         };
         Ok(Route {
             name: rc.name.clone(),
+            template: rc.matcher.path.clone(),
+            projects: rc.fields.is_some(),
             kind,
             cache,
             idempotency,
@@ -535,6 +543,11 @@ impl Gateway {
         };
         let route = matched.route;
         otel::record_route(&route.name);
+        let observing = self
+            .live
+            .analysis
+            .enabled()
+            .then(|| self.sample_of(&req, &route, &who));
         // One trace id from here on: the span's when tracing is on, else the
         // caller's `traceparent` (or a new one, added so every hop keeps it).
         who.trace =
@@ -547,6 +560,13 @@ impl Gateway {
             peer,
         ));
         let (head, body) = req.into_parts();
+        let (body, request_digest) = match &observing {
+            Some(s) if !s.is_read() => {
+                let (body, digest) = tap::ClientBody::hashed(body);
+                (body, Some(digest))
+            }
+            _ => (tap::ClientBody::plain(body), None),
+        };
         let call = Call {
             head,
             body: CallBody::Client(body),
@@ -569,7 +589,76 @@ impl Gateway {
         let resp = result.unwrap_or_else(GatewayError::into_response);
         self.observe(&route, &caller, &resp, &outcome, start.elapsed());
         self.record(&route.meters, &who, &method, &path, &resp, &outcome, start);
-        resp
+        match observing {
+            Some(mut sample) => {
+                sample.latency_us = start.elapsed().as_micros() as u64;
+                sample.upstream = outcome.upstream;
+                tap::observe(resp, sample, self.live.clone(), request_digest)
+            }
+            None => resp,
+        }
+    }
+
+    /// What observe mode knows of a request before it is served.
+    fn sample_of(
+        &self,
+        req: &Request<Incoming>,
+        route: &Route,
+        who: &Who,
+    ) -> junction_analyze::Sample {
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .ok();
+        // Only a trace the caller sent ties its calls together (one Junction
+        // starts is new per request).
+        let trace = req
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(TraceId::of)
+            .map(|t| t.to_string());
+        // A catch-all route (observe mode's one route per upstream) is
+        // analysed per path template, so each endpoint gets its own advice.
+        let catch_all = route.template.contains("{*");
+        junction_analyze::Sample {
+            at_ms,
+            route: (!catch_all).then(|| route.name.clone()),
+            template: (!catch_all).then(|| route.template.clone()),
+            method: req.method().as_str().to_owned(),
+            path: req.uri().path().to_owned(),
+            query: req.uri().query().map(str::to_owned),
+            caller: Some(
+                who.caller
+                    .clone()
+                    .unwrap_or_else(|| who.client.ip().to_string()),
+            ),
+            trace,
+            ..Default::default()
+        }
+    }
+
+    /// What the running config already does, so the recommendations skip it.
+    pub fn analysis_known(&self) -> junction_analyze::Known {
+        let mut known = junction_analyze::Known::default();
+        for r in &self.routes {
+            if r.cache.is_some() {
+                known.cached_routes.insert(r.name.clone());
+            }
+            if matches!(r.kind, RouteKind::Async(_)) {
+                known.async_routes.insert(r.name.clone());
+            }
+            if r.idempotency.is_some() {
+                known.idempotent_routes.insert(r.name.clone());
+            }
+            if r.projects {
+                known.fields_routes.insert(r.name.clone());
+            }
+        }
+        for (name, u) in &self.upstreams {
+            known.upstream_timeouts.insert(name.clone(), u.timeout());
+        }
+        known
     }
 
     /// Feeds the live stats and the dependency graph: caller → route → upstream/topic.

@@ -22,6 +22,8 @@ pub struct Live {
     pub graph: DependencyGraph,
     /// Per subscriber: counters and stats for the overview.
     pub subscribers: parking_lot::RwLock<Vec<Arc<SubscriberLive>>>,
+    /// Recording for recommendations (`analyze`).
+    pub analysis: super::analysis::Analysis,
     started: Instant,
 }
 
@@ -93,6 +95,7 @@ impl Live {
             upstreams: StatsRegistry::new(),
             graph: DependencyGraph::new(),
             subscribers: Default::default(),
+            analysis: Default::default(),
             started: Instant::now(),
         }
     }

@@ -1,5 +1,6 @@
 //! What Junction measures: Prometheus metrics, the access log, trace context.
 
+pub mod analysis;
 pub mod live;
 pub mod logs;
 pub mod metrics;

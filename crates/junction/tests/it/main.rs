@@ -1,5 +1,6 @@
 //! Black-box tests: real Junction on port 0, real upstream servers, real HTTP.
 
+mod analyze;
 mod breaker;
 mod cache;
 mod cache_rfc;

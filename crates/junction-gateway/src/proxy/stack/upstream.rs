@@ -14,7 +14,6 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower::Service;
@@ -97,7 +96,11 @@ impl Service<Call> for UpstreamService {
 }
 
 /// Applies the body limit and decides whether the body is buffered for replay.
-async fn read_body(body: Incoming, max: u64, may_retry: bool) -> Result<RequestBody, GatewayError> {
+async fn read_body(
+    body: crate::proxy::tap::ClientBody,
+    max: u64,
+    may_retry: bool,
+) -> Result<RequestBody, GatewayError> {
     let hint = body.size_hint();
     if hint.lower() > max {
         return Err(GatewayError::BodyTooLarge { limit: max });
