@@ -18,7 +18,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 const TIMEOUT_MS = 15_000;
-const USAGE = "usage: node dashboard.spec.mjs wait-state <upstream> <state> | replay <dlq-id> | filter-purge <reason> <n> | screenshot <path.png>";
+const USAGE = "usage: node dashboard.spec.mjs wait-state <upstream> <state> | replay <dlq-id> | filter-purge <reason> <n> | recommendation '<kind> <target>' | screenshot <path.png>";
 
 class Failure extends Error {}
 
@@ -148,6 +148,26 @@ async function filterPurge(reason, n) {
   });
 }
 
+// A recommendation is listed; opening it shows its evidence and config.
+async function recommendation(key) {
+  await withPage(async (page) => {
+    const sel = `#recs [data-rec=${cssString(key)}]`;
+    try {
+      await page.locator(sel).waitFor({ timeout: TIMEOUT_MS });
+    } catch (_) {
+      const seen = await page.locator("#recs").textContent().catch(() => "");
+      throw new Failure(`no recommendation "${key}" on the dashboard; it shows: ${seen.replace(/\s+/g, " ").trim().slice(0, 400)}`);
+    }
+    await page.locator(`${sel} summary`).click({ timeout: TIMEOUT_MS });
+    const evidence = await page.locator(`${sel} .rec-body`).textContent();
+    const yaml = await page.locator(`${sel} .rec-yaml`).textContent();
+    if (!/Evidence/.test(evidence) || !/(routes|upstreams):/.test(yaml)) {
+      throw new Failure(`recommendation "${key}" opened without evidence or config: ${evidence} / ${yaml}`);
+    }
+    console.log(`ok: recommendation ${key} shown with its evidence and config`);
+  });
+}
+
 async function screenshot(path) {
   await withPage(async (page) => {
     try {
@@ -169,6 +189,7 @@ async function main() {
     "wait-state": [2, () => waitState(args[0], args[1])],
     replay: [1, () => replay(args[0])],
     "filter-purge": [2, () => filterPurge(args[0], args[1])],
+    recommendation: [1, () => recommendation(args[0])],
     screenshot: [1, () => screenshot(args[0])],
   };
   const entry = steps[step];

@@ -11,6 +11,7 @@ pub(super) fn cache(
     t: &EndpointAgg,
     known: &Known,
     span: &str,
+    seconds: f64,
 ) -> Option<Recommendation> {
     let route = route_of(e);
     if !is_read(e) || known.cached_routes.contains(&route) || t.cache_requests < MIN_REQUESTS {
@@ -26,13 +27,23 @@ pub(super) fn cache(
     if hit_ratio < CACHE_MIN_REPEAT {
         return None;
     }
+    // Nothing longer than what was watched: an answer unchanged for 3 s
+    // says nothing about the next 5 minutes.
+    let watched = TTLS_S
+        .iter()
+        .rposition(|s| *s as f64 <= seconds.max(1.0))
+        .unwrap_or(0);
     let i = if verified {
         let ok = |i: &usize| {
             t.ttl[*i].hits > 0 && ratio(t.ttl[*i].stale, t.ttl[*i].hits) <= CACHE_MAX_STALE
         };
-        (0..TTLS_S.len()).rev().find(ok).unwrap_or(0)
+        (0..=watched).rev().find(ok).unwrap_or(0)
     } else {
-        TTLS_S.iter().rposition(|s| *s <= 60).unwrap_or(0)
+        TTLS_S
+            .iter()
+            .rposition(|s| *s <= 60)
+            .unwrap_or(0)
+            .min(watched)
     };
     let ttl_s = TTLS_S[i];
     let sim = t.ttl[i];
@@ -61,7 +72,7 @@ pub(super) fn cache(
                 ms(t.lifetimes.quantile(0.5) as f64)
             )
         } else if verified {
-            "; no body changed in the window".to_owned()
+            format!("; no body changed in the {span} observed")
         } else {
             String::new()
         }

@@ -211,7 +211,7 @@ fn all(rec: &Recorder, known: &Known, seconds: f64) -> Vec<Recommendation> {
         if t.requests < rules::MIN_REQUESTS {
             continue;
         }
-        let cache = endpoint::cache(e, &t, known, &span);
+        let cache = endpoint::cache(e, &t, known, &span, seconds);
         // Caching already answers a read's repeats.
         if cache.is_none() {
             out.extend(endpoint::duplicates(e, &t, known, &span));

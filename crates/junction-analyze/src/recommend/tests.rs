@@ -60,6 +60,8 @@ fn a_read_repeating_its_body_90_percent_of_the_time_is_a_cache_candidate() {
     let hit = c.figures["hit_ratio"];
     assert!((hit - 0.9).abs() < 0.03, "hit ratio {hit}");
     assert!(c.yaml.contains("cache: { ttl: "), "{}", c.yaml);
+    // 50 s of traffic: no lifetime longer than what was watched.
+    assert!(c.figures["suggested_ttl_s"] <= 50.0, "{:?}", c.figures);
     assert!(c.evidence.contains("the same body"), "{}", c.evidence);
     assert!(find(&r, Kind::Cache, "GET /search/{id}").is_none());
     // Already cached: not recommended again.

@@ -276,6 +276,40 @@
     body.replaceChildren(donut, dl);
   }
 
+  // === recommendations ===
+  // Polled every few seconds (the analysis moves slowly); each entry is a
+  // <details> kept by key, so an opened one stays open across polls.
+  const RECS_EVERY_MS = 5000;
+  let recsAt = 0;
+  function renderRecs(report) {
+    const list = $("#recs .recs-list");
+    const w = report.window || {};
+    $("#recs-window").textContent = `${fmtInt(w.requests)} requests over ${w.seconds ? fmtDuration(w.seconds * 1000) : "–"}`;
+    const recs = Array.isArray(report.recommendations) ? report.recommendations : [];
+    const old = new Map([...list.children].map((li) => [li.dataset.rec, li]));
+    const items = recs.map((r) => {
+      const key = `${r.kind} ${r.target}`;
+      let li = old.get(key);
+      if (!li) {
+        li = h("li", { "data-rec": key });
+        const details = h("details", {},
+          h("summary", {}, h("span", { class: `rec-kind rec-${r.kind}` }, r.kind), h("span", { class: "rec-title" }), h("span", { class: "rec-saves sub" })),
+          h("dl", { class: "rec-body" }), h("pre", { class: "rec-yaml" }));
+        li.append(details);
+      }
+      li.querySelector(".rec-title").textContent = r.title;
+      li.querySelector(".rec-saves").textContent = `saves ${fmtRate(r.score)} s of waiting`;
+      const dl = li.querySelector(".rec-body");
+      dl.replaceChildren(...[["Evidence", r.evidence], ["Gain", r.gain], ["Risk", r.risk]].flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+      li.querySelector(".rec-yaml").textContent = r.yaml;
+      return li;
+    });
+    list.replaceChildren(...items);
+    if (!items.length) list.replaceChildren(h("li", { class: "empty" }, "Nothing to recommend yet."));
+    const limits = Array.isArray(report.limitations) ? report.limitations : [];
+    $("#recs .recs-limits").replaceChildren(...limits.map((l) => h("li", { class: "sub" }, `Not assessed: ${l}`)));
+  }
+
   // === dead letters ===
   // The listing follows the filter form; the bulk buttons act on the checked
   // rows when there are any, else on everything the filters match.
@@ -441,6 +475,10 @@
         setStatus("offline", ov.status === "rejected" ? ov.reason.message : "empty answer");
       }
       if (graph.status === "fulfilled") renderGraph(graph.value);
+      if (Date.now() - recsAt >= RECS_EVERY_MS) {
+        recsAt = Date.now();
+        api("admin/recommendations").then((r) => r && renderRecs(r)).catch(() => { recsAt = 0; });
+      }
       if (dlq.status === "fulfilled" && dlq.value) renderDlq(dlq.value, false);
       else if (dlq.status === "rejected" && dlq.reason.status === 404) renderDlq(null, true);
       else if (dlq.status === "rejected" && dlq.reason.status === 400) $("#dlq-count").textContent = dlq.reason.message;

@@ -13,6 +13,7 @@ fn config(inv: &str, sub: &str) -> String {
     format!(
         r#"
 queue: {{ backend: embedded, path: "{}" }}
+analyze: {{ enabled: true }}
 upstreams:
   inventory: {{ url: "{inv}", timeout: 1s, breaker: {{ min_requests: 1000 }} }}
   vendor: {{ url: "{inv}", timeout: 1s, breaker: {{ min_requests: 3, reset_timeout: 60s }} }}
@@ -225,7 +226,8 @@ fn browser_step(admin: &str, args: &[&str]) -> Result<(), String> {
 
 /// Headless Chromium against a real Junction: a breaker opening shows on the page,
 /// a dead letter's Replay button redelivers it, the DLQ's reason filter finds
-/// dead letters and "Purge all matching" removes them, and a screenshot is kept.
+/// dead letters and "Purge all matching" removes them, the recommendations
+/// list a cache candidate with its config, and a screenshot is kept.
 /// Needs /usr/bin/chromium and npm (`.ci/run` installs them and sets
 /// JUNCTION_BROWSER_TESTS=1, which makes a missing browser a failure).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -262,6 +264,12 @@ async fn dashboard_in_headless_chromium() {
     }
     let a = admin.clone();
     tokio::task::spawn_blocking(move || browser_step(&a, &["wait-state", "vendor", "closed"]))
+        .await
+        .unwrap()
+        .unwrap();
+    // Observe mode saw /stock answer the same 20 times: a cache candidate.
+    let a = admin.clone();
+    tokio::task::spawn_blocking(move || browser_step(&a, &["recommendation", "cache GET /stock"]))
         .await
         .unwrap()
         .unwrap();
