@@ -15,6 +15,9 @@
 # the route TTL applies), memory backend, RUST_LOG=warn. nginx: proxy_cache_valid
 # 200 5m, keep-alive upstream pool, worker_processes 2 (Junction runs 2 data threads).
 #
+# HEAD_EXTRA: config text appended to HEAD's file only (e.g. 'analyze: { enabled: true }'
+# with JUNCTION_BASE=HEAD measures what a setting costs: one build serves both).
+#
 # Env: ROUNDS (3), DURATION (10), CONNS (64), WRK_THREADS (1), JUNCTION_BASE (HEAD~1),
 #      BENCH_PORT_BASE (18300), BINARIES (a directory with junction-base and
 #      junction-head from an earlier run: no builds). HEAD is the working tree
@@ -53,6 +56,10 @@ head_sha=$(git -C "$REPO_DIR" rev-parse --short HEAD)
 if [ -n "${BINARIES:-}" ]; then
     # Both builds of an earlier run (e.g. bench/out/proxied-instructions): no builds.
     cp "$BINARIES/junction-base" "$BINARIES/junction-head" "$WORK/" || die "no builds in $BINARIES"
+elif [ "$base_sha" = "$head_sha" ] && git -C "$REPO_DIR" diff --quiet HEAD; then
+    # The same tree: one build for both.
+    JUNCTION_REF="" build_junction && cp "$JUNCTION_BIN" "$WORK/junction-head"
+    cp "$WORK/junction-head" "$WORK/junction-base"
 else
     JUNCTION_REF="$base_sha" build_junction && cp "$JUNCTION_BIN" "$WORK/junction-base"
     JUNCTION_REF="" build_junction && cp "$JUNCTION_BIN" "$WORK/junction-head"
@@ -89,7 +96,7 @@ $CACHE_LINE
 EOF
 }
 junction_config "$JB_PORT" "$JB_ADMIN" >"$WORK/base.yaml"
-junction_config "$JH_PORT" "$JH_ADMIN" >"$WORK/head.yaml"
+{ junction_config "$JH_PORT" "$JH_ADMIN"; [ -z "${HEAD_EXTRA:-}" ] || echo "$HEAD_EXTRA"; } >"$WORK/head.yaml"
 JUNCTION_BIN="$WORK/junction-base" start_junction "$WORK/base.yaml" "$WORK/base.log" "$JB_ADMIN"
 JB_PID=$JUNCTION_PID
 JUNCTION_BIN="$WORK/junction-head" start_junction "$WORK/head.yaml" "$WORK/head.log" "$JH_ADMIN"
@@ -142,7 +149,7 @@ hits_head=$(curl -fsS "http://127.0.0.1:$JH_ADMIN/metrics" | awk '/^junction_cac
         read -r cpu rps p99 _ <<<"${BEST[$target]}"
         case $target in
             base) name="Junction $base_sha (base)" ;;
-            head) name="Junction $head_sha (head)" ;;
+            head) name="Junction $head_sha (head${HEAD_EXTRA:+, $HEAD_EXTRA})" ;;
             nginx) name="$PEER" ;;
         esac
         printf "%-34s %14s %12s %9s\n" "$name" "$cpu" "$rps" "$p99"

@@ -126,7 +126,7 @@ impl Merge for EndpointAgg {
         self.client_errors += o.client_errors;
         self.latency.merge(&o.latency);
         self.bytes.merge(&o.bytes);
-        self.bytes_total += o.bytes_total;
+        self.bytes_total = self.bytes_total.saturating_add(o.bytes_total);
         self.json += o.json;
         self.typed += o.typed;
         self.cache_requests += o.cache_requests;

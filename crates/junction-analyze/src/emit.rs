@@ -33,11 +33,13 @@ pub fn config(report: &Report, urls: &UpstreamUrls) -> String {
     y.push_str("listen: 0.0.0.0:8080\nadmin: { listen: 127.0.0.1:9090 }\n");
     y.push_str("queue: { backend: embedded, path: ./junction-queue }\n");
     y.push_str("cache: { backend: memory, max_entries: 100000 }\n");
+    // Endpoint recommendations are matched by target (method and template):
+    // a route name may be shared by several shapes of one route.
     let find =
-        |kind: Kind, route: Option<&str>, upstream: Option<&str>| -> Option<&Recommendation> {
+        |kind: Kind, target: Option<&str>, upstream: Option<&str>| -> Option<&Recommendation> {
             report.recommendations.iter().find(|r| {
                 r.kind == kind
-                    && (route.is_none() || r.route.as_deref() == route)
+                    && (target.is_none() || Some(r.target.as_str()) == target)
                     && (upstream.is_none() || r.upstream.as_deref() == upstream)
             })
         };
@@ -92,7 +94,8 @@ pub fn config(report: &Report, urls: &UpstreamUrls) -> String {
             .upstream
             .clone()
             .unwrap_or_else(|| crate::logs::BACKEND.into());
-        let route = Some(e.route.as_str());
+        let target = format!("{} {}", e.method, e.path);
+        let route = Some(target.as_str());
         let mut policy = Vec::new();
         let async_rec = find(Kind::Async, route, None).filter(|_| !e.path.contains('{'));
         if let Some(r) = async_rec {
@@ -102,7 +105,7 @@ pub fn config(report: &Report, urls: &UpstreamUrls) -> String {
             policy.push("  subscribers:".to_owned());
             policy.push(format!(
                 "    - {{ name: {}, upstream: {}, path: {} }}",
-                scalar(&upstream),
+                scalar(&name),
                 scalar(&upstream),
                 scalar(&e.path)
             ));

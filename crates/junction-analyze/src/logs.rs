@@ -12,7 +12,10 @@
 use crate::recorder::Recorder;
 use crate::sample::Sample;
 use serde_json::Value;
-use std::io::BufRead;
+use std::io::{BufRead, Read};
+
+/// The longest line read; longer ones are skipped.
+const MAX_LINE: usize = 64 * 1024;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -84,14 +87,31 @@ pub fn read(
         format,
         ..Default::default()
     };
-    for line in input.lines() {
-        let line = line?;
+    let mut input = input;
+    let mut raw = Vec::new();
+    loop {
+        raw.clear();
+        let n = (&mut input)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut raw)?;
+        if n == 0 {
+            break;
+        }
         stats.lines += 1;
+        if raw.len() > MAX_LINE && raw.last() != Some(&b'\n') {
+            // Longer than any access line: skipped, with the rest of it.
+            input.skip_until(b'\n')?;
+            stats.skipped += 1;
+            continue;
+        }
+        // Logs are not always clean UTF-8 (paths, user agents): read lossily.
+        let line = String::from_utf8_lossy(&raw);
+        let line = line.trim_end_matches(['\n', '\r']);
         let sample = match stats.format {
-            Some(f) => f.parse(&line),
+            Some(f) => f.parse(line),
             None => [Format::Junction, Format::Nginx, Format::NodeTiming]
                 .into_iter()
-                .find_map(|f| f.parse(&line).map(|s| (f, s)))
+                .find_map(|f| f.parse(line).map(|s| (f, s)))
                 .map(|(f, s)| {
                     stats.format = Some(f);
                     s
@@ -155,13 +175,18 @@ fn junction(line: &str) -> Option<Sample> {
     Some(Sample {
         at_ms: end_ms.map(|e| e.saturating_sub(latency_us / 1000)),
         route: Some(route),
-        upstream: text("upstream"),
+        // An async route's callee is its topic, not an upstream.
+        upstream: text("upstream").filter(|u| !u.starts_with("topic:")),
         method: text("method")?,
         path,
         query,
         caller,
         trace: text("trace_id"),
-        status: f.get("status").and_then(Value::as_u64).map(|s| s as u16),
+        status: f
+            .get("status")
+            .and_then(Value::as_u64)
+            .and_then(|s| u16::try_from(s).ok())
+            .filter(|s| (100..600).contains(s)),
         latency_us,
         ..Default::default()
     })
@@ -182,11 +207,15 @@ fn nginx(line: &str) -> Option<Sample> {
     let mut req = request.split(' ');
     let method = req.next()?.to_owned();
     let target = req.next()?;
-    if !method.bytes().all(|b| b.is_ascii_uppercase()) || !target.starts_with('/') {
+    if !crate::sample::METHODS.contains(&method.as_str()) || !target.starts_with('/') {
         return None;
     }
     let mut nums = rest.split_whitespace();
-    let status: u16 = nums.next()?.parse().ok()?;
+    let status: u16 = nums
+        .next()?
+        .parse()
+        .ok()
+        .filter(|s| (100..600).contains(s))?;
     let bytes: Option<u64> = nums.next()?.parse().ok();
     let request_time: f64 = line.rsplit(' ').next()?.trim().parse().ok()?;
     let fmt = time::macros::format_description!(
@@ -244,10 +273,14 @@ fn node(line: &str) -> Option<Sample> {
         value * 1e6
     }
     .round() as u64;
-    let at_ms = tokens[..m].iter().find_map(|t| {
-        let t = t.trim_matches(|c| c == '[' || c == ']');
-        OffsetDateTime::parse(t, &Rfc3339).ok().and_then(unix_ms)
-    });
+    // The middleware logs when the response finished: the start is before it.
+    let at_ms = tokens[..m]
+        .iter()
+        .find_map(|t| {
+            let t = t.trim_matches(|c| c == '[' || c == ']');
+            OffsetDateTime::parse(t, &Rfc3339).ok().and_then(unix_ms)
+        })
+        .map(|end| end.saturating_sub(latency_us / 1000));
     let (path, query) = split_path(target);
     Some(Sample {
         at_ms,
@@ -292,6 +325,14 @@ mod tests {
         assert_eq!(s.caller.as_deref(), Some("10.0.0.7"));
         assert_eq!(s.at_ms, Some(1_796_464_801_000 - 812));
         assert!(Format::Nginx.parse("not a log line").is_none());
+        let propfind = line.replace("GET /orders", "PROPFIND /orders");
+        assert!(
+            Format::Nginx.parse(&propfind).is_none(),
+            "a method Junction cannot route"
+        );
+        assert!(Format::Nginx
+            .parse(&line.replace(" 200 512", " 65736 512"))
+            .is_none());
     }
 
     #[test]
@@ -307,21 +348,24 @@ mod tests {
             .expect("parses");
         assert_eq!(s.status, Some(201));
         assert_eq!(s.latency_us, 1_500_000);
-        assert_eq!(s.at_ms, Some(1_796_464_801_000));
+        assert_eq!(s.at_ms, Some(1_796_464_801_000 - 1_500));
         assert!(Format::NodeTiming.parse("GET took 5ms").is_none());
         assert!(Format::NodeTiming.parse("server started in 5ms").is_none());
     }
 
     #[test]
     fn the_format_is_detected_and_other_lines_skipped() {
-        let log = "starting\nGET /a/1 took 5ms\nGET /a/2 took 7ms\n\n";
+        let mut log = b"starting\nGET /a/1 took 5ms\nGET /a/\xfe2 took 7ms\n\n".to_vec();
+        // A line past the limit is skipped whole; the next one still reads.
+        log.extend(std::iter::repeat_n(b'x', MAX_LINE + 10));
+        log.extend(b"\nGET /a/3 took 1ms");
         let mut rec = Recorder::new(crate::Settings {
             window: None,
             ..Default::default()
         });
-        let stats = read(log.as_bytes(), None, &mut rec, |_| {}).expect("reads");
+        let stats = read(log.as_slice(), None, &mut rec, |_| {}).expect("reads");
         assert_eq!(stats.format, Some(Format::NodeTiming));
-        assert_eq!((stats.lines, stats.samples, stats.skipped), (4, 2, 2));
+        assert_eq!((stats.lines, stats.samples, stats.skipped), (6, 3, 3));
         assert_eq!(rec.endpoints()[0].template, "/a/{id}");
     }
 }

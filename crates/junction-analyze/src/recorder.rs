@@ -126,7 +126,7 @@ pub struct Recorder {
     first_ms: Option<u64>,
     last_ms: Option<u64>,
     endpoints: Vec<Endpoint>,
-    index: HashMap<(String, String), usize>,
+    index: HashMap<(Option<String>, String, String), usize>,
     upstreams: BTreeMap<String, Upstream>,
     cache_keys: HashMap<u64, CacheKey>,
     dup_keys: HashMap<u64, u64>,
@@ -222,7 +222,8 @@ impl Recorder {
             self.first_ms = Some(self.first_ms.map_or(t, |f| f.min(t)));
             self.last_ms = Some(self.last_ms.map_or(t, |l| l.max(t)));
         }
-        let Some(ei) = self.endpoint_index(s) else {
+        let known_method = crate::sample::METHODS.contains(&s.method.as_str());
+        let Some(ei) = known_method.then(|| self.endpoint_index(s)).flatten() else {
             self.untracked_endpoints += 1;
             return;
         };
@@ -276,7 +277,7 @@ impl Recorder {
         }
         if let Some(b) = s.response_bytes {
             a.bytes.record(b);
-            a.bytes_total += b;
+            a.bytes_total = a.bytes_total.saturating_add(b);
         }
         a.json += u64::from(s.json == Some(true));
         a.typed += u64::from(s.json.is_some());
@@ -299,19 +300,17 @@ impl Recorder {
     }
 
     fn endpoint_index(&mut self, s: &Sample) -> Option<usize> {
-        let name = s
-            .route
-            .clone()
-            .or_else(|| s.template.clone())
-            .unwrap_or_else(|| template_of(&s.path));
-        let key = (name, s.method.clone());
+        // A route whose template is unknown (a log line) is split by the
+        // paths' own templates: one route may serve several shapes.
+        let template = s.template.clone().unwrap_or_else(|| template_of(&s.path));
+        let key = (s.route.clone(), template, s.method.clone());
         if let Some(i) = self.index.get(&key) {
             return Some(*i);
         }
         if self.endpoints.len() >= self.settings.max_endpoints {
             return None;
         }
-        let template = s.template.clone().unwrap_or_else(|| template_of(&s.path));
+        let template = key.1.clone();
         let window_ms = self.window_ms();
         self.endpoints.push(Endpoint {
             route: s.route.clone(),
@@ -333,6 +332,10 @@ impl Recorder {
     }
 
     fn record_upstream(&mut self, name: &str, s: &Sample) {
+        if !self.upstreams.contains_key(name) && self.upstreams.len() >= self.settings.max_endpoints
+        {
+            return;
+        }
         let window_ms = self.window_ms();
         let u = self
             .upstreams
@@ -408,7 +411,8 @@ impl Recorder {
         let repeat_ms = self.settings.repeat_window.as_millis() as u64;
         let mut step = CacheStep::default();
         if !self.cache_keys.contains_key(&key) && !self.room(now) {
-            return Some(step);
+            // Untracked (counted as such): neither a hit nor a miss.
+            return None;
         }
         let k = self.cache_keys.entry(key).or_insert(CacheKey {
             last_ms: now,
@@ -478,9 +482,10 @@ struct CacheStep {
 
 fn endpoint_hash(e: &Endpoint) -> u64 {
     let mut h = Xxh3::new();
-    h.update(e.name().as_bytes());
-    h.update(&[0]);
-    h.update(e.method.as_bytes());
+    for part in [e.route.as_deref().unwrap_or(""), &e.template, &e.method] {
+        h.update(part.as_bytes());
+        h.update(&[0]);
+    }
     h.digest()
 }
 

@@ -6,6 +6,9 @@
 
 use serde::Serialize;
 
+/// The methods Junction routes (and so the only ones a recommendation names).
+pub const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
 /// One request and its answer, as far as the source knows them.
 #[derive(Debug, Clone, Default)]
 pub struct Sample {

@@ -50,6 +50,9 @@ pub async fn run_top(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
+    // SIGTERM (a `kill`, a closing tmux pane) ends it like `q`: the terminal
+    // is put back out of raw mode instead of left unusable.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     if tty {
         print!("\x1b[?25l");
     }
@@ -63,6 +66,7 @@ pub async fn run_top(
         tokio::select! {
             _ = ticker.tick() => {}
             _ = &mut ctrl_c => break Ok(()),
+            _ = term.recv() => break Ok(()),
             (c, ctrl) = keys.next() => {
                 match view.key(c, ctrl) {
                     Action::Quit => break Ok(()),

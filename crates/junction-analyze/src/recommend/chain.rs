@@ -47,7 +47,8 @@ pub(super) fn chains(rec: &Recorder, found: &[Recommendation], span: &str) -> Ve
             .map(|e| format!("{} {}", e.method, e.template))
             .collect();
         let mut r = recommendation(Kind::Chain, None, None);
-        r.target = format!("caller {}", c.caller);
+        // Unique per chain: one caller may run several.
+        r.target = format!("caller {}: {}", c.caller, path.join(" → "));
         r.upstream = None;
         r.evidence = format!(
             "{} requests of caller {} in {span} made {} calls one after the other: {}; the caller waited {} on average (sum of p50s {})",

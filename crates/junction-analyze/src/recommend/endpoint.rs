@@ -238,9 +238,10 @@ pub(super) fn async_write(
                 "async:".to_owned(),
                 format!("  topic: {}", scalar(&route)),
                 "  subscribers:".to_owned(),
+                // Named after the route: subscriber names are unique in a config.
                 format!(
                     "    - {{ name: {}, upstream: {}, path: {} }}",
-                    scalar(&upstream),
+                    scalar(&route),
                     scalar(&upstream),
                     subscriber_path
                 ),

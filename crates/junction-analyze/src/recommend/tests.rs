@@ -66,7 +66,7 @@ fn a_read_repeating_its_body_90_percent_of_the_time_is_a_cache_candidate() {
     assert!(find(&r, Kind::Cache, "GET /search/{id}").is_none());
     // Already cached: not recommended again.
     let known = Known {
-        cached_routes: ["get-items".to_owned()].into(),
+        cached_routes: ["get-items-id".to_owned()].into(),
         ..Default::default()
     };
     assert!(find(&report(&rec, &known, "t"), Kind::Cache, "GET /items/{id}").is_none());

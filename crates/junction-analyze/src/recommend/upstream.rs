@@ -52,7 +52,7 @@ pub(super) fn timeout(u: &Upstream, known: &Known, span: &str) -> Option<Recomme
         over
     );
     r.risk = format!(
-        "calls slower than {} fail (about 0.1% of them at p99.9 today); they count as timeouts for the breaker",
+        "calls slower than {} fail (fewer than 1 in 1,000 today: it is 1.5 times p99.9); they count as timeouts for the breaker",
         duration(suggested)
     );
     r.yaml = format!(

@@ -35,10 +35,13 @@ pub fn duration(ms: u64) -> String {
 /// `get-suppliers`, `post-orders-lines`.
 pub fn route_name(method: &str, template: &str) -> String {
     let mut name = method.to_ascii_lowercase();
-    for seg in template
-        .split('/')
-        .filter(|s| !s.is_empty() && !s.starts_with('{'))
-    {
+    for seg in template.split('/').filter(|s| !s.is_empty()) {
+        // `{id}` → `id`, `{*rest}` → `rest`: `GET /orders` and
+        // `GET /orders/{id}` must not share a name.
+        let seg = seg
+            .trim_start_matches('{')
+            .trim_start_matches('*')
+            .trim_end_matches('}');
         name.push('-');
         name.extend(seg.chars().map(|c| {
             if c.is_ascii_alphanumeric() {
@@ -105,9 +108,10 @@ mod tests {
         assert_eq!(duration(300_000), "5m");
         assert_eq!(duration(90_000), "90s");
         assert_eq!(duration(3_600_000), "1h");
-        assert_eq!(route_name("GET", "/suppliers/{id}"), "get-suppliers");
+        assert_eq!(route_name("GET", "/suppliers/{id}"), "get-suppliers-id");
+        assert_eq!(route_name("GET", "/suppliers"), "get-suppliers");
         assert_eq!(route_name("POST", "/"), "post-root");
-        assert_eq!(route_name("GET", "/a.b/{id}/c"), "get-a-b-c");
+        assert_eq!(route_name("GET", "/a.b/{id}/c"), "get-a-b-id-c");
         assert_eq!(scalar("/orders/{id}"), "\"/orders/{id}\"");
         assert_eq!(scalar("/orders"), "/orders");
     }

@@ -39,12 +39,41 @@ pub(super) async fn message(State(state): State<AdminState>, Path(id): Path<Stri
         return no_queue();
     };
     match queue.ledger.message_status(&id).await {
-        Ok(Some(status)) => Json(status).into_response(),
+        Ok(Some(status)) => match serde_json::to_value(&status) {
+            Ok(mut v) => {
+                with_rfc3339(&mut v);
+                Json(v).into_response()
+            }
+            Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        },
         Ok(None) => problem(
             StatusCode::NOT_FOUND,
             &format!("message {id} is unknown (or its record expired)"),
         ),
         Err(e) => queue_error(e),
+    }
+}
+
+/// Beside every unix-ms time (`…_at_ms`, `at_ms`) an RFC 3339 twin without
+/// the `_ms` (`enqueued_at`, `at`), as the DLQ listing has; `null` stays `null`.
+fn with_rfc3339(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            let twins: Vec<(String, serde_json::Value)> = map
+                .iter()
+                .filter(|(k, _)| k.ends_with("at_ms"))
+                .map(|(k, t)| {
+                    let text = t.as_u64().map(rfc3339);
+                    (k.trim_end_matches("_ms").to_owned(), json!(text))
+                })
+                .collect();
+            for child in map.values_mut() {
+                with_rfc3339(child);
+            }
+            map.extend(twins);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(with_rfc3339),
+        _ => {}
     }
 }
 
@@ -90,13 +119,15 @@ pub(super) async fn dlq_list(
                 .items
                 .iter()
                 .map(|d| {
+                    let mut history = json!(d.attempts);
+                    with_rfc3339(&mut history);
                     json!({
                         "id": d.id,
                         "message_id": d.message.id.as_str(),
                         "topic": d.message.topic,
                         "subscriber": d.subscriber,
                         "attempts": d.attempts.len(),
-                        "history": d.attempts,
+                        "history": history,
                         "reason": d.reason,
                         "dead_at": rfc3339(d.dead_at_ms),
                         "dead_at_ms": d.dead_at_ms,
@@ -183,5 +214,33 @@ async fn dlq_apply_all(
             DlqAction::Purge => Json(json!({ "purged": n })).into_response(),
         },
         Err(e) => queue_error(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unix_ms_times_get_rfc3339_twins() {
+        let mut v = json!({
+            "enqueued_at_ms": 1_700_000_000_123u64,
+            "completed_at_ms": null,
+            "duration_ms": 5,
+            "subscribers": [{"history": [{"at_ms": 1_700_000_000_000u64}],
+                             "state": {"state": "pending", "next_attempt_at_ms": 1_700_000_001_000u64}}]
+        });
+        with_rfc3339(&mut v);
+        assert_eq!(v["enqueued_at"], "2023-11-14T22:13:20.123Z");
+        assert_eq!(v["completed_at"], serde_json::Value::Null);
+        assert!(v.get("duration").is_none());
+        assert_eq!(
+            v["subscribers"][0]["history"][0]["at"],
+            "2023-11-14T22:13:20.000Z"
+        );
+        assert_eq!(
+            v["subscribers"][0]["state"]["next_attempt_at"],
+            "2023-11-14T22:13:21.000Z"
+        );
     }
 }

@@ -547,7 +547,7 @@ impl Gateway {
             .live
             .analysis
             .enabled()
-            .then(|| self.sample_of(&req, &route, &who));
+            .then(|| tap::sample_of(&req, &route, &who.client, who.caller.as_deref()));
         // One trace id from here on: the span's when tracing is on, else the
         // caller's `traceparent` (or a new one, added so every hop keeps it).
         who.trace =
@@ -592,73 +592,14 @@ impl Gateway {
         match observing {
             Some(mut sample) => {
                 sample.latency_us = start.elapsed().as_micros() as u64;
-                sample.upstream = outcome.upstream;
+                // An async route's callee is its topic, not an upstream.
+                if matches!(route.kind, RouteKind::Sync { .. }) {
+                    sample.upstream = outcome.upstream;
+                }
                 tap::observe(resp, sample, self.live.clone(), request_digest)
             }
             None => resp,
         }
-    }
-
-    /// What observe mode knows of a request before it is served.
-    fn sample_of(
-        &self,
-        req: &Request<Incoming>,
-        route: &Route,
-        who: &Who,
-    ) -> junction_analyze::Sample {
-        let at_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .ok();
-        // Only a trace the caller sent ties its calls together (one Junction
-        // starts is new per request).
-        let trace = req
-            .headers()
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .and_then(TraceId::of)
-            .map(|t| t.to_string());
-        // A catch-all route (observe mode's one route per upstream) is
-        // analysed per path template, so each endpoint gets its own advice.
-        let catch_all = route.template.contains("{*");
-        junction_analyze::Sample {
-            at_ms,
-            route: (!catch_all).then(|| route.name.clone()),
-            template: (!catch_all).then(|| route.template.clone()),
-            method: req.method().as_str().to_owned(),
-            path: req.uri().path().to_owned(),
-            query: req.uri().query().map(str::to_owned),
-            caller: Some(
-                who.caller
-                    .clone()
-                    .unwrap_or_else(|| who.client.ip().to_string()),
-            ),
-            trace,
-            ..Default::default()
-        }
-    }
-
-    /// What the running config already does, so the recommendations skip it.
-    pub fn analysis_known(&self) -> junction_analyze::Known {
-        let mut known = junction_analyze::Known::default();
-        for r in &self.routes {
-            if r.cache.is_some() {
-                known.cached_routes.insert(r.name.clone());
-            }
-            if matches!(r.kind, RouteKind::Async(_)) {
-                known.async_routes.insert(r.name.clone());
-            }
-            if r.idempotency.is_some() {
-                known.idempotent_routes.insert(r.name.clone());
-            }
-            if r.projects {
-                known.fields_routes.insert(r.name.clone());
-            }
-        }
-        for (name, u) in &self.upstreams {
-            known.upstream_timeouts.insert(name.clone(), u.timeout());
-        }
-        known
     }
 
     /// Feeds the live stats and the dependency graph: caller → route → upstream/topic.

@@ -8,10 +8,12 @@
 //! ([`TappedBody`]); the sample is recorded when the response body ends (or
 //! is dropped, then without a body hash). Off, a request pays one branch.
 
+use super::{Gateway, Route, RouteKind};
 use crate::body::Body;
 use crate::telemetry::live::Live;
+use crate::telemetry::trace::TraceId;
 use bytes::{Bytes, BytesMut};
-use http::Response;
+use http::{Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use junction_analyze::Sample;
@@ -112,6 +114,66 @@ impl HttpBody for ClientBody {
     }
 }
 
+/// What observe mode knows of a request before it is served.
+pub fn sample_of(
+    req: &Request<Incoming>,
+    route: &Route,
+    client: &std::net::SocketAddr,
+    caller: Option<&str>,
+) -> Sample {
+    let at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .ok();
+    // Only a trace the caller sent ties its calls together (one Junction
+    // starts is new per request).
+    let trace = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceId::of)
+        .map(|t| t.to_string());
+    // A catch-all route (observe mode's one route per upstream) is analysed
+    // per path template, so each endpoint gets its own advice.
+    let catch_all = route.template.contains("{*");
+    Sample {
+        at_ms,
+        route: (!catch_all).then(|| route.name.clone()),
+        template: (!catch_all).then(|| route.template.clone()),
+        method: req.method().as_str().to_owned(),
+        path: req.uri().path().to_owned(),
+        query: req.uri().query().map(str::to_owned),
+        caller: Some(caller.map_or_else(|| client.ip().to_string(), str::to_owned)),
+        trace,
+        ..Default::default()
+    }
+}
+
+impl Gateway {
+    /// What the running config already does, so the recommendations skip it.
+    pub fn analysis_known(&self) -> junction_analyze::Known {
+        let mut known = junction_analyze::Known::default();
+        for r in self.routes() {
+            if r.cache.is_some() {
+                known.cached_routes.insert(r.name.clone());
+            }
+            if matches!(r.kind, RouteKind::Async(_)) {
+                known.async_routes.insert(r.name.clone());
+            }
+            if r.idempotency.is_some() {
+                known.idempotent_routes.insert(r.name.clone());
+            }
+            if r.projects {
+                known.fields_routes.insert(r.name.clone());
+            }
+        }
+        for (name, u) in self.upstreams() {
+            known.upstream_timeouts.insert(name.clone(), u.timeout());
+        }
+        known
+    }
+}
+
 /// Wraps `resp`'s body so `sample` is completed (size, body hash, sampled
 /// fields, the request's hash) and recorded when the body ends.
 pub fn observe(
@@ -156,7 +218,8 @@ impl TappedBody {
         let Some((mut s, live, request)) = self.pending.take() else {
             return;
         };
-        s.response_bytes = Some(self.bytes);
+        // A body cut short says nothing of the answer's size or content.
+        s.response_bytes = complete.then_some(self.bytes);
         s.response_hash = complete.then(|| self.hasher.digest());
         s.request_hash = request.and_then(|d| d.get());
         if complete {

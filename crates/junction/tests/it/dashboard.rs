@@ -203,6 +203,39 @@ async fn top_prints_the_overview() {
     }
 }
 
+/// SIGTERM ends `junction top` as `q` does (exit 0, terminal restored),
+/// not by the signal's default death.
+#[tokio::test]
+async fn top_ends_cleanly_on_sigterm() {
+    let up = FakeUpstream::start().await;
+    let gw = start(&config(&up.url(), &up.url())).await;
+    let admin = format!("http://{}", gw.admin);
+    let status = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_junction"))
+            .args(["top", "--admin", &admin, "--interval", "200ms"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(800));
+        let killed = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        for _ in 0..100 {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.kill().ok();
+        panic!("junction top still running 5 s after SIGTERM");
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
 /// Runs one step of the browser harness (`crates/junction-telemetry/browser`).
 fn browser_step(admin: &str, args: &[&str]) -> Result<(), String> {
     let script =
