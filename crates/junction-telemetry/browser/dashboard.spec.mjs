@@ -18,7 +18,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 const TIMEOUT_MS = 15_000;
-const USAGE = "usage: node dashboard.spec.mjs wait-state <upstream> <state> | replay <dlq-id> | filter-purge <reason> <n> | recommendation '<kind> <target>' | screenshot <path.png>";
+const USAGE = "usage: node dashboard.spec.mjs wait-state <upstream> <state> | replay <dlq-id> | filter-purge <reason> <n> | recommendation '<kind> <target>' | drill <route|upstream|subscriber> <name> <status> | screenshot <path.png>";
 
 class Failure extends Error {}
 
@@ -168,6 +168,28 @@ async function recommendation(key) {
   });
 }
 
+// Clicking a row opens its drill-down: the hour's chart has bars and the
+// status table counts `status`.
+async function drill(kind, name, status) {
+  const table = { route: "#routes", upstream: "#upstreams", subscriber: "#subscribers" }[kind];
+  if (!table) throw new Failure(`drill: ${kind} is not route, upstream or subscriber`);
+  await withPage(async (page) => {
+    const row = page.locator(`${table} tr[data-${kind}=${cssString(name)}]`);
+    try {
+      await row.waitFor({ timeout: TIMEOUT_MS });
+      await row.click({ timeout: TIMEOUT_MS });
+      await page.locator("#drill .d-calls rect.d-bar").first().waitFor({ timeout: TIMEOUT_MS });
+      await page.locator(`#drill .d-status tr[data-status=${cssString(status)}]`).waitFor({ timeout: TIMEOUT_MS });
+    } catch (_) {
+      const seen = await page.locator("#drill").textContent().catch(() => "");
+      throw new Failure(`the drill-down of ${kind} ${name} did not show calls and status ${status}: ${seen.replace(/\s+/g, " ").trim().slice(0, 300)}`);
+    }
+    const title = (await page.locator("#drill-title").textContent()).trim();
+    if (!title.endsWith(name)) throw new Failure(`the drill-down is titled "${title}"`);
+    console.log(`ok: drill-down of ${kind} ${name} shows its hour and status ${status}`);
+  });
+}
+
 async function screenshot(path) {
   await withPage(async (page) => {
     try {
@@ -190,6 +212,7 @@ async function main() {
     replay: [1, () => replay(args[0])],
     "filter-purge": [2, () => filterPurge(args[0], args[1])],
     recommendation: [1, () => recommendation(args[0])],
+    drill: [3, () => drill(args[0], args[1], args[2])],
     screenshot: [1, () => screenshot(args[0])],
   };
   const entry = steps[step];

@@ -101,7 +101,10 @@
 //! `[data-upstream="NAME"] .state` (breaker state text), `#queues`, `#subscribers`,
 //! `#cache`, `#dlq` (table), `[data-dlq-id="ID"] button.replay` / `button.purge`,
 //! `#replay-all`, `#purge-all`, `#dlq-filters` (inputs named like the query),
-//! `#graph svg` with `[data-node="ID"]` and `[data-edge="FROM->TO"]`.
+//! `#graph svg` with `[data-node="ID"]` and `[data-edge="FROM->TO"]`; clicking
+//! a route, upstream or subscriber row opens `#drill` (`.d-calls`, `.d-latency`,
+//! `.d-hist` charts, `.d-status tr[data-status="CODE"]`); `#recs` lists the
+//! recommendations, `[data-rec="KIND TARGET"]`.
 
 /// The page: HTML with its CSS and script inlined.
 const PAGE: &str = concat!(
@@ -112,6 +115,7 @@ const PAGE: &str = concat!(
     include_str!("dashboard/body.html"),
     "<script>\n\"use strict\";\n",
     include_str!("dashboard/graph.js"),
+    include_str!("dashboard/drill.js"),
     include_str!("dashboard/app.js"),
     "</script>\n</body>\n</html>\n",
 );

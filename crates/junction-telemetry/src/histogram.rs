@@ -145,6 +145,15 @@ impl Histogram {
             .sum()
     }
 
+    /// The non-empty buckets: (upper bound, count), lowest first.
+    pub fn bins(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.counts
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(i, n)| (bounds(i).1, u64::from(*n)))
+    }
+
     /// Heap bytes it holds.
     pub const HEAP_BYTES: usize = BINS * 4;
 }

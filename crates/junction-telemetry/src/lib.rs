@@ -17,6 +17,7 @@
 pub mod dashboard;
 pub mod graph;
 pub mod histogram;
+pub mod history;
 pub mod stats;
 pub mod top;
 

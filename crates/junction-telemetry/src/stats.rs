@@ -12,6 +12,7 @@
 //! so tests drive the clock by hand or with tokio's paused time.
 
 use crate::histogram::{self, BINS};
+use crate::history::{History, HistorySnapshot};
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -70,12 +71,16 @@ impl Slot {
     };
 }
 
+/// The hour of history a series may keep.
+type MaybeHistory = Option<Box<History>>;
+
 /// Live numbers of one series (a route, an upstream, a subscriber, a graph edge).
 pub struct RouteStats {
     origin: Instant,
     window_secs: u64,
-    /// `window_secs + 1` slots: the window plus the slot it is sliding out of.
-    slots: Mutex<Box<[Slot]>>,
+    /// `window_secs + 1` slots (the window plus the slot it is sliding out
+    /// of), and the hour of history when kept.
+    slots: Mutex<(Box<[Slot]>, MaybeHistory)>,
     count_total: AtomicU64,
     errors_total: AtomicU64,
     retries_total: AtomicU64,
@@ -111,11 +116,30 @@ impl RouteStats {
         RouteStats {
             origin,
             window_secs,
-            slots: Mutex::new(slots.into_boxed_slice()),
+            slots: Mutex::new((slots.into_boxed_slice(), None)),
             count_total: AtomicU64::new(0),
             errors_total: AtomicU64::new(0),
             retries_total: AtomicU64::new(0),
         }
+    }
+
+    /// Like [`RouteStats::with_window`], also keeping the last hour at 10 s,
+    /// statuses and a latency histogram (see [`crate::history`]).
+    pub fn with_history(window: Duration, origin: Instant) -> Self {
+        let s = Self::with_window(window, origin);
+        s.slots.lock().1 = Some(Box::default());
+        s
+    }
+
+    /// The hour of history ending at `now`, when the series keeps one.
+    pub fn history(&self, now: Instant) -> Option<HistorySnapshot> {
+        let sec = now.saturating_duration_since(self.origin).as_secs();
+        self.slots.lock().1.as_ref().map(|h| h.snapshot(sec))
+    }
+
+    /// Records one call answered with `status` (kept by the history).
+    pub fn record_status(&self, latency: Duration, is_error: bool, status: u16) {
+        self.record_full(Instant::now(), latency, is_error, false, Some(status));
     }
 
     /// Length of the rolling window.
@@ -130,6 +154,17 @@ impl RouteStats {
 
     /// Records one call that ended at `now`; `retried` when it needed more than one attempt.
     pub fn record_at(&self, now: Instant, latency: Duration, is_error: bool, retried: bool) {
+        self.record_full(now, latency, is_error, retried, None);
+    }
+
+    fn record_full(
+        &self,
+        now: Instant,
+        latency: Duration,
+        is_error: bool,
+        retried: bool,
+        status: Option<u16>,
+    ) {
         self.count_total.fetch_add(1, Ordering::Relaxed);
         if is_error {
             self.errors_total.fetch_add(1, Ordering::Relaxed);
@@ -140,7 +175,11 @@ impl RouteStats {
         let sec = now.saturating_duration_since(self.origin).as_secs();
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         let bin = histogram::index(micros);
-        let mut slots = self.slots.lock();
+        let mut guard = self.slots.lock();
+        let (slots, history) = &mut *guard;
+        if let Some(h) = history {
+            h.record(sec, micros, is_error, status);
+        }
         let len = slots.len() as u64;
         let slot = &mut slots[(sec % len) as usize];
         if slot.sec != sec {
@@ -174,8 +213,8 @@ impl RouteStats {
         let mut hist = [0.0f64; BINS];
         let (mut count, mut errors, mut retries) = (0.0, 0.0, 0.0);
         {
-            let slots = self.slots.lock();
-            for slot in slots.iter() {
+            let guard = self.slots.lock();
+            for slot in guard.0.iter() {
                 if slot.sec == u64::MAX || slot.sec > sec {
                     continue;
                 }
@@ -243,7 +282,8 @@ impl StatsRegistry {
         }
     }
 
-    /// The series called `name`, created on first use. Cache the `Arc` on hot paths.
+    /// The series called `name` (keeping an hour of history), created on
+    /// first use. Cache the `Arc` on hot paths.
     pub fn get_or_create(&self, name: &str) -> Arc<RouteStats> {
         if let Some(s) = self.series.read().get(name) {
             return Arc::clone(s);
@@ -251,7 +291,7 @@ impl StatsRegistry {
         let mut series = self.series.write();
         let entry = series
             .entry(name.to_owned())
-            .or_insert_with(|| Arc::new(RouteStats::with_window(self.window, Instant::now())));
+            .or_insert_with(|| Arc::new(RouteStats::with_history(self.window, Instant::now())));
         Arc::clone(entry)
     }
 

@@ -57,6 +57,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/overview", get(overview::overview))
         .route("/admin/dependencies", get(overview::dependencies))
         .route("/admin/recommendations", get(observe::recommendations))
+        .route("/admin/drill", get(overview::drill))
         .route("/admin/cache", delete(observe::invalidate_cache))
         .route("/admin/messages/{id}", get(queue::message))
         .route("/admin/dlq", get(queue::dlq_list))

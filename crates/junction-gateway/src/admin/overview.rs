@@ -158,3 +158,61 @@ pub(super) async fn dependencies(
         ),
     }
 }
+
+/// Which series `GET /admin/drill` shows: exactly one of them.
+#[derive(Deserialize)]
+pub(super) struct DrillQuery {
+    route: Option<String>,
+    upstream: Option<String>,
+    subscriber: Option<String>,
+}
+
+/// `GET /admin/drill?route=NAME` (or `upstream=`, `subscriber=`): the last
+/// hour at 10 s, answers by status and the latency histogram of one series.
+pub(super) async fn drill(
+    State(state): State<AdminState>,
+    Query(q): Query<DrillQuery>,
+) -> Response {
+    let gw = state.gateway();
+    let live = &gw.live;
+    let (kind, name, stats) = match (q.route, q.upstream, q.subscriber) {
+        (Some(n), None, None) => {
+            let known = gw.routes().iter().any(|r| r.name == n);
+            (
+                "route",
+                n.clone(),
+                known.then(|| live.routes.get(&n)).flatten(),
+            )
+        }
+        (None, Some(n), None) => {
+            let known = gw.upstreams().contains_key(&n);
+            (
+                "upstream",
+                n.clone(),
+                known.then(|| live.upstreams.get(&n)).flatten(),
+            )
+        }
+        (None, None, Some(n)) => {
+            let s = live
+                .subscribers
+                .read()
+                .iter()
+                .find(|s| s.name == n)
+                .map(|s| s.stats.clone());
+            ("subscriber", n, s)
+        }
+        _ => {
+            return super::problem(
+                axum::http::StatusCode::BAD_REQUEST,
+                "give exactly one of route=, upstream=, subscriber=",
+            )
+        }
+    };
+    match stats.and_then(|s| s.history(Instant::now())) {
+        Some(h) => Json(json!({ "kind": kind, "name": name, "history": h })).into_response(),
+        None => super::problem(
+            axum::http::StatusCode::NOT_FOUND,
+            &format!("no {kind} {name} (or nothing recorded for it yet)"),
+        ),
+    }
+}

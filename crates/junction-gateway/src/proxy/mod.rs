@@ -611,9 +611,10 @@ impl Gateway {
         outcome: &Outcome,
         latency: Duration,
     ) {
+        let status = resp.status().as_u16();
         let failed = resp.status().is_server_error();
         let retried = outcome.attempts > 1;
-        route.stats.record(latency, failed);
+        route.stats.record_status(latency, failed, status);
         let graph = &self.live.graph;
         graph.record_ref(
             caller,
@@ -631,7 +632,7 @@ impl Gateway {
         if reached {
             graph.record_ref(&route.node, callee, *kind, latency, failed, retried);
             if let Some(s) = stats {
-                s.record(latency, failed);
+                s.record_status(latency, failed, status);
             }
         }
     }

@@ -116,7 +116,10 @@ impl Live {
             dead: AtomicU64::new(0),
             retrying: AtomicI64::new(0),
             last_enqueued_ms: AtomicU64::new(0),
-            stats: Arc::new(RouteStats::new()),
+            stats: Arc::new(RouteStats::with_history(
+                junction_telemetry::stats::DEFAULT_WINDOW,
+                tokio::time::Instant::now(),
+            )),
             paused: AtomicBool::new(false),
             disabled: AtomicBool::new(false),
             rate_waiting: AtomicU32::new(0),

@@ -276,6 +276,35 @@
     body.replaceChildren(donut, dl);
   }
 
+  // === drill-down ===
+  // A click on a route, upstream or subscriber row opens its last hour;
+  // it refreshes with the recommendations' pace while open.
+  let drillOf = null;
+  async function refreshDrill() {
+    if (!drillOf) return;
+    const card = $("#drill");
+    try {
+      const data = await api(`admin/drill?${drillOf.kind}=${encodeURIComponent(drillOf.name)}`);
+      if (data && drillOf && data.name === drillOf.name) JunctionDrill.render(card.querySelector(".drill-body"), data);
+    } catch (e) {
+      card.querySelector(".drill-body").replaceChildren(h("div", { class: "empty" }, e.message || String(e)));
+    }
+  }
+  document.addEventListener("click", (e) => {
+    const tr = e.target.closest("#routes tr[data-route], #upstreams tr[data-upstream], #subscribers tr[data-subscriber]");
+    if (!tr) return;
+    const [kind, name] = tr.dataset.route !== undefined ? ["route", tr.dataset.route]
+      : tr.dataset.upstream !== undefined ? ["upstream", tr.dataset.upstream] : ["subscriber", tr.dataset.subscriber];
+    drillOf = { kind, name };
+    const card = $("#drill");
+    card.hidden = false;
+    $("#drill-title").textContent = `${kind[0].toUpperCase()}${kind.slice(1)} ${name}`;
+    card.querySelector(".drill-body").replaceChildren(h("div", { class: "empty" }, "Loading…"));
+    card.scrollIntoView({ block: "nearest" });
+    refreshDrill();
+  });
+  $("#drill-close").addEventListener("click", () => { drillOf = null; $("#drill").hidden = true; });
+
   // === recommendations ===
   // Polled every few seconds (the analysis moves slowly); each entry is a
   // <details> kept by key, so an opened one stays open across polls.
@@ -477,6 +506,7 @@
       if (graph.status === "fulfilled") renderGraph(graph.value);
       if (Date.now() - recsAt >= RECS_EVERY_MS) {
         recsAt = Date.now();
+        refreshDrill();
         api("admin/recommendations").then((r) => r && renderRecs(r)).catch(() => { recsAt = 0; });
       }
       if (dlq.status === "fulfilled" && dlq.value) renderDlq(dlq.value, false);

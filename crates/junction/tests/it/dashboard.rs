@@ -203,6 +203,65 @@ async fn top_prints_the_overview() {
     }
 }
 
+/// The drill-down API: a route's hour at 10 s, its answers by status and
+/// latency histogram; the upstream's too; a bad or unknown name is a problem.
+#[tokio::test]
+async fn drill_shows_a_series_hour_statuses_and_histogram() {
+    let up = FakeUpstream::start().await;
+    let gw = start(&config(&up.url(), &up.url())).await;
+    for _ in 0..6 {
+        get(gw.data, "/stock").await;
+    }
+    up.set(Behavior::Status(503));
+    for _ in 0..2 {
+        get(gw.data, "/stock").await;
+    }
+    let admin = format!("http://{}", gw.admin);
+    let d = json(format!("{admin}/admin/drill?route=stock")).await;
+    assert_eq!(
+        (d["kind"].as_str(), d["name"].as_str()),
+        (Some("route"), Some("stock"))
+    );
+    let h = &d["history"];
+    assert_eq!(h["step_s"], 10);
+    let points = h["points"].as_array().unwrap();
+    assert_eq!(points.len(), 360);
+    let calls: u64 = points.iter().map(|p| p["calls"].as_u64().unwrap()).sum();
+    let errors: u64 = points.iter().map(|p| p["errors"].as_u64().unwrap()).sum();
+    assert_eq!((calls, errors), (8, 2), "{h}");
+    assert_eq!(
+        h["statuses"],
+        serde_json::json!([{"status": 200, "count": 6}, {"status": 503, "count": 2}])
+    );
+    let binned: u64 = h["latency"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(binned, 8);
+    let u = json(format!("{admin}/admin/drill?upstream=inventory")).await;
+    assert_eq!(u["history"]["calls"], 8);
+    let r = client()
+        .get(format!("{admin}/admin/drill"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = client()
+        .get(format!("{admin}/admin/drill?route=nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = client()
+        .get(format!("{admin}/admin/drill?subscriber=fulfillment"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
 /// SIGTERM ends `junction top` as `q` does (exit 0, terminal restored),
 /// not by the signal's default death.
 #[tokio::test]
@@ -260,7 +319,8 @@ fn browser_step(admin: &str, args: &[&str]) -> Result<(), String> {
 /// Headless Chromium against a real Junction: a breaker opening shows on the page,
 /// a dead letter's Replay button redelivers it, the DLQ's reason filter finds
 /// dead letters and "Purge all matching" removes them, the recommendations
-/// list a cache candidate with its config, and a screenshot is kept.
+/// list a cache candidate with its config, a route's row opens its
+/// drill-down, and a screenshot is kept.
 /// Needs /usr/bin/chromium and npm (`.ci/run` installs them and sets
 /// JUNCTION_BROWSER_TESTS=1, which makes a missing browser a failure).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -303,6 +363,12 @@ async fn dashboard_in_headless_chromium() {
     // Observe mode saw /stock answer the same 20 times: a cache candidate.
     let a = admin.clone();
     tokio::task::spawn_blocking(move || browser_step(&a, &["recommendation", "cache GET /stock"]))
+        .await
+        .unwrap()
+        .unwrap();
+    // A click on the stock route opens its hour: 20 calls, all 200.
+    let a = admin.clone();
+    tokio::task::spawn_blocking(move || browser_step(&a, &["drill", "route", "stock", "200"]))
         .await
         .unwrap()
         .unwrap();
