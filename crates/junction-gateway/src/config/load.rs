@@ -61,7 +61,7 @@ pub fn load_str(text: &str, file: &str) -> Result<Config, Vec<ConfigError>> {
         file: file.to_string(),
         list: Vec::new(),
     };
-    let root = match yaml::parse(text) {
+    let mut root = match yaml::parse(text) {
         Ok(root) => root,
         Err(e) => {
             errs.push(e.pos, "", format!("YAML syntax error: {}", e.message));
@@ -70,6 +70,11 @@ pub fn load_str(text: &str, file: &str) -> Result<Config, Vec<ConfigError>> {
     };
     if root.as_map().is_none() {
         errs.push(root.pos, "", "the config must be a mapping of keys".into());
+        return Err(errs.list);
+    }
+    super::env::substitute(&mut root, "", &|name| std::env::var(name).ok(), &mut errs);
+    if !errs.list.is_empty() {
+        // A value still holding `${...}` would only add errors about itself.
         return Err(errs.list);
     }
     let mut dups = Vec::new();

@@ -5,6 +5,7 @@
 //! reported, then checks references between sections.
 
 mod analyze;
+mod env;
 mod load;
 mod located;
 mod schema;

@@ -365,3 +365,41 @@ fn demo_runs_before_and_after_and_writes_the_report() {
         "Junction should cut failures by far: {failed_line}"
     );
 }
+
+#[test]
+fn environment_variables_fill_config_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("env.yaml");
+    std::fs::write(
+        &path,
+        // Inside `{ ... }` flow mappings a `${...}` is quoted (YAML reads
+        // braces there as structure); in block style it may stay plain.
+        "listen: ${JT_SUBST_LISTEN:-127.0.0.1:18080}\nupstreams:\n  a: { url: \"http://${JT_SUBST_HOST}:7001\", timeout: \"${JT_SUBST_TIMEOUT:-3s}\" }\nroutes:\n  - { name: r, match: { method: GET, path: /p }, upstream: a }\n",
+    )
+    .unwrap();
+    let ok = junction()
+        .env("JT_SUBST_HOST", "10.1.2.3")
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let missing = junction()
+        .env_remove("JT_SUBST_HOST")
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        stderr.contains("env.yaml:3:")
+            && stderr.contains("upstreams.a.url")
+            && stderr.contains("JT_SUBST_HOST is not set"),
+        "{stderr}"
+    );
+}

@@ -182,3 +182,53 @@ fn names_are_found_whole() {
         vec!["process_cpu_seconds_total", "junction_build_info"]
     );
 }
+
+/// Every `yaml` block of the README is a config `junction check` accepts
+/// (given the files and variables it names: a CA file, the secrets).
+#[test]
+fn the_readmes_config_blocks_load() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let mut blocks = Vec::new();
+    let mut current: Option<(usize, String)> = None;
+    for (n, line) in readme.lines().enumerate() {
+        match (&mut current, line.trim_start()) {
+            (None, l) if l.starts_with("```yaml") => current = Some((n + 2, String::new())),
+            (Some(_), l) if l.starts_with("```") => blocks.push(current.take().unwrap()),
+            (Some((_, text)), _) => {
+                text.push_str(line);
+                text.push('\n');
+            }
+            _ => {}
+        }
+    }
+    assert!(blocks.len() >= 2, "found {} yaml blocks", blocks.len());
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(&ca, cert.cert.pem()).unwrap();
+    for (line, text) in blocks {
+        let path = dir.path().join(format!("readme-{line}.yaml"));
+        std::fs::write(
+            &path,
+            text.replace("/etc/junction/ca.pem", ca.to_str().unwrap()),
+        )
+        .unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_junction"))
+            .args(["check", "--config"])
+            .arg(&path)
+            .env("JUNCTION_ADMIN_TOKEN", "t")
+            .env("WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+            .env(
+                "WEBHOOK_SECRET_OLD",
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            )
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "the README's yaml block at line {line} fails junction check:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
