@@ -143,7 +143,7 @@ fn looks_like_id(seg: &str) -> bool {
     !seg.is_empty()
         && (seg.bytes().any(|b| b.is_ascii_digit())
             || seg.len() >= 24
-            || seg.contains(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_'))
+            || seg.contains(|c: char| !c.is_ascii_alphanumeric() && !matches!(c, '-' | '_' | '.')))
 }
 
 #[cfg(test)]
@@ -159,6 +159,7 @@ mod tests {
             "/orders/{id}/lines/{id2}"
         );
         assert_eq!(template_of("/inventory/validate"), "/inventory/validate");
+        assert_eq!(template_of("/static/app.css"), "/static/app.css");
         assert_eq!(template_of("/"), "/");
         assert_eq!(template_of(""), "/");
         assert_eq!(

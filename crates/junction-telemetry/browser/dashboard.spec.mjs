@@ -18,7 +18,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 const TIMEOUT_MS = 15_000;
-const USAGE = "usage: node dashboard.spec.mjs wait-state <upstream> <state> | replay <dlq-id> | filter-purge <reason> <n> | recommendation '<kind> <target>' | drill <route|upstream|subscriber> <name> <status> | screenshot <path.png>";
+const USAGE = "usage: node dashboard.spec.mjs wait-state <upstream> <state> | replay <dlq-id> | filter-purge <reason> <n> | recommendation '<kind> <target>' | drill <route|upstream|subscriber> <name> <status> | message <id> <subscriber> <state> | screenshot <path.png>";
 
 class Failure extends Error {}
 
@@ -190,6 +190,27 @@ async function drill(kind, name, status) {
   });
 }
 
+// Looking a message up shows `subscriber` in `state` with its attempts.
+async function message(id, subscriber, state) {
+  await withPage(async (page) => {
+    await page.locator("#msg-id").fill(id);
+    await page.locator("#msg-search button[type=submit]").click();
+    const sec = `#messages .msg-sub[data-subscriber=${cssString(subscriber)}]`;
+    try {
+      await page.waitForFunction(([sel, want]) => {
+        const s = document.querySelector(`${sel} .msg-state`);
+        return Boolean(s) && s.textContent.trim() === want;
+      }, [sec, state], { timeout: TIMEOUT_MS, polling: 100 });
+    } catch (_) {
+      const seen = await page.locator("#messages .msg-page").textContent().catch(() => "");
+      throw new Failure(`message ${id}: no subscriber ${subscriber} in state ${state}; the page shows: ${seen.replace(/\s+/g, " ").trim().slice(0, 300)}`);
+    }
+    const attempts = await page.locator(`${sec} .msg-history tbody tr`).count();
+    if (attempts < 1) throw new Failure(`message ${id}: no attempts listed for ${subscriber}`);
+    console.log(`ok: message ${id} shows ${subscriber} ${state} with ${attempts} attempt(s)`);
+  });
+}
+
 async function screenshot(path) {
   await withPage(async (page) => {
     try {
@@ -213,6 +234,7 @@ async function main() {
     "filter-purge": [2, () => filterPurge(args[0], args[1])],
     recommendation: [1, () => recommendation(args[0])],
     drill: [3, () => drill(args[0], args[1], args[2])],
+    message: [3, () => message(args[0], args[1], args[2])],
     screenshot: [1, () => screenshot(args[0])],
   };
   const entry = steps[step];

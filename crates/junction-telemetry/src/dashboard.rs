@@ -104,7 +104,9 @@
 //! `#graph svg` with `[data-node="ID"]` and `[data-edge="FROM->TO"]`; clicking
 //! a route, upstream or subscriber row opens `#drill` (`.d-calls`, `.d-latency`,
 //! `.d-hist` charts, `.d-status tr[data-status="CODE"]`); `#recs` lists the
-//! recommendations, `[data-rec="KIND TARGET"]`.
+//! recommendations, `[data-rec="KIND TARGET"]`; `#msg-search` (input `#msg-id`)
+//! shows a message in `#messages .msg-page`, one `.msg-sub[data-subscriber]`
+//! per subscriber with `.msg-state` and `.msg-history` rows.
 
 /// The page: HTML with its CSS and script inlined.
 const PAGE: &str = concat!(
@@ -116,6 +118,7 @@ const PAGE: &str = concat!(
     "<script>\n\"use strict\";\n",
     include_str!("dashboard/graph.js"),
     include_str!("dashboard/drill.js"),
+    include_str!("dashboard/messages.js"),
     include_str!("dashboard/app.js"),
     "</script>\n</body>\n</html>\n",
 );

@@ -28,6 +28,9 @@ pub(super) const SPIKE_MIN_CALLS: u64 = 5;
 pub(super) const SPIKE_ERROR: f64 = 0.5;
 /// Suggested timeout: p99.9 times this, rounded up.
 pub(super) const TIMEOUT_FACTOR: f64 = 1.5;
+/// The shortest timeout suggested: a fast upstream still has slow moments
+/// (a GC pause, a cold cache) a timeout should ride out.
+pub(super) const TIMEOUT_FLOOR_MS: f64 = 1_000.0;
 /// A configured timeout this many times the suggestion (and over 1 s) is too loose.
 pub(super) const TIMEOUT_SLACK: f64 = 4.0;
 /// Share of a chain's traces that must call one after the other.

@@ -167,7 +167,7 @@ fn failing_upstreams_get_breakers_and_timeouts() {
     assert!(find(&r, Kind::Breaker, "upstream healthy").is_none());
     // No timeout known (a log): one is suggested for each.
     let t = find(&r, Kind::Timeout, "upstream healthy").expect("timeout");
-    assert_eq!(t.figures["suggested_timeout_ms"], 50.0);
+    assert_eq!(t.figures["suggested_timeout_ms"], 1_000.0);
     // A configured timeout close to the suggestion is left alone; a loose one is lowered.
     let known = Known {
         upstream_timeouts: [
@@ -180,7 +180,7 @@ fn failing_upstreams_get_breakers_and_timeouts() {
     let r = report(&rec, &known, "test");
     assert!(find(&r, Kind::Timeout, "upstream healthy").is_none());
     let t = find(&r, Kind::Timeout, "upstream fulfillment").expect("lower it");
-    assert!(t.title.contains("from 30s to 200ms"), "{}", t.title);
+    assert!(t.title.contains("from 30s to 1s"), "{}", t.title);
 }
 
 #[test]

@@ -9,7 +9,7 @@ pub(super) fn timeout(u: &Upstream, known: &Known, span: &str) -> Option<Recomme
     let t = u.totals();
     let q = |q: f64| t.latency.quantile(q) as f64 / 1000.0;
     let (p50, p99, p999, max) = (q(0.5), q(0.99), q(0.999), q(1.0));
-    let suggested = nice_ceil_ms((p999 * TIMEOUT_FACTOR).max(50.0));
+    let suggested = nice_ceil_ms((p999 * TIMEOUT_FACTOR).max(TIMEOUT_FLOOR_MS));
     let configured = known
         .upstream_timeouts
         .get(&u.name)
@@ -23,7 +23,7 @@ pub(super) fn timeout(u: &Upstream, known: &Known, span: &str) -> Option<Recomme
     let mut r = recommendation(Kind::Timeout, None, Some(u.name.clone()));
     r.title = match configured {
         Some(c) => format!(
-            "Lower upstream {}'s timeout from {} to {}",
+            "Lower the timeout of upstream {} from {} to {}",
             u.name,
             duration(c),
             duration(suggested)

@@ -372,7 +372,7 @@
         td[0].append(box);
       }
       td[0].firstChild.checked = selected.has(id);
-      set(td[1], h("span", {}, h("span", { class: "mono name" }, id), h("br"), h("span", { class: "sub mono" }, "msg " + String(d.message_id || "–"))));
+      set(td[1], h("span", {}, h("span", { class: "mono name" }, id), h("br"), h("span", { class: "sub mono msg-link", "data-msg-id": String(d.message_id || ""), title: "Show the message" }, "msg " + String(d.message_id || "–"))));
       set(td[2], d.topic || "–");
       set(td[3], d.subscriber || "–", "name");
       set(td[4], fmtInt(d.attempts), "num");
@@ -533,6 +533,7 @@
     $("#updated").textContent = lastOk ? `Updated ${fmtAgo(Date.now() - lastOk)}` : "";
   }
 
+  JunctionMessages.init(api);
   loadToken();
   poll();
   setInterval(poll, POLL_MS);

@@ -54,6 +54,8 @@ const JunctionDrill = (() => {
         if (!p.calls) return;
         const x = (PAD + i * bw + bw / 2).toFixed(1), y = (H - 14 - (p[key] / max) * span).toFixed(1);
         d += (d ? " L" : "M") + x + " " + y;
+        // A dot per point: a lone point draws no line.
+        s.append(svg("circle", { cx: x, cy: y, r: 1.6, class: cls + "-dot" }));
       });
       if (d) s.append(svg("path", { d, class: cls }));
     }

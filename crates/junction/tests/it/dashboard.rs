@@ -320,7 +320,8 @@ fn browser_step(admin: &str, args: &[&str]) -> Result<(), String> {
 /// a dead letter's Replay button redelivers it, the DLQ's reason filter finds
 /// dead letters and "Purge all matching" removes them, the recommendations
 /// list a cache candidate with its config, a route's row opens its
-/// drill-down, and a screenshot is kept.
+/// drill-down, the message page shows a replayed delivery, and a
+/// screenshot is kept.
 /// Needs /usr/bin/chromium and npm (`.ci/run` installs them and sets
 /// JUNCTION_BROWSER_TESTS=1, which makes a missing browser a failure).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -419,6 +420,15 @@ async fn dashboard_in_headless_chromium() {
         hooks.calls() == 2
     })
     .await;
+    // The message page shows the replayed delivery done, with its attempts.
+    let msg_id = dlq["items"][0]["message_id"].as_str().unwrap().to_string();
+    let a = admin.clone();
+    tokio::task::spawn_blocking(move || {
+        browser_step(&a, &["message", &msg_id, "fulfillment", "delivered"])
+    })
+    .await
+    .unwrap()
+    .unwrap();
 
     // Three more dead letters, found with the reason filter and purged from the page.
     hooks.set(Behavior::Status(500));
