@@ -119,6 +119,7 @@ const PAGE: &str = concat!(
     include_str!("dashboard/graph.js"),
     include_str!("dashboard/drill.js"),
     include_str!("dashboard/messages.js"),
+    include_str!("dashboard/recs.js"),
     include_str!("dashboard/app.js"),
     "</script>\n</body>\n</html>\n",
 );
