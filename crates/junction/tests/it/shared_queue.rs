@@ -304,8 +304,11 @@ async fn send(addr: std::net::SocketAddr, body: &str) -> reqwest::Response {
 /// POSTs a JSON event to `/orders`, expects 202; returns its id.
 async fn post(addr: std::net::SocketAddr, body: String) -> String {
     let resp = send(addr, &body).await;
-    assert_eq!(resp.status(), 202);
-    let v: serde_json::Value = resp.json().await.unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    // The problem's detail names the backend's error when it is refused.
+    assert_eq!(status, 202, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v["id"].as_str().unwrap().to_owned()
 }
 
