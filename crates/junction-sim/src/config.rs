@@ -23,6 +23,14 @@ pub const ORDER_SYNCED_TOPIC: &str = "order-synced";
 pub const SUBSCRIBER_MAX_ATTEMPTS: u32 = 100;
 
 /// Renders a duration the way the config expects: `250ms`, `3s`, `5m`.
+/// The services the order flow calls, and so the gateway's upstreams.
+const ORDER_FLOW_SERVICES: [ServiceKind; 4] = [
+    ServiceKind::Inventory,
+    ServiceKind::Supplier,
+    ServiceKind::Fulfillment,
+    ServiceKind::Analytics,
+];
+
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis().max(1);
     if ms.is_multiple_of(60_000) {
@@ -64,12 +72,7 @@ pub fn gateway_config_yaml(
     let _ = writeln!(y, "cache: {{ backend: memory, max_entries: 100000 }}");
     let _ = writeln!(y, "telemetry: {{ caller_header: x-junction-caller }}");
     let _ = writeln!(y, "upstreams:");
-    for kind in [
-        ServiceKind::Inventory,
-        ServiceKind::Supplier,
-        ServiceKind::Fulfillment,
-        ServiceKind::Analytics,
-    ] {
+    for kind in ORDER_FLOW_SERVICES {
         let spec = scenario.service(kind);
         // Generous enough for the tail, short enough to give up on a hung vendor.
         let timeout = spec.latency.p99.mul_f64(1.5);
@@ -136,12 +139,7 @@ pub fn observe_config_yaml(cluster: &SimCluster, listen: SocketAddr, admin: Sock
     let _ = writeln!(y, "telemetry: {{ caller_header: x-junction-caller }}");
     let _ = writeln!(y, "analyze: {{ enabled: true, sample_every: 10 }}");
     let _ = writeln!(y, "upstreams:");
-    for kind in [
-        ServiceKind::Inventory,
-        ServiceKind::Supplier,
-        ServiceKind::Fulfillment,
-        ServiceKind::Analytics,
-    ] {
+    for kind in ORDER_FLOW_SERVICES {
         let _ = writeln!(
             y,
             "  {kind}: {{ url: \"http://{}\", timeout: 5m, max_concurrency: 100000, breaker: {{ min_requests: 1000000000 }} }}",

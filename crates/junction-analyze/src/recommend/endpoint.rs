@@ -93,18 +93,13 @@ pub(super) fn cache(
     } else {
         "the source has no body hashes, so whether answers changed is unknown: the hit ratio is an upper bound; answers may be up to the ttl old".to_owned()
     };
-    r.yaml = format!(
-        "routes:\n{}",
-        route_entry(
-            &route,
-            &e.method,
-            &e.template,
-            &format!("upstream: {}", scalar(&upstream_of(e))),
-            &[format!(
-                "cache: {{ ttl: {}, stale_if_error: 10m }}",
-                duration(ttl_s * 1000)
-            )],
-        )
+    r.yaml = proxied_route_yaml(
+        e,
+        &route,
+        format!(
+            "cache: {{ ttl: {}, stale_if_error: 10m }}",
+            duration(ttl_s * 1000)
+        ),
     );
     r.score = sim.hits as f64 * p50 / 1000.0;
     r.figures = figures([
@@ -162,16 +157,7 @@ pub(super) fn duplicates(
         r.risk = "callers must send an Idempotency-Key header (the same one when they retry); without it Junction cannot tell a retry from a new request".to_owned();
         "idempotency: { ttl: 24h }".to_owned()
     };
-    r.yaml = format!(
-        "routes:\n{}",
-        route_entry(
-            &route,
-            &e.method,
-            &e.template,
-            &format!("upstream: {}", scalar(&upstream_of(e))),
-            &[policy],
-        )
-    );
+    r.yaml = proxied_route_yaml(e, &route, policy);
     r.score = t.dups as f64 * p50 / 1000.0;
     r.figures = figures([
         ("duplicates", t.dups as f64),
@@ -368,16 +354,7 @@ pub(super) fn trim(
                 .join(", ")
         )
     };
-    r.yaml = format!(
-        "routes:\n{}",
-        route_entry(
-            &route,
-            &e.method,
-            &e.template,
-            &format!("upstream: {}", scalar(&upstream_of(e))),
-            &[policy],
-        )
-    );
+    r.yaml = proxied_route_yaml(e, &route, policy);
     r.score = saved_per * sized as f64 / BYTES_PER_SECOND;
     r.figures = figures([
         ("p50_bytes", p50b as f64),
@@ -386,4 +363,18 @@ pub(super) fn trim(
         ("fields_asked", asked.len() as f64),
     ]);
     Some(r)
+}
+
+/// The `routes:` snippet of `e` proxied to its upstream with one `policy` line.
+fn proxied_route_yaml(e: &Endpoint, route: &str, policy: String) -> String {
+    format!(
+        "routes:\n{}",
+        route_entry(
+            route,
+            &e.method,
+            &e.template,
+            &format!("upstream: {}", scalar(&upstream_of(e))),
+            &[policy],
+        )
+    )
 }

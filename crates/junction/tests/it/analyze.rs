@@ -2,18 +2,14 @@
 //! through a Junction in observe mode, access logs read offline, and the
 //! ERP simulator's "before" traffic.
 
+use super::cli::junction;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
-
-fn junction() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_junction"))
-}
 
 #[derive(Default)]
 struct Origin {

@@ -2,7 +2,8 @@
 
 use std::process::Command;
 
-fn junction() -> Command {
+/// The `junction` binary, as a command (shared with the other CLI tests).
+pub(super) fn junction() -> Command {
     Command::new(env!("CARGO_BIN_EXE_junction"))
 }
 
