@@ -121,6 +121,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
             "the admin API is served to other hosts WITHOUT a token (admin.insecure: true)"
         );
     }
+    let payload_peek = Arc::new(config.admin.payload_peek.clone());
     let reloader = Arc::new(Reloader::new(
         Loaded {
             config,
@@ -140,6 +141,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
         metrics: metrics.clone(),
         ready: ready.clone(),
         token,
+        payload_peek,
     });
     let data_addr = listeners.data.local_addr()?;
     let admin_addr = listeners.admin.local_addr()?;

@@ -70,6 +70,7 @@ async fn main() {
                             at_ms: now,
                             outcome: "status 200".into(),
                             duration_ms: 0,
+                            response: None,
                         },
                     )
                 });

@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::*;
 
+/// Attempts whose response samples an envelope keeps (the latest ones).
+const SAMPLED_ATTEMPTS: usize = 3;
+
 /// The header holding the envelope.
 pub const HEADER: &str = "x-junction";
 
@@ -117,6 +120,12 @@ impl Envelope {
             let drop = self.history.len() - MAX_HISTORY;
             self.history.drain(..drop);
         }
+        // The envelope rides in a broker header (SQS allows 256 KiB with the
+        // body): only the latest attempts keep their response samples.
+        let older = self.history.len().saturating_sub(SAMPLED_ATTEMPTS);
+        for earlier in &mut self.history[..older] {
+            earlier.response = None;
+        }
     }
 
     pub fn message(&self, body: Vec<u8>) -> Message {
@@ -130,5 +139,30 @@ impl Envelope {
             enqueued_at_ms: self.enqueued_at_ms,
             subscribers: self.subscribers.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ResponseSample;
+
+    #[test]
+    fn only_the_latest_attempts_keep_their_response_samples() {
+        let mut env = Envelope::parse(None, Some("m-1".into()), None, "orders", 0);
+        for i in 0..6u64 {
+            env.record(AttemptRecord {
+                attempt: 0,
+                at_ms: i,
+                outcome: "status 503".into(),
+                duration_ms: 1,
+                response: Some(ResponseSample::new(503, [], b"down")),
+            });
+        }
+        let sampled: Vec<bool> = env.history.iter().map(|a| a.response.is_some()).collect();
+        assert_eq!(sampled, [false, false, false, true, true, true]);
+        assert_eq!(env.history.last().unwrap().attempt, 6);
+        let back = Envelope::parse(Some(env.to_json().as_bytes()), None, None, "orders", 0);
+        assert_eq!(back.history, env.history, "samples survive the header");
     }
 }

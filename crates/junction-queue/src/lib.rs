@@ -26,6 +26,7 @@ pub mod nats;
 pub mod postgres;
 pub mod rabbitmq;
 pub mod redis;
+pub mod response;
 pub mod sqs;
 pub mod store;
 pub mod types;
@@ -41,6 +42,7 @@ pub use contract::{
     Subscription,
 };
 pub use embedded::{CommitStats, EmbeddedBroker, EmbeddedConfig};
+pub use response::ResponseSample;
 pub use store::IndexedStore;
 pub use types::{
     dead_letter_id, split_dead_letter_id, AttemptRecord, DeadLetter, DeliveryState, DepthSnapshot,

@@ -133,6 +133,9 @@ pub struct AttemptRecord {
     pub outcome: String,
     /// How long the attempt took.
     pub duration_ms: u64,
+    /// What the subscriber answered, for attempts that failed with a response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<crate::response::ResponseSample>,
 }
 
 /// State of one (message, subscriber) delivery.

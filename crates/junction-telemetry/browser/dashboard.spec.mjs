@@ -18,7 +18,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 const TIMEOUT_MS = 15_000;
-const USAGE = "usage: node dashboard.spec.mjs wait-state <upstream> <state> | replay <dlq-id> | filter-purge <reason> <n> | recommendation '<kind> <target>' | drill <route|upstream|subscriber> <name> <status> | message <id> <subscriber> <state> | screenshot <path.png>";
+const USAGE = "usage: node dashboard.spec.mjs wait-state <upstream> <state> | replay <dlq-id> | filter-purge <reason> <n> | recommendation '<kind> <target>' | drill <route|upstream|subscriber> <name> <status> | message <id> <subscriber> <state> | peek <id> <subscriber> <shown> <hidden> | screenshot <path.png>";
 
 class Failure extends Error {}
 
@@ -211,6 +211,38 @@ async function message(id, subscriber, state) {
   });
 }
 
+// A dead delivery's page: its failed attempt opens to the subscriber's answer,
+// and "Show payload" (secrets masked) shows `shown` and never `hidden`.
+async function peek(id, subscriber, shown, hidden) {
+  await withPage(async (page) => {
+    await page.locator("#msg-id").fill(id);
+    await page.locator("#msg-search button[type=submit]").click();
+    const sec = `#messages .msg-sub[data-subscriber=${cssString(subscriber)}]`;
+    try {
+      await page.locator(`${sec} .msg-response summary`).first().waitFor({ timeout: TIMEOUT_MS });
+    } catch (_) {
+      const seen = await page.locator("#messages .msg-page").textContent().catch(() => "");
+      throw new Failure(`message ${id}: no failed attempt with a response for ${subscriber}; the page shows: ${seen.replace(/\s+/g, " ").trim().slice(0, 300)}`);
+    }
+    await page.locator(`${sec} .msg-response summary`).first().click();
+    const headers = await page.locator(`${sec} .msg-response .msg-headers`).first().textContent();
+    if (!/^(date|content-length|content-type): /im.test(headers)) throw new Failure(`the attempt's response shows no headers: ${headers}`);
+    await page.locator(`${sec} .msg-peek-show`).click();
+    try {
+      await page.locator(`${sec} .msg-payload`).waitFor({ timeout: TIMEOUT_MS });
+    } catch (_) {
+      const seen = await page.locator(`${sec} .msg-peek-out`).textContent().catch(() => "");
+      throw new Failure(`no payload shown for ${subscriber}: ${seen}`);
+    }
+    const payload = await page.locator(`${sec} .msg-payload`).textContent();
+    if (!payload.includes(shown) || payload.includes(hidden)) {
+      throw new Failure(`the payload should show "${shown}" and hide "${hidden}": ${payload}`);
+    }
+    const note = await page.locator(`${sec} .msg-peek-note`).textContent();
+    console.log(`ok: message ${id} shows ${subscriber}'s failed answer and its payload (${note.trim()})`);
+  });
+}
+
 async function screenshot(path) {
   await withPage(async (page) => {
     try {
@@ -235,6 +267,7 @@ async function main() {
     recommendation: [1, () => recommendation(args[0])],
     drill: [3, () => drill(args[0], args[1], args[2])],
     message: [3, () => message(args[0], args[1], args[2])],
+    peek: [4, () => peek(args[0], args[1], args[2], args[3])],
     screenshot: [1, () => screenshot(args[0])],
   };
   const entry = steps[step];

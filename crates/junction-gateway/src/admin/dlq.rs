@@ -272,6 +272,7 @@ mod tests {
                 at_ms: dead_at_ms,
                 outcome: last.into(),
                 duration_ms: 1,
+                response: None,
             }],
             reason: reason.into(),
             dead_at_ms,

@@ -10,6 +10,7 @@ mod dlq;
 mod observe;
 mod openapi;
 mod overview;
+mod peek;
 mod queue;
 
 use crate::proxy::{Gateway, SharedGateway};
@@ -40,6 +41,8 @@ pub struct AdminState {
     pub ready: Arc<AtomicBool>,
     /// Bearer token, when configured.
     pub token: Option<Arc<str>>,
+    /// What dead letters' payloads may be shown (set at start, not reloaded).
+    pub payload_peek: Arc<crate::config::PayloadPeekConfig>,
 }
 
 impl AdminState {
@@ -65,6 +68,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/dlq/purge", post(queue::dlq_purge_all))
         .route("/admin/dlq/{id}/replay", post(queue::dlq_replay))
         .route("/admin/dlq/{id}", delete(queue::dlq_purge))
+        .route("/admin/dlq/{id}/payload", get(peek::dlq_payload))
         .route("/admin/reload", post(reload))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()

@@ -15,14 +15,14 @@ use std::time::SystemTime;
 /// Largest page of dead letters.
 const MAX_PAGE: usize = 500;
 
-fn no_queue() -> Response {
+pub(super) fn no_queue() -> Response {
     problem(
         StatusCode::NOT_FOUND,
         "no async routes are configured, so there is no queue",
     )
 }
 
-fn queue_error(e: QueueError) -> Response {
+pub(super) fn queue_error(e: QueueError) -> Response {
     match e {
         QueueError::NotFound => problem(StatusCode::NOT_FOUND, "no such message or dead letter"),
         QueueError::Unsupported(why) => problem(StatusCode::NOT_IMPLEMENTED, why),

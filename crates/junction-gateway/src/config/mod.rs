@@ -135,6 +135,9 @@ pub struct AdminConfig {
     /// Serve a non-loopback admin address without a token (logged at every start).
     #[serde(default)]
     pub insecure: bool,
+    /// Reading dead letters' payloads in the admin API and the dashboard.
+    #[serde(default)]
+    pub payload_peek: PayloadPeekConfig,
 }
 
 impl Default for AdminConfig {
@@ -143,8 +146,48 @@ impl Default for AdminConfig {
             listen: defaults::admin_listen(),
             token_env: None,
             insecure: false,
+            payload_peek: PayloadPeekConfig::default(),
         }
     }
+}
+
+/// How much of a dead letter's payload the admin API shows.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PayloadPeekConfig {
+    /// `redacted` (JSON and form fields named in `redact` masked), `full`
+    /// (a reader may also ask for the payload unmasked), or `off`.
+    #[serde(default)]
+    pub mode: PeekMode,
+    /// Most payload bytes one read returns.
+    #[serde(default = "defaults::peek_max_bytes")]
+    pub max_bytes: ByteSize,
+    /// Field names whose values are masked (case and `-`/`_` ignored).
+    #[serde(default = "defaults::peek_redact")]
+    pub redact: Vec<String>,
+}
+
+impl Default for PayloadPeekConfig {
+    fn default() -> Self {
+        Self {
+            mode: PeekMode::default(),
+            max_bytes: defaults::peek_max_bytes(),
+            redact: defaults::peek_redact(),
+        }
+    }
+}
+
+/// Whether payloads can be read, and unmasked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PeekMode {
+    /// Masked fields only.
+    #[default]
+    Redacted,
+    /// Masked by default; unmasked on request.
+    Full,
+    /// Payloads are not shown.
+    Off,
 }
 
 /// Which durable queue holds accepted events.
@@ -699,6 +742,26 @@ mod defaults {
     }
     pub fn admin_listen() -> SocketAddr {
         "127.0.0.1:9090".parse().expect("valid")
+    }
+    pub fn peek_max_bytes() -> ByteSize {
+        ByteSize(64 * 1024)
+    }
+    pub fn peek_redact() -> Vec<String> {
+        [
+            "password",
+            "secret",
+            "token",
+            "access_token",
+            "refresh_token",
+            "api_key",
+            "authorization",
+            "card_number",
+            "cvv",
+            "ssn",
+            "iban",
+        ]
+        .map(String::from)
+        .to_vec()
     }
     pub fn queue_path() -> PathBuf {
         PathBuf::from("./data/queue")

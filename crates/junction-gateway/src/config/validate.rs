@@ -5,6 +5,8 @@ use super::yaml::Node;
 use super::{AdminConfig, QueueConfig, RouteConfig, UpstreamConfig};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+/// Largest `admin.payload_peek.max_bytes`: one read is held in memory whole.
+const MAX_PEEK_BYTES: u64 = 16 << 20;
 const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
 /// Records every cross-section problem in `errs`. `routes` holds the routes that
@@ -36,6 +38,14 @@ pub(super) fn check(
                      set admin.token_env, or admin.insecure: true to serve it without a token anyway",
                     a.listen
                 ),
+            );
+        }
+        let peek = a.payload_peek.max_bytes.0;
+        if peek == 0 || peek > MAX_PEEK_BYTES {
+            errs.push(
+                pos_of(root, &["admin", "payload_peek", "max_bytes"]),
+                "admin.payload_peek.max_bytes",
+                format!("must be between 1 byte and 16MiB (use mode: off to show no payload), got {peek}"),
             );
         }
     }

@@ -22,7 +22,7 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use junction_policy::{
     classify_status, parse_retry_after, Backoff, BreakerState, StatusClass, UpstreamErrorKind,
 };
-use junction_queue::{AttemptRecord, Delivery, Queue, Subscription};
+use junction_queue::{AttemptRecord, Delivery, Queue, ResponseSample, Subscription};
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
@@ -371,16 +371,18 @@ impl Dispatcher {
         }
         drop(slot);
         let (ok, outcome, retry_after) = match &result {
-            Ok((status, retry_after)) => (
-                (200..300).contains(status),
-                format!("status {status}"),
-                *retry_after,
+            Ok(answer) => (
+                (200..300).contains(&answer.status),
+                format!("status {}", answer.status),
+                answer.retry_after,
             ),
             Err(e) => (false, describe(e), None),
         };
-        otel::record_outcome(&span, &outcome, result.as_ref().ok().map(|r| r.0), !ok);
+        let status = result.as_ref().ok().map(|a| a.status);
+        otel::record_outcome(&span, &outcome, status, !ok);
         self.live.delivery(&self.sub_live, took, !ok, attempt > 1);
-        let rec = record(attempt, started_ms, outcome.clone(), took);
+        let mut rec = record(attempt, started_ms, outcome.clone(), took);
+        rec.response = result.ok().and_then(|a| a.sample);
         if ok {
             *self.failing_since.lock() = None;
             self.sub_live.set_disabled(false);
@@ -396,9 +398,9 @@ impl Dispatcher {
             }
             return;
         }
-        if let Ok((status, _)) = &result {
-            let rejected = classify_status(*status) == StatusClass::Rejected;
-            if rejected && !self.retry_on.contains(status) {
+        if let Some(status) = status {
+            let rejected = classify_status(status) == StatusClass::Rejected;
+            if rejected && !self.retry_on.contains(&status) {
                 // The subscriber rejected this message: not an outage (no
                 // `disable_after`), and no retry can change its answer.
                 return self
@@ -445,12 +447,8 @@ impl Dispatcher {
         }
     }
 
-    /// Sends the message; returns the status and any Retry-After.
-    async fn send(
-        &self,
-        d: &Delivery,
-        attempt: u32,
-    ) -> Result<(u16, Option<Duration>), GatewayError> {
+    /// Sends the message; returns what the subscriber answered.
+    async fn send(&self, d: &Delivery, attempt: u32) -> Result<Answer, GatewayError> {
         let msg = &d.message;
         let mut h = HeaderMap::new();
         if let Some(ct) = msg
@@ -503,10 +501,32 @@ impl Dispatcher {
             .get(header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        // Read (and drop) the body so the connection returns to the pool.
-        let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
-        Ok((status, retry_after))
+        let (parts, body) = resp.into_parts();
+        // Read the body so the connection returns to the pool; a failure's
+        // answer is kept (bounded) for the message page and the DLQ.
+        let body = http_body_util::BodyExt::collect(body).await;
+        let sample = (!(200..300).contains(&status)).then(|| {
+            let body = body.map(|b| b.to_bytes()).unwrap_or_default();
+            let headers = parts
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_bytes()));
+            ResponseSample::new(status, headers, &body)
+        });
+        Ok(Answer {
+            status,
+            retry_after,
+            sample,
+        })
     }
+}
+
+/// What a subscriber answered to one attempt.
+struct Answer {
+    status: u16,
+    retry_after: Option<Duration>,
+    /// The response of a failed attempt, bounded.
+    sample: Option<ResponseSample>,
 }
 
 /// Splits `concurrency` slots over at most `threads` lanes, as evenly as possible;
@@ -524,6 +544,7 @@ fn record(attempt: u32, at_ms: u64, outcome: String, took: Duration) -> AttemptR
         at_ms,
         outcome,
         duration_ms: took.as_millis() as u64,
+        response: None,
     }
 }
 

@@ -31,7 +31,7 @@ pub async fn dead_letter_and_replay<F: Fn(BrokerOptions) -> Fut, Fut: Future<Out
         .iter()
         .chain(lease(b, "b", now).await.iter())
     {
-        b.dead_letter(d, attempt("status 500"), "max attempts".into())
+        b.dead_letter(d, answered(500), "max attempts".into())
             .await
             .unwrap();
     }
@@ -65,6 +65,11 @@ pub async fn dead_letter_and_replay<F: Fn(BrokerOptions) -> Fut, Fut: Future<Out
     assert_eq!(first.message.body, Bytes::from_static(b"body0"));
     assert_eq!(first.message.headers[0].0, "traceparent");
     assert_eq!(first.attempts.len(), 2);
+    assert_eq!(
+        first.attempts.last().unwrap().response,
+        answered(500).response,
+        "the subscriber's answer is kept with its attempt"
+    );
     let by_sub = b
         .dlq_list(
             DlqFilter {

@@ -93,6 +93,23 @@ pub(crate) fn attempt(outcome: &str) -> AttemptRecord {
         at_ms: now_ms(),
         outcome: outcome.to_owned(),
         duration_ms: 3,
+        response: None,
+    }
+}
+
+/// A failed attempt with what the subscriber answered (pipes, quotes and a
+/// newline in it, as real answers have).
+pub(crate) fn answered(status: u16) -> AttemptRecord {
+    AttemptRecord {
+        response: Some(crate::ResponseSample::new(
+            status,
+            [
+                ("content-type", &b"application/json"[..]),
+                ("x-why", b"a | b"),
+            ],
+            b"{\"error\": \"quota | \\\"exceeded\\\"\"}\n",
+        )),
+        ..attempt(&format!("status {status}"))
     }
 }
 

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use super::{attempt, request};
+use super::{answered, attempt, request};
 use crate::contract::*;
 use crate::types::*;
 
@@ -202,7 +202,7 @@ where
     let mut sub = subscribe(q, &topic, &s).await;
     let id = published(q, request(&topic, &[&s], "poison")).await;
     let d = take(sub.as_mut(), 1, WAIT).await.pop().expect("delivery");
-    d.dead_letter(attempt("status 400"), "rejected by the subscriber".into())
+    d.dead_letter(answered(400), "rejected by the subscriber".into())
         .await
         .expect("dead-letter");
     let filter = DlqFilter {
@@ -219,6 +219,11 @@ where
     assert_eq!(dead.id, dead_letter_id(id.as_str(), &s));
     assert_eq!(dead.reason, "rejected by the subscriber");
     assert_eq!(dead.attempts.len(), 1, "the history travels with it");
+    assert_eq!(
+        dead.attempts[0].response,
+        answered(400).response,
+        "with the subscriber's answer"
+    );
     assert_eq!(
         &dead.message.body[..],
         b"poison",

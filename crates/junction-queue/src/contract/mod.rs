@@ -99,6 +99,30 @@ pub trait Ledger: Send + Sync + 'static {
     /// Replays or purges one dead letter; `NotFound` if absent.
     async fn dlq_apply(&self, dead_letter_id: &str, action: DlqAction) -> Result<(), QueueError>;
 
+    /// One dead letter, body included; `None` if absent. Reads the
+    /// subscriber's dead letters page by page (no backend keeps a second
+    /// index for this admin read).
+    async fn dead_letter(&self, dead_letter_id: &str) -> Result<Option<DeadLetter>, QueueError> {
+        let Some((_, subscriber)) = split_dead_letter_id(dead_letter_id) else {
+            return Ok(None);
+        };
+        let filter = DlqFilter {
+            topic: None,
+            subscriber: Some(subscriber.to_owned()),
+        };
+        let mut after = None;
+        loop {
+            let page = self.dlq_list(filter.clone(), after, 100).await?;
+            if let Some(found) = page.items.into_iter().find(|d| d.id == dead_letter_id) {
+                return Ok(Some(found));
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(None),
+            }
+        }
+    }
+
     /// Replays or purges every dead letter matching `filter`; returns how many.
     async fn dlq_apply_all(&self, filter: DlqFilter, action: DlqAction) -> Result<u64, QueueError>;
 

@@ -367,6 +367,7 @@ mod tests {
             at_ms: 2,
             outcome: "status 200".into(),
             duration_ms: 1,
+            response: None,
         }
     }
 

@@ -66,6 +66,7 @@ impl Batch<'_> {
                     at_ms: msg.enqueued_at_ms,
                     outcome: "delivered (recovered from the journal)".into(),
                     duration_ms: 0,
+                    response: None,
                 })
             })
             .collect();

@@ -255,6 +255,7 @@ mod tests {
                 at_ms: i,
                 outcome: "status 503".into(),
                 duration_ms: 1,
+                response: None,
             });
         }
         assert_eq!(rec.attempts, 25);

@@ -299,20 +299,26 @@ impl PostgresBroker {
         let conn = self.settle_conn().await?;
         {
             let (at, took) = (attempt.at_ms as i64, attempt.duration_ms as i64);
+            // The outcome and response sample, as one JSON object (see `sql::PUSH_HISTORY`).
+            let what_happened = serde_json::json!({
+                "outcome": attempt.outcome,
+                "response": attempt.response,
+            })
+            .to_string();
             let now = now_ms() as i64;
             match extra {
                 None => {
-                    conn.query(stmt, &[&id, &sub, &at, &attempt.outcome, &took, &now])
+                    conn.query(stmt, &[&id, &sub, &at, &what_happened, &took, &now])
                         .await
                 }
                 Some((when, None)) => {
-                    conn.query(stmt, &[&id, &sub, &at, &attempt.outcome, &took, &when])
+                    conn.query(stmt, &[&id, &sub, &at, &what_happened, &took, &when])
                         .await
                 }
                 Some((when, Some(reason))) => {
                     conn.query(
                         stmt,
-                        &[&id, &sub, &at, &attempt.outcome, &took, &when, &reason],
+                        &[&id, &sub, &at, &what_happened, &took, &when, &reason],
                     )
                     .await
                 }

@@ -31,12 +31,13 @@ pub struct Sql {
     pub channel: String,
 }
 
-/// The attempt appended to a delivery's history (`$3` at, `$4` outcome,
-/// `$5` duration), the oldest dropped past 20 (`MAX_HISTORY`).
+/// The attempt appended to a delivery's history (`$3` at, `$4` the JSON
+/// object of its outcome and response sample, `$5` duration), the oldest
+/// dropped past 20 (`MAX_HISTORY`).
 const PUSH_HISTORY: &str =
     "history = CASE WHEN jsonb_array_length(history) >= 20 THEN history - 0 ELSE history END
       || jsonb_build_array(jsonb_build_object('attempt', attempts + 1, 'at_ms', $3::bigint,
-           'outcome', $4::text, 'duration_ms', $5::bigint))";
+           'duration_ms', $5::bigint) || ($4::text)::jsonb)";
 
 /// Upsert of counter deltas selected by `rows` (topic, kind, delta) into a
 /// random one of 16 shard rows (the depth sums them).

@@ -37,14 +37,48 @@ pub(super) fn message_from(
     })
 }
 
-/// `attempt|at_ms|duration_ms|outcome` back into a record.
+/// Separates an attempt's outcome from its response sample (JSON) in the
+/// stored record; never part of an outcome (see [`attempt_record`]).
+const SAMPLE_SEPARATOR: char = '\u{1f}';
+
+/// An attempt as the settle script stores it (the script puts the attempt
+/// number in front): `at_ms|duration_ms|outcome[\x1f sample JSON]`.
+pub(super) fn attempt_record(attempt: &AttemptRecord) -> String {
+    let mut record = format!(
+        "{}|{}|{}",
+        attempt.at_ms,
+        attempt.duration_ms,
+        attempt.outcome.replace(SAMPLE_SEPARATOR, " ")
+    );
+    if let Some(json) = attempt
+        .response
+        .as_ref()
+        .and_then(|r| serde_json::to_string(r).ok())
+    {
+        record.push(SAMPLE_SEPARATOR);
+        record.push_str(&json);
+    }
+    record
+}
+
+/// `attempt|at_ms|duration_ms|outcome[\x1f sample]` back into a record (a
+/// sample that does not decode is left out, the attempt is kept).
 pub(super) fn parse_attempt(raw: &str) -> Option<AttemptRecord> {
     let mut parts = raw.splitn(4, '|');
+    let attempt = parts.next()?.parse().ok()?;
+    let at_ms = parts.next()?.parse().ok()?;
+    let duration_ms = parts.next()?.parse().ok()?;
+    let rest = parts.next()?;
+    let (outcome, sample) = match rest.split_once(SAMPLE_SEPARATOR) {
+        Some((outcome, sample)) => (outcome, serde_json::from_str(sample).ok()),
+        None => (rest, None),
+    };
     Some(AttemptRecord {
-        attempt: parts.next()?.parse().ok()?,
-        at_ms: parts.next()?.parse().ok()?,
-        duration_ms: parts.next()?.parse().ok()?,
-        outcome: parts.next()?.to_owned(),
+        attempt,
+        at_ms,
+        duration_ms,
+        outcome: outcome.to_owned(),
+        response: sample,
     })
 }
 
@@ -131,6 +165,25 @@ mod tests {
         assert_eq!(snap.topics.get("orders"), Some(&2));
         assert_eq!(snap.topics.get("users"), Some(&0));
         assert_eq!(snap.dlq.get("orders"), Some(&1));
+    }
+
+    #[test]
+    fn attempts_keep_their_response_sample() {
+        let mut a = parse_attempt("0|1700000000000|12|x").unwrap();
+        a.outcome = "status 503 | with a \u{1f} inside".into();
+        a.response = Some(crate::ResponseSample::new(
+            503,
+            [("retry-after", &b"5"[..])],
+            b"{\"error\":\"a | b\"}",
+        ));
+        let back = parse_attempt(&format!("3|{}", attempt_record(&a))).unwrap();
+        assert_eq!(back.outcome, "status 503 | with a   inside");
+        assert_eq!(back.response, a.response);
+        let plain = parse_attempt("3|1|2|status 500").unwrap();
+        assert_eq!(
+            (plain.outcome.as_str(), plain.response),
+            ("status 500", None)
+        );
     }
 
     #[test]

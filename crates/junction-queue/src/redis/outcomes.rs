@@ -150,10 +150,7 @@ impl RedisBroker {
         reason: &str,
     ) -> Result<(), QueueError> {
         self.check_open()?;
-        let record = format!(
-            "{}|{}|{}",
-            attempt.at_ms, attempt.duration_ms, attempt.outcome
-        );
+        let record = super::codec::attempt_record(attempt);
         let outcome = Held {
             op: Op::Settle,
             args: vec![

@@ -15,6 +15,7 @@ fn attempt(outcome: &str) -> AttemptRecord {
         at_ms: now_ms(),
         outcome: outcome.to_owned(),
         duration_ms: 2,
+        response: None,
     }
 }
 

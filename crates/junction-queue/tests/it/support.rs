@@ -51,6 +51,7 @@ pub fn attempt(outcome: &str) -> AttemptRecord {
         at_ms: junction_queue::conformance::now_ms(),
         outcome: outcome.to_owned(),
         duration_ms: 1,
+        response: None,
     }
 }
 

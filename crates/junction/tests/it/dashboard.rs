@@ -389,7 +389,8 @@ async fn dashboard_in_headless_chromium() {
     let r = client()
         .post(format!("{data}/orders"))
         .header("x-junction-caller", "order-service")
-        .body("{}")
+        .header("content-type", "application/json")
+        .body(r#"{"orderId":"o-7","card_number":"4111111111111111"}"#)
         .send()
         .await
         .unwrap();
@@ -404,6 +405,15 @@ async fn dashboard_in_headless_chromium() {
         .unwrap_or_default()
         .to_string();
     assert!(!dl_id.is_empty(), "no dead letter appeared");
+    // Its page shows the subscriber's 500 and the payload with the card number masked.
+    let msg_id = dlq["items"][0]["message_id"].as_str().unwrap().to_string();
+    let (a, id) = (admin.clone(), msg_id.clone());
+    tokio::task::spawn_blocking(move || {
+        browser_step(&a, &["peek", &id, "fulfillment", "o-7", "4111111111111111"])
+    })
+    .await
+    .unwrap()
+    .unwrap();
     hooks.set(Behavior::Ok("{}".into()));
     let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
     let (a, s) = (admin.clone(), shot.display().to_string());
@@ -421,7 +431,6 @@ async fn dashboard_in_headless_chromium() {
     })
     .await;
     // The message page shows the replayed delivery done, with its attempts.
-    let msg_id = dlq["items"][0]["message_id"].as_str().unwrap().to_string();
     let a = admin.clone();
     tokio::task::spawn_blocking(move || {
         browser_step(&a, &["message", &msg_id, "fulfillment", "delivered"])

@@ -1,6 +1,7 @@
 //! Finding and acting on dead letters through the admin API: filters by
 //! status, reason and time, paging through filtered results, bulk purge and
-//! replay of what matches or of chosen ids.
+//! replay of what matches or of chosen ids; what failed attempts were
+//! answered, and a bounded, masked look at a dead letter's payload.
 
 use super::client;
 use super::pipeline::{eventually, poll_json, start_in, two_subscribers};
@@ -129,4 +130,132 @@ async fn dead_letters_are_filtered_paged_purged_and_replayed_by_what_matches() {
         2,
         "nothing purged: {v}"
     );
+}
+
+async fn get(url: String) -> (u16, Value) {
+    let r = client().get(url).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// A failed attempt keeps what the subscriber answered (status, headers with
+/// credentials withheld, the body's first bytes), in the message's status and
+/// in the dead letter's history; the dead letter's payload is read bounded,
+/// secret fields masked, unmasked only where the config allows it.
+#[tokio::test]
+async fn failed_answers_are_kept_and_payloads_are_peeked_with_secrets_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        FakeUpstream::with(Behavior::Status(500)).await,
+        FakeUpstream::start().await,
+    );
+    a.add_response_header("x-vendor-error", "quota exceeded");
+    a.add_response_header("set-cookie", "session=s3cr3t");
+    let extra = ", max_attempts: 2, retry: { backoff: 1ms, max_backoff: 5ms }";
+    let yaml = format!(
+        "admin: {{ payload_peek: {{ mode: full, max_bytes: 1KiB }} }}\n{}",
+        two_subscribers(&a.url(), &b.url(), extra)
+    );
+    let gw = start_in(dir.path(), &yaml).await;
+    let body = r#"{"orderId":"o-9","payment":{"Card-Number":"4111111111111111","amount":5}}"#;
+    let r = client()
+        .post(format!("http://{}/orders", gw.data))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let listed = poll_json(
+        &format!("http://{}/admin/dlq", gw.admin),
+        Duration::from_secs(10),
+        |v| v["items"].as_array().is_some_and(|i| i.len() == 1),
+    )
+    .await;
+    let letter = &listed["items"][0];
+    let (dead_id, msg_id) = (
+        letter["id"].as_str().unwrap(),
+        letter["message_id"].as_str().unwrap(),
+    );
+    // Both attempts carry the answer.
+    let history = letter["history"].as_array().unwrap();
+    assert_eq!(history.len(), 2, "{letter}");
+    for attempt in history {
+        let r = &attempt["response"];
+        assert_eq!(r["status"], 500, "{attempt}");
+        assert_eq!(r["body"], r#"{"error":"configured"}"#, "{attempt}");
+        assert_eq!(r["body_bytes"], 22, "{attempt}");
+        let headers: Vec<(String, String)> = serde_json::from_value(r["headers"].clone()).unwrap();
+        assert!(headers.contains(&("x-vendor-error".into(), "quota exceeded".into())));
+        assert!(headers.contains(&("set-cookie".into(), "[redacted]".into())));
+    }
+    // The message's status: the failing subscriber's answers, none for the one that took it.
+    let (status, m) = get(format!("http://{}/admin/messages/{msg_id}", gw.admin)).await;
+    assert_eq!(status, 200, "{m}");
+    for s in m["subscribers"].as_array().unwrap() {
+        let last = s["history"].as_array().unwrap().last().unwrap().clone();
+        match s["subscriber"].as_str().unwrap() {
+            "sub-a" => assert_eq!(last["response"]["status"], 500, "{m}"),
+            _ => assert!(last.get("response").is_none(), "{m}"),
+        }
+    }
+
+    let peek = |query: &str| {
+        get(format!(
+            "http://{}/admin/dlq/{dead_id}/payload{query}",
+            gw.admin
+        ))
+    };
+    let (status, p) = peek("").await;
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(
+        (p["masking"].as_str(), p["masked_fields"].as_u64()),
+        (Some("json"), Some(1)),
+        "{p}"
+    );
+    let shown = p["payload"].as_str().unwrap();
+    assert!(shown.contains("o-9") && !shown.contains("4111"), "{p}");
+    assert_eq!(p["body_bytes"], body.len(), "{p}");
+    let (status, p) = peek("?bytes=10").await;
+    assert_eq!((status, p["truncated"].as_bool()), (200, Some(true)), "{p}");
+    assert!(p["payload"].as_str().unwrap().len() <= 10, "{p}");
+    // mode: full lets a reader ask for the payload as stored.
+    let (status, p) = peek("?redact=false").await;
+    assert_eq!((status, p["payload"].as_str()), (200, Some(body)), "{p}");
+    let (status, p) = get(format!(
+        "http://{}/admin/dlq/{msg_id}:sub-b/payload",
+        gw.admin
+    ))
+    .await;
+    assert_eq!(status, 404, "{p}");
+    drop(gw);
+
+    // The default (redacted) refuses unmasked reads; off shows nothing.
+    for (mode, query) in [("redacted", "?redact=false"), ("off", "")] {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = format!(
+            "admin: {{ payload_peek: {{ mode: {mode} }} }}\n{}",
+            two_subscribers(&a.url(), &b.url(), extra)
+        );
+        let gw = start_in(dir.path(), &yaml).await;
+        let r = client()
+            .post(format!("http://{}/orders", gw.data))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let listed = poll_json(
+            &format!("http://{}/admin/dlq", gw.admin),
+            Duration::from_secs(10),
+            |v| v["items"].as_array().is_some_and(|i| i.len() == 1),
+        )
+        .await;
+        let id = listed["items"][0]["id"].as_str().unwrap();
+        let (status, p) = get(format!("http://{}/admin/dlq/{id}/payload{query}", gw.admin)).await;
+        assert_eq!(status, 403, "{mode}: {p}");
+        assert!(
+            p["detail"].as_str().unwrap().contains("payload_peek"),
+            "{p}"
+        );
+    }
 }
