@@ -239,6 +239,8 @@ async function peek(id, subscriber, shown, hidden) {
       throw new Failure(`the payload should show "${shown}" and hide "${hidden}": ${payload}`);
     }
     const note = await page.locator(`${sec} .msg-peek-note`).textContent();
+    // PEEK_SCREENSHOT=path.png keeps a picture of the card (docs/message-page.png).
+    if (process.env.PEEK_SCREENSHOT) await page.locator("#messages").screenshot({ path: process.env.PEEK_SCREENSHOT });
     console.log(`ok: message ${id} shows ${subscriber}'s failed answer and its payload (${note.trim()})`);
   });
 }

@@ -237,6 +237,20 @@ fn every_command_has_help() {
     }
 }
 
+/// The committed `junction.schema.json` (what editors point at) is what
+/// `junction schema` writes for this build.
+#[test]
+fn the_committed_schema_is_current() {
+    let out = junction().arg("schema").output().unwrap();
+    assert!(out.status.success());
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../junction.schema.json");
+    let committed = std::fs::read(path).expect("junction.schema.json at the repository root");
+    assert!(
+        committed == out.stdout,
+        "junction.schema.json is stale: run `cargo run -p junction -- schema > junction.schema.json`"
+    );
+}
+
 #[test]
 fn schema_describes_the_config_strictly() {
     let out = junction().arg("schema").output().unwrap();
