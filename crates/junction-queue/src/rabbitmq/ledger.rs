@@ -108,7 +108,7 @@ pub async fn read_depth(s: &Shared) -> Result<DepthSnapshot, QueueError> {
 
 async fn count(s: &Shared, queue: &str) -> Result<u64, QueueError> {
     // A passive declare of a missing queue closes the channel: one per queue.
-    let ch = s.link.channel().await?;
+    let ch = s.consume.channel().await?;
     let q = ch
         .queue_declare(
             queue,
@@ -143,7 +143,7 @@ impl Ledger for RabbitLedger {
         after: Option<String>,
         limit: usize,
     ) -> Result<DlqPage, QueueError> {
-        let ch = self.shared.link.channel().await?;
+        let ch = self.shared.consume.channel().await?;
         let mut items = Vec::new();
         let mut passed = after.is_none();
         let mut more = false;
@@ -181,7 +181,7 @@ impl Ledger for RabbitLedger {
             subscriber: Some(sub.to_owned()),
         };
         for (topic, sub) in self.pairs(&filter) {
-            let ch = self.shared.link.channel().await?;
+            let ch = self.shared.consume.channel().await?;
             let result = async {
                 for (letter, acker, env) in self.take(&ch, &topic, &sub, usize::MAX).await? {
                     if letter.id == dead_letter_id {
@@ -205,7 +205,7 @@ impl Ledger for RabbitLedger {
         for (topic, sub) in self.pairs(&filter) {
             // Only what is there now: letters dying meanwhile wait for the next call.
             let present = count(&self.shared, &self.shared.topology.dlq(&topic, &sub)).await?;
-            let ch = self.shared.link.channel().await?;
+            let ch = self.shared.consume.channel().await?;
             let result = async {
                 let taken = self
                     .take(

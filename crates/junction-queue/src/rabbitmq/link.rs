@@ -1,5 +1,13 @@
-//! One AMQP connection per instance, re-established on demand with backoff, and
-//! the confirm-mode channel every publish (events, retries, dead letters) uses.
+//! An AMQP connection, re-established on demand with backoff, and the
+//! confirm-mode channel every publish (events, retries, dead letters) uses.
+//!
+//! An instance keeps two: one publishes, the other consumes and reads (admin
+//! reads, depth counts). An error RabbitMQ raises on a connection closes every
+//! channel on it — seen when a consumer starts on a quorum queue declared a
+//! moment before (`basic.consume` fails inside the broker with `noproc` and
+//! the connection gets INTERNAL_ERROR) — so a consumer's trouble must not
+//! fail events being accepted, and a busy publisher being blocked by the
+//! broker's flow control must not stall deliveries.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,15 +37,18 @@ struct Live {
 /// The instance's connection to the broker.
 pub struct Link {
     url: String,
+    /// Connection name shown in RabbitMQ's management UI.
+    name: &'static str,
     live: Mutex<Live>,
 }
 
 impl Link {
     /// Connects now: an unreachable broker at start is an error.
-    pub async fn connect(url: &str) -> Result<Self, QueueError> {
-        let conn = open(url).await?;
+    pub async fn connect(url: &str, name: &'static str) -> Result<Self, QueueError> {
+        let conn = open(url, name).await?;
         Ok(Self {
             url: url.to_owned(),
+            name,
             live: Mutex::new(Live {
                 conn: Some(Arc::new(conn)),
                 publish: None,
@@ -69,7 +80,7 @@ impl Link {
                 std::io::Error::other("reconnecting"),
             ));
         }
-        match open(&self.url).await {
+        match open(&self.url, self.name).await {
             Ok(c) => {
                 tracing::info!("rabbitmq connection established");
                 let c = Arc::new(c);
@@ -126,11 +137,11 @@ impl Link {
     }
 }
 
-async fn open(url: &str) -> Result<Connection, QueueError> {
+async fn open(url: &str, name: &str) -> Result<Connection, QueueError> {
     let props = ConnectionProperties::default()
         .with_executor(tokio_executor_trait::Tokio::current())
         .with_reactor(tokio_reactor_trait::Tokio)
-        .with_connection_name("junction".into());
+        .with_connection_name(name.into());
     match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, props)).await {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => Err(storage("connecting to rabbitmq", e)),

@@ -112,7 +112,10 @@ fn envelope_of(props: &BasicProperties, topic: &str) -> Envelope {
 
 /// What the publisher, consumers, settlers and ledger share.
 pub(crate) struct Shared {
+    /// Publishes (events, retries, dead letters) and declares what they need.
     link: Link,
+    /// Consumes and reads (see [`link`] for why apart).
+    consume: Link,
     topology: Topology,
     max_depth: Option<u64>,
     depth: RwLock<DepthSnapshot>,
@@ -195,9 +198,11 @@ pub struct RabbitBroker {
 impl RabbitBroker {
     /// Connects (an unreachable broker is an error) and starts the depth refresher.
     pub async fn connect(cfg: RabbitConfig) -> Result<Arc<Self>, QueueError> {
-        let link = Link::connect(&cfg.url).await?;
+        let link = Link::connect(&cfg.url, "junction").await?;
+        let consume = Link::connect(&cfg.url, "junction-consume").await?;
         let shared = Arc::new(Shared {
             link,
+            consume,
             topology: Topology::new(&cfg.prefix, cfg.queue_type, cfg.max_depth),
             max_depth: cfg.max_depth,
             depth: RwLock::default(),
@@ -226,7 +231,7 @@ impl RabbitBroker {
 
     /// Deletes `names` (queues, then the exchanges among them) on the broker at `url`.
     pub async fn delete(url: &str, names: &[String]) -> Result<(), QueueError> {
-        let link = Link::connect(url).await?;
+        let link = Link::connect(url, "junction-admin").await?;
         for name in names {
             let ch = link.channel().await?;
             if ch.queue_delete(name, Default::default()).await.is_err() {
@@ -253,7 +258,14 @@ impl Publisher for RabbitBroker {
         let id = MessageId::from(uuid::Uuid::now_v7().to_string());
         if !subs.is_empty() {
             let ch = s.link.publisher().await?;
-            s.topology.ensure(&ch, &req.topic, &subs).await?;
+            if let Err(first) = s.topology.ensure(&ch, &req.topic, &subs).await {
+                // Declarations are idempotent and nothing was published yet:
+                // once more, on a new channel (and connection, if the broker
+                // closed this one under the declaration).
+                tracing::debug!(error = %first, "declaring a topic failed; trying once more");
+                let ch = s.link.publisher().await?;
+                s.topology.ensure(&ch, &req.topic, &subs).await?;
+            }
             let env = Envelope::new(&id, &req, subs, now_ms());
             s.publish(&s.topology.exchange(&req.topic), "", &env, &req.body)
                 .await?;
@@ -274,6 +286,7 @@ impl Publisher for RabbitBroker {
             .closed
             .store(true, std::sync::atomic::Ordering::Release);
         self.shared.link.close().await;
+        self.shared.consume.close().await;
         Ok(())
     }
 }

@@ -48,7 +48,7 @@ impl RabbitSubscription {
 
     /// Declares the subscriber's queues and starts consuming on a channel of its own.
     pub async fn open(&mut self) -> Result<(), QueueError> {
-        let ch = self.shared.link.channel().await?;
+        let ch = self.shared.consume.channel().await?;
         self.shared
             .topology
             .ensure(&ch, &self.topic, std::slice::from_ref(&self.subscriber))
