@@ -122,17 +122,21 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
         );
     }
     let payload_peek = Arc::new(config.admin.payload_peek.clone());
-    let reloader = Arc::new(Reloader::new(
-        Loaded {
-            config,
-            upstreams,
-            dispatchers,
-        },
-        gateways.clone(),
-        metrics.clone(),
-        queue.clone(),
-        live.clone(),
-    ));
+    let tls = listener_tls(&config)?;
+    let reloader = Arc::new(
+        Reloader::new(
+            Loaded {
+                config,
+                upstreams,
+                dispatchers,
+            },
+            gateways.clone(),
+            metrics.clone(),
+            queue.clone(),
+            live.clone(),
+        )
+        .with_tls(tls.clone()),
+    );
     let ready = Arc::new(AtomicBool::new(false));
     let admin_router = admin::router(AdminState {
         gateways: gateways.clone(),
@@ -148,11 +152,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
     // The admin port outlives the data plane: `/readyz` says 503 until the very end.
     let admin_stop = CancellationToken::new();
     let admin_stopped = admin_stop.clone();
-    let admin_task = tokio::spawn(async move {
-        axum::serve(listeners.admin, admin_router)
-            .with_graceful_shutdown(async move { admin_stopped.cancelled().await })
-            .await
-    });
+    let admin_task = tokio::spawn(server::admin::serve_admin(
+        listeners.admin,
+        admin_router,
+        tls.admin.clone(),
+        admin_stopped,
+    ));
     #[cfg(unix)]
     let hangups = spawn_reload_on_sighup(reloader.clone(), shutdown.stop.clone())?;
     let data_task = tokio::spawn(server::serve_data_threads(
@@ -162,6 +167,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
         grace,
         server::worker_count(),
         limits,
+        tls.data.clone(),
     ));
     ready.store(true, Ordering::Release);
     tracing::info!(data = %data_addr, admin = %admin_addr, "junction is serving");
@@ -292,5 +298,20 @@ pub fn spawn(config: Config, listeners: Listeners) -> anyhow::Result<Running> {
         admin,
         shutdown: stop,
         task,
+    })
+}
+
+/// The listeners' TLS from `config` (certificate files read now: a bad one
+/// stops the start, naming its key and file).
+fn listener_tls(config: &Config) -> anyhow::Result<crate::reload::ListenerCerts> {
+    let load = |key: &str, cfg: &Option<crate::config::ListenerTlsConfig>| {
+        cfg.as_ref()
+            .map(|c| server::tls::ListenerTls::load(c).map(Arc::new))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("{key}: {e}"))
+    };
+    Ok(crate::reload::ListenerCerts {
+        data: load("tls", &config.tls)?,
+        admin: load("admin.tls", &config.admin.tls)?,
     })
 }

@@ -26,6 +26,7 @@ use crate::config::{self, Config, ConfigError};
 use crate::pipeline::{self, DispatchContext, DispatcherChanges, Dispatchers};
 use crate::proxy::upstream::Upstream;
 use crate::proxy::{Gateway, SharedGateway};
+use crate::server::tls::ListenerTls;
 use crate::telemetry::live::Live;
 use crate::telemetry::Metrics;
 use junction_queue::Queue;
@@ -33,6 +34,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use rustls::sign::CertifiedKey;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -83,6 +85,38 @@ pub struct Reloader {
     sha256: parking_lot::Mutex<String>,
     reloads: Family<OutcomeLabel, Counter>,
     last_success: Gauge<f64, AtomicU64>,
+    /// The listeners' TLS, whose certificate files every reload reads again.
+    tls: ListenerCerts,
+}
+
+/// A listener and the certificate a reload read for it.
+type RenewedCert = (Arc<ListenerTls>, Arc<CertifiedKey>);
+
+/// The TLS of the data and admin listeners, when on.
+#[derive(Clone, Debug, Default)]
+pub struct ListenerCerts {
+    /// `tls` (the data plane).
+    pub data: Option<Arc<ListenerTls>>,
+    /// `admin.tls`.
+    pub admin: Option<Arc<ListenerTls>>,
+}
+
+impl ListenerCerts {
+    /// Reads the certificate files `config` names for each listener with
+    /// TLS; nothing is served from them yet (see [`ListenerTls::install`]).
+    fn read(&self, config: &Config) -> Result<Vec<RenewedCert>, String> {
+        let mut read = Vec::new();
+        for (key, tls, cfg) in [
+            ("tls", &self.data, &config.tls),
+            ("admin.tls", &self.admin, &config.admin.tls),
+        ] {
+            if let (Some(tls), Some(cfg)) = (tls, cfg) {
+                let pair = tls.read(cfg).map_err(|e| format!("{key}: {e}"))?;
+                read.push((tls.clone(), pair));
+            }
+        }
+        Ok(read)
+    }
 }
 
 /// The configuration serving now, and the live pieces built from it.
@@ -128,7 +162,14 @@ impl Reloader {
             state: tokio::sync::Mutex::new(loaded),
             reloads,
             last_success,
+            tls: ListenerCerts::default(),
         }
+    }
+
+    /// The listeners' TLS, for reloads to renew their certificates.
+    pub fn with_tls(mut self, tls: ListenerCerts) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// SHA-256 of the config file serving now (empty when started from text).
@@ -169,6 +210,11 @@ impl Reloader {
         if !restart.is_empty() {
             return Err(ReloadError::NeedsRestart(restart));
         }
+        // Certificates first: a renewed pair that does not load changes nothing.
+        let certs = self
+            .tls
+            .read(&new)
+            .map_err(|e| ReloadError::Apply(anyhow::anyhow!(e)))?;
         // Upstreams with unchanged settings keep their live state.
         let mut upstreams = BTreeMap::new();
         let mut rebuilt = Vec::new();
@@ -216,6 +262,9 @@ impl Reloader {
             None => DispatcherChanges::default(),
         };
         self.gateways.store(Arc::new(gateway));
+        for (tls, pair) in certs {
+            tls.install(pair);
+        }
         if new.telemetry.otlp_endpoint != loaded.config.telemetry.otlp_endpoint {
             if let Err(e) =
                 crate::telemetry::otel::set_endpoint(new.telemetry.otlp_endpoint.as_deref())
@@ -259,6 +308,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut out = Vec::new();
     if old.listen != new.listen {
         out.push("listen");
+    }
+    if old.tls.is_some() != new.tls.is_some() {
+        out.push("tls (turning TLS on or off)");
     }
     if old.admin != new.admin {
         out.push("admin");

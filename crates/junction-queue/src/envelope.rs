@@ -116,16 +116,17 @@ impl Envelope {
         self.attempts += 1;
         attempt.attempt = self.attempts;
         self.history.push(attempt);
-        if self.history.len() > MAX_HISTORY {
-            let drop = self.history.len() - MAX_HISTORY;
-            self.history.drain(..drop);
+        trim_history(&mut self.history);
+    }
+
+    /// Drops every response sample (a dead letter too large for its queue
+    /// with them); whether there was any.
+    pub fn drop_samples(&mut self) -> bool {
+        let mut dropped = false;
+        for a in &mut self.history {
+            dropped |= a.response.take().is_some();
         }
-        // The envelope rides in a broker header (SQS allows 256 KiB with the
-        // body): only the latest attempts keep their response samples.
-        let older = self.history.len().saturating_sub(SAMPLED_ATTEMPTS);
-        for earlier in &mut self.history[..older] {
-            earlier.response = None;
-        }
+        dropped
     }
 
     pub fn message(&self, body: Vec<u8>) -> Message {
@@ -139,6 +140,20 @@ impl Envelope {
             enqueued_at_ms: self.enqueued_at_ms,
             subscribers: self.subscribers.clone(),
         }
+    }
+}
+
+/// Keeps a broker-carried history bounded: the last [`MAX_HISTORY`] attempts,
+/// response samples on the last [`SAMPLED_ATTEMPTS`] only (the envelope rides
+/// in a broker header: SQS allows 256 KiB with the body).
+pub(crate) fn trim_history(history: &mut Vec<AttemptRecord>) {
+    if history.len() > MAX_HISTORY {
+        let drop = history.len() - MAX_HISTORY;
+        history.drain(..drop);
+    }
+    let older = history.len().saturating_sub(SAMPLED_ATTEMPTS);
+    for earlier in &mut history[..older] {
+        earlier.response = None;
     }
 }
 

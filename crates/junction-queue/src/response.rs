@@ -3,19 +3,27 @@
 //! history) without reproducing the call.
 //!
 //! Bounded by construction, whatever the subscriber sends: at most
-//! [`MAX_HEADERS`] headers of at most [`MAX_HEADER_VALUE`] bytes each, and the
-//! first [`MAX_BODY`] bytes of the body as text (invalid UTF-8 replaced). The
-//! values of headers that carry credentials are never stored. A sample is ~2
-//! KiB at most, kept per attempt (at most [`crate::MAX_HISTORY`] of them) by
-//! every backend that keeps history, and travels in the envelope of the broker
-//! backends' dead letters.
+//! [`MAX_HEADERS`] headers, names of at most [`MAX_HEADER_NAME`] bytes, values
+//! of at most [`MAX_HEADER_VALUE`], [`MAX_HEADER_BYTES`] in all, and the first
+//! [`MAX_BODY`] bytes of the body as text. Text is stored only as characters
+//! every store takes: invalid UTF-8, NUL and other control characters (but tab
+//! and line breaks) and the non-characters U+FFFE/U+FFFF read as U+FFFD
+//! (PostgreSQL's `jsonb` refuses `\u0000`, SQS's attributes refuse controls).
+//! The values of headers that carry credentials are never stored. A sample is
+//! at most ~5 KiB of text, kept per attempt (at most [`crate::MAX_HISTORY`] of
+//! them) by every backend that keeps history, and travels in the envelope of
+//! the broker backends' dead letters (the last 3 attempts only).
 
 use serde::{Deserialize, Serialize};
 
 /// Most response headers kept.
 pub const MAX_HEADERS: usize = 24;
+/// Longest header name kept (longer ones are cut, with `…`).
+pub const MAX_HEADER_NAME: usize = 64;
 /// Longest header value kept (longer ones are cut, with `…`).
 pub const MAX_HEADER_VALUE: usize = 256;
+/// Most header bytes kept, names and values together.
+pub const MAX_HEADER_BYTES: usize = 3 * 1024;
 /// Most body bytes kept.
 pub const MAX_BODY: usize = 1024;
 
@@ -58,12 +66,14 @@ impl ResponseSample {
     ) -> Self {
         let mut truncated = false;
         let mut kept = Vec::new();
+        let mut bytes = 0;
         for (name, value) in headers {
-            if kept.len() == MAX_HEADERS {
+            if kept.len() == MAX_HEADERS || bytes >= MAX_HEADER_BYTES {
                 truncated = true;
                 break;
             }
-            let name = name.to_ascii_lowercase();
+            let (name, cut) = prefix_text(name.to_ascii_lowercase().as_bytes(), MAX_HEADER_NAME);
+            truncated |= cut;
             let value = if SECRET_HEADERS.contains(&name.as_str()) {
                 REDACTED.to_owned()
             } else {
@@ -71,6 +81,7 @@ impl ResponseSample {
                 truncated |= cut;
                 text
             };
+            bytes += name.len() + value.len();
             kept.push((name, value));
         }
         let (text, cut) = prefix_text(body, MAX_BODY);
@@ -88,7 +99,7 @@ impl ResponseSample {
 /// invalid UTF-8 replaced), and whether anything was left out.
 fn prefix_text(raw: &[u8], max: usize) -> (String, bool) {
     if raw.len() <= max {
-        return (String::from_utf8_lossy(raw).into_owned(), false);
+        return (storable(&String::from_utf8_lossy(raw)), false);
     }
     let mut text = String::from_utf8_lossy(&raw[..max]).into_owned();
     // A multi-byte character cut in two reads as one replacement character at
@@ -96,8 +107,22 @@ fn prefix_text(raw: &[u8], max: usize) -> (String, bool) {
     if text.ends_with(char::REPLACEMENT_CHARACTER) && std::str::from_utf8(&raw[..max]).is_err() {
         text.pop();
     }
+    let mut text = storable(&text);
     text.push('…');
     (text, true)
+}
+
+/// `text` with what some store refuses replaced by U+FFFD (see the module doc).
+fn storable(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\t' | '\n' | '\r' => c,
+            c if c.is_control() || c == '\u{fffe}' || c == '\u{ffff}' => {
+                char::REPLACEMENT_CHARACTER
+            }
+            c => c,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -132,7 +157,8 @@ mod tests {
             headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
             &vec![b'y'; 1 << 20],
         );
-        assert_eq!(s.headers.len(), MAX_HEADERS);
+        let kept: usize = s.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        assert!(kept < MAX_HEADER_BYTES + MAX_HEADER_VALUE + 16, "{kept}");
         assert!(s
             .headers
             .iter()
@@ -142,6 +168,21 @@ mod tests {
         assert!(s.truncated);
         let json = serde_json::to_string(&s).unwrap();
         assert!(json.len() < 16 * 1024, "{} bytes", json.len());
+        let long_name = "x".repeat(10_000);
+        let s = ResponseSample::new(500, [(long_name.as_str(), &b"v"[..])], b"");
+        assert!(s.headers[0].0.len() <= MAX_HEADER_NAME + '…'.len_utf8() && s.truncated);
+    }
+
+    #[test]
+    fn nul_and_controls_are_replaced_tabs_and_newlines_kept() {
+        let s = ResponseSample::new(
+            500,
+            [("x-raw", &b"a\x00b"[..])],
+            b"\x1f\x8b\x00gz\tline\r\nnext\xef\xbf\xbf",
+        );
+        assert_eq!(s.headers[0].1, "a\u{fffd}b");
+        assert_eq!(s.body, "\u{fffd}\u{fffd}\u{fffd}gz\tline\r\nnext\u{fffd}");
+        assert!(!serde_json::to_string(&s).unwrap().contains("\\u0000"));
     }
 
     #[test]

@@ -3,12 +3,16 @@
 //!
 //! `admin.payload_peek` decides what a reader may see: nothing (`off`),
 //! payloads with the values of named fields masked (`redacted`, the default),
-//! or, on request (`?redact=false`), the payload as stored (`full`). Masking
-//! works on JSON (any depth; the masked document is re-serialized, pretty and
-//! with keys sorted) and on URL-encoded forms (the rest kept as sent); any
-//! other payload is shown as it is and says that nothing was masked. At most
-//! `max_bytes` are returned (`?bytes=` asks for fewer); bytes that are not
-//! UTF-8 come base64-encoded.
+//! or, on request (`?redact=false`), the payload as stored (`full`). A field
+//! is masked when its name, letters and digits only and lowercase, is or ends
+//! with a configured name so written (`cardNumber`, `card-number` and
+//! `billing_card_number` all match `card_number`). Masking works on JSON (any
+//! depth; the masked document is re-serialized, pretty and with keys sorted)
+//! and on URL-encoded forms (the rest kept as sent). A payload that looks like
+//! JSON or says it is a form but does not parse is withheld rather than shown
+//! unmasked (`masking: "withheld"`); any other payload is shown as it is and
+//! says that nothing was masked. At most `max_bytes` are returned (`?bytes=`
+//! asks for fewer); bytes that are not UTF-8 come base64-encoded.
 
 use std::collections::HashSet;
 
@@ -65,7 +69,11 @@ pub(super) async fn dlq_payload(
         Ok(None) => return problem(StatusCode::NOT_FOUND, "no such dead letter"),
         Err(e) => return super::queue::queue_error(e),
     };
-    let limit = q.bytes.unwrap_or(cfg.max_bytes.0).clamp(1, cfg.max_bytes.0);
+    let limit = q
+        .bytes
+        .unwrap_or(cfg.max_bytes.0)
+        .min(cfg.max_bytes.0)
+        .max(1);
     let content_type = letter.message.content_type.as_deref();
     let view = Peek::of(
         &letter.message.body,
@@ -92,15 +100,27 @@ fn fields(cfg: &PayloadPeekConfig) -> HashSet<String> {
     cfg.redact.iter().map(|f| normalize(f)).collect()
 }
 
-/// `Card-Number` and `card_number` name the same field.
+/// `Card-Number`, `cardNumber` and `card_number` name the same field.
 fn normalize(name: &str) -> String {
-    name.trim().to_ascii_lowercase().replace('-', "_")
+    name.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+/// Whether a field called `name` is one to mask.
+fn secret(fields: &HashSet<String>, name: &str) -> bool {
+    let name = normalize(name);
+    fields
+        .iter()
+        .any(|f| !f.is_empty() && name.ends_with(f.as_str()))
 }
 
 /// What a read shows of one payload.
 #[derive(Debug, PartialEq)]
 struct Peek {
-    /// `json`, `form`, `none` (nothing recognisable to mask) or `off` (not asked).
+    /// `json`, `form`, `withheld` (looked maskable but did not parse: not
+    /// shown), `none` (nothing recognisable to mask) or `off` (not asked).
     masking: &'static str,
     /// How many values were masked.
     masked: usize,
@@ -165,7 +185,10 @@ fn mask<'a>(
         let text = serde_json::to_vec_pretty(&doc).unwrap_or_default();
         return ("json", masked, text.into());
     }
-    if ct.starts_with("application/x-www-form-urlencoded") {
+    let starts = body.iter().find(|b| !b.is_ascii_whitespace());
+    let json_like = ct.contains("json") || matches!(starts, Some(b'{' | b'['));
+    let form = ct.starts_with("application/x-www-form-urlencoded");
+    if form {
         if let Ok(text) = std::str::from_utf8(body) {
             let mut masked = 0;
             let pairs: Vec<String> = text
@@ -176,7 +199,7 @@ fn mask<'a>(
                         .next()
                         .map(|(k, _)| k.into_owned())
                         .unwrap_or_default();
-                    if fields.contains(&normalize(&name)) {
+                    if secret(fields, &name) {
                         masked += 1;
                         format!("{key}={MASK}")
                     } else {
@@ -187,6 +210,10 @@ fn mask<'a>(
             return ("form", masked, pairs.join("&").into_bytes().into());
         }
     }
+    if json_like || form {
+        // Secrets may be in it and cannot be found: show nothing.
+        return ("withheld", 0, std::borrow::Cow::Borrowed(&[]));
+    }
     ("none", 0, body.into())
 }
 
@@ -196,7 +223,7 @@ fn mask_json(v: &mut Value, fields: &HashSet<String>) -> usize {
         Value::Object(map) => map
             .iter_mut()
             .map(|(k, v)| {
-                if fields.contains(&normalize(k)) {
+                if secret(fields, k) {
                     *v = Value::String(MASK.into());
                     1
                 } else {
@@ -225,6 +252,36 @@ mod tests {
         assert!(!p.payload.contains("4111") && !p.payload.contains("\"t\""));
         assert!(p.payload.contains("\"amount\": 5") && p.payload.contains(MASK));
         assert!(!p.truncated);
+    }
+
+    #[test]
+    fn spellings_and_prefixed_names_of_a_secret_are_masked() {
+        let body = br#"{"cardNumber":"1","card-number":"2","billing_card_number":"3","clientSecret":"4","x-api-key":"5","tokens_left":6}"#;
+        let p = Peek::of(body, Some("application/json"), Some(&secrets()), 4096);
+        assert_eq!(p.masked, 5, "{}", p.payload);
+        assert!(p.payload.contains("\"tokens_left\": 6"), "{}", p.payload);
+    }
+
+    #[test]
+    fn what_looks_maskable_but_does_not_parse_is_withheld() {
+        for (body, ct) in [
+            (&b"{\"password\": \"x\", broken"[..], None),
+            (
+                &b"{\"a\":1}\n{\"password\":\"x\"}"[..],
+                Some("application/x-ndjson"),
+            ),
+            (
+                &b"\xef\xbb\xbf{\"password\":\"x\"}"[..],
+                Some("application/json"),
+            ),
+        ] {
+            let p = Peek::of(body, ct, Some(&secrets()), 4096);
+            assert_eq!(
+                (p.masking, p.payload.as_str()),
+                ("withheld", ""),
+                "{body:?}"
+            );
+        }
     }
 
     #[test]

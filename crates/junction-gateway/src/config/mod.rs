@@ -32,6 +32,9 @@ pub struct Config {
     #[serde(default = "defaults::listen")]
     #[schemars(with = "String")]
     pub listen: SocketAddr,
+    /// TLS on the data-plane listener (HTTPS; plain HTTP when absent).
+    #[serde(default)]
+    pub tls: Option<ListenerTlsConfig>,
     /// Admin API listen address and auth.
     #[serde(default)]
     pub admin: AdminConfig,
@@ -138,6 +141,20 @@ pub struct AdminConfig {
     /// Reading dead letters' payloads in the admin API and the dashboard.
     #[serde(default)]
     pub payload_peek: PayloadPeekConfig,
+    /// TLS on the admin listener (plain HTTP when absent).
+    #[serde(default)]
+    pub tls: Option<ListenerTlsConfig>,
+}
+
+/// A listener's certificate: PEM files, read at start and again on every
+/// reload (a renewed certificate needs no restart).
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsConfig {
+    /// PEM file of the certificate chain, leaf first.
+    pub cert_file: String,
+    /// PEM file of the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
 }
 
 impl Default for AdminConfig {
@@ -147,6 +164,7 @@ impl Default for AdminConfig {
             token_env: None,
             insecure: false,
             payload_peek: PayloadPeekConfig::default(),
+            tls: None,
         }
     }
 }

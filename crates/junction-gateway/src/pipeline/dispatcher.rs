@@ -503,15 +503,17 @@ impl Dispatcher {
             .and_then(parse_retry_after);
         let (parts, body) = resp.into_parts();
         // Read the body so the connection returns to the pool; a failure's
-        // answer is kept (bounded) for the message page and the DLQ.
-        let body = http_body_util::BodyExt::collect(body).await;
-        let sample = (!(200..300).contains(&status)).then(|| {
-            let body = body.map(|b| b.to_bytes()).unwrap_or_default();
+        // answer is kept (its first bytes) for the message page and the DLQ.
+        let failed = !(200..300).contains(&status);
+        let (first, total) = drain(body, if failed { SAMPLED_BODY } else { 0 }).await;
+        let sample = failed.then(|| {
             let headers = parts
                 .headers
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_bytes()));
-            ResponseSample::new(status, headers, &body)
+            let mut sample = ResponseSample::new(status, headers, &first);
+            sample.body_bytes = total;
+            sample
         });
         Ok(Answer {
             status,
@@ -519,6 +521,26 @@ impl Dispatcher {
             sample,
         })
     }
+}
+
+/// Body bytes read into a failed attempt's sample: one more than it keeps,
+/// so a longer body shows as cut.
+const SAMPLED_BODY: usize = junction_queue::response::MAX_BODY + 1;
+
+/// Reads `body` to its end (or its first error), keeping its first `keep`
+/// bytes; returns them and how many bytes arrived in all.
+async fn drain<B: http_body::Body<Data = bytes::Bytes>>(body: B, keep: usize) -> (Vec<u8>, u64) {
+    use http_body_util::BodyExt;
+    let mut body = std::pin::pin!(body);
+    let (mut first, mut total) = (Vec::new(), 0u64);
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Some(data) = frame.data_ref() {
+            let room = keep.saturating_sub(first.len());
+            first.extend_from_slice(&data[..data.len().min(room)]);
+            total += data.len() as u64;
+        }
+    }
+    (first, total)
 }
 
 /// What a subscriber answered to one attempt.

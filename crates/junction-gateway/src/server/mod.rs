@@ -10,7 +10,9 @@
 //! proxied request on a small VM). Shared state (routes, breakers, metrics,
 //! cache, queue) is the same `Arc`s for every thread.
 
+pub mod admin;
 pub mod balance;
+pub mod tls;
 
 use crate::body::{Body, BoxError};
 use crate::proxy::SharedGateway;
@@ -75,6 +77,7 @@ pub async fn serve_data_threads(
     grace: Duration,
     workers: usize,
     limits: ConnectionLimits,
+    tls: Option<Arc<tls::ListenerTls>>,
 ) -> std::io::Result<()> {
     let std_listener = listener.into_std()?;
     let open = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -84,7 +87,7 @@ pub async fn serve_data_threads(
     for (i, inbox) in inboxes.into_iter().enumerate() {
         let socket = std_listener.try_clone()?;
         let (gateway, shutdown, balance) = (gateway.clone(), shutdown.clone(), balance.clone());
-        let open = open.clone();
+        let (open, tls) = (open.clone(), tls.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
             .name(format!("junction-data-{i}"))
@@ -100,7 +103,7 @@ pub async fn serve_data_threads(
                                 inbox,
                             };
                             let bounds = Bounds { limits, open };
-                            serve_data(accept, gateway, shutdown, grace, bounds).await
+                            serve_data(accept, gateway, shutdown, grace, bounds, tls).await
                         }
                         Err(e) => {
                             tracing::error!(error = %e, "data-plane thread cannot use the listener")
@@ -143,6 +146,7 @@ async fn serve_data(
     shutdown: CancellationToken,
     grace: Duration,
     bounds: Bounds,
+    tls: Option<Arc<tls::ListenerTls>>,
 ) {
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -206,16 +210,36 @@ async fn serve_data(
         // A client that stops reading its response must not hold the connection.
         let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
         stream.set_write_timeout(Some(bounds.limits.write_timeout));
-        let conn = builder
-            .serve_connection(
-                TokioIo::new(Box::pin(stream)),
-                TowerToHyperService::new(svc),
-            )
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let stream = Box::pin(stream);
+        let Some(tls) = &tls else {
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc))
+                .into_owned();
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, %peer, "connection ended with an error");
+                }
+                drop(held);
+                drop(slot);
+            });
+            continue;
+        };
+        // The handshake runs in the connection's task, bounded like a request head.
+        let (tls, builder, watcher) = (tls.clone(), builder.clone(), graceful.watcher());
+        let handshake_timeout = bounds.limits.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    let conn = builder
+                        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc))
+                        .into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(error = %e, %peer, "connection ended with an error");
+                    }
+                }
+                Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake not done in time"),
             }
             drop(held);
             drop(slot);

@@ -97,8 +97,8 @@ pub(crate) fn attempt(outcome: &str) -> AttemptRecord {
     }
 }
 
-/// A failed attempt with what the subscriber answered (pipes, quotes and a
-/// newline in it, as real answers have).
+/// A failed attempt with what the subscriber answered (pipes, quotes, a
+/// newline, a NUL and a control byte in it, as real answers have).
 pub(crate) fn answered(status: u16) -> AttemptRecord {
     AttemptRecord {
         response: Some(crate::ResponseSample::new(
@@ -107,7 +107,7 @@ pub(crate) fn answered(status: u16) -> AttemptRecord {
                 ("content-type", &b"application/json"[..]),
                 ("x-why", b"a | b"),
             ],
-            b"{\"error\": \"quota | \\\"exceeded\\\"\"}\n",
+            b"{\"error\": \"quota | \\\"exceeded\\\"\"}\n\x00\x1f",
         )),
         ..attempt(&format!("status {status}"))
     }

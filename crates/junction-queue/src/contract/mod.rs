@@ -112,13 +112,14 @@ pub trait Ledger: Send + Sync + 'static {
         };
         let mut after = None;
         loop {
-            let page = self.dlq_list(filter.clone(), after, 100).await?;
+            let page = self.dlq_list(filter.clone(), after.clone(), 100).await?;
             if let Some(found) = page.items.into_iter().find(|d| d.id == dead_letter_id) {
                 return Ok(Some(found));
             }
             match page.next {
-                Some(next) => after = Some(next),
-                None => return Ok(None),
+                // A cursor that does not move would read the same page forever.
+                Some(next) if after.as_deref() != Some(next.as_str()) => after = Some(next),
+                _ => return Ok(None),
             }
         }
     }

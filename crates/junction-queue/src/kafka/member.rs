@@ -426,8 +426,5 @@ impl Settle for Member {
 }
 
 fn trim(history: &mut Vec<AttemptRecord>) {
-    if history.len() > MAX_HISTORY {
-        let drop = history.len() - MAX_HISTORY;
-        history.drain(..drop);
-    }
+    crate::envelope::trim_history(history);
 }

@@ -300,11 +300,11 @@ impl PostgresBroker {
         {
             let (at, took) = (attempt.at_ms as i64, attempt.duration_ms as i64);
             // The outcome and response sample, as one JSON object (see `sql::PUSH_HISTORY`).
-            let what_happened = serde_json::json!({
-                "outcome": attempt.outcome,
-                "response": attempt.response,
-            })
-            .to_string();
+            let mut what_happened = serde_json::json!({ "outcome": attempt.outcome });
+            if let Some(response) = &attempt.response {
+                what_happened["response"] = serde_json::json!(response);
+            }
+            let what_happened = what_happened.to_string();
             let now = now_ms() as i64;
             match extra {
                 None => {

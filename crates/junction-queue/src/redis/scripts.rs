@@ -14,7 +14,7 @@
 //! - `P:d:{id}:{sub}` hash: `st` (`p` pending, `d` delivered, `x` dead), `at`
 //!   (next attempt), `n` (attempts since the last replay), `ls` (1 while
 //!   leased), `why`, `dead_at`; `P:h:{id}:{sub}` list: attempt history,
-//!   `attempt|at_ms|duration_ms|outcome`, the newest [`MAX_HISTORY`] kept;
+//!   `attempt|at_ms|duration_ms|outcome[\x1f response sample JSON]` (see `codec::attempt_record`), the newest [`MAX_HISTORY`] kept;
 //! - `P:due:{sub}` zset of leasable ids by due time; `P:lease:{sub}` zset of
 //!   leased ids by lease expiry;
 //! - `P:c:{sub}:{key}` zset (all scores 0, so ordered by id = by time): the
@@ -169,7 +169,7 @@ return out
 ";
 
 /// ARGV[4..]: id, subscriber, mode (`ack`, `retry`, `dead`), the attempt as
-/// `at_ms|duration_ms|outcome`, next attempt time (retry), reason (dead).
+/// `at_ms|duration_ms|outcome[\x1f sample]`, next attempt time (retry), reason (dead).
 /// Reply: `{'ok' | 'noop', depth or false when it did not change}`.
 const SETTLE: &str = r"
 local id, sub, mode, attempt = ARGV[4], ARGV[5], ARGV[6], ARGV[7]

@@ -203,9 +203,20 @@ impl Settle for SqsSettler {
                 env.dead_at_ms = Some(now_ms());
                 let moved = async {
                     let dlq = self.shared.dlq_url(&env.topic, &d.subscriber).await?;
-                    self.shared
+                    match self
+                        .shared
                         .send(&dlq, &mut env, &d.message.body, false)
                         .await
+                    {
+                        // A body near SQS's limit leaves no room for the
+                        // subscriber's answers: the dead letter goes without them.
+                        Err(QueueError::TooLarge { .. }) if env.drop_samples() => {
+                            self.shared
+                                .send(&dlq, &mut env, &d.message.body, false)
+                                .await
+                        }
+                        sent => sent,
+                    }
                 }
                 .await;
                 if let Err(e) = moved {

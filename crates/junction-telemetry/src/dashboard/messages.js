@@ -84,7 +84,8 @@ const JunctionMessages = (() => {
       try {
         const p = await api(`admin/dlq/${encodeURIComponent(deadId)}/payload?bytes=${size.value}&redact=${masked.checked}`);
         const note = p.masking === "json" || p.masking === "form" ? `${p.masked_fields} field${p.masked_fields === 1 ? "" : "s"} masked`
-          : p.masking === "none" ? "nothing masked: not JSON or a form" : "unmasked";
+          : p.masking === "none" ? "nothing masked: not JSON or a form"
+          : p.masking === "withheld" ? "withheld: it looks like JSON or a form but does not parse, so secrets in it cannot be masked" : "unmasked";
         const shown = p.truncated ? ` · first ${size.options[size.selectedIndex].text} of ${p.body_bytes} bytes` : ` · ${p.body_bytes} bytes`;
         out.replaceChildren(el("div", "sub msg-peek-note", `${p.content_type || "no content type"} · ${note}${shown}${p.encoding === "base64" ? " · base64" : ""}`),
           el("pre", "mono msg-payload", p.payload));

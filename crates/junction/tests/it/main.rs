@@ -12,6 +12,7 @@ mod dlq;
 mod idempotency;
 mod lifecycle;
 mod limits;
+mod listener_tls;
 mod openapi;
 mod operator_files;
 mod otel;
