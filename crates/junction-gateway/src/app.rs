@@ -86,6 +86,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
             idempotency,
             live: live.clone(),
             rate_limits: Arc::default(),
+            buffers: crate::buffers::BufferBudget::new(config.limits.buffer_budget.0, &metrics),
         },
     )?));
     let dispatch_stop = CancellationToken::new();

@@ -32,19 +32,3 @@ pub fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
     }
     false
 }
-
-/// The whole of `body`, refused past `max` bytes.
-pub async fn collect_limited(mut body: Body, max: usize) -> Result<Bytes, BoxError> {
-    // By hand rather than with `Limited`: over a boxed error type, its `Into`
-    // bound trips rustc's higher-ranked lifetime check on `Send` futures.
-    let mut buf = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame?.into_data() {
-            if buf.len() + data.len() > max {
-                return Err(format!("the body exceeds {max} bytes").into());
-            }
-            buf.extend_from_slice(&data);
-        }
-    }
-    Ok(buf.freeze())
-}

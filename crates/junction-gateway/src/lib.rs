@@ -19,6 +19,7 @@ pub const GIT_COMMIT: &str = env!("JUNCTION_GIT_COMMIT");
 pub mod admin;
 pub mod app;
 pub mod body;
+pub mod buffers;
 pub mod config;
 pub mod pipeline;
 pub mod problem;

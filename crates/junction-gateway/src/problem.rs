@@ -63,6 +63,9 @@ pub enum GatewayError {
     /// An admin-level resource is missing.
     #[error("{0}")]
     NotFound(String),
+    /// `limits.buffer_budget` is spent: the body this request needs whole was not read.
+    #[error("the gateway is holding as many bodies in memory as limits.buffer_budget allows; retry shortly")]
+    BuffersFull,
 }
 
 impl GatewayError {
@@ -93,7 +96,7 @@ impl GatewayError {
                     StatusCode::SERVICE_UNAVAILABLE
                 }
             },
-            QueueFull { .. } | QueueUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            QueueFull { .. } | QueueUnavailable(_) | BuffersFull => StatusCode::SERVICE_UNAVAILABLE,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             IdempotencyInFlight => StatusCode::CONFLICT,
             IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
@@ -125,6 +128,7 @@ impl GatewayError {
             IdempotencyInFlight => "idempotency-key-in-flight",
             IdempotencyMismatch => "idempotency-key-mismatch",
             IdempotencyUnavailable(_) => "idempotency-unavailable",
+            BuffersFull => "buffers-full",
         }
     }
 
@@ -162,9 +166,9 @@ impl GatewayError {
             GatewayError::QueueFull { .. } | GatewayError::QueueUnavailable(_) => {
                 Some(Duration::from_secs(1))
             }
-            GatewayError::IdempotencyInFlight | GatewayError::IdempotencyUnavailable(_) => {
-                Some(Duration::from_secs(1))
-            }
+            GatewayError::IdempotencyInFlight
+            | GatewayError::IdempotencyUnavailable(_)
+            | GatewayError::BuffersFull => Some(Duration::from_secs(1)),
             _ => None,
         };
         if let Some(d) = retry_after {

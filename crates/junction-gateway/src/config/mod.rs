@@ -403,6 +403,10 @@ pub struct LimitsConfig {
     /// the connection (a client that never reads does not hold it forever).
     #[serde(default = "defaults::write_timeout")]
     pub write_timeout: Dur,
+    /// Bytes of bodies held whole in memory at once (async events, idempotent
+    /// writes, cache fills, projections); past it such requests get 503.
+    #[serde(default = "defaults::buffer_budget")]
+    pub buffer_budget: ByteSize,
 }
 
 impl Default for LimitsConfig {
@@ -413,6 +417,7 @@ impl Default for LimitsConfig {
             max_header_bytes: defaults::max_header_bytes(),
             max_connections: defaults::max_connections(),
             write_timeout: defaults::write_timeout(),
+            buffer_budget: defaults::buffer_budget(),
         }
     }
 }
@@ -825,6 +830,9 @@ mod defaults {
     }
     pub fn max_body() -> ByteSize {
         ByteSize(10 << 20)
+    }
+    pub fn buffer_budget() -> ByteSize {
+        ByteSize(256 << 20)
     }
     pub fn caller_header() -> String {
         "x-junction-caller".into()

@@ -49,7 +49,11 @@ async fn accept(route: &AsyncRoute, call: Call) -> Result<Response<Body>, Gatewa
         body,
         cx,
     } = call;
-    let body = body.collect(cx.gw.max_body).await?;
+    // Counted in limits.buffer_budget until the event is stored.
+    let held = body
+        .collect(cx.gw.max_body, &cx.gw.buffers, crate::buffers::Site::Async)
+        .await?;
+    let body = held.bytes.clone();
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)

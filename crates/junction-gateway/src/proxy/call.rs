@@ -6,6 +6,7 @@ use super::pool::UpstreamBody;
 use super::upstream::RequestBody;
 use super::{Gateway, Route};
 use crate::body::Body;
+use crate::buffers::{BufferBudget, Held, Site};
 use bytes::Bytes;
 use http::{request, HeaderMap, Response};
 use std::net::SocketAddr;
@@ -31,17 +32,27 @@ pub enum CallBody {
 }
 
 impl CallBody {
-    /// The whole body, within `max` bytes (413 past it).
-    pub async fn collect(self, max: u64) -> Result<Bytes, crate::problem::GatewayError> {
-        match self {
-            CallBody::Client(body) => super::http_util::collect_body(body, max).await,
-            CallBody::Ready(RequestBody::Replayable(bytes)) => Ok(bytes),
-            CallBody::Ready(RequestBody::Once(body, _)) => {
-                crate::body::collect_limited(body, max as usize)
-                    .await
-                    .map_err(|e| super::http_util::body_error(e, max))
+    /// The whole body, within `max` bytes (413 past it), counted in
+    /// `buffers` while held (503 past the budget: nothing was done yet).
+    pub async fn collect(
+        self,
+        max: u64,
+        buffers: &Arc<BufferBudget>,
+        site: Site,
+    ) -> Result<Held, crate::problem::GatewayError> {
+        let read = match self {
+            CallBody::Client(body) => {
+                if http_body::Body::size_hint(&body).lower() > max {
+                    return Err(crate::problem::GatewayError::BodyTooLarge { limit: max });
+                }
+                buffers.collect(body, max as usize, site, true).await
             }
-        }
+            CallBody::Ready(RequestBody::Replayable(bytes)) => return Ok(Held::uncounted(bytes)),
+            CallBody::Ready(RequestBody::Once(body, _)) => {
+                buffers.collect(body, max as usize, site, true).await
+            }
+        };
+        read.map_err(|e| e.for_request(max))
     }
 }
 

@@ -8,10 +8,7 @@ use super::router::render_path;
 use crate::body::{Body, BoxError};
 use crate::problem::GatewayError;
 use crate::telemetry::trace::next_traceparent;
-use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Response};
-use http_body::Body as _;
-use http_body_util::{BodyExt, Limited};
 use std::net::SocketAddr;
 
 /// Headers that describe one connection, not the message; never forwarded.
@@ -72,18 +69,6 @@ pub fn is_idempotent(m: &Method) -> bool {
         *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
     )
-}
-
-/// Buffers a request body whole (async routes, JSON checks), within `max`.
-pub async fn collect_body(body: super::tap::ClientBody, max: u64) -> Result<Bytes, GatewayError> {
-    if body.size_hint().lower() > max {
-        return Err(GatewayError::BodyTooLarge { limit: max });
-    }
-    Limited::new(body, max as usize)
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .map_err(|e| body_error(e, max))
 }
 
 pub fn body_error(e: BoxError, max: u64) -> GatewayError {

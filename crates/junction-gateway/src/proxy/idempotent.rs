@@ -26,7 +26,6 @@ use crate::telemetry::metrics::{MetricSet, RouteOutcome};
 use crate::telemetry::Metrics;
 use futures::future::BoxFuture;
 use http::{header, HeaderName, HeaderValue, Method};
-use http_body_util::{BodyExt, Limited};
 use junction_cache::idempotency::{fingerprint, scope, Token};
 use junction_cache::policy::Storable;
 use junction_cache::{entry::now_ms, CachedResponse, Claim, IdempotencyStore};
@@ -176,7 +175,10 @@ where
     let gw = &cx.gw;
     let route = &cx.route;
     let key = valid_key(&parts.headers)?.to_owned();
-    let body = body.collect(gw.max_body).await?;
+    let held = body
+        .collect(gw.max_body, &gw.buffers, crate::buffers::Site::Idempotency)
+        .await?;
+    let body = held.bytes.clone();
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let fp = fingerprint(parts.method.as_str(), target, &body);
     let credentials = parts
@@ -244,8 +246,20 @@ where
         return Ok(Answer::Streamed(resp));
     }
     let (mut head, body) = resp.into_parts();
-    let body = match Limited::new(body, MAX_STORED_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
+    // The upstream has done the write: this read is never refused (see `buffers`).
+    let stored = cx
+        .gw
+        .buffers
+        .collect(
+            body,
+            MAX_STORED_BODY,
+            crate::buffers::Site::Idempotency,
+            false,
+        )
+        .await
+        .map_err(crate::buffers::BufferError::into_box);
+    let body = match stored {
+        Ok(held) => held.bytes,
         Err(e) => {
             idem.released.inc();
             claim.release().await;

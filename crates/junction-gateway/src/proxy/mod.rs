@@ -83,6 +83,8 @@ pub struct LiveState {
     pub live: Arc<Live>,
     /// Rate limiters by route name.
     pub rate_limits: Arc<RateLimits>,
+    /// The budget of bodies held whole (`limits.buffer_budget`).
+    pub buffers: Arc<crate::buffers::BufferBudget>,
 }
 
 /// Each route's rate limiter, by route name, with the limit it enforces.
@@ -148,6 +150,8 @@ pub struct Gateway {
     pub live: Arc<Live>,
     /// Rate limiters by route, carried to the next gateway by a reload.
     rate_limits: Arc<RateLimits>,
+    /// The budget of bodies held whole, carried by a reload.
+    pub buffers: Arc<crate::buffers::BufferBudget>,
     no_route: RouteMeters,
 }
 
@@ -274,7 +278,9 @@ impl Gateway {
             idempotency,
             live,
             rate_limits,
+            buffers,
         } = state;
+        buffers.set_max(config.limits.buffer_budget.0);
         rate_limits.retain(&config.routes);
         live.analysis.configure(&config.analyze);
         // Some route caches: unsafe requests on every route then invalidate what they change.
@@ -311,6 +317,7 @@ impl Gateway {
             coalescer: Coalescer::new(),
             live,
             rate_limits,
+            buffers,
             proxy_metrics,
             cache_metrics: metrics.set::<CacheMetrics>(),
             metrics,
@@ -443,6 +450,7 @@ impl Gateway {
             idempotency: self.idempotency.clone(),
             live: self.live.clone(),
             rate_limits: self.rate_limits.clone(),
+            buffers: self.buffers.clone(),
         }
     }
 

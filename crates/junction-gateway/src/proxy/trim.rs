@@ -8,7 +8,6 @@ use crate::body::{full, Body};
 use crate::problem::GatewayError;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use junction_cache::{cache_control, entry::etag_for, project_json_bytes, FieldSet};
 use junction_policy::UpstreamError;
 use prometheus_client::metrics::counter::Counter;
@@ -27,6 +26,8 @@ pub struct Shaped {
     pub bytes_in: Counter,
     /// The route's upstream, named when its response body breaks off.
     pub upstream: Arc<str>,
+    /// The budget a projection's body is counted in.
+    pub buffers: Arc<crate::buffers::BufferBudget>,
 }
 
 /// The projection a request asks for: `?fields=a,b.c` over the route default. Bad syntax is a 400.
@@ -150,12 +151,22 @@ pub async fn shape_streamed(
         return client_response(resp);
     }
     let (parts, body) = resp.into_parts();
-    match Limited::new(body, MAX_PROJECTED_BODY as usize)
-        .collect()
-        .await
-    {
-        Ok(collected) => {
-            let bytes = collected.to_bytes();
+    // A safe request's projection may be refused past the budget; a write's
+    // has happened upstream and is not (see `buffers`).
+    let may_refuse = matches!(*method, Method::GET | Method::HEAD);
+    let read = shaped
+        .buffers
+        .collect(
+            body,
+            MAX_PROJECTED_BODY as usize,
+            crate::buffers::Site::Projection,
+            may_refuse,
+        )
+        .await;
+    match read {
+        Err(crate::buffers::BufferError::OverBudget) => GatewayError::BuffersFull.into_response(),
+        Ok(held) => {
+            let bytes = held.bytes.clone();
             shaped.bytes_in.inc_by(bytes.len() as u64);
             finish(
                 parts.status.as_u16(),
@@ -170,7 +181,7 @@ pub async fn shape_streamed(
         Err(e) => GatewayError::from(UpstreamError::broken(
             &shaped.upstream,
             "reading the response body failed",
-            e,
+            e.into_box(),
         ))
         .into_response(),
     }

@@ -2,7 +2,8 @@
 //! connections are closed after `limits.header_read_timeout`, oversized heads
 //! get 431, past `limits.max_connections` a new connection gets 503, a client
 //! that never reads is let go after `limits.write_timeout`, and a trickling
-//! upstream body is cut off at the upstream's `body_timeout`.
+//! upstream body is cut off at the upstream's `body_timeout`, and bodies held
+//! whole stay within `limits.buffer_budget`.
 
 use super::start;
 use junction_testkit::FakeUpstream;
@@ -174,5 +175,80 @@ async fn a_client_that_never_reads_is_disconnected_after_write_timeout() {
     assert!(
         got < SIZE,
         "the gateway stopped sending ({got} of {SIZE} bytes arrived)"
+    );
+}
+
+/// `limits.buffer_budget` bounds the bodies held whole at once: a read that
+/// nothing has acted on yet (a cache fill, an async event) is refused with 503
+/// + Retry-After and never counts against the upstream; a write's answer (the
+/// upstream already did it) is not refused; the bytes are given back after.
+#[tokio::test]
+async fn bodies_held_whole_stay_within_the_buffer_budget() {
+    use super::client;
+    const SIZE: usize = 300 * 1024;
+    let big = FakeUpstream::with(junction_testkit::Behavior::Large(SIZE)).await;
+    let hooks = FakeUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        r#"limits: {{ buffer_budget: 100KiB }}
+upstreams:
+  big: {{ url: "{}", breaker: {{ min_requests: 1 }} }}
+  hooks: {{ url: "{}" }}
+routes:
+  - {{ name: files, match: {{ method: GET, path: "/files/{{id}}" }}, upstream: big, cache: {{ ttl: 60s }} }}
+  - {{ name: pay, match: {{ method: POST, path: /pay }}, upstream: big, idempotency: {{ ttl: 1h }} }}
+  - name: events
+    match: {{ method: POST, path: /events }}
+    async: {{ topic: events, subscribers: [ {{ name: s, upstream: hooks, path: /h }} ] }}
+"#,
+        big.url(),
+        hooks.url()
+    );
+    let gw = super::pipeline::start_in(dir.path(), &yaml).await;
+    let base = format!("http://{}", gw.data);
+    // A 300 KiB cache fill: refused, the upstream not blamed (its breaker,
+    // opened by one failure, stays closed for the second try).
+    for id in [1, 2] {
+        let r = client()
+            .get(format!("{base}/files/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()["retry-after"], "1");
+        let body = r.text().await.unwrap();
+        assert!(body.contains("buffers-full"), "{body}");
+    }
+    // A 200 KiB event: refused before anything is stored; a small one is accepted.
+    let r = client()
+        .post(format!("{base}/events"))
+        .body(vec![b'e'; 200 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let r = client()
+        .post(format!("{base}/events"))
+        .body("small")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    // A write's 300 KiB answer: the upstream did the write, so it is not refused.
+    let r = client()
+        .post(format!("{base}/pay"))
+        .header("idempotency-key", "pay-1")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().len(), SIZE);
+    let refusals = |site: &str| format!(r#"junction_buffer_refusals_total{{site="{site}"}}"#);
+    assert_eq!(super::metric(gw.admin, &refusals("cache")).await, 2.0);
+    assert_eq!(super::metric(gw.admin, &refusals("async")).await, 1.0);
+    assert_eq!(
+        super::metric(gw.admin, "junction_buffered_bytes").await,
+        0.0
     );
 }

@@ -6,10 +6,10 @@ use super::super::call::{Answer, Call, CallBody, CallContext};
 use super::super::http_util::{drop_hop_by_hop, etags_match_weakly};
 use super::super::upstream::RequestBody;
 use super::super::RouteCache;
+use crate::buffers::{BufferError, Held, Site};
 use crate::problem::GatewayError;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Limited};
 use junction_cache::cache_control::vary_names;
 use junction_cache::entry::{now_ms, upstream_etag};
 use junction_cache::policy::{self, Storable, Timing};
@@ -127,7 +127,9 @@ pub async fn fetch(req: Arc<FetchRequest>, prior: Option<Arc<CachedResponse>>) -
         request_ms,
         response_ms: now_ms(),
     };
-    let (parts, body) = whole(answer, &req.cx).await.map_err(Arc::new)?;
+    // Counted in limits.buffer_budget until stored and answered.
+    let (parts, held) = whole(answer, &req.cx).await.map_err(Arc::new)?;
+    let body = held.bytes.clone();
     req.cx.route.traffic.bytes_in.inc_by(body.len() as u64);
 
     // A 304 can only answer a conditional request; to an unconditional one it
@@ -263,34 +265,37 @@ async fn store(req: &FetchRequest, entry: Arc<CachedResponse>) {
 async fn whole(
     answer: Answer,
     cx: &CallContext,
-) -> Result<(http::response::Parts, Bytes), GatewayError> {
-    let unreadable = |e: crate::body::BoxError| {
-        GatewayError::from(junction_policy::UpstreamError::broken(
+) -> Result<(http::response::Parts, Held), GatewayError> {
+    let unreadable = |e: BufferError| match e {
+        // Our own limit, not the upstream's fault: 503, nothing counted against it.
+        BufferError::OverBudget => GatewayError::BuffersFull,
+        e => GatewayError::from(junction_policy::UpstreamError::broken(
             cx.route.callee_name(),
             "reading the response body failed",
-            e,
-        ))
+            e.into_box(),
+        )),
     };
+    let buffers = &cx.gw.buffers;
     match answer {
         Answer::Streamed(resp) => {
             let (parts, body) = resp.into_parts();
-            let body = Limited::new(body, MAX_CACHED_BODY)
-                .collect()
+            let body = buffers
+                .collect(body, MAX_CACHED_BODY, Site::Cache, true)
                 .await
-                .map_err(unreadable)?
-                .to_bytes();
+                .map_err(unreadable)?;
             Ok((parts, body))
         }
         Answer::Whole(w) => {
             let (mut parts, ()) = http::Response::new(()).into_parts();
             parts.status = StatusCode::from_u16(w.status).unwrap_or(StatusCode::BAD_GATEWAY);
             parts.headers = w.headers;
-            Ok((parts, w.body))
+            Ok((parts, Held::uncounted(w.body)))
         }
         Answer::Ready(resp) => {
             let (mut parts, body) = resp.into_parts();
             drop_hop_by_hop(&mut parts.headers);
-            let body = crate::body::collect_limited(body, MAX_CACHED_BODY)
+            let body = buffers
+                .collect(body, MAX_CACHED_BODY, Site::Cache, true)
                 .await
                 .map_err(unreadable)?;
             Ok((parts, body))

@@ -80,6 +80,7 @@ where
             bytes_in: self.layer.traffic.bytes_in.clone(),
             bytes_out: self.layer.traffic.bytes_out.clone(),
             upstream: self.layer.upstream.clone(),
+            buffers: call.cx.gw.buffers.clone(),
         };
         let method = call.head.method.clone();
         let conditions = client_conditions(&call.head.headers);
