@@ -6,6 +6,7 @@
 //! - [`breaker`]: a circuit breaker fed by call outcomes over a rolling window.
 //! - [`retry`]: full-jitter exponential backoff, a retry budget, and `Retry-After` parsing.
 //! - [`bulkhead`]: a concurrency cap that refuses at once instead of queueing.
+//! - [`adaptive`]: a concurrency limit learned from answer times (the bulkhead's, when asked).
 //! - [`outcome`]: what an answer status means (success, transient, rejected).
 //! - [`error`]: what a failed call means (its kind, whether a retry is safe, its cause).
 //!
@@ -14,6 +15,7 @@
 //! are what users configure and what the admin API reports. Time comes from
 //! `tokio::time::Instant`, so tests run them under paused time.
 
+pub mod adaptive;
 pub mod breaker;
 pub mod bulkhead;
 pub mod error;
@@ -21,6 +23,7 @@ pub mod outcome;
 pub mod retry;
 mod window;
 
+pub use adaptive::{AdaptiveConfig, AdaptiveLimit};
 pub use breaker::{
     BreakerConfig, BreakerOpen, BreakerPermit, BreakerSnapshot, BreakerState, CircuitBreaker,
 };

@@ -41,12 +41,17 @@ pub(super) async fn metrics(State(state): State<AdminState>) -> Response {
     }
     let upstreams = state.metrics.set::<UpstreamMetrics>();
     for (name, u) in gw.upstreams() {
+        let label = UpstreamLabel {
+            upstream: name.clone(),
+        };
         upstreams
             .breaker_state
-            .get_or_create(&UpstreamLabel {
-                upstream: name.clone(),
-            })
+            .get_or_create(&label)
             .set(u.breaker().state().as_gauge());
+        upstreams
+            .concurrency_limit
+            .get_or_create(&label)
+            .set(u.bulkhead().limit() as i64);
     }
     let mut resp = state.metrics.encode().into_response();
     resp.headers_mut().insert(
@@ -75,6 +80,7 @@ pub(super) async fn breakers(State(state): State<AdminState>) -> Json<serde_json
                 "times_opened": s.times_opened,
                 "in_flight": u.bulkhead().in_flight(),
                 "max_concurrency": u.bulkhead().max(),
+                "concurrency_limit": u.bulkhead().limit(),
                 "config": {
                     "error_threshold_percentage": cfg.error_threshold * 100.0,
                     "min_requests": cfg.min_requests,

@@ -53,6 +53,7 @@ pub(super) async fn overview(State(state): State<AdminState>) -> Json<Value> {
                 "calls_in_window": b.calls_in_window,
                 "next_probe_in_ms": b.next_probe_in.map(|d| d.as_millis() as u64),
                 "in_flight": u.bulkhead().in_flight(), "max_concurrency": u.bulkhead().max(),
+                "concurrency_limit": u.bulkhead().limit(),
                 "rps": s.rps, "p99_ms": s.p99_ms,
             })
         })

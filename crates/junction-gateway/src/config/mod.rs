@@ -472,6 +472,10 @@ pub struct UpstreamConfig {
     /// Calls in flight past which callers get 503 at once.
     #[serde(default = "defaults::max_concurrency")]
     pub max_concurrency: usize,
+    /// Learn the limit of calls in flight from the upstream's answer times,
+    /// under `max_concurrency` (load shedding: 503 at once past it).
+    #[serde(default)]
+    pub adaptive_concurrency: Option<AdaptiveConcurrencyConfig>,
     /// Retry policy; no retries when absent.
     #[serde(default)]
     pub retry: Option<RetryConfig>,
@@ -490,6 +494,33 @@ pub struct UpstreamTlsConfig {
     /// PEM file of extra CA certificates to trust (a private CA, a self-signed server).
     #[serde(default)]
     pub ca_file: Option<String>,
+}
+
+/// An upstream's learned concurrency limit (Gradient2, see `junction_policy::adaptive`).
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptiveConcurrencyConfig {
+    /// The limit never goes below this.
+    #[serde(default = "defaults::adaptive_min")]
+    pub min: usize,
+    /// Where the limit starts.
+    #[serde(default = "defaults::adaptive_initial")]
+    pub initial: usize,
+    /// Recent answers this many times slower than the long-run average mean
+    /// calls are queueing (the limit then shrinks); at least 1.
+    #[serde(default = "defaults::adaptive_tolerance")]
+    pub tolerance: f64,
+}
+
+impl AdaptiveConcurrencyConfig {
+    /// As the policy crate takes it.
+    pub fn to_policy(&self) -> junction_policy::AdaptiveConfig {
+        junction_policy::AdaptiveConfig {
+            min: self.min,
+            initial: self.initial,
+            tolerance: self.tolerance,
+        }
+    }
 }
 
 /// Retries with exponential backoff, full jitter and a budget.
@@ -842,6 +873,15 @@ mod defaults {
     }
     pub fn max_concurrency() -> usize {
         1024
+    }
+    pub fn adaptive_min() -> usize {
+        4
+    }
+    pub fn adaptive_initial() -> usize {
+        20
+    }
+    pub fn adaptive_tolerance() -> f64 {
+        1.5
     }
     pub fn retry_on() -> Vec<RetryOn> {
         vec![

@@ -299,6 +299,36 @@ pub(super) fn check(
                 "must be at least 1".into(),
             );
         }
+        if let Some(a) = &u.adaptive_concurrency {
+            let at = |k: &str| pos_of(root, &["upstreams", name, "adaptive_concurrency", k]);
+            if a.min == 0 || a.min > u.max_concurrency {
+                errs.push(
+                    at("min"),
+                    &format!("{key}.adaptive_concurrency.min"),
+                    format!(
+                        "must be between 1 and max_concurrency ({})",
+                        u.max_concurrency
+                    ),
+                );
+            }
+            if a.initial < a.min || a.initial > u.max_concurrency {
+                errs.push(
+                    at("initial"),
+                    &format!("{key}.adaptive_concurrency.initial"),
+                    format!(
+                        "must be between min ({}) and max_concurrency ({})",
+                        a.min, u.max_concurrency
+                    ),
+                );
+            }
+            if !(a.tolerance >= 1.0 && a.tolerance <= 100.0) {
+                errs.push(
+                    at("tolerance"),
+                    &format!("{key}.adaptive_concurrency.tolerance"),
+                    format!("must be between 1 and 100, got {}", a.tolerance),
+                );
+            }
+        }
         if let Some(r) = &u.retry {
             if r.attempts == 0 {
                 errs.push(

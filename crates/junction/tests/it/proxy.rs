@@ -207,6 +207,52 @@ async fn bulkhead_refuses_past_max_concurrency() {
     assert_eq!(up.calls(), 2);
 }
 
+/// With `adaptive_concurrency` the bulkhead refuses past the limit it has
+/// learned (here still its start, 2) at once, and learns a higher one from an
+/// upstream that answers fast while kept busy.
+#[tokio::test]
+async fn adaptive_concurrency_sheds_past_the_learned_limit_and_learns() {
+    let up = FakeUpstream::with(Behavior::Slow(Duration::from_millis(250))).await;
+    let extra = "    max_concurrency: 100\n    adaptive_concurrency: { min: 2, initial: 2 }";
+    let gw = start(&config(&up.url(), extra, "")).await;
+    let series = r#"junction_upstream_concurrency_limit{upstream="inv"}"#;
+    assert_eq!(metric(gw.admin, series).await, 2.0);
+    let url = format!("http://{}/products/1", gw.data);
+    let c = client();
+    let slow: Vec<_> = (0..2).map(|_| tokio::spawn(c.get(&url).send())).collect();
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    // Refused, not queued behind the two (which would end in a 200).
+    let resp = c.get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    assert!(resp.text().await.unwrap().contains("upstream-overloaded"));
+    for s in slow {
+        assert_eq!(s.await.unwrap().unwrap().status(), 200);
+    }
+    // Steady 5 ms answers to 16 callers keeping the limit in use: it grows
+    // (one caller at a time would not: that says nothing about more).
+    up.set(Behavior::Slow(Duration::from_millis(5)));
+    let callers: Vec<_> = (0..16)
+        .map(|_| {
+            let (c, url) = (c.clone(), url.clone());
+            tokio::spawn(async move {
+                // 20 answers each (refusals are instant and teach nothing), bounded.
+                let (mut answered, t0) = (0, Instant::now());
+                while answered < 20 && t0.elapsed() < Duration::from_secs(10) {
+                    let status = c.get(&url).send().await.unwrap().status();
+                    assert!(status == 200 || status == 503, "{status}");
+                    answered += usize::from(status == 200);
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    let learned = metric(gw.admin, series).await;
+    assert!(learned > 8.0, "learned {learned}");
+}
+
 #[tokio::test]
 async fn rate_limit_answers_429_with_retry_after() {
     let up = FakeUpstream::start().await;

@@ -254,3 +254,33 @@ fn otlp_endpoint_must_be_a_url() {
     )
     .is_ok());
 }
+
+#[test]
+fn adaptive_concurrency_and_peek_bounds_are_located_errors() {
+    let bad = r#"
+admin: { payload_peek: { max_bytes: 0 } }
+upstreams:
+  a:
+    url: "http://127.0.0.1:1"
+    max_concurrency: 10
+    adaptive_concurrency: { min: 20, initial: 1, tolerance: 0.5 }
+"#;
+    let errs = load_str(bad, "a.yaml").unwrap_err();
+    let all: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    assert_eq!(errs.len(), 4, "{all:?}");
+    assert!(
+        all[0].starts_with("a.yaml:2:") && all[0].contains("admin.payload_peek.max_bytes"),
+        "{all:?}"
+    );
+    for (e, key) in all[1..].iter().zip(["min", "initial", "tolerance"]) {
+        assert!(e.starts_with("a.yaml:7:"), "{e}");
+        assert!(
+            e.contains(&format!("upstreams.a.adaptive_concurrency.{key}")),
+            "{e}"
+        );
+    }
+    let good = "upstreams: { a: { url: \"http://127.0.0.1:1\", adaptive_concurrency: {} } }\n";
+    let cfg = load_str(good, "g.yaml").unwrap();
+    let a = cfg.upstreams["a"].adaptive_concurrency.as_ref().unwrap();
+    assert_eq!((a.min, a.initial, a.tolerance), (4, 20, 1.5));
+}

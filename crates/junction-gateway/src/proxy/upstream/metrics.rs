@@ -20,6 +20,9 @@ pub struct UpstreamMetrics {
     pub retries: Family<UpstreamLabel, Counter>,
     /// `junction_breaker_state{upstream}` (refreshed at scrape time).
     pub breaker_state: Family<UpstreamLabel, Gauge>,
+    /// `junction_upstream_concurrency_limit{upstream}`: the bulkhead's limit
+    /// in force (learned with `adaptive_concurrency`; refreshed at scrape time).
+    pub concurrency_limit: Family<UpstreamLabel, Gauge>,
 }
 
 impl MetricSet for UpstreamMetrics {
@@ -29,6 +32,7 @@ impl MetricSet for UpstreamMetrics {
             duration: Family::new_with_constructor(latency_histogram),
             retries: Family::default(),
             breaker_state: Family::default(),
+            concurrency_limit: Family::default(),
         };
         r.register(
             "junction_upstream_requests",
@@ -49,6 +53,11 @@ impl MetricSet for UpstreamMetrics {
             "junction_breaker_state",
             "Circuit breaker state: 0 closed, 1 open, 2 half-open",
             m.breaker_state.clone(),
+        );
+        r.register(
+            "junction_upstream_concurrency_limit",
+            "Calls in flight an upstream's bulkhead allows now (learned with adaptive_concurrency, else max_concurrency)",
+            m.concurrency_limit.clone(),
         );
         m
     }

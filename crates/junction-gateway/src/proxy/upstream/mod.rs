@@ -180,7 +180,10 @@ impl Upstream {
                 let upstream = name.to_owned();
                 move |from, to| log_breaker(&upstream, from, to)
             }),
-            bulkhead: Bulkhead::new(cfg.max_concurrency),
+            bulkhead: match &cfg.adaptive_concurrency {
+                Some(a) => Bulkhead::adaptive(cfg.max_concurrency, a.to_policy()),
+                None => Bulkhead::new(cfg.max_concurrency),
+            },
             retry,
             retry_on: cfg.retry_on.clone(),
             failure_statuses: cfg.breaker.failure_statuses.clone(),
@@ -397,7 +400,7 @@ impl Upstream {
         body: Body,
         watch: Option<&BodyWatch>,
     ) -> Result<Response<UpstreamBody>, AttemptError> {
-        let _slot = self.bulkhead.try_acquire().map_err(|full| {
+        let slot = self.bulkhead.try_acquire().map_err(|full| {
             self.outcomes.rejected.inc();
             AttemptError::Upstream(UpstreamError::new(
                 &self.name,
@@ -445,7 +448,15 @@ impl Upstream {
             drop(permit);
             return Err(AttemptError::Client(fault));
         }
-        self.latency.observe(started.elapsed().as_secs_f64());
+        let took = started.elapsed();
+        self.latency.observe(took.as_secs_f64());
+        // What teaches an adaptive limit: an answer's time, or no answer at all.
+        match &outcome {
+            Ok(Ok(_)) => slot.answered(took),
+            Ok(Err(e)) if e.is_connect() => slot.dropped(),
+            Err(_) => slot.dropped(),
+            Ok(Err(_)) => {}
+        }
         match outcome {
             Ok(Ok(resp)) => {
                 let resp = resp.map(|b| {
