@@ -58,6 +58,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
         max_header_bytes: usize::try_from(config.limits.max_header_bytes.0).unwrap_or(usize::MAX),
         max_connections: config.limits.max_connections,
     };
+    // Certificates first: a bad one stops the start before the queue opens.
+    let tls = listener_tls(&config)?;
     let metrics = Metrics::new();
     // Every module's families are listed from the first scrape, used or not.
     crate::proxy::register_metrics(&metrics);
@@ -123,7 +125,6 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> an
         );
     }
     let payload_peek = Arc::new(config.admin.payload_peek.clone());
-    let tls = listener_tls(&config)?;
     let reloader = Arc::new(
         Reloader::new(
             Loaded {

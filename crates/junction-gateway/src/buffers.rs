@@ -131,7 +131,7 @@ impl Drop for Reservation {
     fn drop(&mut self) {
         if let Some(b) = &self.budget {
             b.used.fetch_sub(self.bytes, Ordering::AcqRel);
-            b.held.set(b.used.load(Ordering::Relaxed) as i64);
+            b.held.dec_by(self.bytes as i64);
         }
     }
 }
@@ -176,7 +176,8 @@ impl BufferBudget {
         }
     }
 
-    /// Applies a reloaded `limits.buffer_budget` (what is held stays counted).
+    /// Applies a reloaded `limits.buffer_budget` once the reload took effect
+    /// (what is held stays counted).
     pub fn set_max(&self, max: u64) {
         self.max.store(max, Ordering::Relaxed);
     }
@@ -197,7 +198,7 @@ impl BufferBudget {
                 Ordering::Relaxed,
             ) {
                 Ok(_) => {
-                    self.held.set(used.saturating_add(n) as i64);
+                    self.held.inc_by(n as i64);
                     return true;
                 }
                 Err(now) => used = now,

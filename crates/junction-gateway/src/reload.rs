@@ -261,7 +261,9 @@ impl Reloader {
                 .map_err(ReloadError::Apply)?,
             None => DispatcherChanges::default(),
         };
+        let buffers = gateway.buffers.clone();
         self.gateways.store(Arc::new(gateway));
+        buffers.set_max(new.limits.buffer_budget.0);
         for (tls, pair) in certs {
             tls.install(pair);
         }

@@ -100,8 +100,10 @@ impl AdaptiveLimit {
             return;
         }
         s.long_rtt += (rtt - s.long_rtt) / LONG_WINDOW;
-        // After a lasting change (a slower upstream for good), the long-run
-        // average catches up instead of shrinking the limit forever.
+        // An upstream that got much faster for good: the long-run average
+        // comes down quickly rather than over its whole window. (One slower
+        // for good raises it over the window, ~600 answers, the limit at its
+        // low end meanwhile: Gradient2's behaviour.)
         if s.long_rtt / rtt > 2.0 {
             s.long_rtt *= 0.95;
         }

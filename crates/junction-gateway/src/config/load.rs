@@ -153,6 +153,7 @@ pub fn load_str(text: &str, file: &str) -> Result<Config, Vec<ConfigError>> {
     );
     if let Some(c) = &config {
         super::analyze::check(&root, &c.analyze, &mut errs);
+        super::validate::check_limits(&root, &c.limits, &mut errs);
     }
     if let Some(c) = config.as_mut() {
         c.upstreams = upstreams;

@@ -503,7 +503,7 @@ pub struct AdaptiveConcurrencyConfig {
     /// The limit never goes below this.
     #[serde(default = "defaults::adaptive_min")]
     pub min: usize,
-    /// Where the limit starts.
+    /// Where the limit starts (at most `max_concurrency`).
     #[serde(default = "defaults::adaptive_initial")]
     pub initial: usize,
     /// Recent answers this many times slower than the long-run average mean

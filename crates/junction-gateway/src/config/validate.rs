@@ -311,14 +311,12 @@ pub(super) fn check(
                     ),
                 );
             }
-            if a.initial < a.min || a.initial > u.max_concurrency {
+            // Above max_concurrency it starts there (the default 20 with a smaller max).
+            if a.initial < a.min {
                 errs.push(
                     at("initial"),
                     &format!("{key}.adaptive_concurrency.initial"),
-                    format!(
-                        "must be between min ({}) and max_concurrency ({})",
-                        a.min, u.max_concurrency
-                    ),
+                    format!("must be at least min ({})", a.min),
                 );
             }
             if !(a.tolerance >= 1.0 && a.tolerance <= 100.0) {
@@ -529,6 +527,22 @@ fn unknown_upstream(name: &str, upstreams: &BTreeSet<String>) -> String {
         format!("unknown upstream {name:?}: no upstreams are defined")
     } else {
         format!("unknown upstream {name:?}; defined: {}", known.join(", "))
+    }
+}
+
+/// The request limits against each other.
+pub(super) fn check_limits(root: &Node, limits: &super::LimitsConfig, errs: &mut Errors) {
+    // A body the gateway accepts must fit in the budget, or it would get 503
+    // on every try: 413 is its answer.
+    if limits.buffer_budget.0 < limits.max_body.0 {
+        errs.push(
+            pos_of(root, &["limits", "buffer_budget"]),
+            "limits.buffer_budget",
+            format!(
+                "must be at least limits.max_body ({} bytes), got {}",
+                limits.max_body.0, limits.buffer_budget.0
+            ),
+        );
     }
 }
 

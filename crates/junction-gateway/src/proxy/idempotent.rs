@@ -258,8 +258,8 @@ where
         )
         .await
         .map_err(crate::buffers::BufferError::into_box);
-    let body = match stored {
-        Ok(held) => held.bytes,
+    let held = match stored {
+        Ok(held) => held,
         Err(e) => {
             idem.released.inc();
             claim.release().await;
@@ -271,11 +271,18 @@ where
             .into());
         }
     };
-    route.traffic.bytes_in.inc_by(body.len() as u64);
-    let answer =
-        CachedResponse::from_upstream(status, &head.headers, body, now_ms(), &Storable::UNSHARED);
+    route.traffic.bytes_in.inc_by(held.bytes.len() as u64);
+    let answer = CachedResponse::from_upstream(
+        status,
+        &head.headers,
+        held.bytes.clone(),
+        now_ms(),
+        &Storable::UNSHARED,
+    );
     idem.executed.inc();
     claim.complete(&answer, idem.ttl, &route.name).await;
+    // Counted until stored.
+    drop(held);
     // The first answer goes out as the upstream gave it (its cookies included);
     // the stored one leaves out what must not be replayed (see `from_upstream`).
     drop_hop_by_hop(&mut head.headers);

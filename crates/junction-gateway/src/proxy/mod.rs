@@ -280,7 +280,6 @@ impl Gateway {
             rate_limits,
             buffers,
         } = state;
-        buffers.set_max(config.limits.buffer_budget.0);
         rate_limits.retain(&config.routes);
         live.analysis.configure(&config.analyze);
         // Some route caches: unsafe requests on every route then invalidate what they change.

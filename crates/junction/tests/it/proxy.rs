@@ -220,7 +220,20 @@ async fn adaptive_concurrency_sheds_past_the_learned_limit_and_learns() {
     let url = format!("http://{}/products/1", gw.data);
     let c = client();
     let slow: Vec<_> = (0..2).map(|_| tokio::spawn(c.get(&url).send())).collect();
-    tokio::time::sleep(Duration::from_millis(80)).await;
+    // Both slow calls hold their slots (bounded wait).
+    let breakers = format!("http://{}/admin/breakers", gw.admin);
+    let t0 = Instant::now();
+    loop {
+        let b: serde_json::Value = c.get(&breakers).send().await.unwrap().json().await.unwrap();
+        let in_flight = b["breakers"]
+            .as_array()
+            .and_then(|a| a.first())
+            .map(|u| u["in_flight"].clone());
+        if in_flight == Some(serde_json::json!(2)) || t0.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // Refused, not queued behind the two (which would end in a 200).
     let resp = c.get(&url).send().await.unwrap();
     assert_eq!(resp.status(), 503);
@@ -242,6 +255,10 @@ async fn adaptive_concurrency_sheds_past_the_learned_limit_and_learns() {
                     let status = c.get(&url).send().await.unwrap().status();
                     assert!(status == 200 || status == 503, "{status}");
                     answered += usize::from(status == 200);
+                    if status == 503 {
+                        // A refusal is instant: do not spin.
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
                 }
             })
         })

@@ -259,6 +259,7 @@ fn otlp_endpoint_must_be_a_url() {
 fn adaptive_concurrency_and_peek_bounds_are_located_errors() {
     let bad = r#"
 admin: { payload_peek: { max_bytes: 0 } }
+limits: { max_body: 1MiB, buffer_budget: 512KiB }
 upstreams:
   a:
     url: "http://127.0.0.1:1"
@@ -267,19 +268,24 @@ upstreams:
 "#;
     let errs = load_str(bad, "a.yaml").unwrap_err();
     let all: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
-    assert_eq!(errs.len(), 4, "{all:?}");
+    assert_eq!(errs.len(), 5, "{all:?}");
     assert!(
         all[0].starts_with("a.yaml:2:") && all[0].contains("admin.payload_peek.max_bytes"),
         "{all:?}"
     );
-    for (e, key) in all[1..].iter().zip(["min", "initial", "tolerance"]) {
-        assert!(e.starts_with("a.yaml:7:"), "{e}");
+    assert!(
+        all[1].starts_with("a.yaml:3:") && all[1].contains("limits.buffer_budget"),
+        "{all:?}"
+    );
+    for (e, key) in all[2..].iter().zip(["min", "initial", "tolerance"]) {
+        assert!(e.starts_with("a.yaml:8:"), "{e}");
         assert!(
             e.contains(&format!("upstreams.a.adaptive_concurrency.{key}")),
             "{e}"
         );
     }
-    let good = "upstreams: { a: { url: \"http://127.0.0.1:1\", adaptive_concurrency: {} } }\n";
+    // The default start (20) above a smaller max_concurrency starts at the max.
+    let good = "upstreams: { a: { url: \"http://127.0.0.1:1\", max_concurrency: 8, adaptive_concurrency: {} } }\n";
     let cfg = load_str(good, "g.yaml").unwrap();
     let a = cfg.upstreams["a"].adaptive_concurrency.as_ref().unwrap();
     assert_eq!((a.min, a.initial, a.tolerance), (4, 20, 1.5));

@@ -450,9 +450,12 @@ impl Upstream {
         }
         let took = started.elapsed();
         self.latency.observe(took.as_secs_f64());
-        // What teaches an adaptive limit: an answer's time, or no answer at all.
+        // What teaches an adaptive limit: an answer's time (not when the
+        // client's body streamed through: a slow upload is not the upstream's
+        // time), or no answer at all.
         match &outcome {
-            Ok(Ok(_)) => slot.answered(took),
+            Ok(Ok(_)) if watch.is_none() => slot.answered(took),
+            Ok(Ok(_)) => {}
             Ok(Err(e)) if e.is_connect() => slot.dropped(),
             Err(_) => slot.dropped(),
             Ok(Err(_)) => {}
