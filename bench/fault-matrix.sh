@@ -78,13 +78,10 @@ $routes
 EOF
 start_junction "$WORK/junction.yaml" "$WORK/junction.log" "$J_ADMIN"
 
-# p99 in ms and failures (not 200, oha's own deadline aborts aside) of an oha run.
+# p99 in ms and failures of the healthy route over DUR seconds.
 healthy() {
     oha -z "${DUR}s" -c 8 -q "$RATE" --no-tui --output-format json "http://127.0.0.1:$J_PORT/ok" >"$WORK/$1.json" 2>/dev/null
-    jq -r '[((.latencyPercentiles.p99 // 0) * 1000 * 100 | round / 100),
-        (([.statusCodeDistribution | to_entries[] | select(.key != "200") | .value] | add // 0)
-         + ([.errorDistribution | to_entries[] | select(.key != "aborted due to deadline") | .value] | add // 0))]
-        | map(tostring) | join(" ")' "$WORK/$1.json"
+    oha_summary "$WORK/$1.json" 200 | awk '{print $2, $3}'
 }
 # What a load answered: statuses and errors, counted.
 answered() {

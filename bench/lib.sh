@@ -91,6 +91,18 @@ run_oha() {
             errors: ([.errorDistribution | to_entries[] | .value] | add // 0)}' "$OUT_DIR/$label.oha.json"
 }
 
+# "p50_ms p99_ms failures ok" of an oha JSON summary: failures are answers other
+# than OK_STATUS and errors, but not the requests oha itself abandons when its
+# duration ends ("aborted due to deadline"). oha_summary FILE OK_STATUS
+oha_summary() {
+    jq -r --arg ok "$2" '[((.latencyPercentiles.p50 // 0) * 1000 * 100 | round / 100),
+        ((.latencyPercentiles.p99 // 0) * 1000 * 100 | round / 100),
+        (([.statusCodeDistribution | to_entries[] | select(.key != $ok) | .value] | add // 0)
+         + ([.errorDistribution | to_entries[] | select(.key != "aborted due to deadline") | .value] | add // 0)),
+        ([.statusCodeDistribution | to_entries[] | select(.key == $ok) | .value] | add // 0)]
+        | map(tostring) | join(" ")' "$1"
+}
+
 # Prints what the numbers were measured on.
 machine_info() {
     echo "== machine =="

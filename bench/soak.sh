@@ -81,15 +81,6 @@ load() {
     local file="$1" rate="$2" url="$3"; shift 3
     oha -z "${SLICE}s" -c 16 -q "$rate" --no-tui --output-format json "$@" "$url" >"$file" 2>"$file.err"
 }
-# p50/p99 in ms, failures (errors + statuses other than OK), accepted (OK) of an oha summary.
-# The requests oha itself abandons when a slice ends ("aborted due to deadline") are not failures.
-summary() {
-    jq -r --arg ok "$2" '[((.latencyPercentiles.p50 // 0) * 1000), ((.latencyPercentiles.p99 // 0) * 1000),
-        (([.statusCodeDistribution | to_entries[] | select(.key != $ok) | .value] | add // 0)
-         + ([.errorDistribution | to_entries[] | select(.key != "aborted due to deadline") | .value] | add // 0)),
-        ([.statusCodeDistribution | to_entries[] | select(.key == $ok) | .value] | add // 0)]
-        | map(tostring) | join(" ")' "$1"
-}
 
 CSV="$OUT_DIR/soak.csv"
 echo "minute,rss_mib,fds,sync_p50_ms,sync_p99_ms,cached_p99_ms,async_p99_ms,fail_p99_ms,sync_failures,cached_failures,async_failures,fail_not_503,queue_depth" >"$CSV"
@@ -108,11 +99,11 @@ for i in $(seq 1 "$SLICES"); do
     kill -0 "$JUNCTION_PID" 2>/dev/null || die "junction exited: $(tail -5 "$WORK/junction.log")"
     rss=$(kib_to_mib "$(rss_kib "$JUNCTION_PID")")
     fds=$(ls "/proc/$JUNCTION_PID/fd" | wc -l)
-    read -r s50 s99 sfail _ <<<"$(summary "$WORK/sync.json" 200)"
-    read -r _ c99 cfail _ <<<"$(summary "$WORK/cached.json" 200)"
-    read -r _ a99 afail aok <<<"$(summary "$WORK/async.json" 202)"
+    read -r s50 s99 sfail _ <<<"$(oha_summary "$WORK/sync.json" 200)"
+    read -r _ c99 cfail _ <<<"$(oha_summary "$WORK/cached.json" 200)"
+    read -r _ a99 afail aok <<<"$(oha_summary "$WORK/async.json" 202)"
     # The failing route answers 503 (the vendor's, then the breaker's): anything else counts.
-    read -r _ f99 fother _ <<<"$(summary "$WORK/fail.json" 503)"
+    read -r _ f99 fother _ <<<"$(oha_summary "$WORK/fail.json" 503)"
     [ "$fother" = 0 ] || log "failing route answered: $(jq -c .statusCodeDistribution "$WORK/fail.json")"
     accepted=$((accepted + aok))
     depth=$(metric_sum "$J_ADMIN" junction_queue_depth)

@@ -250,7 +250,8 @@ impl BufferBudget {
     }
 
     /// Bytes counted now.
-    pub fn used(&self) -> u64 {
+    #[cfg(test)]
+    fn used(&self) -> u64 {
         self.used.load(Ordering::Relaxed)
     }
 }

@@ -132,35 +132,31 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// `n` answers taking `rtt`, each with the limit in use.
+    fn busy(l: &AdaptiveLimit, rtt: Duration, n: usize) {
+        for _ in 0..n {
+            let full = l.current();
+            l.answered(rtt, full);
+        }
+    }
+
     #[test]
     fn a_steady_busy_upstream_lets_the_limit_grow_to_its_max() {
         let l = AdaptiveLimit::new(AdaptiveConfig::default(), 100);
-        for _ in 0..2_000 {
-            let full = l.current();
-            l.answered(ms(10), full);
-        }
+        busy(&l, ms(10), 2_000);
         assert_eq!(l.current(), 100);
     }
 
     #[test]
     fn queueing_shrinks_the_limit_towards_its_min() {
         let l = AdaptiveLimit::new(AdaptiveConfig::default(), 100);
-        for _ in 0..500 {
-            let full = l.current();
-            l.answered(ms(10), full);
-        }
+        busy(&l, ms(10), 500);
         let before = l.current();
         // Answers now take 10x longer: calls are queueing.
-        for _ in 0..30 {
-            let full = l.current();
-            l.answered(ms(100), full);
-        }
+        busy(&l, ms(100), 30);
         let after = l.current();
         assert!(after < before / 2, "{before} -> {after}");
-        for _ in 0..200 {
-            let full = l.current();
-            l.answered(ms(1000), full);
-        }
+        busy(&l, ms(1000), 200);
         assert!(l.current() <= 8, "{}", l.current());
         assert!(l.current() >= 4, "never below min");
     }

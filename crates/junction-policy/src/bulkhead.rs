@@ -116,11 +116,6 @@ impl Bulkhead {
     pub fn max(&self) -> usize {
         self.inner.max
     }
-
-    /// Whether the limit is learned.
-    pub fn is_adaptive(&self) -> bool {
-        self.inner.adaptive.is_some()
-    }
 }
 
 #[cfg(test)]

@@ -9,13 +9,13 @@ use junction_testkit::{Behavior, FakeUpstream};
 use serde_json::{json, Value};
 use std::time::Duration;
 
-async fn dlq(admin: std::net::SocketAddr, query: &str) -> (u16, Value) {
-    let r = client()
-        .get(format!("http://{admin}/admin/dlq{query}"))
-        .send()
-        .await
-        .unwrap();
+async fn get(url: String) -> (u16, Value) {
+    let r = client().get(url).send().await.unwrap();
     (r.status().as_u16(), r.json().await.unwrap())
+}
+
+async fn dlq(admin: std::net::SocketAddr, query: &str) -> (u16, Value) {
+    get(format!("http://{admin}/admin/dlq{query}")).await
 }
 
 fn subscribers(v: &Value) -> Vec<String> {
@@ -132,9 +132,29 @@ async fn dead_letters_are_filtered_paged_purged_and_replayed_by_what_matches() {
     );
 }
 
-async fn get(url: String) -> (u16, Value) {
-    let r = client().get(url).send().await.unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
+/// Posts `body` as a JSON event to `/orders` (202) and waits for the one dead
+/// letter it makes; returns that listing item.
+async fn one_dead_letter(gw: &junction_gateway::app::Running, body: &str) -> Value {
+    let r = client()
+        .post(format!("http://{}/orders", gw.data))
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let listed = poll_json(
+        &format!("http://{}/admin/dlq", gw.admin),
+        Duration::from_secs(10),
+        |v| v["items"].as_array().is_some_and(|i| i.len() == 1),
+    )
+    .await;
+    assert_eq!(
+        listed["items"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+    listed["items"][0].clone()
 }
 
 /// A failed attempt keeps what the subscriber answered (status, headers with
@@ -157,21 +177,7 @@ async fn failed_answers_are_kept_and_payloads_are_peeked_with_secrets_masked() {
     );
     let gw = start_in(dir.path(), &yaml).await;
     let body = r#"{"orderId":"o-9","payment":{"Card-Number":"4111111111111111","amount":5}}"#;
-    let r = client()
-        .post(format!("http://{}/orders", gw.data))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let listed = poll_json(
-        &format!("http://{}/admin/dlq", gw.admin),
-        Duration::from_secs(10),
-        |v| v["items"].as_array().is_some_and(|i| i.len() == 1),
-    )
-    .await;
-    let letter = &listed["items"][0];
+    let letter = &one_dead_letter(&gw, body).await;
     let (dead_id, msg_id) = (
         letter["id"].as_str().unwrap(),
         letter["message_id"].as_str().unwrap(),
@@ -237,20 +243,8 @@ async fn failed_answers_are_kept_and_payloads_are_peeked_with_secrets_masked() {
             two_subscribers(&a.url(), &b.url(), extra)
         );
         let gw = start_in(dir.path(), &yaml).await;
-        let r = client()
-            .post(format!("http://{}/orders", gw.data))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
-        let listed = poll_json(
-            &format!("http://{}/admin/dlq", gw.admin),
-            Duration::from_secs(10),
-            |v| v["items"].as_array().is_some_and(|i| i.len() == 1),
-        )
-        .await;
-        let id = listed["items"][0]["id"].as_str().unwrap();
+        let letter = one_dead_letter(&gw, body).await;
+        let id = letter["id"].as_str().unwrap();
         let (status, p) = get(format!("http://{}/admin/dlq/{id}/payload{query}", gw.admin)).await;
         assert_eq!(status, 403, "{mode}: {p}");
         assert!(
