@@ -16,7 +16,7 @@
 #   idle      2000 keep-alive connections held silent
 #   noread    30 clients asking for 32 MiB and never reading
 # Not here (tests cover them): Redis or a broker gone mid-load
-# (cache::*, shared_queue::*::an_outage_*), the disk full (crash.rs).
+# (cache::*, shared_queue::*::an_outage_*), the disk full (disk_full.rs).
 #
 # Env: DUR (10), RATE (200), BENCH_PORT_BASE (18700). Output: a table on
 # stdout and bench/out/fault-matrix.md.

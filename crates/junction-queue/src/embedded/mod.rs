@@ -35,7 +35,9 @@
 //! Storage format: see `tables.rs` (redb) and `journal/`.
 
 mod behind;
+mod guard;
 mod hot;
+mod instance;
 mod journal;
 mod ops;
 mod read;
@@ -57,16 +59,17 @@ pub mod fuzzing {
 }
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::{ArcSwap, ArcSwapOption};
 use async_trait::async_trait;
-use redb::Database;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{oneshot, Notify};
 
+use self::instance::{blocking, Instance};
 use self::state::{Counters, MemState};
-use self::tables::Res;
-use self::writer::{storage, Core, Op};
+use self::writer::Op;
 use crate::store::IndexedStore;
 use crate::types::{
     AttemptRecord, DepthSnapshot, DlqAction, DlqFilter, DlqPage, EnqueueOutcome, EnqueueRequest,
@@ -77,8 +80,6 @@ pub use self::hot::{MAX_BYTES as HOT_MAX_BYTES, MAX_MESSAGES as HOT_MAX_MESSAGES
 pub use self::recovery::DB_FILE;
 pub use self::state::CommitStats;
 
-/// Requests that may wait for the writer before `enqueue` itself waits (back-pressure).
-const CHANNEL_CAPACITY: usize = 4096;
 /// Dead letters replayed per write transaction by `dlq_replay_all`.
 const REPLAY_CHUNK: usize = 500;
 
@@ -128,13 +129,16 @@ pub const CAPABILITIES: crate::Capabilities = crate::Capabilities {
 };
 
 /// An [`IndexedStore`] on a local redb file with group commit.
+///
+/// Holds the current opening of the directory ([`Instance`]); after a write the
+/// disk refused, `guard.rs` replaces it once the disk takes writes again.
 pub struct EmbeddedBroker {
-    db: Arc<Database>,
-    mem: Arc<MemState>,
-    dir: PathBuf,
-    tx: mpsc::Sender<Op>,
-    /// Resolves when the writer thread has stopped.
-    writer: parking_lot::Mutex<Option<oneshot::Receiver<()>>>,
+    cfg: EmbeddedConfig,
+    /// The instance in service; `None` while it is being reopened.
+    live: ArcSwapOption<Instance>,
+    /// The latest instance's memory, kept while reopening (depth, notifiers).
+    mem: ArcSwap<MemState>,
+    closed: AtomicBool,
 }
 
 impl std::fmt::Debug for EmbeddedBroker {
@@ -154,44 +158,16 @@ impl EmbeddedBroker {
     /// Opens (or creates) the queue and recovers its state; leases start empty, so
     /// everything pending is due again. Must be called inside a Tokio runtime.
     pub async fn open(cfg: EmbeddedConfig) -> Result<Arc<Self>, QueueError> {
-        let dir = cfg.path.clone();
-        let rec = blocking(move || recovery::open(&dir)).await?;
-        let mem = Arc::new(MemState::default());
-        *mem.hot.lock() = hot::Hot::with_limits(cfg.hot_max_messages, cfg.hot_max_bytes);
-        let mut published = rec.counters.clone();
-        if let Some(o) = &rec.overflow {
-            for (topic, n) in &o.depth {
-                Counters::add(&mut published.depth, topic, *n as i64);
-            }
-            *mem.overflow.lock() = Some((o.cursor, o.depth.clone()));
-        }
-        *mem.counters.write() = published;
-        let mut core = Core::new(
-            Arc::clone(&rec.db),
-            Arc::clone(&mem),
-            rec.counters,
-            rec.seq,
-            rec.ids,
-            rec.journal,
-        );
-        core.overflow = rec.overflow;
-        core.max_depth = cfg.max_depth.filter(|m| *m > 0);
-        core.retention_ms = u64::try_from(cfg.completed_retention.as_millis()).unwrap_or(u64::MAX);
-        core.max_completed = cfg.max_completed;
-        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-        // Loads what waits in the journal before the first op arrives.
-        core.resume();
-        let writer = writer::spawn(core, rx).map_err(|e| {
-            QueueError::Storage(StorageError::new("starting the embedded queue writer", e))
-        })?;
-        tracing::info!(path = %cfg.path.display(), depth = mem.counters.read().total(), "embedded queue opened");
-        Ok(Arc::new(Self {
-            db: rec.db,
-            mem,
-            dir: cfg.path.clone(),
-            tx,
-            writer: parking_lot::Mutex::new(Some(writer)),
-        }))
+        let inst = Instance::open(&cfg, None).await?;
+        tracing::info!(path = %cfg.path.display(), depth = inst.mem.counters.read().total(), "embedded queue opened");
+        let this = Arc::new(Self {
+            cfg,
+            mem: ArcSwap::new(Arc::clone(&inst.mem)),
+            live: ArcSwapOption::from_pointee(inst),
+            closed: AtomicBool::new(false),
+        });
+        guard::spawn(Arc::downgrade(&this));
+        Ok(this)
     }
 
     /// Makes every change so far durable (acks included).
@@ -202,35 +178,31 @@ impl EmbeddedBroker {
     /// Flushes and stops the writer; later writes fail with `Closed`, reads still work.
     /// The file is released when the last handle is dropped.
     pub async fn close(&self) -> Result<(), QueueError> {
-        let res = match self.call(Op::Close).await {
-            Err(QueueError::Closed) => Ok(()),
-            other => other,
-        };
-        let handle = self.writer.lock().take();
-        if let Some(handle) = handle {
-            if handle.await.is_err() {
-                tracing::error!("queue writer ended abnormally");
-            }
+        self.closed.store(true, Ordering::Release);
+        match self.live.load_full() {
+            Some(inst) => inst.close().await,
+            None => Ok(()),
         }
-        res
     }
 
     /// Recomputes the depth counters from the stored records and checks every index
     /// invariant (a consistency check; reads the whole database). Equal to
     /// [`IndexedStore::depth`] when the counters are right.
     pub async fn verify(&self) -> Result<DepthSnapshot, QueueError> {
-        let db = Arc::clone(&self.db);
+        let inst = self.instance()?;
+        let db = Arc::clone(&inst.db);
         let mut counters = blocking(move || recovery::verify(&db)).await?;
-        for (topic, n) in self.mem.hot.lock().depth() {
+        let mem = &inst.mem;
+        for (topic, n) in mem.hot.lock().depth() {
             Counters::add(&mut counters.depth, topic, *n as i64);
         }
-        if let Some((_, depth)) = &*self.mem.overflow.lock() {
+        if let Some((_, depth)) = &*mem.overflow.lock() {
             for (topic, n) in depth {
                 Counters::add(&mut counters.depth, topic, *n as i64);
             }
         }
         // Topics the live counters still list at zero are listed at zero here too.
-        let live = self.mem.counters.read().clone();
+        let live = mem.counters.read().clone();
         for topic in live.depth.keys() {
             counters.depth.entry(topic.clone()).or_insert(0);
         }
@@ -242,45 +214,55 @@ impl EmbeddedBroker {
 
     /// What the writer has committed so far (group commit shows as `ops` > `fsyncs`).
     pub fn commit_stats(&self) -> CommitStats {
-        *self.mem.commit_stats.lock()
+        *self.mem.load().commit_stats.lock()
+    }
+
+    fn closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// The instance in service, or why there is none.
+    fn instance(&self) -> Result<Arc<Instance>, QueueError> {
+        self.live.load_full().ok_or_else(|| {
+            unavailable("the embedded queue is being reopened after its disk refused a write")
+        })
     }
 
     async fn call<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<Result<T, QueueError>>) -> Op,
     ) -> Result<T, QueueError> {
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(make(reply))
-            .await
-            .map_err(|_| QueueError::Closed)?;
-        answer.await.map_err(|_| QueueError::Closed)?
+        self.instance()?.call(make).await
     }
 
     async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Database, &MemState) -> Res<T> + Send + 'static,
+        f: impl FnOnce(&redb::Database, &MemState) -> tables::Res<T> + Send + 'static,
     ) -> Result<T, QueueError> {
-        let (db, mem) = (Arc::clone(&self.db), Arc::clone(&self.mem));
-        blocking(move || f(&db, &mem)).await
+        self.instance()?.read(f).await
     }
 }
 
-/// Runs blocking redb work off the async threads.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Res<T> + Send + 'static,
-) -> Result<T, QueueError> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(res) => res.map_err(storage),
-        Err(e) => Err(QueueError::Storage(StorageError::new(
-            "embedded queue task",
-            e,
-        ))),
-    }
+fn unavailable(why: &str) -> QueueError {
+    QueueError::Storage(StorageError::new(
+        "embedded queue",
+        std::io::Error::other(why.to_owned()),
+    ))
 }
 
 #[async_trait]
 impl IndexedStore for EmbeddedBroker {
+    /// Fails while a write the disk refused is not recovered from (see `guard.rs`).
+    async fn health(&self) -> Result<(), QueueError> {
+        match self.instance()?.mem.fault() {
+            Some(f) => Err(unavailable(&format!(
+                "the queue's disk refused a write: {}",
+                f.error
+            ))),
+            None => Ok(()),
+        }
+    }
+
     async fn enqueue(&self, req: EnqueueRequest) -> Result<EnqueueOutcome, QueueError> {
         self.call(|reply| Op::Enqueue(req, reply)).await
     }
@@ -292,32 +274,34 @@ impl IndexedStore for EmbeddedBroker {
         max: usize,
     ) -> Result<Vec<Lease>, QueueError> {
         // redb first (older, retried and ordered messages), then the fast path.
-        let state = self.mem.subscriber(subscriber);
+        let inst = self.instance()?;
+        let state = inst.mem.subscriber(subscriber);
         let mut out = if state.may_have_cold() {
             let sub = subscriber.to_owned();
-            self.read(move |db, mem| read::lease_due(db, mem, &sub, now_ms, max))
+            inst.read(move |db, mem| read::lease_due(db, mem, &sub, now_ms, max))
                 .await?
         } else {
             Vec::new()
         };
         if out.len() < max {
             let mut leases = state.leases();
-            let mut hot = self.mem.hot.lock();
+            let mut hot = inst.mem.hot.lock();
             hot.lease(subscriber, &mut leases, max - out.len(), &mut out);
         }
         Ok(out)
     }
 
     async fn next_due_at(&self, subscriber: &str) -> Result<Option<u64>, QueueError> {
-        let state = self.mem.subscriber(subscriber);
-        if self.mem.hot.lock().has_unleased(subscriber) {
+        let inst = self.instance()?;
+        let state = inst.mem.subscriber(subscriber);
+        if inst.mem.hot.lock().has_unleased(subscriber) {
             return Ok(Some(0));
         }
         if !state.may_have_cold() {
             return Ok(None);
         }
         let sub = subscriber.to_owned();
-        self.read(move |db, mem| read::next_due_at(db, mem, &sub))
+        inst.read(move |db, mem| read::next_due_at(db, mem, &sub))
             .await
     }
 
@@ -339,7 +323,7 @@ impl IndexedStore for EmbeddedBroker {
             attempt,
             reply: None,
         };
-        self.tx.send(op).await.map_err(|_| QueueError::Closed)
+        self.instance()?.send(op).await
     }
 
     async fn retry_later(
@@ -381,19 +365,23 @@ impl IndexedStore for EmbeddedBroker {
         // In this order: out of the lease set, back in the hot set's queue, then the
         // wake-up. The other way round, a lease in between would find it queued but
         // still leased.
-        self.mem.unlease(sub, id, false);
-        self.mem.hot.lock().unlease(id, sub);
-        self.mem.wake(sub);
+        let Some(inst) = self.live.load_full() else {
+            return; // a reopen loads it again, unleased
+        };
+        inst.mem.unlease(sub, id, false);
+        inst.mem.hot.lock().unlease(id, sub);
+        inst.mem.wake(sub);
     }
 
     async fn message_status(&self, id: &str) -> Result<Option<MessageStatus>, QueueError> {
         // The hot lock is released before lease sets are looked at (lock order:
         // a lease set, then the hot set).
-        let hot = self.mem.hot.lock().status(id);
+        let inst = self.instance()?;
+        let hot = inst.mem.hot.lock().status(id);
         if let Some(mut st) = hot {
             for s in &mut st.subscribers {
                 s.leased = s.next_attempt_at_ms.is_some()
-                    && self
+                    && inst
                         .mem
                         .existing_subscriber(&s.subscriber)
                         .is_some_and(|state| state.leases().contains(id));
@@ -401,17 +389,17 @@ impl IndexedStore for EmbeddedBroker {
             return Ok(Some(st));
         }
         let owned = id.to_owned();
-        let stored = self
+        let stored = inst
             .read(move |db, mem| read::message_status(db, mem, &owned))
             .await?;
         if stored.is_some() {
             return Ok(stored);
         }
         // Not hot, not in redb: maybe overflowed, still only in the journal.
-        let Some(cursor) = self.mem.overflow.lock().as_ref().map(|(c, _)| *c) else {
+        let Some(cursor) = inst.mem.overflow.lock().as_ref().map(|(c, _)| *c) else {
             return Ok(None);
         };
-        let (dir, owned) = (self.dir.clone(), id.to_owned());
+        let (dir, owned) = (self.cfg.path.clone(), id.to_owned());
         let found = blocking(move || journal::find_enq(&dir, cursor, &owned)).await?;
         Ok(found.map(|jm| hot::status_of(&writer::fastpath::hot_message(jm, 0), None)))
     }
@@ -462,11 +450,11 @@ impl IndexedStore for EmbeddedBroker {
     }
 
     fn depth(&self) -> DepthSnapshot {
-        self.mem.counters.read().snapshot()
+        self.mem.load().counters.read().snapshot()
     }
 
     fn notifier(&self, subscriber: &str) -> Arc<Notify> {
-        self.mem.subscriber(subscriber).notifier()
+        self.mem.load().subscriber(subscriber).notifier()
     }
 
     async fn close(&self) -> Result<(), QueueError> {

@@ -47,8 +47,10 @@ const CACHE_BYTES: usize = 64 << 20;
 
 /// Opens (or creates) the queue in directory `dir`.
 pub(crate) fn open(dir: &Path) -> Res<Recovered> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| EmbeddedError::Corrupt(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(|e| EmbeddedError::Io {
+        what: format!("cannot create {}", dir.display()),
+        source: e,
+    })?;
     // redb's page cache defaults to 1 GiB, which a deep backlog fills: cap it so
     // memory stays bounded however many events are pending (they live on disk).
     let db = redb::Builder::new()
@@ -118,6 +120,30 @@ pub(crate) fn open(dir: &Path) -> Res<Recovered> {
 /// whose id is not greater than every id before it (the copy's duplicates).
 fn restore_journal(db: &Database, dir: &Path, counters: Counters, seq: u64) -> Res<Restored> {
     let mut journal = Journal::open(dir)?;
+    match restore_into(db, &mut journal, counters, seq) {
+        Ok(r) => Ok(Restored {
+            journal,
+            counters: r.counters,
+            seq: r.seq,
+            last: r.last,
+            overflow: r.overflow,
+        }),
+        Err(e) => {
+            // The fresh segment holds at most part of a copy (the old segments stay):
+            // a start that is retried, say on a full disk, leaves no files behind.
+            journal.discard();
+            Err(e)
+        }
+    }
+}
+
+/// [`restore_journal`]'s work, into `journal`'s fresh segment.
+fn restore_into(
+    db: &Database,
+    journal: &mut Journal,
+    counters: Counters,
+    seq: u64,
+) -> Res<Restored<()>> {
     let jdir = journal.dir().to_path_buf();
     let old = journal.older().to_vec();
     let mut acked: HashMap<String, Vec<String>> = HashMap::new();
@@ -213,7 +239,7 @@ fn restore_journal(db: &Database, dir: &Path, counters: Counters, seq: u64) -> R
     }
     journal.retire(&old);
     Ok(Restored {
-        journal,
+        journal: (),
         counters,
         seq,
         last,
@@ -222,8 +248,8 @@ fn restore_journal(db: &Database, dir: &Path, counters: Counters, seq: u64) -> R
 }
 
 /// What [`restore_journal`] hands over.
-struct Restored {
-    journal: Journal,
+struct Restored<J = Journal> {
+    journal: J,
     counters: Counters,
     seq: u64,
     last: Option<String>,

@@ -16,6 +16,7 @@ use uuid::{Builder, Uuid};
 
 use super::hot::Hot;
 use super::journal::Pos;
+use super::tables::DiskFault;
 use crate::types::DepthSnapshot;
 
 pub(crate) use crate::types::now_ms;
@@ -141,9 +142,76 @@ pub(crate) struct MemState {
     /// `writer/fastpath.rs`), as of the last commit.
     pub overflow: Mutex<Option<(Pos, BTreeMap<String, u64>)>>,
     subscribers: Mutex<HashMap<String, Arc<SubscriberState>>>,
+    /// The last write the disk refused, until a probe shows it takes writes again
+    /// (see `guard.rs`).
+    fault: Mutex<Option<Fault>>,
+}
+
+/// A write the disk refused (full, read-only, gone).
+#[derive(Clone, Debug)]
+pub(crate) struct Fault {
+    pub kind: DiskFault,
+    pub error: String,
+    /// Bumped by every fault, so a recovery clears only the faults it saw.
+    pub generation: u64,
 }
 
 impl MemState {
+    /// A fresh state that keeps `old`'s subscriber notifiers: subscriptions made
+    /// before a reopen still hear of new work.
+    pub fn adopting(old: &MemState) -> Self {
+        let this = Self::default();
+        {
+            let mut subs = this.subscribers.lock();
+            for (name, s) in old.subscribers.lock().iter() {
+                let state = SubscriberState {
+                    notify: s.notifier(),
+                    ..SubscriberState::default()
+                };
+                subs.insert(name.clone(), Arc::new(state));
+            }
+        }
+        this
+    }
+
+    /// Records a failed write that was the disk's fault (a database fault is not
+    /// downgraded by a later journal one).
+    pub fn note_fault(&self, kind: DiskFault, error: String) {
+        let mut fault = self.fault.lock();
+        let generation = fault.as_ref().map_or(0, |f| f.generation) + 1;
+        let kind = match fault.as_ref() {
+            Some(f) if f.kind == DiskFault::Database => DiskFault::Database,
+            _ => kind,
+        };
+        *fault = Some(Fault {
+            kind,
+            error,
+            generation,
+        });
+    }
+
+    /// The unrecovered fault, if any.
+    pub fn fault(&self) -> Option<Fault> {
+        self.fault.lock().clone()
+    }
+
+    /// Clears the fault if no other came after `generation`.
+    pub fn clear_fault(&self, generation: u64) -> bool {
+        let mut fault = self.fault.lock();
+        if fault.as_ref().is_some_and(|f| f.generation == generation) {
+            *fault = None;
+            return true;
+        }
+        false
+    }
+
+    /// Wakes every subscriber's dispatcher.
+    pub fn wake_all(&self) {
+        for s in self.subscribers.lock().values() {
+            s.wake();
+        }
+    }
+
     /// State of `name`, created on first use.
     pub fn subscriber(&self, name: &str) -> Arc<SubscriberState> {
         let mut subs = self.subscribers.lock();
@@ -262,6 +330,35 @@ mod tests {
         let far = a.next(u64::from(u32::MAX) * 10).to_string();
         let mut b = IdGen::after(Some(&far));
         assert!(b.next(1).to_string() > far);
+    }
+
+    #[test]
+    fn a_fault_is_cleared_only_by_a_recovery_that_saw_it_and_a_database_fault_stays() {
+        let mem = MemState::default();
+        mem.note_fault(DiskFault::Database, "full".into());
+        let seen = mem.fault().unwrap();
+        mem.note_fault(DiskFault::Journal, "still full".into());
+        let now = mem.fault().unwrap();
+        assert_eq!(now.kind, DiskFault::Database, "redb still needs reopening");
+        assert!(
+            !mem.clear_fault(seen.generation),
+            "a newer fault is not cleared"
+        );
+        assert!(mem.clear_fault(now.generation));
+        assert!(mem.fault().is_none());
+    }
+
+    #[test]
+    fn a_reopened_state_keeps_the_notifiers() {
+        let old = MemState::default();
+        let notify = old.subscriber("s").notifier();
+        old.subscriber("s").leases().insert("m1".into());
+        let new = MemState::adopting(&old);
+        assert!(Arc::ptr_eq(&notify, &new.subscriber("s").notifier()));
+        assert!(
+            new.subscriber("s").leases().is_empty(),
+            "leases start empty"
+        );
     }
 
     #[test]

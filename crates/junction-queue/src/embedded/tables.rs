@@ -55,6 +55,38 @@ pub(crate) enum EmbeddedError {
     Corrupt(String),
     #[error("database schema version {found} is not supported (expected {SCHEMA_VERSION})")]
     Schema { found: u64 },
+    /// A file of the queue could not be read or written (disk full, read-only, gone).
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl EmbeddedError {
+    /// What a failed write means for the queue: `None` when it is not the disk's
+    /// fault (a bad record), else whether redb must be reopened before it takes
+    /// writes again (after a failed write or sync it refuses every later one).
+    pub(crate) fn disk_fault(&self) -> Option<DiskFault> {
+        match self {
+            Self::Io { .. } => Some(DiskFault::Journal),
+            Self::Db(e) => match **e {
+                redb::Error::Io(_) | redb::Error::PreviousIo => Some(DiskFault::Database),
+                _ => None,
+            },
+            Self::Codec(_) | Self::Corrupt(_) | Self::Schema { .. } => None,
+        }
+    }
+}
+
+/// Which store a disk fault hit (see [`EmbeddedError::disk_fault`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DiskFault {
+    /// A journal write failed: the journal is already usable again.
+    Journal,
+    /// redb failed a write: it needs reopening.
+    Database,
 }
 
 macro_rules! via_redb_error {

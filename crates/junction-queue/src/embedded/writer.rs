@@ -45,7 +45,7 @@ use super::hot::{HotAck, HotMessage};
 use super::journal::Journal;
 use super::ops::{Batch, Finish};
 use super::state::{now_ms, Counters, IdGen, MemState};
-use super::tables::Res;
+use super::tables::{DiskFault, EmbeddedError, Res};
 use crate::types::{
     AttemptRecord, DlqAction, EnqueueOutcome, EnqueueRequest, QueueError, StorageError,
 };
@@ -246,10 +246,21 @@ impl Core {
                 .into_iter()
                 .zip(answers)
                 .for_each(|(op, a)| op.answer(Ok(a))),
+            Err(e) if ops.len() > 1 && e.disk_fault() == Some(DiskFault::Database) => {
+                // redb takes no write until reopened: retrying each op would only
+                // repeat the error (and log it) once per op.
+                self.note_fault(&e);
+                let e = storage(e);
+                ops.into_iter().for_each(|op| op.answer(Err(e.clone())));
+            }
             Err(e) if ops.len() > 1 => {
                 tracing::warn!(error = %e, ops = ops.len(), "queue batch failed; retrying its ops one by one");
+                self.note_fault(&e);
                 for op in ops {
                     let res = self.commit(std::slice::from_ref(&op));
+                    if let Err(e) = &res {
+                        self.note_fault(e);
+                    }
                     op.answer(
                         res.map_err(storage)
                             .and_then(|mut a| a.pop().ok_or_else(|| internal("answer"))),
@@ -257,10 +268,24 @@ impl Core {
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "queue commit failed");
+                self.note_fault(&e);
                 let e = storage(e);
                 ops.into_iter().for_each(|op| op.answer(Err(e.clone())));
             }
+        }
+    }
+
+    /// Logs a failed commit; one the disk caused marks the queue unready until
+    /// `guard.rs` sees the disk take writes again (logged once per fault, not per op).
+    fn note_fault(&self, e: &EmbeddedError) {
+        match e.disk_fault() {
+            Some(kind) => {
+                if self.mem.fault().is_none() {
+                    tracing::error!(error = %error_chain(e), "the queue's disk refused a write; new events get 503 until it takes writes again");
+                }
+                self.mem.note_fault(kind, error_chain(e));
+            }
+            None => tracing::error!(error = %error_chain(e), "queue commit failed"),
         }
     }
 
@@ -432,6 +457,18 @@ impl Core {
         }
         Ok(answers)
     }
+}
+
+/// `e` with its causes, `: `-separated.
+fn error_chain(e: &EmbeddedError) -> String {
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// Maps an internal failure to the public error, keeping the cause.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Routes config: `POST /orders` fans out to one subscriber per `(upstream url, extra keys)`.
-fn fan_out(subs: &[(&str, &str)]) -> String {
+pub(super) fn fan_out(subs: &[(&str, &str)]) -> String {
     let mut ups = String::from("upstreams:\n");
     let mut list = String::new();
     for (i, (url, extra)) in subs.iter().enumerate() {
@@ -62,7 +62,12 @@ fn missing(up: &FakeUpstream, expected: &[String]) -> Vec<String> {
 }
 
 /// Waits (bounded) until every subscriber has every expected body at least once.
-async fn all_delivered(subs: &[&FakeUpstream], expected: &[String], timeout: Duration, gw: &Proc) {
+pub(super) async fn all_delivered(
+    subs: &[&FakeUpstream],
+    expected: &[String],
+    timeout: Duration,
+    gw: &Proc,
+) {
     let t0 = Instant::now();
     loop {
         let gaps: Vec<(usize, Vec<String>)> = subs

@@ -8,6 +8,7 @@ mod cli;
 mod client_faults;
 mod crash;
 mod dashboard;
+mod disk_full;
 mod dlq;
 mod idempotency;
 mod lifecycle;

@@ -221,9 +221,13 @@ impl Journal {
         let written = self.buf.len() as u64;
         self.buf.clear();
         if let Err(e) = res {
-            self.broken = true;
-            if let Err(e2) = self.rotate() {
-                tracing::error!(error = %e2, "cannot start a new journal segment; will retry");
+            // Cut what part of the batch reached the file, so the segment ends with
+            // its last whole record and later batches append there (a full disk
+            // that frees up again leaves no trace). Only if even that fails is the
+            // segment abandoned for a new one at the next write.
+            if let Err(cut) = self.file.set_len(self.len) {
+                tracing::error!(error = %cut, "cannot cut a failed journal write; a new segment follows");
+                self.broken = true;
             }
             return Err(io("write", &segment_path(&self.dir, base.segment), e));
         }
@@ -248,6 +252,16 @@ impl Journal {
         max_bytes: usize,
     ) -> Res<(Vec<(Pos, JournalMessage)>, Pos)> {
         read_enqs(&self.dir, from, upto, max, max_bytes)
+    }
+
+    /// Deletes the current segment: for a start-up that failed before anything
+    /// in it was answered for (the segments it was restoring from stay).
+    pub fn discard(self) {
+        let path = segment_path(&self.dir, self.current);
+        drop(self.file);
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!(segment = %path.display(), error = %e, "cannot delete journal segment");
+        }
     }
 
     /// Deletes older segments (never the current one).
@@ -336,7 +350,10 @@ fn list_segments(dir: &Path) -> Res<Vec<u64>> {
 }
 
 pub(super) fn io(what: &str, path: &Path, e: std::io::Error) -> EmbeddedError {
-    EmbeddedError::Corrupt(format!("journal: cannot {what} {}: {e}", path.display()))
+    EmbeddedError::Io {
+        what: format!("journal: cannot {what} {}", path.display()),
+        source: e,
+    }
 }
 
 fn put_len(buf: &mut Vec<u8>, n: usize) {

@@ -1,0 +1,229 @@
+//! A full disk under the embedded queue, through the real binary: while the disk
+//! refuses writes new events get 503 + Retry-After and `/readyz` is 503; once
+//! space is back both recover by themselves (no restart), every event answered
+//! 202 before, during and after is delivered, and no empty or corrupt journal
+//! file is left behind.
+//!
+//! The queue lives on a tmpfs of its own (mounting one needs root, as CI runs;
+//! `JUNCTION_DISK_TESTS=0` skips the test elsewhere).
+
+use super::client;
+use super::crash::{all_delivered, fan_out};
+use super::process::spawn_on;
+use junction_testkit::FakeUpstream;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A small tmpfs, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Self {
+        std::fs::create_dir_all(at).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs for the queue failed (needs root; JUNCTION_DISK_TESTS=0 skips this test): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self(at.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Writes zeros into `path` until the disk is full; returns the bytes written.
+fn fill(path: &Path) -> u64 {
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 64 << 10];
+    let mut total = 0;
+    while f.write_all(&chunk).is_ok() {
+        total += chunk.len() as u64;
+    }
+    // What is left is smaller than a chunk: take it in small writes.
+    while f.write_all(&chunk[..512]).is_ok() {
+        total += 512;
+    }
+    total
+}
+
+/// Posts one event: its status, its id when accepted, whether a 503 said when to retry.
+async fn post(data: &str, body: &str) -> (u16, Option<String>, bool) {
+    let resp = client()
+        .post(format!("http://{data}/orders"))
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("the data port answers");
+    let status = resp.status().as_u16();
+    let retry_after = resp.headers().contains_key("retry-after");
+    let v: serde_json::Value = resp.json().await.unwrap_or_default();
+    (status, v["id"].as_str().map(str::to_owned), retry_after)
+}
+
+async fn readyz(admin: &str) -> u16 {
+    client()
+        .get(format!("http://{admin}/readyz"))
+        .send()
+        .await
+        .map_or(0, |r| r.status().as_u16())
+}
+
+/// Events on the fast path: the journal refuses the write, redb is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_the_journal_refuses_new_events_then_recovers_by_itself_and_loses_nothing(
+) {
+    full_disk("").await;
+}
+
+/// Events with an ordering key go to redb, which after a failed write refuses
+/// every later one until the queue reopens it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_redb_refuses_new_events_then_recovers_by_itself_and_loses_nothing() {
+    full_disk(r#", ordering_key: "json:/order""#).await;
+}
+
+/// `extra`: more keys of the subscriber.
+async fn full_disk(extra: &str) {
+    if std::env::var("JUNCTION_DISK_TESTS").as_deref() == Ok("0") {
+        eprintln!("skipped: JUNCTION_DISK_TESTS=0");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = Tmpfs::mount(&dir.path().join("disk"), "48m");
+    let sub = FakeUpstream::start().await;
+    let queue = format!(
+        "{{ backend: embedded, path: {} }}",
+        mnt.0.join("q").display()
+    );
+    let gw = spawn_on(
+        dir.path(),
+        "disk",
+        &queue,
+        &fan_out(&[(&sub.url(), extra)]),
+        &[],
+    )
+    .await;
+    let mut accepted = Vec::new();
+    let mut n = 0;
+    let mut next_body = || {
+        n += 1;
+        format!(r#"{{"order":{n},"pad":"{}"}}"#, "x".repeat(2000))
+    };
+
+    for _ in 0..50 {
+        let body = next_body();
+        let (status, id, _) = post(&gw.data, &body).await;
+        assert_eq!(status, 202, "{}", gw.stderr());
+        assert!(id.is_some());
+        accepted.push(body);
+    }
+
+    // The disk fills up: new events are refused with 503 + Retry-After, never a
+    // 202 for something not durable, and the instance says it is not ready.
+    let filler = mnt.0.join("filler");
+    assert!(fill(&filler) > 0);
+    let (mut refused, t0) = (0, Instant::now());
+    while refused < 20 && t0.elapsed() < Duration::from_secs(20) {
+        let body = next_body();
+        match post(&gw.data, &body).await {
+            (202, Some(_), _) => accepted.push(body),
+            (503, _, retry_after) => {
+                assert!(retry_after, "a 503 says when to retry");
+                refused += 1;
+            }
+            other => panic!(
+                "unexpected answer on a full disk: {other:?}\n{}",
+                gw.stderr()
+            ),
+        }
+    }
+    assert!(
+        refused >= 20,
+        "a full disk must refuse new events:\n{}",
+        gw.stderr()
+    );
+    let t0 = Instant::now();
+    while readyz(&gw.admin).await != 503 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "/readyz stays 200 on a full disk:\n{}",
+            gw.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Space comes back: no restart, the queue takes events again by itself.
+    std::fs::remove_file(&filler).unwrap();
+    let t0 = Instant::now();
+    loop {
+        let body = next_body();
+        match post(&gw.data, &body).await {
+            (202, Some(_), _) => {
+                accepted.push(body);
+                break;
+            }
+            (503, _, _) => {}
+            other => panic!("unexpected answer while recovering: {other:?}"),
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "enqueues never resumed after space came back:\n{}",
+            gw.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let t0 = Instant::now();
+    while readyz(&gw.admin).await != 200 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "/readyz never came back:\n{}",
+            gw.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for _ in 0..50 {
+        let body = next_body();
+        let (status, _, _) = post(&gw.data, &body).await;
+        assert_eq!(status, 202, "{}", gw.stderr());
+        accepted.push(body);
+    }
+    all_delivered(&[&sub], &accepted, Duration::from_secs(30), &gw).await;
+
+    // Nothing left behind: no empty journal segment but (at most) the one being
+    // written, and nothing logged as corrupt.
+    let journal = mnt.0.join("q").join("journal");
+    let segments: Vec<(String, u64)> = std::fs::read_dir(&journal)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().unwrap().len(),
+            )
+        })
+        .collect();
+    let empty = segments.iter().filter(|(_, len)| *len == 0).count();
+    assert!(
+        empty <= 1 && segments.len() <= 3,
+        "journal files left: {segments:?}"
+    );
+    let log = gw.stderr();
+    assert!(!log.contains("corrupt"), "{log}");
+    assert!(
+        log.contains("refused a write"),
+        "the fault is logged:\n{log}"
+    );
+}
