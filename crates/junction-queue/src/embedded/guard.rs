@@ -19,6 +19,12 @@
 //!
 //! A reopen that fails (the disk is still full) leaves no file behind and is
 //! tried again a second later.
+//!
+//! A queue directory removed (or replaced) under the open files is noticed here
+//! too, within a second: writes would go to unlinked files and be lost at the
+//! next start, so new events are refused up front; what is pending is still
+//! delivered from the open files, and once nothing is, the queue starts over in
+//! a new directory at the configured path (dead letters went with the old one).
 
 use std::io::Write;
 use std::path::Path;
@@ -51,6 +57,7 @@ pub(super) fn spawn(broker: Weak<EmbeddedBroker>) {
             if broker.closed() {
                 return;
             }
+            broker.check_directory();
             if let Err(e) = broker.recover().await {
                 tracing::debug!(error = %e, "the queue's disk still refuses writes");
             }
@@ -59,6 +66,23 @@ pub(super) fn spawn(broker: Weak<EmbeddedBroker>) {
 }
 
 impl EmbeddedBroker {
+    /// Notices a queue directory removed or replaced under the open files.
+    fn check_directory(&self) {
+        let Some(inst) = self.live.load_full() else {
+            return;
+        };
+        let vanished = |f: Fault| f.kind == DiskFault::Vanished;
+        if inst.mem.fault().is_some_and(vanished) || !inst.moved(&self.cfg.path) {
+            return;
+        }
+        let error = format!(
+            "the queue directory {} was removed or replaced while in use",
+            self.cfg.path.display()
+        );
+        tracing::error!(%error, "new events get 503 until what is pending has been delivered; then the queue starts over there");
+        inst.mem.note_fault(DiskFault::Vanished, error);
+    }
+
     /// One recovery attempt, when there is a fault.
     async fn recover(&self) -> Result<(), String> {
         let live = self.live.load_full();
@@ -71,6 +95,17 @@ impl EmbeddedBroker {
                     tracing::info!("the queue's disk takes writes again; accepting events");
                 }
                 Ok(())
+            }
+            (Some(inst), Some(Some(fault))) if fault.kind == DiskFault::Vanished => {
+                // The open (unlinked) files still deliver what they hold; only an
+                // empty queue may start over in a new directory.
+                let pending = inst.mem.counters.read().total();
+                if pending > 0 {
+                    return Err(format!(
+                        "{pending} events still to deliver from the removed directory"
+                    ));
+                }
+                self.reopen(Some(inst), Some(fault)).await
             }
             (live, fault) => self.reopen(live, fault.flatten()).await,
         }

@@ -2,6 +2,7 @@
 //! writer thread. [`EmbeddedBroker`](super::EmbeddedBroker) holds the current one
 //! and replaces it when the disk made redb refuse writes (see `guard.rs`).
 
+use std::path::Path;
 use std::sync::Arc;
 
 use redb::Database;
@@ -22,6 +23,8 @@ const CHANNEL_CAPACITY: usize = 4096;
 pub(super) struct Instance {
     pub db: Arc<Database>,
     pub mem: Arc<MemState>,
+    /// Device and inode of the database file as opened (see [`Instance::moved`]).
+    file: Option<(u64, u64)>,
     tx: mpsc::Sender<Op>,
     /// Resolves when the writer thread has stopped.
     writer: parking_lot::Mutex<Option<oneshot::Receiver<()>>>,
@@ -67,9 +70,16 @@ impl Instance {
         Ok(Self {
             db: rec.db,
             mem,
+            file: file_id(&cfg.path),
             tx,
             writer: parking_lot::Mutex::new(Some(writer)),
         })
+    }
+
+    /// Whether the database file in `dir` is no longer the one this instance has
+    /// open (the directory was removed or replaced).
+    pub fn moved(&self, dir: &Path) -> bool {
+        self.file.is_some() && file_id(dir) != self.file
     }
 
     /// Flushes and stops the writer; later writes fail with `Closed`.
@@ -127,6 +137,13 @@ impl Instance {
         })
         .await
     }
+}
+
+/// Device and inode of the database file in `dir`, if it is there.
+fn file_id(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir.join(recovery::DB_FILE)).ok()?;
+    Some((meta.dev(), meta.ino()))
 }
 
 /// Runs blocking redb work off the async threads.

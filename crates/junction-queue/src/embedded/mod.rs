@@ -264,7 +264,13 @@ impl IndexedStore for EmbeddedBroker {
     }
 
     async fn enqueue(&self, req: EnqueueRequest) -> Result<EnqueueOutcome, QueueError> {
-        self.call(|reply| Op::Enqueue(req, reply)).await
+        let inst = self.instance()?;
+        if inst.mem.refusing() {
+            return Err(unavailable(
+                "the queue directory was removed while in use; new events are refused until what was pending is delivered",
+            ));
+        }
+        inst.call(|reply| Op::Enqueue(req, reply)).await
     }
 
     async fn lease_due(

@@ -7,7 +7,7 @@
 //! pending delivery is due again (at-least-once).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, MutexGuard, RwLock};
@@ -145,6 +145,8 @@ pub(crate) struct MemState {
     /// The last write the disk refused, until a probe shows it takes writes again
     /// (see `guard.rs`).
     fault: Mutex<Option<Fault>>,
+    /// New events are refused up front (the directory vanished: see [`DiskFault`]).
+    refusing: AtomicBool,
 }
 
 /// A write the disk refused (full, read-only, gone).
@@ -174,20 +176,25 @@ impl MemState {
         this
     }
 
-    /// Records a failed write that was the disk's fault (a database fault is not
-    /// downgraded by a later journal one).
+    /// Records a failed write that was the disk's fault (never downgrading one
+    /// that takes more to recover from: a database fault stays one when a
+    /// journal write fails too).
     pub fn note_fault(&self, kind: DiskFault, error: String) {
         let mut fault = self.fault.lock();
         let generation = fault.as_ref().map_or(0, |f| f.generation) + 1;
-        let kind = match fault.as_ref() {
-            Some(f) if f.kind == DiskFault::Database => DiskFault::Database,
-            _ => kind,
-        };
+        let kind = fault.as_ref().map_or(kind, |f| f.kind.max(kind));
+        self.refusing
+            .store(kind == DiskFault::Vanished, Ordering::Release);
         *fault = Some(Fault {
             kind,
             error,
             generation,
         });
+    }
+
+    /// Whether new events are refused without trying (read on every enqueue).
+    pub fn refusing(&self) -> bool {
+        self.refusing.load(Ordering::Acquire)
     }
 
     /// The unrecovered fault, if any.
@@ -200,6 +207,7 @@ impl MemState {
         let mut fault = self.fault.lock();
         if fault.as_ref().is_some_and(|f| f.generation == generation) {
             *fault = None;
+            self.refusing.store(false, Ordering::Release);
             return true;
         }
         false
@@ -346,6 +354,13 @@ mod tests {
         );
         assert!(mem.clear_fault(now.generation));
         assert!(mem.fault().is_none());
+        mem.note_fault(DiskFault::Vanished, "gone".into());
+        assert!(mem.refusing());
+        mem.note_fault(DiskFault::Journal, "and full".into());
+        let f = mem.fault().unwrap();
+        assert_eq!(f.kind, DiskFault::Vanished);
+        assert!(mem.clear_fault(f.generation));
+        assert!(!mem.refusing());
     }
 
     #[test]

@@ -80,13 +80,18 @@ impl EmbeddedError {
     }
 }
 
-/// Which store a disk fault hit (see [`EmbeddedError::disk_fault`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which store a disk fault hit (see [`EmbeddedError::disk_fault`]), in
+/// increasing order of what recovering from it takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum DiskFault {
     /// A journal write failed: the journal is already usable again.
     Journal,
     /// redb failed a write: it needs reopening.
     Database,
+    /// The queue directory was removed or replaced while open: writes would go
+    /// to unlinked files, so new events are refused until what is pending has
+    /// been delivered from the open files and the queue starts over.
+    Vanished,
 }
 
 macro_rules! via_redb_error {

@@ -4,13 +4,14 @@
 //! 202 before, during and after is delivered, and no empty or corrupt journal
 //! file is left behind.
 //!
-//! The queue lives on a tmpfs of its own (mounting one needs root, as CI runs;
-//! `JUNCTION_DISK_TESTS=0` skips the test elsewhere).
+//! The full-disk tests put the queue on a tmpfs of their own (mounting one needs
+//! root, as CI runs; `JUNCTION_DISK_TESTS=0` skips them elsewhere). A queue
+//! directory removed under the running gateway is the last test.
 
 use super::client;
 use super::crash::{all_delivered, fan_out};
 use super::process::spawn_on;
-use junction_testkit::FakeUpstream;
+use junction_testkit::{Behavior, FakeUpstream};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -226,4 +227,79 @@ async fn full_disk(extra: &str) {
         log.contains("refused a write"),
         "the fault is logged:\n{log}"
     );
+}
+
+/// The queue directory removed under a running gateway: writes would go to
+/// unlinked files, so new events are refused (503, `/readyz` 503) until what was
+/// pending is delivered from the open files; then the queue starts over in a
+/// new directory by itself, and every event answered 202 is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_queue_directory_refuses_new_events_until_the_pending_ones_are_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = FakeUpstream::with(Behavior::Slow(Duration::from_millis(40))).await;
+    let queue_dir = dir.path().join("q");
+    let queue = format!("{{ backend: embedded, path: {} }}", queue_dir.display());
+    let routes = fan_out(&[(&sub.url(), ", concurrency: 1")]);
+    let gw = spawn_on(dir.path(), "vanish", &queue, &routes, &[]).await;
+    let mut accepted = Vec::new();
+    for n in 0..30 {
+        let body = format!(r#"{{"before":{n}}}"#);
+        assert_eq!(post(&gw.data, &body).await.0, 202, "{}", gw.stderr());
+        accepted.push(body);
+    }
+    std::fs::remove_dir_all(&queue_dir).unwrap();
+
+    // Noticed within about a second: refused, not ready.
+    let (mut n, t0) = (0, Instant::now());
+    loop {
+        n += 1;
+        let body = format!(r#"{{"during":{n}}}"#);
+        match post(&gw.data, &body).await {
+            (202, Some(_), _) => accepted.push(body),
+            (503, _, retry_after) => {
+                assert!(retry_after);
+                break;
+            }
+            other => panic!("unexpected answer: {other:?}"),
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "a removed queue directory went unnoticed:\n{}",
+            gw.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(readyz(&gw.admin).await, 503);
+
+    // Once the pending events are delivered, the queue starts over by itself.
+    let t0 = Instant::now();
+    loop {
+        n += 1;
+        let body = format!(r#"{{"after":{n}}}"#);
+        match post(&gw.data, &body).await {
+            (202, Some(_), _) => {
+                accepted.push(body);
+                break;
+            }
+            (503, _, _) => {}
+            other => panic!("unexpected answer: {other:?}"),
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the queue never started over:\n{}",
+            gw.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(queue_dir.join(junction_queue::embedded::DB_FILE).exists());
+    all_delivered(&[&sub], &accepted, Duration::from_secs(30), &gw).await;
+    let t0 = Instant::now();
+    while readyz(&gw.admin).await != 200 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "/readyz never came back:\n{}",
+            gw.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
