@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod balance;
+mod h2;
 pub mod tls;
 
 use crate::body::{Body, BoxError};
@@ -198,49 +199,17 @@ async fn serve_data(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let gw = gateway.clone();
-        let svc = ServiceBuilder::new()
-            // Box the compressed body back into our `Body` so hyper sees one concrete type.
-            .map_response(box_compressed)
-            .layer(compression.clone())
-            .service(Handler {
-                gateway: gw,
-                client: Client::new(peer),
-            });
-        // A client that stops reading its response must not hold the connection.
-        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
-        stream.set_write_timeout(Some(bounds.limits.write_timeout));
-        let stream = Box::pin(stream);
-        let Some(tls) = &tls else {
-            let conn = builder
-                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc))
-                .into_owned();
-            let conn = graceful.watch(conn);
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, %peer, "connection ended with an error");
-                }
-                drop(held);
-                drop(slot);
-            });
-            continue;
+        let conn = Connection {
+            gateway: gateway.clone(),
+            compression: compression.clone(),
+            builder: builder.clone(),
+            watcher: graceful.watcher(),
+            limits: bounds.limits,
+            peer,
         };
-        // The handshake runs in the connection's task, bounded like a request head.
-        let (tls, builder, watcher) = (tls.clone(), builder.clone(), graceful.watcher());
-        let handshake_timeout = bounds.limits.header_read_timeout;
+        let tls = tls.clone();
         tokio::spawn(async move {
-            match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
-                Ok(Ok(stream)) => {
-                    let conn = builder
-                        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc))
-                        .into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(error = %e, %peer, "connection ended with an error");
-                    }
-                }
-                Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake not done in time"),
-            }
+            conn.serve(stream, tls).await;
             drop(held);
             drop(slot);
         });
@@ -249,6 +218,71 @@ async fn serve_data(
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("data plane drained"),
         _ = tokio::time::sleep(grace) => tracing::warn!(?grace, "grace period over; closing remaining connections"),
+    }
+}
+
+/// What serving one accepted connection takes.
+struct Connection<P> {
+    gateway: SharedGateway,
+    compression: CompressionLayer<P>,
+    builder: auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    limits: ConnectionLimits,
+    peer: std::net::SocketAddr,
+}
+
+impl<P: Predicate + Send + Sync + 'static> Connection<P> {
+    /// Serves the connection to its end (TLS first when the listener has it).
+    async fn serve(self, stream: tokio::net::TcpStream, tls: Option<Arc<tls::ListenerTls>>) {
+        let (peer, limits) = (self.peer, self.limits);
+        // A client that stops reading its response must not hold the connection.
+        let timed = |stream| {
+            let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+            stream.set_write_timeout(Some(limits.write_timeout));
+            Box::pin(stream)
+        };
+        let Some(tls) = tls else {
+            // Which protocol decides the bounds (see `h2.rs`); nothing sent in
+            // time is a slow request head.
+            let h2 = match tokio::time::timeout(limits.header_read_timeout, h2::speaks_h2(&stream))
+                .await
+            {
+                Ok(Ok(h2)) => h2,
+                Ok(Err(e)) => return tracing::debug!(error = %e, %peer, "connection failed"),
+                Err(_) => return tracing::debug!(%peer, "nothing sent in time"),
+            };
+            return self.run(timed(stream), h2).await;
+        };
+        // The handshake is bounded like a request head.
+        match tokio::time::timeout(limits.header_read_timeout, tls.accept(timed(stream))).await {
+            Ok(Ok(stream)) => {
+                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                self.run(stream, h2).await
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake not done in time"),
+        }
+    }
+
+    async fn run<IO>(self, io: IO, h2: bool)
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let h2 = h2.then(h2::H2Conn::new);
+        let svc = ServiceBuilder::new()
+            // Box the compressed body back into our `Body` so hyper sees one concrete type.
+            .map_response(box_compressed)
+            .layer(self.compression)
+            .service(Handler {
+                gateway: self.gateway,
+                client: Client::new(self.peer),
+                h2: h2.clone(),
+            });
+        let conn = self
+            .builder
+            .serve_connection(TokioIo::new(io), TowerToHyperService::new(svc))
+            .into_owned();
+        h2::drive(self.watcher.watch(conn), h2, self.limits, self.peer).await
     }
 }
 
@@ -261,6 +295,8 @@ fn box_compressed(resp: Response<CompressionBody<Body>>) -> Response<Body> {
 struct Handler {
     gateway: SharedGateway,
     client: Client,
+    /// The open streams, on an HTTP/2 connection.
+    h2: Option<Arc<h2::H2Conn>>,
 }
 
 impl tower::Service<Request<Incoming>> for Handler {
@@ -279,6 +315,13 @@ impl tower::Service<Request<Incoming>> for Handler {
         // The gateway current now serves this request to the end, even if a reload swaps it.
         let gateway = self.gateway.load_full();
         let client = self.client.clone();
-        Box::pin(async move { Ok(gateway.handle(req, client).await) })
+        let stream = self.h2.as_ref().map(h2::H2Conn::open);
+        Box::pin(async move {
+            let resp = gateway.handle(req, client).await;
+            Ok(match stream {
+                Some(stream) => resp.map(|body| stream.watch(body)),
+                None => resp,
+            })
+        })
     }
 }

@@ -2,8 +2,9 @@
 //! connections are closed after `limits.header_read_timeout`, oversized heads
 //! get 431, past `limits.max_connections` a new connection gets 503, a client
 //! that never reads is let go after `limits.write_timeout`, and a trickling
-//! upstream body is cut off at the upstream's `body_timeout`, and bodies held
-//! whole stay within `limits.buffer_budget`.
+//! upstream body is cut off at the upstream's `body_timeout`, bodies held
+//! whole stay within `limits.buffer_budget`, and HTTP/2 connections are bounded
+//! the same way (no window granted, idle).
 
 use super::start;
 use junction_testkit::FakeUpstream;
@@ -176,6 +177,68 @@ async fn a_client_that_never_reads_is_disconnected_after_write_timeout() {
         got < SIZE,
         "the gateway stopped sending ({got} of {SIZE} bytes arrived)"
     );
+}
+
+/// HTTP/2 (h2c) escapes the socket's write timeout and hyper's head timeout: a
+/// client that reads the socket but grants a response no flow-control window is
+/// disconnected after `write_timeout`, and a connection with no stream open is
+/// closed after `header_read_timeout`, like an idle HTTP/1 keep-alive one.
+#[tokio::test]
+async fn an_http2_client_that_grants_no_window_or_sits_idle_is_disconnected() {
+    let up = FakeUpstream::start().await;
+    let gw = start(&config(
+        &up.url(),
+        "{ header_read_timeout: 500ms, write_timeout: 500ms }",
+    ))
+    .await;
+    let request = || {
+        hyper::Request::get(format!("http://{}/r", gw.data))
+            .body(())
+            .unwrap()
+    };
+    // No window at all: the answer's head arrives, its body never can.
+    let tcp = TcpStream::connect(gw.data).await.unwrap();
+    let (mut stalled, conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .unwrap();
+    let stalled_conn = tokio::spawn(conn);
+    let (answer, _) = stalled.send_request(request(), true).unwrap();
+    let answer = answer.await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let t0 = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(10), stalled_conn).await;
+    assert!(
+        ended.is_ok(),
+        "a response with no window held its connection"
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(400),
+        "closed before write_timeout"
+    );
+
+    // A well-behaved client is served, then its idle connection is closed.
+    let tcp = TcpStream::connect(gw.data).await.unwrap();
+    let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
+    let idle_conn = tokio::spawn(conn);
+    let (answer, _) = client.send_request(request(), true).unwrap();
+    let mut body = answer.await.unwrap().into_body();
+    let mut got = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        body.flow_control().release_capacity(chunk.len()).unwrap();
+        got.extend_from_slice(&chunk);
+    }
+    assert!(!got.is_empty(), "the answer's body arrived");
+    let t0 = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(10), idle_conn).await;
+    assert!(ended.is_ok(), "an idle HTTP/2 connection was held open");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(300),
+        "closed while in use"
+    );
+    drop(client);
 }
 
 /// `limits.buffer_budget` bounds the bodies held whole at once: a read that
