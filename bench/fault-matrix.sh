@@ -15,11 +15,15 @@
 #   slowloris 300 heads one header a second, never finished
 #   idle      2000 keep-alive connections held silent
 #   noread    30 clients asking for 32 MiB and never reading
+# Control: trickle-direct is the trickle load sent straight to the trickling
+# peer, not through Junction: what the peers' own wake-ups cost the healthy
+# route on this machine.
 # Not here (tests cover them): Redis or a broker gone mid-load
 # (cache::*, shared_queue::*::an_outage_*), the disk full (disk_full.rs).
 #
-# Env: DUR (10), RATE (200), BENCH_PORT_BASE (18700). Output: a table on
-# stdout and bench/out/fault-matrix.md.
+# Env: DUR (10), RATE (200), BENCH_PORT_BASE (18700), ONLY (a space-separated
+# list of rows to run; all by default). Output: a table on stdout and
+# bench/out/fault-matrix.md.
 source "$(dirname "$0")/lib.sh"
 # 2000 idle connections need more than the default 1024 descriptors.
 ulimit -n 65536 2>/dev/null || true
@@ -58,7 +62,9 @@ upstreams="  ok: { url: \"http://127.0.0.1:$OK_PORT\" }"
 routes="  - { name: ok, match: { method: GET, path: /ok }, upstream: ok }
   - { name: big, match: { method: GET, path: /big }, upstream: ok }"
 port=$((BASE_PORT + 2))
+declare -A FAULT_PORT
 for f in "${UPSTREAM_FAULTS[@]}"; do
+    FAULT_PORT[$f]=$port
     python3 "$BENCH_DIR/faults.py" upstream "$f" "$port" &
     STARTED_PIDS+=("$!")
     wait_port "$port"
@@ -93,6 +99,7 @@ answered() {
 rows=()
 run_fault() {
     local name="$1" start_fault="$2"
+    [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $name "* ]] || return 0
     log "fault: $name"
     read -r before _ <<<"$(healthy "before-$name")"
     eval "$start_fault" &
@@ -109,6 +116,7 @@ run_fault() {
 for f in "${UPSTREAM_FAULTS[@]}"; do
     run_fault "$f" "oha -z $((DUR + 1))s -c 32 -q 50 --no-tui --output-format json http://127.0.0.1:$J_PORT/$f >$WORK/$f.fault.json 2>/dev/null"
 done
+run_fault trickle-direct "oha -z $((DUR + 1))s -c 32 -q 50 --no-tui --output-format json http://127.0.0.1:${FAULT_PORT[trickle]}/ >$WORK/trickle-direct.fault.json 2>/dev/null"
 run_fault slowloris "python3 $BENCH_DIR/faults.py client slowloris $J_PORT /ok 300 $((DUR + 1))"
 run_fault idle "python3 $BENCH_DIR/faults.py client idle $J_PORT /ok 2000 $((DUR + 1))"
 run_fault noread "python3 $BENCH_DIR/faults.py client noread $J_PORT /big 30 $((DUR + 1))"

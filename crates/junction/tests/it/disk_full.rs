@@ -10,7 +10,7 @@
 
 use super::client;
 use super::crash::{all_delivered, fan_out};
-use super::process::spawn_on;
+use super::process::{spawn_on, Proc};
 use junction_testkit::{Behavior, FakeUpstream};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -72,6 +72,45 @@ async fn post(data: &str, body: &str) -> (u16, Option<String>, bool) {
     let retry_after = resp.headers().contains_key("retry-after");
     let v: serde_json::Value = resp.json().await.unwrap_or_default();
     (status, v["id"].as_str().map(str::to_owned), retry_after)
+}
+
+/// Posts `next()` bodies until one is accepted (503s while waiting), within
+/// `within`; keeps the accepted body in `accepted`.
+async fn until_accepted(
+    gw: &Proc,
+    accepted: &mut Vec<String>,
+    mut next: impl FnMut() -> String,
+    within: Duration,
+    what: &str,
+) {
+    let t0 = Instant::now();
+    loop {
+        let body = next();
+        match post(&gw.data, &body).await {
+            (202, Some(_), _) => return accepted.push(body),
+            (503, _, _) => {}
+            other => panic!("unexpected answer while waiting for {what}: {other:?}"),
+        }
+        assert!(
+            t0.elapsed() < within,
+            "{what}: never within {within:?}\n{}",
+            gw.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until `/readyz` answers `status`, within `within`.
+async fn until_readyz(gw: &Proc, status: u16, within: Duration) {
+    let t0 = Instant::now();
+    while readyz(&gw.admin).await != status {
+        assert!(
+            t0.elapsed() < within,
+            "/readyz never answered {status} within {within:?}:\n{}",
+            gw.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn readyz(admin: &str) -> u16 {
@@ -156,45 +195,20 @@ async fn full_disk(extra: &str) {
         "a full disk must refuse new events:\n{}",
         gw.stderr()
     );
-    let t0 = Instant::now();
-    while readyz(&gw.admin).await != 503 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "/readyz stays 200 on a full disk:\n{}",
-            gw.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_readyz(&gw, 503, Duration::from_secs(10)).await;
 
     // Space comes back: no restart, the queue takes events again by itself.
     std::fs::remove_file(&filler).unwrap();
-    let t0 = Instant::now();
-    loop {
-        let body = next_body();
-        match post(&gw.data, &body).await {
-            (202, Some(_), _) => {
-                accepted.push(body);
-                break;
-            }
-            (503, _, _) => {}
-            other => panic!("unexpected answer while recovering: {other:?}"),
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(15),
-            "enqueues never resumed after space came back:\n{}",
-            gw.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let t0 = Instant::now();
-    while readyz(&gw.admin).await != 200 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(15),
-            "/readyz never came back:\n{}",
-            gw.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let what = "enqueues resuming after space came back";
+    until_accepted(
+        &gw,
+        &mut accepted,
+        &mut next_body,
+        Duration::from_secs(15),
+        what,
+    )
+    .await;
+    until_readyz(&gw, 200, Duration::from_secs(15)).await;
     for _ in 0..50 {
         let body = next_body();
         let (status, _, _) = post(&gw.data, &body).await;
@@ -272,34 +286,13 @@ async fn a_removed_queue_directory_refuses_new_events_until_the_pending_ones_are
     assert_eq!(readyz(&gw.admin).await, 503);
 
     // Once the pending events are delivered, the queue starts over by itself.
-    let t0 = Instant::now();
-    loop {
+    let next = || {
         n += 1;
-        let body = format!(r#"{{"after":{n}}}"#);
-        match post(&gw.data, &body).await {
-            (202, Some(_), _) => {
-                accepted.push(body);
-                break;
-            }
-            (503, _, _) => {}
-            other => panic!("unexpected answer: {other:?}"),
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "the queue never started over:\n{}",
-            gw.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        format!(r#"{{"after":{n}}}"#)
+    };
+    let what = "the queue starting over";
+    until_accepted(&gw, &mut accepted, next, Duration::from_secs(30), what).await;
     assert!(queue_dir.join(junction_queue::embedded::DB_FILE).exists());
     all_delivered(&[&sub], &accepted, Duration::from_secs(30), &gw).await;
-    let t0 = Instant::now();
-    while readyz(&gw.admin).await != 200 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "/readyz never came back:\n{}",
-            gw.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_readyz(&gw, 200, Duration::from_secs(10)).await;
 }
