@@ -4,9 +4,10 @@
 //! 202 before, during and after is delivered, and no empty or corrupt journal
 //! file is left behind.
 //!
-//! The full-disk tests put the queue on a tmpfs of their own (mounting one needs
-//! root, as CI runs; `JUNCTION_DISK_TESTS=0` skips them elsewhere). A queue
-//! directory removed under the running gateway is the last test.
+//! The full-disk tests put the queue on a tmpfs of their own, the read-only one
+//! makes its files immutable (both need root, as CI runs; `JUNCTION_DISK_TESTS=0`
+//! skips them elsewhere). A queue directory removed under the running gateway is
+//! the last test.
 
 use super::client;
 use super::crash::{all_delivered, fan_out};
@@ -137,17 +138,68 @@ async fn a_full_disk_under_redb_refuses_new_events_then_recovers_by_itself_and_l
 
 /// `extra`: more keys of the subscriber.
 async fn full_disk(extra: &str) {
+    disk_fault(extra, Fault::Full).await;
+}
+
+/// A queue directory whose files turn read-only under the running gateway
+/// (`chattr +i`: even root's writes fail, as on a read-only mount) is the same
+/// fault: refused, not ready, then recovered by itself once writable again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_queue_directory_refuses_new_events_then_recovers_by_itself() {
+    disk_fault(r#", ordering_key: "json:/order""#, Fault::ReadOnly).await;
+}
+
+/// How the disk refuses writes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// A tmpfs of its own, filled up.
+    Full,
+    /// Every file and directory of the queue made immutable.
+    ReadOnly,
+}
+
+/// `chattr -R {flag}` on `path`; undone on drop when it was `+i`.
+struct Immutable(PathBuf);
+
+impl Immutable {
+    fn set(path: &Path, on: bool) {
+        let out = Command::new("chattr")
+            .args(["-R", if on { "+i" } else { "-i" }])
+            .arg(path)
+            .output()
+            .expect("run chattr");
+        assert!(
+            out.status.success(),
+            "chattr failed (needs root; JUNCTION_DISK_TESTS=0 skips this test): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr")
+            .args(["-R", "-i"])
+            .arg(&self.0)
+            .status();
+    }
+}
+
+async fn disk_fault(extra: &str, fault: Fault) {
     if std::env::var("JUNCTION_DISK_TESTS").as_deref() == Ok("0") {
         eprintln!("skipped: JUNCTION_DISK_TESTS=0");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mnt = Tmpfs::mount(&dir.path().join("disk"), "48m");
+    let disk = dir.path().join("disk");
+    let _mnt = match fault {
+        Fault::Full => Some(Tmpfs::mount(&disk, "48m")),
+        Fault::ReadOnly => None,
+    };
+    let queue_dir = disk.join("q");
+    let _writable_again = Immutable(queue_dir.clone());
     let sub = FakeUpstream::start().await;
-    let queue = format!(
-        "{{ backend: embedded, path: {} }}",
-        mnt.0.join("q").display()
-    );
+    let queue = format!("{{ backend: embedded, path: {} }}", queue_dir.display());
     let gw = spawn_on(
         dir.path(),
         "disk",
@@ -173,8 +225,11 @@ async fn full_disk(extra: &str) {
 
     // The disk fills up: new events are refused with 503 + Retry-After, never a
     // 202 for something not durable, and the instance says it is not ready.
-    let filler = mnt.0.join("filler");
-    assert!(fill(&filler) > 0);
+    let filler = disk.join("filler");
+    match fault {
+        Fault::Full => assert!(fill(&filler) > 0),
+        Fault::ReadOnly => Immutable::set(&queue_dir, true),
+    }
     let (mut refused, t0) = (0, Instant::now());
     while refused < 20 && t0.elapsed() < Duration::from_secs(20) {
         let body = next_body();
@@ -185,20 +240,23 @@ async fn full_disk(extra: &str) {
                 refused += 1;
             }
             other => panic!(
-                "unexpected answer on a full disk: {other:?}\n{}",
+                "unexpected answer while the disk refuses writes: {other:?}\n{}",
                 gw.stderr()
             ),
         }
     }
     assert!(
         refused >= 20,
-        "a full disk must refuse new events:\n{}",
+        "a disk refusing writes must refuse new events:\n{}",
         gw.stderr()
     );
     until_readyz(&gw, 503, Duration::from_secs(10)).await;
 
     // Space comes back: no restart, the queue takes events again by itself.
-    std::fs::remove_file(&filler).unwrap();
+    match fault {
+        Fault::Full => std::fs::remove_file(&filler).unwrap(),
+        Fault::ReadOnly => Immutable::set(&queue_dir, false),
+    }
     let what = "enqueues resuming after space came back";
     until_accepted(
         &gw,
@@ -219,7 +277,7 @@ async fn full_disk(extra: &str) {
 
     // Nothing left behind: no empty journal segment but (at most) the one being
     // written, and nothing logged as corrupt.
-    let journal = mnt.0.join("q").join("journal");
+    let journal = queue_dir.join("journal");
     let segments: Vec<(String, u64)> = std::fs::read_dir(&journal)
         .unwrap()
         .map(|e| {
