@@ -10,14 +10,22 @@
 //! task ([`drive`]) closes it when:
 //! - no stream has been open for `header_read_timeout` (like an idle HTTP/1
 //!   keep-alive connection), or
-//! - a response has waited on the client for `write_timeout`: its last frame was
-//!   taken and hyper has not asked for the next one (no window), or it was
-//!   never asked for a first one. A response waiting on its upstream (the body
-//!   answered `Pending`) is not the client's fault and is left alone
+//! - a response has waited on the client for `write_timeout`. hyper hands each
+//!   data frame to h2, which holds it until the client's window lets it out,
+//!   and asks the body for the next frame only once it is out; so a frame
+//!   handed over and no next request for `write_timeout` is a client that does
+//!   not let it through (as is a body never asked for its first frame). Frames
+//!   are handed over in pieces of at most [`PIECE`] bytes, so a slow client that
+//!   keeps reading is never mistaken for a stalled one, and a stream that ended
+//!   leaves at most that much behind in h2. A response waiting on its upstream
+//!   (the body answered `Pending`) is not the client's fault and is left alone
 //!   (`body_timeout` bounds it).
 //!
+//! Like nginx's `send_timeout`, a stall closes the whole connection (hyper gives
+//! no handle to reset one stream from outside its body), and so does idleness.
 //! Only HTTP/2 connections pay for this (a clock read per data frame, one
-//! allocation per response); HTTP/1 requests are served as before.
+//! allocation per response); HTTP/1 requests are served as before, and a
+//! connection not recognised as HTTP/2 is served as HTTP/1 only.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -36,6 +44,8 @@ use crate::body::{Body, BoxError};
 
 /// `waiting_since` of a stream that is not waiting on its client.
 const NOT_WAITING: u64 = u64::MAX;
+/// Largest data frame handed to h2 at once (h2's own default frame size).
+pub(super) const PIECE: usize = 16 << 10;
 
 /// The open streams of one HTTP/2 connection.
 #[derive(Debug)]
@@ -117,6 +127,7 @@ impl StreamGuard {
         self.waiting(true);
         Watched {
             inner: body,
+            rest: Bytes::new(),
             guard: self,
         }
         .boxed()
@@ -135,6 +146,8 @@ impl Drop for StreamGuard {
 /// A response body on an HTTP/2 stream.
 struct Watched {
     inner: Body,
+    /// What is left of a data frame larger than [`PIECE`].
+    rest: Bytes,
     guard: StreamGuard,
 }
 
@@ -146,20 +159,43 @@ impl HttpBody for Watched {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let this = &mut *self;
+        let polled = if this.rest.is_empty() {
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(match frame.into_data() {
+                    Ok(mut data) if data.len() > PIECE => {
+                        this.rest = data.split_off(PIECE);
+                        Frame::data(data)
+                    }
+                    Ok(data) => Frame::data(data),
+                    Err(frame) => frame,
+                }))),
+                other => other,
+            }
+        } else {
+            let piece = this.rest.split_to(this.rest.len().min(PIECE));
+            Poll::Ready(Some(Ok(Frame::data(piece))))
+        };
         // A frame handed over waits for the client to take it (hyper asks for the
-        // next only once there is window); `Pending` waits on the upstream.
-        self.guard
+        // next only once it is out); `Pending` waits on the upstream.
+        this.guard
             .waiting(matches!(polled, Poll::Ready(Some(Ok(_)))));
         polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.rest.is_empty() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let mut hint = self.inner.size_hint();
+        let rest = self.rest.len() as u64;
+        // The upper bound first: a lower one above it would be refused.
+        if let Some(upper) = hint.upper() {
+            hint.set_upper(upper + rest);
+        }
+        hint.set_lower(hint.lower() + rest);
+        hint
     }
 }
 
@@ -254,6 +290,30 @@ mod tests {
         assert_eq!(conn.verdict(&limits), None, "just ended: not idle yet");
         tokio::time::sleep(Duration::from_millis(60)).await;
         assert_eq!(conn.verdict(&limits), Some("idle HTTP/2 connection"));
+    }
+
+    #[tokio::test]
+    async fn large_frames_are_handed_over_in_pieces() {
+        let conn = H2Conn::new();
+        let big = Bytes::from(vec![7u8; 2 * PIECE + 5]);
+        let mut watched = conn
+            .open()
+            .watch(Full::new(big.clone()).map_err(|e| match e {}).boxed());
+        assert_eq!(watched.size_hint().exact(), Some(big.len() as u64));
+        let mut pieces = Vec::new();
+        while let Some(frame) = watched.frame().await {
+            pieces.push(frame.unwrap().into_data().unwrap());
+            assert_eq!(
+                watched.size_hint().lower() as usize,
+                big.len() - pieces.iter().map(Bytes::len).sum::<usize>()
+            );
+        }
+        assert_eq!(
+            pieces.iter().map(Bytes::len).collect::<Vec<_>>(),
+            [PIECE, PIECE, 5]
+        );
+        assert_eq!(pieces.concat(), big);
+        assert!(watched.is_end_stream());
     }
 
     #[tokio::test]

@@ -278,8 +278,15 @@ impl<P: Predicate + Send + Sync + 'static> Connection<P> {
                 client: Client::new(self.peer),
                 h2: h2.clone(),
             });
-        let conn = self
-            .builder
+        // Only the protocol recognised: an HTTP/2 connection that escaped
+        // recognition (a preface sent too slowly, h2 without ALPN) is refused
+        // rather than served without its bounds.
+        let builder = if h2.is_some() {
+            self.builder.http2_only()
+        } else {
+            self.builder.http1_only()
+        };
+        let conn = builder
             .serve_connection(TokioIo::new(io), TowerToHyperService::new(svc))
             .into_owned();
         h2::drive(self.watcher.watch(conn), h2, self.limits, self.peer).await

@@ -18,13 +18,15 @@
 //! 3. it puts the instance back in service and clears the fault.
 //!
 //! A reopen that fails (the disk is still full) leaves no file behind and is
-//! tried again a second later.
+//! tried again a second later. `close` and a reopen exclude each other.
 //!
 //! A queue directory removed (or replaced) under the open files is noticed here
 //! too, within a second: writes would go to unlinked files and be lost at the
 //! next start, so new events are refused up front; what is pending is still
 //! delivered from the open files, and once nothing is, the queue starts over in
 //! a new directory at the configured path (dead letters went with the old one).
+//! Until then new events get 503, however long that takes (a retry due in an
+//! hour keeps it refusing for an hour; a restart starts over at once).
 
 use std::io::Write;
 use std::path::Path;
@@ -98,7 +100,10 @@ impl EmbeddedBroker {
             }
             (Some(inst), Some(Some(fault))) if fault.kind == DiskFault::Vanished => {
                 // The open (unlinked) files still deliver what they hold; only an
-                // empty queue may start over in a new directory.
+                // empty queue may start over in a new directory. The writer refuses
+                // enqueues from the fault on; a round trip through it first, so
+                // the count includes every enqueue it took before.
+                inst.call(Op::Flush).await.map_err(|e| e.to_string())?;
                 let pending = inst.mem.counters.read().total();
                 if pending > 0 {
                     return Err(format!(
@@ -114,6 +119,11 @@ impl EmbeddedBroker {
     /// Replaces the instance whose redb refuses writes (or none, after a reopen
     /// that failed) with a freshly opened one that has passed [`check`].
     async fn reopen(&self, old: Option<Arc<Instance>>, fault: Option<Fault>) -> Result<(), String> {
+        // `close` waits for a reopen under way, and none starts after it.
+        let _switch = self.switch.lock().await;
+        if self.closed() {
+            return Ok(());
+        }
         if let Some(old) = old {
             let reason = fault.map_or_else(String::new, |f| f.error);
             tracing::warn!(error = %reason, "reopening the embedded queue after a failed write");

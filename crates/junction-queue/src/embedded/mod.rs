@@ -139,6 +139,8 @@ pub struct EmbeddedBroker {
     /// The latest instance's memory, kept while reopening (depth, notifiers).
     mem: ArcSwap<MemState>,
     closed: AtomicBool,
+    /// Held by a reopen while it replaces the instance, and by `close`.
+    switch: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for EmbeddedBroker {
@@ -165,6 +167,7 @@ impl EmbeddedBroker {
             mem: ArcSwap::new(Arc::clone(&inst.mem)),
             live: ArcSwapOption::from_pointee(inst),
             closed: AtomicBool::new(false),
+            switch: tokio::sync::Mutex::new(()),
         });
         guard::spawn(Arc::downgrade(&this));
         Ok(this)
@@ -178,6 +181,7 @@ impl EmbeddedBroker {
     /// Flushes and stops the writer; later writes fail with `Closed`, reads still work.
     /// The file is released when the last handle is dropped.
     pub async fn close(&self) -> Result<(), QueueError> {
+        let _switch = self.switch.lock().await;
         self.closed.store(true, Ordering::Release);
         match self.live.load_full() {
             Some(inst) => inst.close().await,

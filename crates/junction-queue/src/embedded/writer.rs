@@ -317,6 +317,14 @@ impl Core {
         let mut answers = Vec::with_capacity(ops.len());
         for op in ops {
             answers.push(match op {
+                Op::Enqueue(..) if self.mem.refusing() => {
+                    // Decided here, in order with everything else the writer does,
+                    // so no enqueue slips past a reopen (see `guard.rs`).
+                    Answer::Enqueue(Err(QueueError::Storage(StorageError::new(
+                        "embedded queue",
+                        std::io::Error::other("the queue directory was removed while in use"),
+                    ))))
+                }
                 Op::Enqueue(req, _) => {
                     if let Some(res) = self.enqueue_hot(req, now, fast, &mut batch)? {
                         Answer::Enqueue(res)

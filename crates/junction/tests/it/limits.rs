@@ -241,6 +241,59 @@ async fn an_http2_client_that_grants_no_window_or_sits_idle_is_disconnected() {
     drop(client);
 }
 
+/// The HTTP/2 bounds spare a client that reads slowly but steadily (a 1 MiB
+/// answer taking three times `write_timeout`), and an HTTP/2 preface not
+/// recognised in time is not served as HTTP/2 without them.
+#[tokio::test]
+async fn a_slow_but_steady_http2_reader_gets_everything_and_an_unrecognised_preface_no_http2() {
+    const SIZE: usize = 1 << 20;
+    let big = FakeUpstream::with(junction_testkit::Behavior::Large(SIZE)).await;
+    let gw = start(&config(
+        &big.url(),
+        "{ header_read_timeout: 2s, write_timeout: 500ms }",
+    ))
+    .await;
+    let tcp = TcpStream::connect(gw.data).await.unwrap();
+    let (mut client, conn) = h2::client::Builder::new()
+        .initial_window_size(64 << 10)
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let request = hyper::Request::get(format!("http://{}/r", gw.data))
+        .body(())
+        .unwrap();
+    let (answer, _) = client.send_request(request, true).unwrap();
+    let mut body = answer.await.unwrap().into_body();
+    let (t0, mut got) = (Instant::now(), 0usize);
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.expect("the answer is not cut off");
+        got += chunk.len();
+        // About 64 KiB every 100 ms: 1.6 s for the whole answer.
+        tokio::time::sleep(Duration::from_millis(100 * chunk.len() as u64 / (64 << 10))).await;
+        body.flow_control().release_capacity(chunk.len()).unwrap();
+    }
+    assert_eq!(got, SIZE);
+    assert!(
+        t0.elapsed() > Duration::from_millis(1500),
+        "the reader was slow"
+    );
+
+    // The preface trickled: served as HTTP/1, which it is not (no SETTINGS back).
+    let mut slow = TcpStream::connect(gw.data).await.unwrap();
+    slow.write_all(b"PRI").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    slow.write_all(b" * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    let (answer, closed) = read_until_closed(&mut slow, Duration::from_secs(5)).await;
+    assert!(closed.is_some(), "{answer:?}");
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 4"),
+        "{answer:?}"
+    );
+}
+
 /// `limits.buffer_budget` bounds the bodies held whole at once: a read that
 /// nothing has acted on yet (here a cache fill) is refused with 503 +
 /// Retry-After and never counts against the upstream; a write's answer (the

@@ -82,7 +82,8 @@ pub(crate) struct Journal {
     buf: Vec<u8>,
     /// Whether `buf` holds an `ENQ`, which must be synced before anyone is answered.
     needs_sync: bool,
-    /// A write to the current segment failed part-way: nothing more goes there.
+    /// Nothing more goes to the current segment (a sync failed, or a failed
+    /// write could not be cut off): the next write starts a new one.
     broken: bool,
     /// Segments older than `current` still on disk.
     older: Vec<u64>,
@@ -189,8 +190,10 @@ impl Journal {
 
     /// Writes the buffered records; syncs the data when an `ENQ` is among them.
     /// Returns where the buffer went (a record at buffer offset `o` is at `base + o`).
-    /// On failure the segment is abandoned (a later record must never follow a
-    /// half-written one) and a new one started.
+    /// A failed write is cut off the segment, which takes the next batch (a full
+    /// disk that frees up leaves no trace). After a failed sync the page cache
+    /// may have dropped earlier records unwritten, and replay stops at the first
+    /// bad one: the segment is abandoned, so nothing answered later follows it.
     pub fn sync(&mut self) -> Res<Pos> {
         if self.buf.is_empty() {
             return Ok(Pos {
@@ -211,26 +214,28 @@ impl Journal {
             offset: self.len,
         };
         let sync = std::mem::take(&mut self.needs_sync);
-        let res = self.file.write_all(&self.buf).and_then(|()| {
-            if sync {
-                self.file.sync_data()
-            } else {
-                Ok(())
-            }
-        });
-        let written = self.buf.len() as u64;
+        let written = self.file.write_all(&self.buf);
+        let synced = match written {
+            Ok(()) if sync => self.file.sync_data(),
+            _ => Ok(()),
+        };
+        let len = self.buf.len() as u64;
         self.buf.clear();
-        if let Err(e) = res {
+        if let Err(e) = written {
             // Cut what part of the batch reached the file, so the segment ends with
-            // its last whole record and later batches append there (a full disk
-            // that frees up again leaves no trace). Only if even that fails is the
-            // segment abandoned for a new one at the next write.
+            // its last whole record and later batches append there. Only if even
+            // that fails is the segment abandoned for a new one at the next write.
             if let Err(cut) = self.file.set_len(self.len) {
                 tracing::error!(error = %cut, "cannot cut a failed journal write; a new segment follows");
                 self.broken = true;
             }
             return Err(io("write", &segment_path(&self.dir, base.segment), e));
         }
+        if let Err(e) = synced {
+            self.broken = true;
+            return Err(io("sync", &segment_path(&self.dir, base.segment), e));
+        }
+        let written = len;
         self.len += written;
         if self.len >= SEGMENT_BYTES {
             // The records are written and synced; a failed rotation only delays it.
