@@ -16,19 +16,21 @@
 #   idle      2000 keep-alive connections held silent
 #   noread    30 clients asking for 32 MiB and never reading
 # Control: trickle-direct is the trickle load sent straight to the trickling
-# peer, not through Junction: what the peers' own wake-ups cost the healthy
-# route on this machine.
+# peer, not through Junction, the load generator cutting each request at
+# BODY_TIMEOUT as Junction does: what the peers' own work (and the 32 cuts and
+# reconnects every BODY_TIMEOUT, all at once) costs the healthy route here.
 # Not here (tests cover them): Redis or a broker gone mid-load
 # (cache::*, shared_queue::*::an_outage_*), the disk full (disk_full.rs).
 #
 # Env: DUR (10), RATE (200), BENCH_PORT_BASE (18700), ONLY (a space-separated
-# list of rows to run; all by default). Output: a table on stdout and
+# list of rows to run; all by default), BODY_TIMEOUT (5s, of the faulty upstreams). Output: a table on stdout and
 # bench/out/fault-matrix.md.
 source "$(dirname "$0")/lib.sh"
 # 2000 idle connections need more than the default 1024 descriptors.
 ulimit -n 65536 2>/dev/null || true
 
 DUR="${DUR:-10}"
+BODY_TIMEOUT="${BODY_TIMEOUT:-5s}"
 RATE="${RATE:-200}"
 BASE_PORT="${BENCH_PORT_BASE:-18700}"
 OK_PORT=$((BASE_PORT + 1)) J_PORT=$((BASE_PORT + 7)) J_ADMIN=$((BASE_PORT + 8))
@@ -69,7 +71,7 @@ for f in "${UPSTREAM_FAULTS[@]}"; do
     STARTED_PIDS+=("$!")
     wait_port "$port"
     upstreams="$upstreams
-  $f: { url: \"http://127.0.0.1:$port\", timeout: 2s, body_timeout: 5s }"
+  $f: { url: \"http://127.0.0.1:$port\", timeout: 2s, body_timeout: $BODY_TIMEOUT }"
     routes="$routes
   - { name: $f, match: { method: GET, path: /$f }, upstream: $f }"
     port=$((port + 1))
@@ -116,7 +118,7 @@ run_fault() {
 for f in "${UPSTREAM_FAULTS[@]}"; do
     run_fault "$f" "oha -z $((DUR + 1))s -c 32 -q 50 --no-tui --output-format json http://127.0.0.1:$J_PORT/$f >$WORK/$f.fault.json 2>/dev/null"
 done
-run_fault trickle-direct "oha -z $((DUR + 1))s -c 32 -q 50 --no-tui --output-format json http://127.0.0.1:${FAULT_PORT[trickle]}/ >$WORK/trickle-direct.fault.json 2>/dev/null"
+run_fault trickle-direct "oha -z $((DUR + 1))s -t $BODY_TIMEOUT -c 32 -q 50 --no-tui --output-format json http://127.0.0.1:${FAULT_PORT[trickle]}/ >$WORK/trickle-direct.fault.json 2>/dev/null"
 run_fault slowloris "python3 $BENCH_DIR/faults.py client slowloris $J_PORT /ok 300 $((DUR + 1))"
 run_fault idle "python3 $BENCH_DIR/faults.py client idle $J_PORT /ok 2000 $((DUR + 1))"
 run_fault noread "python3 $BENCH_DIR/faults.py client noread $J_PORT /big 30 $((DUR + 1))"
