@@ -307,6 +307,13 @@ impl DependencyGraph {
         }
     }
 
+    /// The stats of the edge `from` → `to`, created when missing and the
+    /// graph has room: a caller that records on a fixed edge for every call
+    /// (a route and what it calls) holds it instead of looking it up each time.
+    pub fn edge(&self, from: &str, to: &str, kind: EdgeKind) -> Option<Arc<RouteStats>> {
+        self.edge_stats(from, to, kind)
+    }
+
     /// The stats of an edge, created when missing and the graph has room.
     fn edge_stats(&self, from: &str, to: &str, kind: EdgeKind) -> Option<Arc<RouteStats>> {
         let found = |edges: &Edges, from: &str| {

@@ -7,6 +7,7 @@ use super::upstream::RequestBody;
 use super::{Gateway, Route};
 use crate::body::Body;
 use crate::buffers::{BufferBudget, Held, Site};
+use crate::telemetry::live::Client;
 use bytes::Bytes;
 use http::{request, HeaderMap, Response};
 use std::net::SocketAddr;
@@ -67,6 +68,8 @@ pub struct CallContext {
     pub params: Vec<(String, String)>,
     /// The client's address.
     pub peer: SocketAddr,
+    /// The client's IP as an `X-Forwarded-For` entry.
+    pub peer_ip: http::HeaderValue,
     attempts: AtomicU32,
     dispatched: AtomicBool,
     upstream_succeeded: AtomicBool,
@@ -78,13 +81,14 @@ impl CallContext {
         gw: Arc<Gateway>,
         route: Arc<Route>,
         params: Vec<(String, String)>,
-        peer: SocketAddr,
+        client: &Client,
     ) -> Self {
         Self {
             gw,
             route,
             params,
-            peer,
+            peer: client.addr,
+            peer_ip: client.ip.clone(),
             attempts: AtomicU32::new(0),
             dispatched: AtomicBool::new(false),
             upstream_succeeded: AtomicBool::new(false),
@@ -94,12 +98,16 @@ impl CallContext {
     /// A fresh context for more work on the same request's behalf (a
     /// background revalidation), so it records nothing on the answered one.
     pub fn detached(&self) -> Arc<Self> {
-        Arc::new(Self::new(
-            self.gw.clone(),
-            self.route.clone(),
-            self.params.clone(),
-            self.peer,
-        ))
+        Arc::new(Self {
+            gw: self.gw.clone(),
+            route: self.route.clone(),
+            params: self.params.clone(),
+            peer: self.peer,
+            peer_ip: self.peer_ip.clone(),
+            attempts: AtomicU32::new(0),
+            dispatched: AtomicBool::new(false),
+            upstream_succeeded: AtomicBool::new(false),
+        })
     }
 
     /// Records that the upstream answered this request with a 2xx.

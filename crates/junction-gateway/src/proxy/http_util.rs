@@ -7,22 +7,25 @@ use super::pool::UpstreamBody;
 use super::router::render_path;
 use crate::body::{Body, BoxError};
 use crate::problem::GatewayError;
-use crate::telemetry::trace::next_traceparent;
+use crate::telemetry::trace::{next_traceparent_value, TRACEPARENT};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Response};
-use std::net::SocketAddr;
 
 /// Headers that describe one connection, not the message; never forwarded.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// As `HeaderName`s: comparing and removing by name never parses a string.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
+
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// The request header naming the key (sync routes here, async routes in `pipeline::ingest`).
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -79,11 +82,12 @@ pub fn body_error(e: BoxError, max: u64) -> GatewayError {
     }
 }
 
-/// The request headers as the upstream should see them.
-pub fn upstream_headers(incoming: &HeaderMap, peer: SocketAddr) -> HeaderMap {
+/// The request headers as the upstream should see them. `client_ip` is the
+/// client's address as a header value (made once per connection).
+pub fn upstream_headers(incoming: &HeaderMap, client_ip: &HeaderValue) -> HeaderMap {
     let mut h = HeaderMap::with_capacity(incoming.len() + 3);
     for (name, value) in incoming {
-        if name == header::HOST || HOP_BY_HOP.contains(&name.as_str()) {
+        if name == header::HOST || HOP_BY_HOP.contains(name) {
             continue;
         }
         h.append(name.clone(), value.clone());
@@ -98,22 +102,23 @@ pub fn upstream_headers(incoming: &HeaderMap, peer: SocketAddr) -> HeaderMap {
         }
     }
     if let Some(host) = incoming.get(header::HOST) {
-        h.insert("x-forwarded-host", host.clone());
+        h.insert(X_FORWARDED_HOST, host.clone());
     }
-    let xff = match incoming
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(prev) => format!("{prev}, {}", peer.ip()),
-        None => peer.ip().to_string(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        h.insert("x-forwarded-for", v);
+    match incoming.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) => {
+            let ip = client_ip.to_str().unwrap_or_default();
+            if let Ok(v) = HeaderValue::from_str(&format!("{prev}, {ip}")) {
+                h.insert(X_FORWARDED_FOR, v);
+            }
+        }
+        None => {
+            h.insert(X_FORWARDED_FOR, client_ip.clone());
+        }
     }
-    let tp = next_traceparent(incoming.get("traceparent").and_then(|v| v.to_str().ok()));
-    if let Ok(v) = HeaderValue::from_str(&tp) {
-        h.insert("traceparent", v);
-    }
+    h.insert(
+        TRACEPARENT,
+        next_traceparent_value(incoming.get(TRACEPARENT)),
+    );
     h
 }
 
@@ -126,8 +131,12 @@ pub fn client_response(resp: Response<UpstreamBody>) -> Response<Body> {
 
 /// Removes the headers that describe the upstream connection, not the answer.
 pub fn drop_hop_by_hop(headers: &mut HeaderMap) {
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
+    // Most answers carry none, or only `connection`: look before removing.
+    if !headers.keys().any(|n| HOP_BY_HOP.contains(n)) {
+        return;
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
     }
 }
 
@@ -183,10 +192,42 @@ mod tests {
             HeaderValue::from_static("for the first hop only"),
         );
         incoming.insert("x-kept", HeaderValue::from_static("1"));
-        let out = upstream_headers(&incoming, "127.0.0.1:1".parse().expect("addr"));
+        let out = upstream_headers(&incoming, &HeaderValue::from_static("127.0.0.1"));
         assert!(!out.contains_key("x-secret"));
         assert!(!out.contains_key(header::CONNECTION));
         assert_eq!(out["x-kept"], "1");
+    }
+
+    #[test]
+    fn forwarded_for_names_the_client_after_earlier_hops() {
+        let ip = HeaderValue::from_static("10.0.0.7");
+        let mut incoming = HeaderMap::new();
+        incoming.insert(header::HOST, HeaderValue::from_static("shop.example"));
+        let out = upstream_headers(&incoming, &ip);
+        assert_eq!(out["x-forwarded-for"], "10.0.0.7");
+        assert_eq!(out["x-forwarded-host"], "shop.example");
+        assert!(!out.contains_key(header::HOST));
+        incoming.insert("x-forwarded-for", HeaderValue::from_static("192.0.2.1"));
+        let out = upstream_headers(&incoming, &ip);
+        assert_eq!(out["x-forwarded-for"], "192.0.2.1, 10.0.0.7");
+        assert_eq!(out.get_all("x-forwarded-for").iter().count(), 1);
+    }
+
+    #[test]
+    fn hop_by_hop_fields_are_dropped_from_answers() {
+        let mut h = HeaderMap::new();
+        h.insert("content-type", HeaderValue::from_static("application/json"));
+        drop_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        drop_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("content-type"));
     }
 
     #[test]

@@ -179,6 +179,9 @@ pub struct Route {
     stats: Arc<RouteStats>,
     /// Graph node and live stats of what it calls (upstream or topic).
     callee: (String, EdgeKind, Option<Arc<RouteStats>>),
+    /// The graph edge route → callee, held once the first call made it (it
+    /// is the same for every call; the graph never drops an edge).
+    callee_edge: std::sync::OnceLock<Arc<RouteStats>>,
 }
 
 impl Route {
@@ -426,6 +429,7 @@ impl Gateway {
                 stack::async_stack(&rc.name, rate_limiter, any_cached, a.clone())
             }
         };
+        let node = node_id(NodeKind::Route, &rc.name);
         Ok(Route {
             name: rc.name.clone(),
             template: rc.matcher.path.clone(),
@@ -436,9 +440,10 @@ impl Gateway {
             traffic,
             service,
             meters: RouteMeters::new(&proxy_metrics, &rc.name),
-            node: node_id(NodeKind::Route, &rc.name),
+            node,
             stats: live.routes.get_or_create(&rc.name),
             callee,
+            callee_edge: std::sync::OnceLock::new(),
         })
     }
 
@@ -529,7 +534,7 @@ impl Gateway {
         let Some(matched) = self.router.find(&method, &path) else {
             who.trace = req
                 .headers()
-                .get("traceparent")
+                .get(crate::telemetry::trace::TRACEPARENT)
                 .and_then(|v| v.to_str().ok())
                 .and_then(TraceId::of);
             let resp = GatewayError::NoRoute {
@@ -564,7 +569,7 @@ impl Gateway {
             self.clone(),
             route.clone(),
             matched.params,
-            peer,
+            &client,
         ));
         let (head, body) = req.into_parts();
         let (body, request_digest) = match &observing {
@@ -637,7 +642,17 @@ impl Gateway {
             EdgeKind::Async => resp.status().is_success(),
         };
         if reached {
-            graph.record_ref(&route.node, callee, *kind, latency, failed, retried);
+            let edge = match route.callee_edge.get() {
+                Some(edge) => Some(edge),
+                None => graph
+                    .edge(&route.node, callee, *kind)
+                    .map(|e| route.callee_edge.get_or_init(|| e)),
+            };
+            match edge {
+                Some(edge) => edge.record_at(tokio::time::Instant::now(), latency, failed, retried),
+                // The graph is full: counted as dropped.
+                None => graph.record_ref(&route.node, callee, *kind, latency, failed, retried),
+            }
             if let Some(s) = stats {
                 s.record_status(latency, failed, status);
             }

@@ -164,18 +164,18 @@ async fn serve_data(
     // every response written in more than one piece (profiled in the fault
     // matrix: 32 streamed answers starting at once stalled both data threads
     // for tens of milliseconds, RELIABILITY.md).
+    let predicate = SizeAbove::new(COMPRESS_ABOVE)
+        .and(NotForContentType::IMAGES)
+        .and(NotForContentType::GRPC)
+        .and(NotForContentType::SSE)
+        .and(NotForContentType::const_new("application/zip"))
+        .and(NotForContentType::const_new("application/gzip"))
+        .and(NotForContentType::const_new("video/"))
+        .and(NotForContentType::const_new("audio/"));
     let compression = CompressionLayer::new()
         .quality(tower_http::CompressionLevel::Fastest)
-        .compress_when(
-            SizeAbove::new(COMPRESS_ABOVE)
-                .and(NotForContentType::IMAGES)
-                .and(NotForContentType::GRPC)
-                .and(NotForContentType::SSE)
-                .and(NotForContentType::const_new("application/zip"))
-                .and(NotForContentType::const_new("application/gzip"))
-                .and(NotForContentType::const_new("video/"))
-                .and(NotForContentType::const_new("audio/")),
-        );
+        .compress_when(predicate.clone());
+    let predicate = Arc::new(predicate);
     loop {
         let (stream, peer, held) = tokio::select! {
             accepted = accept.listener.accept() => match accepted {
@@ -210,6 +210,7 @@ async fn serve_data(
         let conn = Connection {
             gateway: gateway.clone(),
             compression: compression.clone(),
+            predicate: predicate.clone(),
             builder: builder.clone(),
             watcher: graceful.watcher(),
             limits: bounds.limits,
@@ -233,6 +234,8 @@ async fn serve_data(
 struct Connection<P> {
     gateway: SharedGateway,
     compression: CompressionLayer<P>,
+    /// The compression layer's predicate, for the answers that skip the layer.
+    predicate: Arc<P>,
     builder: auto::Builder<TokioExecutor>,
     watcher: hyper_util::server::graceful::Watcher,
     limits: ConnectionLimits,
@@ -277,15 +280,22 @@ impl<P: Predicate + Send + Sync + 'static> Connection<P> {
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let h2 = h2.then(h2::H2Conn::new);
-        let svc = ServiceBuilder::new()
+        let handler = Handler {
+            gateway: self.gateway,
+            client: Client::new(self.peer),
+            h2: h2.clone(),
+            vary_when: None,
+        };
+        let plain = Handler {
+            vary_when: Some(self.predicate),
+            ..handler.clone()
+        };
+        let compressed = ServiceBuilder::new()
             // Box the compressed body back into our `Body` so hyper sees one concrete type.
             .map_response(box_compressed)
             .layer(self.compression)
-            .service(Handler {
-                gateway: self.gateway,
-                client: Client::new(self.peer),
-                h2: h2.clone(),
-            });
+            .service(handler);
+        let svc = Negotiate { compressed, plain };
         // Only the protocol recognised: an HTTP/2 connection that escaped
         // recognition (a preface sent too slowly, h2 without ALPN) is refused
         // rather than served without its bounds.
@@ -305,16 +315,59 @@ fn box_compressed(resp: Response<CompressionBody<Body>>) -> Response<Body> {
     resp.map(|b| b.map_err(|e| -> BoxError { e }).boxed())
 }
 
+/// One connection's service: a request that names an encoding in
+/// `Accept-Encoding` goes through the compression layer; one that names none
+/// (most API clients) cannot be compressed, so it skips the layer's work per
+/// request (parsing the header, cloning its predicate, one more body wrapper
+/// and box) and only gets the `Vary: Accept-Encoding` the layer would add.
+#[derive(Clone)]
+struct Negotiate<C, P> {
+    compressed: C,
+    plain: Handler<P>,
+}
+
+impl<C, P> tower::Service<Request<Incoming>> for Negotiate<C, P>
+where
+    C: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>,
+    C::Future: Send + 'static,
+    P: Predicate + Send + Sync + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = futures::future::Either<
+        C::Future,
+        futures::future::BoxFuture<'static, Result<Response<Body>, Infallible>>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        self.compressed.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        if req.headers().contains_key(http::header::ACCEPT_ENCODING) {
+            futures::future::Either::Left(self.compressed.call(req))
+        } else {
+            futures::future::Either::Right(self.plain.call(req))
+        }
+    }
+}
+
 /// The data plane as a `tower::Service` for one connection.
 #[derive(Clone)]
-struct Handler {
+struct Handler<P> {
     gateway: SharedGateway,
     client: Client,
     /// The open streams, on an HTTP/2 connection.
     h2: Option<Arc<h2::H2Conn>>,
+    /// Outside the compression layer: the answers it would have marked
+    /// `Vary: Accept-Encoding` (those it compresses for clients that ask).
+    vary_when: Option<Arc<P>>,
 }
 
-impl tower::Service<Request<Incoming>> for Handler {
+impl<P: Predicate + Send + Sync + 'static> tower::Service<Request<Incoming>> for Handler<P> {
     type Response = Response<Body>;
     type Error = Infallible;
     type Future = futures::future::BoxFuture<'static, Result<Response<Body>, Infallible>>;
@@ -331,8 +384,22 @@ impl tower::Service<Request<Incoming>> for Handler {
         let gateway = self.gateway.load_full();
         let client = self.client.clone();
         let stream = self.h2.as_ref().map(h2::H2Conn::open);
+        let vary_when = self.vary_when.clone();
         Box::pin(async move {
-            let resp = gateway.handle(req, client).await;
+            let mut resp = gateway.handle(req, client).await;
+            if let Some(predicate) = vary_when {
+                // The compression layer's own rule for adding it.
+                let h = resp.headers();
+                if !h.contains_key(http::header::CONTENT_ENCODING)
+                    && !h.contains_key(http::header::CONTENT_RANGE)
+                    && predicate.should_compress(&resp)
+                {
+                    resp.headers_mut().append(
+                        http::header::VARY,
+                        http::HeaderValue::from_static("accept-encoding"),
+                    );
+                }
+            }
             Ok(match stream {
                 Some(stream) => resp.map(|body| stream.watch(body)),
                 None => resp,

@@ -213,14 +213,18 @@ pub struct Client {
     pub addr: SocketAddr,
     /// The caller node of requests without a caller header.
     pub node: Arc<str>,
+    /// The address as an `X-Forwarded-For` entry (formatted once per connection).
+    pub ip: http::HeaderValue,
 }
 
 impl Client {
     /// The client at `addr`.
     pub fn new(addr: SocketAddr) -> Self {
+        let ip = addr.ip().to_string();
         Self {
             addr,
-            node: node_id(NodeKind::Caller, &addr.ip().to_string()).into(),
+            node: node_id(NodeKind::Caller, &ip).into(),
+            ip: http::HeaderValue::from_str(&ip).expect("an IP address is a valid header value"),
         }
     }
 

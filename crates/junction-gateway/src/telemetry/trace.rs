@@ -1,30 +1,50 @@
 //! W3C trace context: keep the caller's trace id, give each hop its own span id.
+//!
+//! Runs for every proxied request and every delivery, so it works on bytes:
+//! a `traceparent` is parsed by its fixed layout and written into a 55-byte
+//! buffer (no `format!`, no per-digit pushes).
 
+use http::{HeaderName, HeaderValue};
 use rand::Rng;
+
+/// The `traceparent` header.
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// The `tracestate` header.
+pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// Length of a version-00 `traceparent`: `vv-<32 hex>-<16 hex>-ff`.
+const LEN: usize = 55;
 
 /// The `traceparent` to send upstream: the caller's trace with a new span id, or a new trace.
 pub fn next_traceparent(incoming: Option<&str>) -> String {
-    // Written by hand rather than with `format!`: this runs for every proxied
-    // request and every delivery.
+    let buf = next_bytes(incoming);
+    std::str::from_utf8(&buf)
+        .expect("a traceparent is ASCII")
+        .to_owned()
+}
+
+/// [`next_traceparent`] as a header value.
+pub fn next_traceparent_value(incoming: Option<&HeaderValue>) -> HeaderValue {
+    let incoming = incoming.and_then(|v| v.to_str().ok());
+    HeaderValue::from_bytes(&next_bytes(incoming)).expect("hex is a valid header value")
+}
+
+fn next_bytes(incoming: Option<&str>) -> [u8; LEN] {
     let mut rng = rand::thread_rng();
     let span: u64 = rng.gen::<u64>() | 1;
-    let mut out = String::with_capacity(55);
-    out.push_str("00-");
+    let mut out = [b'-'; LEN];
+    out[..2].copy_from_slice(b"00");
     match incoming.and_then(parse) {
         Some((trace, flags)) => {
-            out.push_str(trace);
-            out.push('-');
-            push_hex(&mut out, u128::from(span), 16);
-            out.push('-');
-            out.push_str(flags);
+            out[3..35].copy_from_slice(trace.as_bytes());
+            out[53..55].copy_from_slice(flags.as_bytes());
         }
         None => {
-            push_hex(&mut out, rng.gen::<u128>() | 1, 32);
-            out.push('-');
-            push_hex(&mut out, u128::from(span), 16);
-            out.push_str("-01");
+            put_hex(&mut out[3..35], rng.gen::<u128>() | 1);
+            out[53..55].copy_from_slice(b"01");
         }
     }
+    put_hex(&mut out[36..52], u128::from(span));
     out
 }
 
@@ -52,21 +72,22 @@ impl TraceId {
     /// (W3C Trace Context §3.3).
     pub fn ensure(headers: &mut http::HeaderMap) -> Self {
         if let Some(id) = headers
-            .get("traceparent")
+            .get(TRACEPARENT)
             .and_then(|v| v.to_str().ok())
             .and_then(Self::of)
         {
             return id;
         }
-        let mut tp = next_traceparent(None);
-        tp.replace_range(tp.len() - 2.., "00");
-        let id = Self::of(&tp).expect("a new traceparent is valid");
-        headers.remove("tracestate");
+        let mut tp = next_bytes(None);
+        tp[53..55].copy_from_slice(b"00");
+        let mut id = [0u8; 32];
+        id.copy_from_slice(&tp[3..35]);
+        headers.remove(TRACESTATE);
         headers.insert(
-            "traceparent",
-            http::HeaderValue::from_str(&tp).expect("hex is a valid header value"),
+            TRACEPARENT,
+            HeaderValue::from_bytes(&tp).expect("hex is a valid header value"),
         );
-        id
+        Self(id)
     }
 }
 
@@ -82,29 +103,34 @@ impl std::fmt::Debug for TraceId {
     }
 }
 
-/// Appends the low `digits` hex digits of `v`, lower case, zero-padded.
-fn push_hex(out: &mut String, v: u128, digits: u32) {
+/// Writes `v`'s low `out.len()` hex digits into `out`, lower case, zero-padded.
+fn put_hex(out: &mut [u8], v: u128) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for i in (0..digits).rev() {
-        out.push(char::from(HEX[((v >> (i * 4)) & 0xf) as usize]));
+    let n = out.len();
+    for (i, slot) in out.iter_mut().enumerate() {
+        *slot = HEX[((v >> ((n - 1 - i) * 4)) & 0xf) as usize];
     }
 }
 
-/// Trace id and flags of a valid `traceparent`.
+/// Trace id and flags of a valid `traceparent`: `version-trace-parent-flags`,
+/// then (in versions after 00) more fields after a `-`.
 fn parse(tp: &str) -> Option<(&str, &str)> {
-    let mut parts = tp.trim().split('-');
-    let version = parts.next()?;
-    let trace = parts.next()?;
-    let parent = parts.next()?;
-    let flags = parts.next()?;
-    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-    let valid = hex(version, 2)
-        && version != "ff"
-        && hex(trace, 32)
-        && trace.bytes().any(|b| b != b'0')
-        && hex(parent, 16)
-        && hex(flags, 2);
-    valid.then_some((trace, flags))
+    let tp = tp.trim();
+    let b = tp.as_bytes();
+    if b.len() < LEN || (b.len() > LEN && b[LEN] != b'-') {
+        return None;
+    }
+    if b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
+        return None;
+    }
+    let hex = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_hexdigit);
+    let valid = hex(0..2)
+        && &b[..2] != b"ff"
+        && hex(3..35)
+        && b[3..35].iter().any(|&c| c != b'0')
+        && hex(36..52)
+        && hex(53..55);
+    valid.then(|| (&tp[3..35], &tp[53..55]))
 }
 
 #[cfg(test)]
@@ -113,12 +139,41 @@ mod tests {
 
     #[test]
     fn hex_is_zero_padded_lower_case() {
-        let mut s = String::new();
-        push_hex(&mut s, 0xab, 4);
-        assert_eq!(s, "00ab");
-        s.clear();
-        push_hex(&mut s, u128::MAX, 32);
-        assert_eq!(s, "f".repeat(32));
+        let mut s = [0u8; 4];
+        put_hex(&mut s, 0xab);
+        assert_eq!(&s, b"00ab");
+        let mut s = [0u8; 32];
+        put_hex(&mut s, u128::MAX);
+        assert_eq!(s, [b'f'; 32]);
+    }
+
+    #[test]
+    fn parses_by_layout_as_the_spec_says() {
+        let t = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let ok = format!("00-{t}-00f067aa0ba902b7-01");
+        assert_eq!(parse(&ok), Some((t, "01")));
+        assert_eq!(parse(&format!(" {ok} ")), Some((t, "01")), "trimmed");
+        // A later version may add fields after a dash; nothing else may follow.
+        assert_eq!(
+            parse(&format!("01-{t}-00f067aa0ba902b7-01-extra")),
+            Some((t, "01"))
+        );
+        for bad in [
+            format!("{ok}x"),
+            format!("ff-{t}-00f067aa0ba902b7-01"),
+            format!("00-{}-00f067aa0ba902b7-01", "0".repeat(32)),
+            format!("00-{t}-00f067aa0ba902b7-1"),
+            format!("00-{t}x00f067aa0ba902b7-01"),
+            format!("00-{}g-00f067aa0ba902b7-01", &t[..31]),
+            format!("0-{t}-00f067aa0ba902b7-01"),
+            String::new(),
+        ] {
+            assert_eq!(parse(&bad), None, "{bad}");
+        }
+        // As value: the next hop keeps the trace and the flags.
+        let v = next_traceparent_value(Some(&HeaderValue::from_str(&ok).unwrap()));
+        assert_eq!(parse(v.to_str().unwrap()), Some((t, "01")));
+        assert_ne!(v.to_str().unwrap(), ok);
     }
 
     #[test]

@@ -69,7 +69,7 @@ impl Service<Call> for UpstreamService {
             };
             let path = upstream_path_and_query(this.path.as_deref(), &cx.params, &head.uri);
             let uri = this.upstream.uri_for(&path)?;
-            let headers = upstream_headers(&head.headers, cx.peer);
+            let headers = upstream_headers(&head.headers, &cx.peer_ip);
             let opts = CallOptions {
                 retry_allowed,
                 body_limit: max_body,
