@@ -30,16 +30,17 @@
 # Output: bench/out/efficiency/summary.txt (table) and summary.md (the same as a
 # Markdown table for BENCHMARKS.md), every round in rounds.tsv.
 #
-# Env: SCENARIOS ("get cache post async"), ROUNDS (2), DURATION (8), CONNS (32),
+# Env: SCENARIOS ("get cache post async"), ROUNDS (3), DURATION (8), CONNS (32),
 #      CONNS_ASYNC (64), WRK_THREADS (1), BENCH_PORT_BASE (18400), AMQP_URI,
 #      JUNCTION_REF (build a commit instead of the working tree).
 #      BINARY: a junction binary built already (no build).
+# This script's load shape (set before lib.sh, whose defaults differ).
+DURATION="${DURATION:-8}"
+CONNS="${CONNS:-32}"
 source "$(dirname "$0")/lib.sh"
 
 SCENARIOS="${SCENARIOS:-get cache post async}"
-ROUNDS="${ROUNDS:-2}"
-DURATION="${DURATION:-8}"
-CONNS="${CONNS:-32}"
+ROUNDS="${ROUNDS:-3}"
 CONNS_ASYNC="${CONNS_ASYNC:-64}"
 WRK_THREADS="${WRK_THREADS:-1}"
 AMQP_URI="${AMQP_URI:-amqp://guest:guest@127.0.0.1:5672/%2f}"

@@ -63,7 +63,9 @@ import http.client, sys
 port, n = int(sys.argv[1]), int(sys.argv[2])
 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
 for i in range(n):
-    conn.request("GET", "/products/42")
+    # No Accept-Encoding (as wrk): http.client would otherwise send "identity".
+    conn.putrequest("GET", "/products/42", skip_accept_encoding=True)
+    conn.endheaders()
     r = conn.getresponse()
     r.read()
     if r.status != 200:

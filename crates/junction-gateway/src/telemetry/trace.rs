@@ -5,7 +5,16 @@
 //! buffer (no `format!`, no per-digit pushes).
 
 use http::{HeaderName, HeaderValue};
-use rand::Rng;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::cell::RefCell;
+
+thread_local! {
+    /// Trace and span ids must be unique, not secret: a fast generator per
+    /// thread (xoshiro), seeded from the system's randomness, instead of the
+    /// cryptographic `thread_rng` on every request.
+    static IDS: RefCell<SmallRng> = RefCell::new(SmallRng::from_entropy());
+}
 
 /// The `traceparent` header.
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -30,17 +39,21 @@ pub fn next_traceparent_value(incoming: Option<&HeaderValue>) -> HeaderValue {
 }
 
 fn next_bytes(incoming: Option<&str>) -> [u8; LEN] {
-    let mut rng = rand::thread_rng();
-    let span: u64 = rng.gen::<u64>() | 1;
     let mut out = [b'-'; LEN];
     out[..2].copy_from_slice(b"00");
-    match incoming.and_then(parse) {
-        Some((trace, flags)) => {
+    let parsed = incoming.and_then(parse);
+    let (span, trace) = IDS.with(|ids| {
+        let mut rng = ids.borrow_mut();
+        let span: u64 = rng.gen::<u64>() | 1;
+        (span, parsed.is_none().then(|| rng.gen::<u128>() | 1))
+    });
+    match (parsed, trace) {
+        (Some((trace, flags)), _) => {
             out[3..35].copy_from_slice(trace.as_bytes());
             out[53..55].copy_from_slice(flags.as_bytes());
         }
-        None => {
-            put_hex(&mut out[3..35], rng.gen::<u128>() | 1);
+        (None, trace) => {
+            put_hex(&mut out[3..35], trace.unwrap_or(1));
             out[53..55].copy_from_slice(b"01");
         }
     }
