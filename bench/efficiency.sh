@@ -7,7 +7,8 @@
 # /proc/PID/stat, every thread, nginx's master and workers) its processes spent,
 # divided by the requests they answered, under the same closed-loop load. Every
 # scenario runs each server once per round, rounds interleaved; the table keeps
-# each server's lowest-CPU round, with that round's requests/s and p99.
+# each server's lowest-CPU round with that round's requests/s, and the median
+# of its rounds' p99.
 #
 # Scenarios (SCENARIOS, default all four):
 #   get    a small GET proxied to an nginx origin (`return 200`, 49-byte JSON):
@@ -253,6 +254,12 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 
+# p99 of one server over every round, the median: one round's tail on these shared
+# cores swings far more than its CPU (a best-CPU round's p99 can be any of them).
+p99_median() {
+    awk -F'\t' -v sc="$1" -v sv="$2" 'NR > 1 && $2 == sc && $3 == sv {print $6}' "$WORK/rounds.tsv" |
+        sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+}
 sha=$(git -C "$REPO_DIR" rev-parse --short "${JUNCTION_REF:-HEAD}")
 what() {
     case "$1" in
@@ -265,11 +272,12 @@ what() {
     for scenario in $SCENARIOS; do
         echo
         echo "-- $(what "$scenario")"
-        printf "%-14s %14s %12s %9s %14s\n" "server" "CPU µs / op" "ops/s" "p99 ms" "CPU vs nginx"
+        printf "%-14s %14s %12s %14s %14s\n" "server" "CPU µs / op" "ops/s" "p99 ms (med)" "CPU vs nginx"
         ref="${BEST[$scenario:nginx]:-${BEST[$scenario:rabbitmq]:-}}"
         while IFS='|' read -r name _ _; do
-            read -r cpu rps p99 _ <<<"${BEST[$scenario:$name]}"
-            printf "%-14s %14s %12s %9s %14s\n" "$name" "$cpu" "$rps" "$p99" \
+            read -r cpu rps _ <<<"${BEST[$scenario:$name]}"
+            p99=$(p99_median "$scenario" "$name")
+            printf "%-14s %14s %12s %14s %14s\n" "$name" "$cpu" "$rps" "$p99" \
                 "$(awk -v a="$cpu" -v b="${ref%% *}" 'BEGIN {printf "%.2fx", a / b}')"
         done < <(servers_of "$scenario")
     done
@@ -277,12 +285,13 @@ what() {
     echo "(async: the rabbitmq row is the broker's CPU per confirmed persistent message, $CONNS_ASYNC publishers; its 'vs' column is the reference)"
 } | tee "$WORK/summary.txt"
 {
-    echo "| scenario | server | CPU µs / op | ops/s | p99 ms | CPU vs nginx (async: vs RabbitMQ) |"
+    echo "| scenario | server | CPU µs / op (best round) | ops/s (that round) | p99 ms (median of rounds) | CPU vs nginx (async: vs RabbitMQ) |"
     echo "|---|---|---|---|---|---|"
     for scenario in $SCENARIOS; do
         ref="${BEST[$scenario:nginx]:-${BEST[$scenario:rabbitmq]:-}}"
         while IFS='|' read -r name _ _; do
-            read -r cpu rps p99 _ <<<"${BEST[$scenario:$name]}"
+            read -r cpu rps _ <<<"${BEST[$scenario:$name]}"
+            p99=$(p99_median "$scenario" "$name")
             printf "| %s | %s | %s | %s | %s | %s |\n" "$(what "$scenario")" "$name" "$cpu" "$rps" "$p99" \
                 "$(awk -v a="$cpu" -v b="${ref%% *}" 'BEGIN {printf "%.2f×", a / b}')"
         done < <(servers_of "$scenario")
