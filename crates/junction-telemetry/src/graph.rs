@@ -314,6 +314,12 @@ impl DependencyGraph {
         self.edge_stats(from, to, kind)
     }
 
+    /// Counts a call whose edge the full graph could not take (after
+    /// [`edge`](Self::edge) gave none).
+    pub fn note_dropped(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The stats of an edge, created when missing and the graph has room.
     fn edge_stats(&self, from: &str, to: &str, kind: EdgeKind) -> Option<Arc<RouteStats>> {
         let found = |edges: &Edges, from: &str| {

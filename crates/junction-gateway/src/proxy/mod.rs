@@ -651,7 +651,7 @@ impl Gateway {
             match edge {
                 Some(edge) => edge.record_at(tokio::time::Instant::now(), latency, failed, retried),
                 // The graph is full: counted as dropped.
-                None => graph.record_ref(&route.node, callee, *kind, latency, failed, retried),
+                None => graph.note_dropped(),
             }
             if let Some(s) = stats {
                 s.record_status(latency, failed, status);

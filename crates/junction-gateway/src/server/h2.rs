@@ -239,15 +239,17 @@ pub(super) async fn speaks_h2(stream: &tokio::net::TcpStream) -> std::io::Result
     const PREFACE: &[u8] = b"PRI * HTTP/2.0";
     let mut buf = [0u8; PREFACE.len()];
     // A prefix of the preface so far: wait for the rest (peek returns at once
-    // while anything is unread), for half a second at most. A deadline, not a
-    // count of naps: on a busy machine each nap overshoots, and what arrives
-    // after the half second must not count.
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+    // while anything is unread), for half a second at most from the first
+    // bytes. A deadline, not a count of naps: on a busy machine each nap
+    // overshoots, and what arrives after the half second must not count.
+    let mut deadline = None;
     loop {
         let n = stream.peek(&mut buf).await?;
         if n == 0 || n >= PREFACE.len() || !PREFACE.starts_with(&buf[..n]) {
             return Ok(n >= PREFACE.len() && buf == *PREFACE);
         }
+        let deadline = *deadline
+            .get_or_insert_with(|| tokio::time::Instant::now() + Duration::from_millis(500));
         tokio::time::sleep(Duration::from_millis(5)).await;
         if tokio::time::Instant::now() >= deadline {
             return Ok(false);

@@ -311,6 +311,29 @@ impl<P: Predicate + Send + Sync + 'static> Connection<P> {
     }
 }
 
+/// What the compression layer does to an answer it does not compress for a
+/// client that accepts no encoding (tower-http 0.6 `compression/future.rs`):
+/// `Vary: Accept-Encoding` on an answer it would compress for one that does,
+/// unless a `Vary` already names it.
+fn mark_vary<P: Predicate>(resp: &mut Response<Body>, predicate: &P) {
+    let h = resp.headers();
+    let named = h.get_all(http::header::VARY).iter().any(|v| {
+        v.as_bytes()
+            .windows(b"accept-encoding".len())
+            .any(|w| w.eq_ignore_ascii_case(b"accept-encoding"))
+    });
+    if !named
+        && !h.contains_key(http::header::CONTENT_ENCODING)
+        && !h.contains_key(http::header::CONTENT_RANGE)
+        && predicate.should_compress(resp)
+    {
+        resp.headers_mut().append(
+            http::header::VARY,
+            http::HeaderValue::from_static("accept-encoding"),
+        );
+    }
+}
+
 fn box_compressed(resp: Response<CompressionBody<Body>>) -> Response<Body> {
     resp.map(|b| b.map_err(|e| -> BoxError { e }).boxed())
 }
@@ -343,7 +366,9 @@ where
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), Infallible>> {
-        self.compressed.poll_ready(cx)
+        // Either may serve the next request: both must be ready.
+        futures::ready!(self.compressed.poll_ready(cx))?;
+        self.plain.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
@@ -388,22 +413,61 @@ impl<P: Predicate + Send + Sync + 'static> tower::Service<Request<Incoming>> for
         Box::pin(async move {
             let mut resp = gateway.handle(req, client).await;
             if let Some(predicate) = vary_when {
-                // The compression layer's own rule for adding it.
-                let h = resp.headers();
-                if !h.contains_key(http::header::CONTENT_ENCODING)
-                    && !h.contains_key(http::header::CONTENT_RANGE)
-                    && predicate.should_compress(&resp)
-                {
-                    resp.headers_mut().append(
-                        http::header::VARY,
-                        http::HeaderValue::from_static("accept-encoding"),
-                    );
-                }
+                mark_vary(&mut resp, predicate.as_ref());
             }
             Ok(match stream {
                 Some(stream) => resp.map(|body| stream.watch(body)),
                 None => resp,
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::Full;
+
+    fn answer(len: usize, headers: &[(&str, &str)]) -> Response<Body> {
+        let mut resp = Response::new(
+            Full::new(bytes::Bytes::from(vec![b'x'; len]))
+                .map_err(|e| match e {})
+                .boxed(),
+        );
+        for (k, v) in headers {
+            resp.headers_mut().append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                http::HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        resp
+    }
+
+    fn varies(resp: &Response<Body>) -> Vec<&str> {
+        resp.headers()
+            .get_all(http::header::VARY)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn answers_that_skip_the_compression_layer_get_its_vary_once() {
+        let p = SizeAbove::new(COMPRESS_ABOVE).and(NotForContentType::IMAGES);
+        let mut big = answer(4096, &[("content-type", "application/json")]);
+        mark_vary(&mut big, &p);
+        assert_eq!(varies(&big), ["accept-encoding"]);
+        let mut small = answer(10, &[]);
+        mark_vary(&mut small, &p);
+        assert!(varies(&small).is_empty(), "too small to compress");
+        let mut named = answer(4096, &[("vary", "Accept-Encoding, Origin")]);
+        mark_vary(&mut named, &p);
+        assert_eq!(varies(&named), ["Accept-Encoding, Origin"], "not twice");
+        let mut encoded = answer(4096, &[("content-encoding", "gzip")]);
+        mark_vary(&mut encoded, &p);
+        assert!(varies(&encoded).is_empty(), "already encoded");
+        let mut image = answer(4096, &[("content-type", "image/png")]);
+        mark_vary(&mut image, &p);
+        assert!(varies(&image).is_empty(), "never compressed");
     }
 }
