@@ -102,15 +102,6 @@ JB_PID=$JUNCTION_PID
 JUNCTION_BIN="$WORK/junction-head" start_junction "$WORK/head.yaml" "$WORK/head.log" "$JH_ADMIN"
 JH_PID=$JUNCTION_PID
 
-# CPU ticks of a process and its children (nginx workers).
-cpu_ticks() {
-    local total=0 pid
-    for pid in "$1" $(pgrep -P "$1" || true); do
-        total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
-    done
-    echo "$total"
-}
-
 # One measured run: prints "cpu_us_per_req rps p99_ms requests".
 measure() {
     local label="$1" pid="$2" url="$3" before after out

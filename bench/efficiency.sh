@@ -169,15 +169,6 @@ case " $SCENARIOS " in *" async "*)
 esac
 BEAM_PID=$(pgrep -o -f 'beam.smp.*rabbit' || true)
 
-# CPU ticks of a process and its children (nginx's workers).
-cpu_ticks() {
-    local total=0 pid
-    for pid in "$1" $(pgrep -P "$1" || true); do
-        total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
-    done
-    echo "$total"
-}
-
 # One closed-loop run against one server; prints "cpu_us_per_req rps p99_ms requests".
 # measure LABEL PID URL CONNS [LUA]
 measure() {

@@ -278,6 +278,16 @@ EOF
     start_nginx "$dir" "$port"
 }
 
+# CPU ticks (utime + stime, every thread) of a process and its children, e.g.
+# nginx's master and workers: divide by CLK_TCK for seconds. cpu_ticks PID
+cpu_ticks() {
+    local total=0 pid
+    for pid in "$1" $(pgrep -P "$1" || true); do
+        total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+    done
+    echo "$total"
+}
+
 # Sums the samples of one metric family whose labels contain a fragment.
 # metric_sum ADMIN_PORT NAME [LABEL_FRAGMENT]
 metric_sum() {
