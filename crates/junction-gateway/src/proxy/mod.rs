@@ -532,11 +532,7 @@ impl Gateway {
             trace: None,
         };
         let Some(matched) = self.router.find(&method, &path) else {
-            who.trace = req
-                .headers()
-                .get(crate::telemetry::trace::TRACEPARENT)
-                .and_then(|v| v.to_str().ok())
-                .and_then(TraceId::of);
+            who.trace = TraceId::sent(req.headers());
             let resp = GatewayError::NoRoute {
                 method: method.to_string(),
                 path: path.clone(),

@@ -127,12 +127,7 @@ pub fn sample_of(
         .ok();
     // Only a trace the caller sent ties its calls together (one Junction
     // starts is new per request).
-    let trace = req
-        .headers()
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(TraceId::of)
-        .map(|t| t.to_string());
+    let trace = TraceId::sent(req.headers()).map(|t| t.to_string());
     // A catch-all route (observe mode's one route per upstream) is analysed
     // per path template, so each endpoint gets its own advice.
     let catch_all = route.template.contains("{*");

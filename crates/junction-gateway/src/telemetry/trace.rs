@@ -76,6 +76,14 @@ impl TraceId {
         Some(Self(id))
     }
 
+    /// The trace of a valid `traceparent` in `headers`, if one was sent.
+    pub fn sent(headers: &http::HeaderMap) -> Option<Self> {
+        headers
+            .get(TRACEPARENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(Self::of)
+    }
+
     /// A request's trace: its valid `traceparent`'s, else a new trace whose
     /// `traceparent` is added to `headers`, so every hop after (upstream,
     /// queued event) carries the id the access line shows. The new one is
@@ -84,11 +92,7 @@ impl TraceId {
     /// `tracestate` that came with an invalid `traceparent` goes with it
     /// (W3C Trace Context §3.3).
     pub fn ensure(headers: &mut http::HeaderMap) -> Self {
-        if let Some(id) = headers
-            .get(TRACEPARENT)
-            .and_then(|v| v.to_str().ok())
-            .and_then(Self::of)
-        {
+        if let Some(id) = Self::sent(headers) {
             return id;
         }
         let mut tp = next_bytes(None);
