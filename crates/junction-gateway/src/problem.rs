@@ -38,8 +38,9 @@ pub enum GatewayError {
         route: String,
         retry_after: Duration,
     },
-    /// The queue is over `queue.max_depth`.
-    #[error("the queue is full ({depth} undelivered of at most {max}); retry later")]
+    /// Every subscriber of the event is at `queue.max_depth` (or, on backends that
+    /// limit the whole queue, the queue is).
+    #[error("the queue is full: {depth} events wait for each subscriber of this event (max_depth {max}); retry later")]
     QueueFull { depth: u64, max: u64 },
     /// The queue could not store the event.
     #[error("the queue could not store the event: {0}")]

@@ -45,7 +45,8 @@ pub use embedded::{CommitStats, EmbeddedBroker, EmbeddedConfig};
 pub use response::ResponseSample;
 pub use store::IndexedStore;
 pub use types::{
-    dead_letter_id, split_dead_letter_id, AttemptRecord, DeadLetter, DeliveryState, DepthSnapshot,
-    DlqAction, DlqFilter, DlqPage, EnqueueOutcome, EnqueueRequest, Lease, Message, MessageId,
-    MessageStatus, QueueError, StorageError, SubscriberStatus, MAX_HISTORY,
+    backlog_full_reason, dead_letter_id, split_dead_letter_id, AttemptRecord, DeadLetter,
+    DeliveryState, DepthSnapshot, DlqAction, DlqFilter, DlqPage, EnqueueOutcome, EnqueueRequest,
+    Lease, Message, MessageId, MessageStatus, OnFull, QueueError, StorageError, SubscriberStatus,
+    BACKLOG_FULL, MAX_HISTORY,
 };

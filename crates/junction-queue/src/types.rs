@@ -291,15 +291,47 @@ pub struct DepthSnapshot {
     pub total: u64,
     /// Sum of `dlq`.
     pub dlq_total: u64,
+    /// Backlog per subscriber: events it has not received yet (waiting, retrying or
+    /// in flight). Empty on backends that do not count it.
+    pub subscribers: BTreeMap<String, u64>,
+}
+
+/// What a subscriber whose backlog reached `max_depth` does with a new event.
+/// Either way the topic's other subscribers still get it, and nothing is dropped
+/// unseen: what is shed becomes a dead letter (reason [`BACKLOG_FULL`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFull {
+    /// The new event is dead-lettered for that subscriber. When every subscriber
+    /// of the event is full, the publish is refused ([`QueueError::Full`], 503).
+    #[default]
+    Reject,
+    /// The subscriber's oldest waiting event (not in flight) is dead-lettered to
+    /// make room; the new one is queued.
+    DeadLetterOldest,
+}
+
+/// Start of the dead-letter reason of an event shed by a full backlog.
+pub const BACKLOG_FULL: &str = "backlog full";
+
+/// The dead-letter reason of an event a full backlog shed.
+pub fn backlog_full_reason(backlog: u64, max: u64, on_full: OnFull) -> String {
+    let what = match on_full {
+        OnFull::Reject => "the new event was refused",
+        OnFull::DeadLetterOldest => "the oldest waiting event made room",
+    };
+    format!("{BACKLOG_FULL}: {backlog} waiting for this subscriber (max_depth {max}); {what}")
 }
 
 /// Why a queue operation failed.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum QueueError {
-    /// Too many undelivered messages; retry later (503 + Retry-After).
-    #[error("queue full: {depth} undelivered messages (max {max})")]
+    /// Every subscriber of the event has a full backlog (or, where the backend
+    /// limits the whole queue, too many undelivered messages); retry later (503 +
+    /// Retry-After).
+    #[error("queue full: {depth} events waiting (max_depth {max})")]
     Full {
-        /// Undelivered messages now.
+        /// Backlog (or undelivered messages) now.
         depth: u64,
         /// Configured maximum.
         max: u64,

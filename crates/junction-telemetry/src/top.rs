@@ -439,6 +439,7 @@ fn render_view(json: &Value, width: usize, ansi: bool, view: View, rates: &Rates
                 ("TOPIC", Align::Left),
                 ("RATE/S", Align::Right),
                 ("LAG", Align::Right),
+                ("BACKLOG", Align::Right),
                 ("DELIVERED", Align::Right),
                 ("RETRYING", Align::Right),
                 ("DEAD", Align::Right),
@@ -466,9 +467,11 @@ fn render_view(json: &Value, width: usize, ansi: bool, view: View, rates: &Rates
                 "rate_limited" => ("rate-limited", "half-open"),
                 other => (other, "closed"),
             };
+            // Its own oldest waiting event when the backend counts it, else the topic's.
             let lag = s
-                .get("lag_ms")
+                .get("oldest_pending_age_ms")
                 .and_then(Value::as_f64)
+                .or_else(|| s.get("lag_ms").and_then(Value::as_f64))
                 .map_or("-".into(), |n| format!("{:.1}s", n / 1000.0));
             t.row(
                 str_of(s, "name"),
@@ -477,6 +480,7 @@ fn render_view(json: &Value, width: usize, ansi: bool, view: View, rates: &Rates
                     (str_of(s, "topic").to_owned(), Style::Plain),
                     (rate(s.get("rate")), Style::Plain),
                     (lag, Style::Plain),
+                    (count(s.get("backlog")), Style::Plain),
                     (count(s.get("delivered")), Style::Plain),
                     (count(s.get("retrying")), Style::Plain),
                     (dead, dead_style),

@@ -17,7 +17,7 @@ fn overview() -> Value {
         "cache": {"hits": 9000, "misses": 1000, "hit_ratio": 0.9, "entries": 420, "bytes": 1_572_864, "bytes_saved": 48_234_496},
         "queues": [{"topic": "orders", "depth": 12, "dlq_depth": 3, "oldest_pending_age_ms": 1500}],
         "subscribers": [
-            {"name": "fulfillment", "topic": "orders", "delivered": 8990, "retrying": 2, "dead": 3, "p99_ms": 120.0}
+            {"name": "fulfillment", "topic": "orders", "state": "paused", "backlog": 4321, "oldest_pending_age_ms": 2500, "delivered": 8990, "retrying": 2, "dead": 3, "p99_ms": 120.0}
         ]
     })
 }
@@ -53,7 +53,10 @@ fn renders_every_section() {
         orders.contains("12") && orders.contains("1.5s"),
         "{orders:?}"
     );
-    assert!(line_with(&text, "fulfillment").contains("8990"));
+    let fulfillment = line_with(&text, "fulfillment");
+    for cell in ["8990", "4321", "2.5s", "paused"] {
+        assert!(fulfillment.contains(cell), "{cell} in {fulfillment:?}");
+    }
     let cache = line_with(&text, "CACHE");
     assert!(
         cache.contains("hit ratio 90.0%")

@@ -4,7 +4,8 @@ use super::AdminState;
 use crate::pipeline::metrics::PipelineMetrics;
 use crate::proxy::cached::metrics::CacheMetrics;
 use crate::proxy::upstream::UpstreamMetrics;
-use crate::telemetry::metrics::{TopicLabel, UpstreamLabel};
+use crate::telemetry::live::SubscriberState;
+use crate::telemetry::metrics::{SubscriberLabel, SubscriberStateLabel, TopicLabel, UpstreamLabel};
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -37,6 +38,34 @@ pub(super) async fn metrics(State(state): State<AdminState>) -> Response {
                     topic: topic.clone(),
                 })
                 .set(*n as i64);
+        }
+        let now_ms = junction_cache::entry::now_ms();
+        for s in gw.live.current_subscribers() {
+            let label = SubscriberLabel {
+                subscriber: s.name.clone(),
+            };
+            let backlog = depth.subscribers.get(&s.name).copied();
+            if let Some(n) = backlog {
+                pipeline
+                    .subscriber_backlog
+                    .get_or_create(&label)
+                    .set(n as i64);
+            }
+            let age = s.oldest_age_ms(backlog, now_ms).unwrap_or(0);
+            pipeline
+                .subscriber_oldest_age
+                .get_or_create(&label)
+                .set(age as f64 / 1000.0);
+            let current = s.state();
+            for st in SubscriberState::ALL {
+                pipeline
+                    .subscriber_state
+                    .get_or_create(&SubscriberStateLabel {
+                        subscriber: s.name.clone(),
+                        state: st.as_str(),
+                    })
+                    .set(i64::from(st == current));
+            }
         }
     }
     let upstreams = state.metrics.set::<UpstreamMetrics>();

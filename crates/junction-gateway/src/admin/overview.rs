@@ -75,43 +75,46 @@ pub(super) async fn overview(State(state): State<AdminState>) -> Json<Value> {
             "backend": gw.cache.backend(),
         })
     });
-    let subscribers = live.subscribers.read().clone();
-    let queues: Vec<Value> = match &state.queue {
-        Some(queue) => {
-            let depth = queue.ledger.depth();
-            let now_ms = now_ms();
-            depth
-                .topics
-                .iter()
-                .map(|(topic, n)| {
-                    // Delivery lag: age of the oldest message a subscriber of this topic is on.
-                    let lag = (*n > 0)
-                        .then(|| {
-                            subscribers
-                                .iter()
-                                .filter(|s| &s.topic == topic)
-                                .map(|s| s.last_enqueued_ms.load(Ordering::Relaxed))
-                                .filter(|t| *t > 0)
-                                .min()
-                                .map(|t| now_ms.saturating_sub(t))
-                        })
-                        .flatten();
-                    json!({
-                        "topic": topic, "depth": n,
-                        "dlq_depth": depth.dlq.get(topic).copied().unwrap_or(0),
-                        "oldest_pending_age_ms": lag,
+    let subscribers = live.current_subscribers();
+    let depth = state.queue.as_ref().map(|q| q.ledger.depth());
+    let now_ms = now_ms();
+    let queues: Vec<Value> = match &depth {
+        Some(depth) => depth
+            .topics
+            .iter()
+            .map(|(topic, n)| {
+                // Delivery lag: age of the oldest message a subscriber of this topic is on.
+                let lag = (*n > 0)
+                    .then(|| {
+                        subscribers
+                            .iter()
+                            .filter(|s| &s.topic == topic)
+                            .map(|s| s.last_enqueued_ms.load(Ordering::Relaxed))
+                            .filter(|t| *t > 0)
+                            .min()
+                            .map(|t| now_ms.saturating_sub(t))
                     })
+                    .flatten();
+                json!({
+                    "topic": topic, "depth": n,
+                    "dlq_depth": depth.dlq.get(topic).copied().unwrap_or(0),
+                    "oldest_pending_age_ms": lag,
                 })
-                .collect()
-        }
+            })
+            .collect(),
         None => Vec::new(),
     };
     let subscribers: Vec<Value> = subscribers
         .iter()
         .map(|s| {
+            let backlog = depth
+                .as_ref()
+                .and_then(|d| d.subscribers.get(&s.name).copied());
             json!({
                 "name": s.name, "topic": s.topic,
                 "state": s.state().as_str(),
+                "backlog": backlog,
+                "oldest_pending_age_ms": s.oldest_age_ms(backlog, now_ms),
                 "delivered": s.delivered.load(Ordering::Relaxed),
                 "retrying": s.retrying.load(Ordering::Relaxed).max(0),
                 "dead": s.dead.load(Ordering::Relaxed),

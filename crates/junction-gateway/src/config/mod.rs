@@ -217,9 +217,14 @@ pub enum QueueConfig {
         /// Directory of the queue's files.
         #[serde(default = "defaults::queue_path")]
         path: PathBuf,
-        /// Undelivered messages past which new events get 503.
+        /// Most events waiting for one subscriber (its backlog); past it that
+        /// subscriber sheds as `on_full` says, and an event whose every
+        /// subscriber is full gets 503.
         #[serde(default)]
         max_depth: Option<u64>,
+        /// What a subscriber whose backlog is full does with a new event.
+        #[serde(default)]
+        on_full: OnFull,
     },
     /// A queue in Redis, shared by every instance using the same `prefix`.
     Redis {
@@ -228,9 +233,14 @@ pub enum QueueConfig {
         /// Key prefix of the shared queue.
         #[serde(default = "defaults::queue_prefix")]
         prefix: String,
-        /// Undelivered messages past which new events get 503.
+        /// Most events waiting for one subscriber (its backlog); past it that
+        /// subscriber sheds as `on_full` says, and an event whose every
+        /// subscriber is full gets 503.
         #[serde(default)]
         max_depth: Option<u64>,
+        /// What a subscriber whose backlog is full does with a new event.
+        #[serde(default)]
+        on_full: OnFull,
         /// How long a lease lasts unless renewed: how soon the deliveries of an
         /// instance that died (or a lease whose reply was lost) go out again.
         #[serde(default = "defaults::lease_ttl")]
@@ -244,9 +254,14 @@ pub enum QueueConfig {
         /// Schema holding the queue's tables (lowercase letters, digits, `_`).
         #[serde(default = "defaults::queue_schema")]
         schema: String,
-        /// Undelivered messages past which new events get 503.
+        /// Most events waiting for one subscriber (its backlog); past it that
+        /// subscriber sheds as `on_full` says, and an event whose every
+        /// subscriber is full gets 503.
         #[serde(default)]
         max_depth: Option<u64>,
+        /// What a subscriber whose backlog is full does with a new event.
+        #[serde(default)]
+        on_full: OnFull,
         /// Visibility timeout of a claimed delivery, renewed every third of it
         /// while its instance lives: how soon a dead instance's deliveries go out again.
         #[serde(default = "defaults::lease_ttl")]
@@ -330,6 +345,27 @@ pub enum QueueConfig {
     },
 }
 
+/// What a subscriber whose backlog reached `queue.max_depth` does with a new event
+/// (what it sheds becomes a dead letter, reason "backlog full").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFull {
+    /// The new event is dead-lettered for that subscriber (the others get it).
+    #[default]
+    Reject,
+    /// Its oldest waiting event is dead-lettered; the new one is queued.
+    DeadLetterOldest,
+}
+
+impl From<OnFull> for junction_queue::OnFull {
+    fn from(o: OnFull) -> Self {
+        match o {
+            OnFull::Reject => Self::Reject,
+            OnFull::DeadLetterOldest => Self::DeadLetterOldest,
+        }
+    }
+}
+
 /// RabbitMQ queue type of subscriber queues.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -346,6 +382,7 @@ impl Default for QueueConfig {
         QueueConfig::Embedded {
             path: defaults::queue_path(),
             max_depth: None,
+            on_full: OnFull::Reject,
         }
     }
 }

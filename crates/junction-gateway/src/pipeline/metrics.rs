@@ -2,7 +2,9 @@
 //! dead letters, and per subscriber the deliveries, their latency from
 //! enqueue to acknowledgement, and the attempts they needed.
 
-use crate::telemetry::metrics::{MetricSet, SubscriberLabel, SubscriberOutcome, TopicLabel};
+use crate::telemetry::metrics::{
+    MetricSet, SubscriberLabel, SubscriberOutcome, SubscriberStateLabel, TopicLabel,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -21,6 +23,14 @@ pub struct PipelineMetrics {
     pub queue_depth: Family<TopicLabel, Gauge>,
     /// `junction_dlq_depth{topic}` (refreshed at scrape time).
     pub dlq_depth: Family<TopicLabel, Gauge>,
+    /// `junction_subscriber_backlog{subscriber}`: events waiting for it (refreshed
+    /// at scrape time, on backends that count it).
+    pub subscriber_backlog: Family<SubscriberLabel, Gauge>,
+    /// `junction_subscriber_oldest_age_seconds{subscriber}`: age of the event it is
+    /// on while it has a backlog (deliveries go oldest first), else 0.
+    pub subscriber_oldest_age: Family<SubscriberLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// `junction_subscriber_state{subscriber,state}`: 1 for its current state.
+    pub subscriber_state: Family<SubscriberStateLabel, Gauge>,
     /// `junction_events_accepted_total{topic}`.
     pub events_accepted: Family<TopicLabel, Counter>,
     /// `junction_deliveries_total{subscriber,outcome}`.
@@ -46,6 +56,9 @@ impl MetricSet for PipelineMetrics {
         let m = Self {
             queue_depth: Family::default(),
             dlq_depth: Family::default(),
+            subscriber_backlog: Family::default(),
+            subscriber_oldest_age: Family::default(),
+            subscriber_state: Family::default(),
             events_accepted: Family::default(),
             deliveries: Family::default(),
             delivery_latency: Family::new_with_constructor(delivery_histogram),
@@ -60,6 +73,21 @@ impl MetricSet for PipelineMetrics {
             "junction_dlq_depth",
             "Dead letters, by topic",
             m.dlq_depth.clone(),
+        );
+        r.register(
+            "junction_subscriber_backlog",
+            "Events waiting for a subscriber (not yet delivered or dead), by subscriber",
+            m.subscriber_backlog.clone(),
+        );
+        r.register(
+            "junction_subscriber_oldest_age_seconds",
+            "Age of the event a subscriber with a backlog is on, by subscriber",
+            m.subscriber_oldest_age.clone(),
+        );
+        r.register(
+            "junction_subscriber_state",
+            "1 for a subscriber's current state (delivering, paused, disabled, rate_limited)",
+            m.subscriber_state.clone(),
         );
         r.register(
             "junction_events_accepted",

@@ -57,9 +57,14 @@ pub struct AsyncRoute {
 /// Opens the configured queue backend.
 pub async fn open_queue(config: &Config) -> anyhow::Result<Queue> {
     match &config.queue {
-        QueueConfig::Embedded { path, max_depth } => {
+        QueueConfig::Embedded {
+            path,
+            max_depth,
+            on_full,
+        } => {
             let mut cfg = EmbeddedConfig::new(path.clone());
             cfg.max_depth = *max_depth;
+            cfg.on_full = (*on_full).into();
             cfg.completed_retention = COMPLETED_RETENTION;
             let broker = EmbeddedBroker::open(cfg)
                 .await
@@ -70,10 +75,12 @@ pub async fn open_queue(config: &Config) -> anyhow::Result<Queue> {
             url,
             prefix,
             max_depth,
+            on_full,
             lease_ttl,
         } => {
             let mut cfg = RedisConfig::new(url.clone(), prefix.clone());
             cfg.max_depth = *max_depth;
+            cfg.on_full = (*on_full).into();
             cfg.lease_ttl = lease_ttl.0;
             cfg.completed_retention = COMPLETED_RETENTION;
             let broker = RedisBroker::connect(cfg).await.map_err(|e| {
@@ -183,10 +190,12 @@ pub async fn open_queue(config: &Config) -> anyhow::Result<Queue> {
             url,
             schema,
             max_depth,
+            on_full,
             lease_ttl,
         } => {
             let mut cfg = PostgresConfig::new(url.clone(), schema.clone());
             cfg.max_depth = *max_depth;
+            cfg.on_full = (*on_full).into();
             cfg.lease_ttl = lease_ttl.0;
             cfg.completed_retention = COMPLETED_RETENTION;
             let broker = PostgresBroker::connect(cfg).await.map_err(|e| {

@@ -70,6 +70,14 @@ pub enum SubscriberState {
 }
 
 impl SubscriberState {
+    /// Every state, for gauges that show one of them.
+    pub const ALL: [Self; 4] = [
+        Self::Delivering,
+        Self::Paused,
+        Self::Disabled,
+        Self::RateLimited,
+    ];
+
     /// The name the admin API uses.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -128,6 +136,20 @@ impl Live {
         s
     }
 
+    /// The subscribers of the running configuration: one per name (a reload
+    /// registers them again; the latest handle wins).
+    pub fn current_subscribers(&self) -> Vec<Arc<SubscriberLive>> {
+        let all = self.subscribers.read();
+        let mut out: Vec<Arc<SubscriberLive>> = Vec::with_capacity(all.len());
+        for s in all.iter().rev() {
+            if !out.iter().any(|o| o.name == s.name) {
+                out.push(Arc::clone(s));
+            }
+        }
+        out.reverse();
+        out
+    }
+
     /// Records one delivery attempt on the topic → subscriber edge.
     pub fn delivery(&self, s: &SubscriberLive, latency: Duration, failed: bool, retried: bool) {
         s.stats.record(latency, failed);
@@ -156,6 +178,18 @@ impl SubscriberLive {
         } else {
             SubscriberState::Delivering
         }
+    }
+
+    /// How old the event it is on is, while it has a backlog (`None` when the
+    /// backend counts none waiting, or it has not taken one yet). Deliveries are
+    /// taken oldest first, so this is the age of its oldest waiting event within
+    /// the few in flight.
+    pub fn oldest_age_ms(&self, backlog: Option<u64>, now_ms: u64) -> Option<u64> {
+        if backlog == Some(0) {
+            return None;
+        }
+        let taken = self.last_enqueued_ms.load(Ordering::Relaxed);
+        (taken > 0).then(|| now_ms.saturating_sub(taken))
     }
 
     /// Its upstream's breaker opened (`true`) or closed.

@@ -101,6 +101,15 @@ pub struct SubscriberLabel {
     pub subscriber: String,
 }
 
+/// Labels `{subscriber, state}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SubscriberStateLabel {
+    /// Subscriber name.
+    pub subscriber: String,
+    /// One of `delivering`, `paused`, `disabled`, `rate_limited`.
+    pub state: &'static str,
+}
+
 /// The process's metric registry. Each module defines its own families as a
 /// [`MetricSet`] and registers them here (once per process, whatever the
 /// number of reloads); this type knows none of them.

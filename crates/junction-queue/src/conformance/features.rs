@@ -254,7 +254,14 @@ pub async fn ordering<F: Fn(BrokerOptions) -> Fut, Fut: Future<Output = Harness>
 
 /// Past `max_depth`, enqueue fails with `Full`; a duplicate is still answered.
 pub async fn full<F: Fn(BrokerOptions) -> Fut, Fut: Future<Output = Harness>>(factory: &F) {
-    let h = make(factory, BrokerOptions { max_depth: Some(2) }).await;
+    let h = make(
+        factory,
+        BrokerOptions {
+            max_depth: Some(2),
+            ..BrokerOptions::default()
+        },
+    )
+    .await;
     let b = &*h.broker;
     let mut first = request("t", &["s"], "1");
     first.idempotency_key = Some("one".into());
@@ -273,4 +280,115 @@ pub async fn full<F: Fn(BrokerOptions) -> Fut, Fut: Future<Output = Harness>>(fa
     assert_eq!(d.len(), 2);
     b.ack(&d[0], attempt("status 200")).await.unwrap();
     accepted(b, request("t", &["s"], "3")).await;
+}
+
+/// `max_depth` bounds each subscriber's backlog: a dead subscriber that is full
+/// gets new events as dead letters (reason "backlog full") while a healthy one of
+/// the same topic keeps receiving them; an event only for full subscribers is
+/// refused.
+pub async fn full_subscriber_sheds_alone<
+    F: Fn(BrokerOptions) -> Fut,
+    Fut: Future<Output = Harness>,
+>(
+    factory: &F,
+) {
+    let h = make(
+        factory,
+        BrokerOptions {
+            max_depth: Some(2),
+            on_full: OnFull::Reject,
+        },
+    )
+    .await;
+    let b = &*h.broker;
+    for i in 0..2 {
+        accepted(b, request("t", &["dead", "live"], &format!("{i}"))).await;
+    }
+    for d in lease(b, "live", now_ms()).await {
+        b.ack(&d, attempt("status 200")).await.unwrap();
+    }
+    let third = accepted(b, request("t", &["dead", "live"], "2")).await;
+    let got = lease(b, "live", now_ms()).await;
+    assert_eq!(ids(&got), vec![third.as_str()], "the healthy one gets it");
+    assert!(state_of(b, &third, "live")
+        .await
+        .next_attempt_at_ms
+        .is_some());
+    let shed = state_of(b, &third, "dead").await;
+    assert!(
+        matches!(&shed.state, DeliveryState::Dead { reason } if reason.starts_with(BACKLOG_FULL)),
+        "{:?}",
+        shed.state
+    );
+    let page = b
+        .dlq_list(
+            DlqFilter {
+                topic: None,
+                subscriber: Some("dead".into()),
+            },
+            None,
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].message.id, third);
+    assert!(page.items[0].reason.starts_with(BACKLOG_FULL));
+    let depth = b.depth();
+    assert_eq!(depth.subscribers.get("dead"), Some(&2), "{depth:?}");
+    assert_eq!(depth.subscribers.get("live"), Some(&1), "{depth:?}");
+    match b.enqueue(request("t", &["dead"], "3")).await {
+        Err(QueueError::Full { depth, max }) => assert_eq!((depth, max), (2, 2)),
+        other => panic!("expected Full, got {other:?}"),
+    }
+    // Room again once it takes one.
+    let d = lease(b, "dead", now_ms()).await;
+    b.ack(&d[0], attempt("status 200")).await.unwrap();
+    accepted(b, request("t", &["dead"], "4")).await;
+}
+
+/// With `on_full: dead_letter_oldest` a full subscriber's oldest waiting event
+/// becomes a dead letter and the new one is queued; one it holds is never taken
+/// (when it holds them all, the event is refused).
+pub async fn full_subscriber_dead_letters_its_oldest<
+    F: Fn(BrokerOptions) -> Fut,
+    Fut: Future<Output = Harness>,
+>(
+    factory: &F,
+) {
+    let h = make(
+        factory,
+        BrokerOptions {
+            max_depth: Some(2),
+            on_full: OnFull::DeadLetterOldest,
+        },
+    )
+    .await;
+    let b = &*h.broker;
+    let first = accepted(b, request("t", &["s"], "1")).await;
+    let second = accepted(b, request("t", &["s"], "2")).await;
+    let third = accepted(b, request("t", &["s"], "3")).await;
+    let first_state = state_of(b, &first, "s").await;
+    assert!(
+        matches!(&first_state.state, DeliveryState::Dead { reason } if reason.starts_with(BACKLOG_FULL)),
+        "{:?}",
+        first_state.state
+    );
+    assert_eq!(b.depth().subscribers.get("s"), Some(&2));
+    let held = lease(b, "s", now_ms()).await;
+    assert_eq!(ids(&held), {
+        let mut v = vec![second.as_str(), third.as_str()];
+        v.sort_unstable();
+        v
+    });
+    // Both are in flight: nothing to make room with, so it is refused.
+    match b.enqueue(request("t", &["s"], "4")).await {
+        Err(QueueError::Full { depth, max }) => assert_eq!((depth, max), (2, 2)),
+        other => panic!("expected Full, got {other:?}"),
+    }
+    for d in &held {
+        b.ack(d, attempt("status 200")).await.unwrap();
+    }
+    assert_eq!(b.depth().subscribers.get("s"), Some(&0));
+    assert_eq!(b.depth().dlq_total, 1);
 }

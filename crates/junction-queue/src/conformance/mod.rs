@@ -28,8 +28,10 @@ pub use features::*;
 /// Options a check needs from the broker it gets.
 #[derive(Clone, Debug, Default)]
 pub struct BrokerOptions {
-    /// Back-pressure limit on undelivered messages.
+    /// Back-pressure limit: events waiting per subscriber.
     pub max_depth: Option<u64>,
+    /// What a subscriber past `max_depth` does with a new event.
+    pub on_full: OnFull,
 }
 
 /// A broker under test plus whatever must live as long as it (e.g. a temp dir).
@@ -55,7 +57,8 @@ macro_rules! conformance_suite {
     ($factory:path) => {
         $crate::conformance_suite!(@tests $factory;
             enqueue_lease_ack, fan_out, retry_later, release, dead_letter_and_replay,
-            idempotency, ordering, full, notifier, unknown_ids);
+            idempotency, ordering, full, full_subscriber_sheds_alone,
+            full_subscriber_dead_letters_its_oldest, notifier, unknown_ids);
     };
     (@tests $factory:path; $($check:ident),*) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -59,6 +59,9 @@ pub(crate) struct Hot {
     /// on, oldest first (leasing takes from the front; a release puts one back).
     unleased: HashMap<String, BTreeSet<String>>,
     bytes: usize,
+    /// Per subscriber: hot messages it has not received (leased or not), its share
+    /// of the backlog.
+    owed: BTreeMap<String, u64>,
     /// Hot messages per topic (part of the queue depth).
     depth: BTreeMap<String, u64>,
     /// Hot messages per journal segment.
@@ -85,6 +88,7 @@ impl Hot {
             msgs: HashMap::new(),
             unleased: HashMap::new(),
             bytes: 0,
+            owed: BTreeMap::new(),
             depth: BTreeMap::new(),
             per_segment: BTreeMap::new(),
             order: BTreeSet::new(),
@@ -115,11 +119,6 @@ impl Hot {
         &self.depth
     }
 
-    /// Number of hot messages.
-    pub fn len(&self) -> usize {
-        self.msgs.len()
-    }
-
     /// Adds a journaled message.
     pub fn insert(&mut self, m: HotMessage) {
         let id = m.message.id.as_str().to_owned();
@@ -129,6 +128,7 @@ impl Hot {
                     .entry(sub.clone())
                     .or_default()
                     .insert(id.clone());
+                *self.owed.entry(sub.clone()).or_insert(0) += 1;
             }
         }
         self.bytes += m.message.body.len();
@@ -213,6 +213,9 @@ impl Hot {
         if let Some(set) = self.unleased.get_mut(sub) {
             set.remove(id);
         }
+        if let Some(n) = self.owed.get_mut(sub) {
+            *n = n.saturating_sub(1);
+        }
         if m.delivered.iter().all(Option::is_some) {
             match self.remove(id) {
                 Some(m) => HotAck::Completed(m),
@@ -227,9 +230,14 @@ impl Hot {
     pub fn remove(&mut self, id: &str) -> Option<HotMessage> {
         let m = self.msgs.remove(id)?;
         self.order.remove(id);
-        for sub in &m.message.subscribers {
+        for (sub, done) in m.message.subscribers.iter().zip(&m.delivered) {
             if let Some(set) = self.unleased.get_mut(sub) {
                 set.remove(id);
+            }
+            if done.is_none() {
+                if let Some(n) = self.owed.get_mut(sub) {
+                    *n = n.saturating_sub(1);
+                }
             }
         }
         self.bytes -= m.message.body.len();
@@ -261,6 +269,21 @@ impl Hot {
     /// Up to `limit` of the oldest hot message ids.
     pub fn oldest(&self, limit: usize) -> Vec<String> {
         self.order.iter().take(limit).cloned().collect()
+    }
+
+    /// Per subscriber: hot messages it has not received.
+    pub fn owed(&self) -> &BTreeMap<String, u64> {
+        &self.owed
+    }
+
+    /// How many hot messages `sub` has not received.
+    pub fn owed_to(&self, sub: &str) -> u64 {
+        self.owed.get(sub).copied().unwrap_or(0)
+    }
+
+    /// The oldest hot message `sub` has not received and holds no lease on.
+    pub fn oldest_unleased(&self, sub: &str) -> Option<&str> {
+        self.unleased.get(sub)?.first().map(String::as_str)
     }
 
     /// How many hot messages `sub` still has to receive and holds no lease on.

@@ -46,7 +46,10 @@ impl Instance {
             for (topic, n) in &o.depth {
                 Counters::add(&mut published.depth, topic, *n as i64);
             }
-            *mem.overflow.lock() = Some((o.cursor, o.depth.clone()));
+            for (sub, n) in &o.subs {
+                Counters::add(&mut published.backlog, sub, *n as i64);
+            }
+            *mem.overflow.lock() = Some(o.summary());
         }
         *mem.counters.write() = published;
         let mut core = Core::new(
@@ -58,7 +61,13 @@ impl Instance {
             rec.journal,
         );
         core.overflow = rec.overflow;
-        core.max_depth = cfg.max_depth.filter(|m| *m > 0);
+        core.limit = cfg
+            .max_depth
+            .filter(|m| *m > 0)
+            .map(|max| writer::limits::BacklogLimit {
+                max,
+                on_full: cfg.on_full,
+            });
         core.retention_ms = u64::try_from(cfg.completed_retention.as_millis()).unwrap_or(u64::MAX);
         core.max_completed = cfg.max_completed;
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);

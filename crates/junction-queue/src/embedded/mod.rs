@@ -88,8 +88,10 @@ const REPLAY_CHUNK: usize = 500;
 pub struct EmbeddedConfig {
     /// Directory holding the database file (`queue.redb`); created if missing.
     pub path: PathBuf,
-    /// Most undelivered messages accepted (all topics); `None` or 0 means unlimited.
+    /// Most events waiting for one subscriber (its backlog); `None` or 0 means unlimited.
     pub max_depth: Option<u64>,
+    /// What a subscriber whose backlog is full does with a new event.
+    pub on_full: crate::types::OnFull,
     /// How long a completed message's record (states and history, no body) is kept.
     pub completed_retention: Duration,
     /// Most completed records kept, whatever their age: past it the oldest are
@@ -108,6 +110,7 @@ impl EmbeddedConfig {
         Self {
             path: path.into(),
             max_depth: None,
+            on_full: crate::types::OnFull::Reject,
             completed_retention: Duration::from_secs(3600),
             max_completed: MAX_COMPLETED,
             hot_max_messages: HOT_MAX_MESSAGES,
@@ -200,9 +203,15 @@ impl EmbeddedBroker {
         for (topic, n) in mem.hot.lock().depth() {
             Counters::add(&mut counters.depth, topic, *n as i64);
         }
-        if let Some((_, depth)) = &*mem.overflow.lock() {
-            for (topic, n) in depth {
+        for (sub, n) in mem.hot.lock().owed() {
+            Counters::add(&mut counters.backlog, sub, *n as i64);
+        }
+        if let Some(o) = &*mem.overflow.lock() {
+            for (topic, n) in &o.depth {
                 Counters::add(&mut counters.depth, topic, *n as i64);
+            }
+            for (sub, n) in &o.subs {
+                Counters::add(&mut counters.backlog, sub, *n as i64);
             }
         }
         // Topics the live counters still list at zero are listed at zero here too.
@@ -212,6 +221,9 @@ impl EmbeddedBroker {
         }
         for topic in live.dlq.keys() {
             counters.dlq.entry(topic.clone()).or_insert(0);
+        }
+        for sub in live.backlog.keys() {
+            counters.backlog.entry(sub.clone()).or_insert(0);
         }
         Ok(counters.snapshot())
     }
@@ -406,7 +418,7 @@ impl IndexedStore for EmbeddedBroker {
             return Ok(stored);
         }
         // Not hot, not in redb: maybe overflowed, still only in the journal.
-        let Some(cursor) = inst.mem.overflow.lock().as_ref().map(|(c, _)| *c) else {
+        let Some(cursor) = inst.mem.overflow.lock().as_ref().map(|o| o.cursor) else {
             return Ok(None);
         };
         let (dir, owned) = (self.cfg.path.clone(), id.to_owned());

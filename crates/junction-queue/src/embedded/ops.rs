@@ -7,7 +7,7 @@
 //! in `tables.rs`; an operation on a delivery that is no longer pending is a no-op,
 //! which makes acks and retries idempotent.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use redb::{ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 
@@ -49,6 +49,17 @@ pub(crate) enum Finish<'r> {
     Dead(&'r str),
 }
 
+/// The attempt record of a delivery a full backlog shed (it was never attempted).
+pub(crate) fn shed_attempt(now: u64) -> AttemptRecord {
+    AttemptRecord {
+        attempt: 0,
+        at_ms: now,
+        outcome: "not attempted: backlog full".into(),
+        duration_ms: 0,
+        response: None,
+    }
+}
+
 /// All tables of one write transaction plus the batch's working state.
 pub(crate) struct Batch<'t> {
     pub(super) messages: Table<'t, &'static str, &'static [u8]>,
@@ -78,12 +89,6 @@ pub(crate) struct Finished {
 }
 
 impl<'t> Batch<'t> {
-    /// Messages pending in redb, counting this batch's changes so far (a message
-    /// spilled from the hot set earlier in the batch is counted here already).
-    pub fn pending_total(&self) -> u64 {
-        self.counters.total()
-    }
-
     /// Opens every table of `txn`, starting from the committed counters and sequence.
     pub fn open(txn: &'t WriteTransaction, now: u64, counters: Counters, seq: u64) -> Res<Self> {
         Ok(Self {
@@ -129,14 +134,14 @@ impl<'t> Batch<'t> {
 
     // === enqueue ===
 
-    /// Stores a new message (or finds the idempotent original). `outside` counts
-    /// the undelivered messages redb does not hold (the fast path's), for `max_depth`.
+    /// Stores a new message (or finds the idempotent original). The writer has
+    /// checked the backlog limits: each of `shed` (subscriber, reason) gets the
+    /// message as a dead letter at once instead of a pending delivery.
     pub fn enqueue(
         &mut self,
         req: &EnqueueRequest,
         ids: &mut IdGen,
-        max_depth: Option<u64>,
-        outside: u64,
+        shed: &[(String, String)],
     ) -> Res<Result<EnqueueOutcome, QueueError>> {
         let now = self.now;
         let topic = req.topic.as_str();
@@ -146,12 +151,6 @@ impl<'t> Batch<'t> {
             }
         }
         let subscribers = distinct_subscribers(req);
-        if let Some(max) = max_depth.filter(|m| *m > 0 && !subscribers.is_empty()) {
-            let depth = self.counters.total() + outside;
-            if depth >= max {
-                return Ok(Err(QueueError::Full { depth, max }));
-            }
-        }
         self.changed = true;
         let id = ids.next(now).to_string();
         let mut meta = MessageMeta {
@@ -165,7 +164,12 @@ impl<'t> Batch<'t> {
             completed_at_ms: None,
             final_states: Vec::new(),
         };
-        if meta.subscribers.is_empty() {
+        let pending = meta
+            .subscribers
+            .iter()
+            .filter(|s| !shed.iter().any(|(f, _)| f == *s))
+            .count();
+        if pending == 0 {
             // Nothing to deliver: keep only the completed record for status look-ups.
             meta.completed_at_ms = Some(now);
             self.messages
@@ -175,6 +179,9 @@ impl<'t> Batch<'t> {
             self.messages
                 .insert(id.as_str(), encode_with_body(&meta, &req.body)?.as_slice())?;
             for sub in &meta.subscribers {
+                if shed.iter().any(|(f, _)| f == sub) {
+                    continue;
+                }
                 self.make_pending(
                     &id,
                     sub,
@@ -183,6 +190,11 @@ impl<'t> Batch<'t> {
                 )?;
             }
             self.bump("depth", topic, 1);
+        }
+        for (sub, reason) in shed {
+            if meta.subscribers.contains(sub) {
+                self.dead_on_arrival(&meta, &req.body, sub, reason)?;
+            }
         }
         if let Some(key) = req.idempotency_key.as_deref() {
             self.idem_record(topic, key, &id, idem_expiry(now, req))?;
@@ -250,6 +262,7 @@ impl<'t> Batch<'t> {
         mut rec: DeliveryRecord,
     ) -> Res<()> {
         let at = rec.next_at().unwrap_or(self.now);
+        Counters::add(&mut self.counters.backlog, sub, 1);
         match key {
             Some(key) => {
                 self.seq += 1;
@@ -292,6 +305,7 @@ impl<'t> Batch<'t> {
             )));
         };
         self.changed = true;
+        Counters::add(&mut self.counters.backlog, sub, -1);
         rec.record(attempt.clone());
         rec.state = match how {
             Finish::Delivered => DeliveryState::Delivered,
@@ -350,6 +364,61 @@ impl<'t> Batch<'t> {
             self.due.insert((sub, next_at, id), ())?;
         }
         self.effects.wake.insert(sub.to_owned());
+        Ok(())
+    }
+
+    // === backlog limits ===
+
+    /// `sub`'s pending deliveries in redb, counting this batch's changes.
+    pub fn backlog(&self, sub: &str) -> u64 {
+        self.counters.backlog.get(sub).copied().unwrap_or(0)
+    }
+
+    /// The first of `sub`'s leasable deliveries in redb (unkeyed, or a chain head)
+    /// that `skip` does not hold (leases), by due time: the one it would get next.
+    pub fn next_due_of(&self, sub: &str, skip: &HashSet<String>) -> Res<Option<String>> {
+        for entry in self
+            .due
+            .range((sub, 0, "")..=(sub, u64::MAX, "\u{10FFFF}"))?
+        {
+            let (k, _) = entry?;
+            let id = k.value().2;
+            if !skip.contains(id) {
+                return Ok(Some(id.to_owned()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Records a message `sub` never got to hold: dead at once (a full backlog shed it).
+    fn dead_on_arrival(
+        &mut self,
+        meta: &MessageMeta,
+        body: &[u8],
+        sub: &str,
+        reason: &str,
+    ) -> Res<()> {
+        let attempt = shed_attempt(self.now);
+        let rec = DeliveryRecord {
+            state: DeliveryState::Dead {
+                reason: reason.to_owned(),
+            },
+            attempts: 0,
+            history: vec![attempt.clone()],
+            order_seq: None,
+        };
+        self.put_delivery(&meta.id, sub, &rec)?;
+        let dead = DeadLetterMeta {
+            message: meta.clone(),
+            subscriber: sub.to_owned(),
+            attempts: vec![attempt],
+            reason: reason.to_owned(),
+            dead_at_ms: self.now,
+        };
+        let dl_id = dead_letter_id(&meta.id, sub);
+        self.dlq
+            .insert(dl_id.as_str(), encode_with_body(&dead, body)?.as_slice())?;
+        self.bump("dlq", &meta.topic, 1);
         Ok(())
     }
 

@@ -93,6 +93,7 @@ pub(crate) fn open(dir: &Path) -> Res<Recovered> {
             }
         }
         last_id = messages.last()?.map(|(k, _)| k.value().to_owned());
+        counters.backlog = count_backlog(&txn.open_table(DUE)?, &txn.open_table(ORDER)?)?;
     }
     txn.commit()?;
     let r = restore_journal(&db, dir, counters, seq)?;
@@ -105,6 +106,35 @@ pub(crate) fn open(dir: &Path) -> Res<Recovered> {
         journal: r.journal,
         overflow: r.overflow,
     })
+}
+
+/// Pending deliveries per subscriber in redb (not stored: counted at each start).
+/// Every pending delivery is in `due` (unkeyed) or `order` (keyed), and a chain's
+/// head is in both: so `due` + `order` − the number of chains.
+fn count_backlog(
+    due: &impl ReadableTable<(&'static str, u64, &'static str), ()>,
+    order: &impl ReadableTable<(&'static str, &'static str, u64), &'static str>,
+) -> Res<std::collections::BTreeMap<String, u64>> {
+    let mut backlog = std::collections::BTreeMap::new();
+    for entry in due.iter()? {
+        let (k, _) = entry?;
+        Counters::add(&mut backlog, k.value().0, 1);
+    }
+    let mut chain: Option<(String, String)> = None;
+    for entry in order.iter()? {
+        let (k, _) = entry?;
+        let (sub, key, _) = k.value();
+        if chain
+            .as_ref()
+            .is_some_and(|(s, c)| s.as_str() == sub && c.as_str() == key)
+        {
+            Counters::add(&mut backlog, sub, 1);
+        } else {
+            // A chain's first entry is its head, counted in `due` already.
+            chain = Some((sub.to_owned(), key.to_owned()));
+        }
+    }
+    Ok(backlog)
 }
 
 /// Resumes from the journal. Messages redb already has are left alone; ones some
@@ -274,6 +304,7 @@ pub(crate) fn verify(db: &Database) -> Res<Counters> {
         let (id, sub) = k.value();
         let rec: DeliveryRecord = decode(v.value())?;
         let Some(at) = rec.next_at() else { continue };
+        Counters::add(&mut counters.backlog, sub, 1);
         let meta_raw = messages
             .get(id)?
             .ok_or_else(|| bad(format!("{id}: delivery without message")))?;

@@ -28,6 +28,10 @@ pub(crate) struct Counters {
     pub depth: BTreeMap<String, u64>,
     /// Dead letters per topic.
     pub dlq: BTreeMap<String, u64>,
+    /// Pending deliveries per subscriber (its backlog). The writer's copy counts
+    /// redb's only; the published one adds the fast path's. Not stored: `open`
+    /// counts redb's from the due and order indexes.
+    pub backlog: BTreeMap<String, u64>,
 }
 
 impl Counters {
@@ -49,6 +53,7 @@ impl Counters {
             dlq_total: self.dlq.values().sum(),
             topics: self.depth.clone(),
             dlq: self.dlq.clone(),
+            subscribers: self.backlog.clone(),
         }
     }
 }
@@ -138,15 +143,25 @@ pub(crate) struct MemState {
     pub commit_stats: Mutex<CommitStats>,
     /// Messages on the fast path (journal + memory), see `hot.rs`.
     pub hot: Mutex<Hot>,
-    /// Where overflowed messages start in the journal, and how many per topic (see
-    /// `writer/fastpath.rs`), as of the last commit.
-    pub overflow: Mutex<Option<(Pos, BTreeMap<String, u64>)>>,
+    /// Where overflowed messages start in the journal, and how many per topic and
+    /// per subscriber (see `writer/fastpath.rs`), as of the last commit.
+    pub overflow: Mutex<Option<OverflowSummary>>,
     subscribers: Mutex<HashMap<String, Arc<SubscriberState>>>,
     /// The last write the disk refused, until a probe shows it takes writes again
     /// (see `guard.rs`).
     fault: Mutex<Option<Fault>>,
     /// New events are refused up front (the directory vanished: see [`DiskFault`]).
     refusing: AtomicBool,
+}
+
+/// The published view of the journal's overflowed messages.
+#[derive(Clone, Debug)]
+pub(crate) struct OverflowSummary {
+    pub cursor: Pos,
+    /// Per topic.
+    pub depth: BTreeMap<String, u64>,
+    /// Per subscriber.
+    pub subs: BTreeMap<String, u64>,
 }
 
 /// A write the disk refused (full, read-only, gone).

@@ -39,6 +39,7 @@ use redb::{Database, Durability};
 use tokio::sync::{mpsc, oneshot};
 
 pub(super) mod fastpath;
+pub(super) mod limits;
 
 use super::behind::BehindSegments;
 use super::hot::{HotAck, HotMessage};
@@ -50,6 +51,7 @@ use crate::types::{
     AttemptRecord, DlqAction, EnqueueOutcome, EnqueueRequest, QueueError, StorageError,
 };
 use fastpath::{FastPath, Overflow};
+use limits::{Admit, BacklogLimit};
 
 /// Most ops committed in one transaction.
 pub(crate) const MAX_BATCH_OPS: usize = 1024;
@@ -187,7 +189,8 @@ pub(crate) struct Core {
     pub counters: Counters,
     pub seq: u64,
     pub ids: IdGen,
-    pub max_depth: Option<u64>,
+    /// Per-subscriber backlog limit (`max_depth`), if any.
+    pub limit: Option<BacklogLimit>,
     pub retention_ms: u64,
     /// Most completed records kept (the oldest go first past it).
     pub max_completed: u64,
@@ -223,7 +226,7 @@ impl Core {
             counters,
             seq,
             ids,
-            max_depth: None,
+            limit: None,
             retention_ms: 0,
             max_completed: u64::MAX,
             journal,
@@ -325,21 +328,23 @@ impl Core {
                         std::io::Error::other("the queue directory was removed while in use"),
                     ))))
                 }
-                Op::Enqueue(req, _) => {
-                    if let Some(res) = self.enqueue_hot(req, now, fast, &mut batch)? {
-                        Answer::Enqueue(res)
-                    } else {
-                        durable = true;
-                        let hot_n = self.mem.hot.lock().len();
-                        let outside = self.fast_path_depth(hot_n, fast);
-                        Answer::Enqueue(batch.enqueue(
-                            req,
-                            &mut self.ids,
-                            self.max_depth,
-                            outside,
-                        )?)
+                Op::Enqueue(req, _) => match self.admit(req, fast, &mut batch)? {
+                    Admit::Answer(res) => Answer::Enqueue(res),
+                    Admit::Store(shed) => {
+                        let hot = if shed.is_empty() {
+                            self.enqueue_hot(req, now, fast, &mut batch)?
+                        } else {
+                            None // a dead letter is a redb record: the redb path
+                        };
+                        match hot {
+                            Some(res) => Answer::Enqueue(res),
+                            None => {
+                                durable = true;
+                                Answer::Enqueue(batch.enqueue(req, &mut self.ids, &shed)?)
+                            }
+                        }
                     }
-                }
+                },
                 Op::Ack {
                     id, sub, attempt, ..
                 } => {

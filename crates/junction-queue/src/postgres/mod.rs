@@ -10,6 +10,17 @@
 //! dead letters and idempotency keys (a unique constraint) are plain SQL. See
 //! [`schema`] for the tables and migrations.
 //!
+//! Back-pressure: `max_depth` bounds each subscriber's backlog (its pending
+//! deliveries across topics, counted in the `backlog` table in the same
+//! transactions as the changes), not the whole queue. A full subscriber sheds
+//! the new event to its dead letters (`on_full: reject`) or dead-letters its
+//! oldest pending delivery nobody holds to make room (`dead_letter_oldest`);
+//! a publish every subscriber would shed is refused with [`QueueError::Full`].
+//! Publishes to a subscriber are serialized across instances while the limit
+//! is checked, so it holds with several instances (see `publish.rs`).
+//! [`IndexedStore::depth`] reports every subscriber's backlog next to the
+//! per-topic counts.
+//!
 //! Crates: `tokio-postgres` with `deadpool-postgres` for the pool. `sqlx` was
 //! the other candidate; its compile-time checked queries need a database at
 //! build time (or an offline cache), its pool and migrator bring nothing this
@@ -28,7 +39,7 @@ mod read;
 pub mod schema;
 mod sql;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,8 +79,12 @@ pub struct PostgresConfig {
     pub url: String,
     /// Schema holding the tables; instances sharing a queue use the same one.
     pub schema: String,
-    /// Undelivered messages past which publish fails with [`QueueError::Full`].
+    /// Most events waiting for one subscriber (its backlog); past it the
+    /// subscriber sheds as `on_full` says ([`QueueError::Full`] when every
+    /// subscriber of an event is full).
     pub max_depth: Option<u64>,
+    /// What a subscriber whose backlog is full does with a new event.
+    pub on_full: crate::types::OnFull,
     /// How long a completed message's record is kept.
     pub completed_retention: Duration,
     /// Visibility timeout of a claim: how soon a dead instance's deliveries go out again.
@@ -83,6 +98,7 @@ impl PostgresConfig {
             url: url.into(),
             schema: schema.into(),
             max_depth: None,
+            on_full: crate::types::OnFull::Reject,
             completed_retention: Duration::from_secs(3600),
             lease_ttl: LEASE_TTL,
         }
@@ -97,12 +113,72 @@ pub struct PostgresBroker {
     settle_pool: Pool,
     cfg: PostgresConfig,
     sql: Sql,
-    depth: RwLock<DepthSnapshot>,
+    /// This instance's view of the counters (shared with the publisher).
+    depth: Arc<RwLock<DepthSnapshot>>,
     notifiers: Mutex<HashMap<String, Arc<Notify>>>,
     /// Claims this instance holds, renewed until settled.
     held: Mutex<HashSet<(String, String)>>,
     publisher: publish::Batcher,
     closed: AtomicBool,
+}
+
+/// A committed change to the depth counters, for the snapshot.
+#[derive(Debug, Default)]
+pub(crate) struct DepthDelta {
+    /// Undelivered messages per topic.
+    undelivered: HashMap<String, i64>,
+    /// Dead letters per topic.
+    dead: HashMap<String, i64>,
+    /// Backlog per subscriber.
+    backlog: HashMap<String, i64>,
+}
+
+impl DepthDelta {
+    /// Adds to `topic`'s undelivered and dead counts.
+    pub fn topic(mut self, topic: &str, undelivered: i64, dead: i64) -> Self {
+        self.add_topic(topic, undelivered, dead);
+        self
+    }
+
+    /// Adds to `subscriber`'s backlog.
+    pub fn subscriber(mut self, subscriber: &str, by: i64) -> Self {
+        self.add_subscriber(subscriber, by);
+        self
+    }
+
+    pub fn add_topic(&mut self, topic: &str, undelivered: i64, dead: i64) {
+        if undelivered != 0 {
+            *self.undelivered.entry(topic.to_owned()).or_default() += undelivered;
+        }
+        if dead != 0 {
+            *self.dead.entry(topic.to_owned()).or_default() += dead;
+        }
+    }
+
+    pub fn add_subscriber(&mut self, subscriber: &str, by: i64) {
+        *self.backlog.entry(subscriber.to_owned()).or_default() += by;
+    }
+
+    /// Applies the change (a count never goes below 0; one at 0 stays listed).
+    pub fn apply(&self, d: &mut DepthSnapshot) {
+        fn add(map: &mut BTreeMap<String, u64>, total: Option<&mut u64>, key: &str, by: i64) {
+            let v = map.entry(key.to_owned()).or_default();
+            let before = *v;
+            *v = v.saturating_add_signed(by);
+            if let Some(total) = total {
+                *total = total.saturating_add(*v).saturating_sub(before);
+            }
+        }
+        for (topic, by) in &self.undelivered {
+            add(&mut d.topics, Some(&mut d.total), topic, *by);
+        }
+        for (topic, by) in &self.dead {
+            add(&mut d.dlq, Some(&mut d.dlq_total), topic, *by);
+        }
+        for (sub, by) in &self.backlog {
+            add(&mut d.subscribers, None, sub, *by);
+        }
+    }
 }
 
 pub(crate) fn storage(
@@ -170,13 +246,21 @@ impl PostgresBroker {
         migrate(&cfg.url, &cfg.schema).await?;
         let pool = pool(&cfg.url, false)?;
         let sql = Sql::new(&cfg.schema);
+        let depth = Arc::new(RwLock::new(DepthSnapshot::default()));
+        let limit = cfg
+            .max_depth
+            .filter(|max| *max > 0)
+            .map(|max| publish::Limit {
+                max,
+                on_full: cfg.on_full,
+            });
         let this = Arc::new(Self {
-            publisher: publish::Batcher::start(pool.clone(), &sql, cfg.max_depth),
+            publisher: publish::Batcher::start(pool.clone(), &sql, limit, depth.clone()),
             settle_pool: self::pool(&cfg.url, true)?,
             pool,
             sql,
             cfg,
-            depth: RwLock::default(),
+            depth,
             notifiers: Mutex::default(),
             held: Mutex::default(),
             closed: AtomicBool::new(false),
@@ -218,17 +302,8 @@ impl PostgresBroker {
     /// Applies this instance's own change to the depth snapshot at once (the
     /// counters in the database changed in the same statement; other instances'
     /// changes arrive with the next re-read).
-    fn bump_local(&self, topic: &str, undelivered: i64, dead: i64) {
-        let mut d = self.depth.write();
-        let add = |v: &mut u64, by: i64| *v = v.saturating_add_signed(by);
-        if undelivered != 0 {
-            add(d.topics.entry(topic.to_owned()).or_default(), undelivered);
-            add(&mut d.total, undelivered);
-        }
-        if dead != 0 {
-            add(d.dlq.entry(topic.to_owned()).or_default(), dead);
-            add(&mut d.dlq_total, dead);
-        }
+    fn bump_local(&self, delta: DepthDelta) {
+        delta.apply(&mut self.depth.write());
     }
 
     /// Re-reads the counters into the depth snapshot.
@@ -238,7 +313,15 @@ impl PostgresBroker {
             .query(self.sql.counters.as_str(), &[])
             .await
             .map_err(|e| storage("reading the counters", e))?;
+        let backlogs = conn
+            .query(self.sql.backlogs.as_str(), &[])
+            .await
+            .map_err(|e| storage("reading the backlogs", e))?;
         let mut snap = DepthSnapshot::default();
+        for row in backlogs {
+            let (sub, n): (String, i64) = (row.get(0), row.get(1));
+            snap.subscribers.insert(sub, n.max(0) as u64);
+        }
         for row in rows {
             let (topic, kind, n): (String, String, i64) = (row.get(0), row.get(1), row.get(2));
             let n = n.max(0) as u64;
@@ -350,10 +433,14 @@ impl PostgresBroker {
         match action {
             DlqAction::Replay => {
                 let left: i32 = row.get(1);
-                self.bump_local(&topic, i64::from(left == 1), -1);
+                self.bump_local(
+                    DepthDelta::default()
+                        .topic(&topic, i64::from(left == 1), -1)
+                        .subscriber(sub, 1),
+                );
                 self.wake_local(sub);
             }
-            DlqAction::Purge => self.bump_local(&topic, 0, -1),
+            DlqAction::Purge => self.bump_local(DepthDelta::default().topic(&topic, 0, -1)),
         }
         Ok(true)
     }
@@ -372,14 +459,11 @@ impl IndexedStore for PostgresBroker {
 
     async fn enqueue(&self, req: EnqueueRequest) -> Result<EnqueueOutcome, QueueError> {
         self.check_open()?;
-        let topic = req.topic.clone();
+        // The publisher applies the batch's counts to the snapshot itself.
         let (outcome, subscribers) = self.publisher.publish(req).await?;
         if let EnqueueOutcome::Accepted(_) = &outcome {
             for s in &subscribers {
                 self.wake_local(s);
-            }
-            if !subscribers.is_empty() {
-                self.bump_local(&topic, 1, 0);
             }
         }
         Ok(outcome)
@@ -435,9 +519,14 @@ impl IndexedStore for PostgresBroker {
                 None,
             )
             .await?;
-        // A row: that was the message's last pending delivery.
+        // A row: it was pending (its message is finished when none is left).
         if let Some(row) = rows.first() {
-            self.bump_local(&row.get::<_, String>(0), -1, 0);
+            let left: i32 = row.get(1);
+            self.bump_local(
+                DepthDelta::default()
+                    .topic(&row.get::<_, String>(0), -i64::from(left == 0), 0)
+                    .subscriber(&d.subscriber, -1),
+            );
         }
         Ok(())
     }
@@ -479,7 +568,11 @@ impl IndexedStore for PostgresBroker {
             .await?;
         if let Some(row) = rows.first() {
             let left: i32 = row.get(1);
-            self.bump_local(&row.get::<_, String>(0), -i64::from(left == 0), 1);
+            self.bump_local(
+                DepthDelta::default()
+                    .topic(&row.get::<_, String>(0), -i64::from(left == 0), 1)
+                    .subscriber(&d.subscriber, -1),
+            );
         }
         Ok(())
     }

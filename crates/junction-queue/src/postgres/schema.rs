@@ -16,7 +16,13 @@
 //!   first message's id;
 //! - `counters`: undelivered (`u`) and dead (`x`) messages per topic, kept in
 //!   the same transactions as the changes they count, spread over 16 shard
-//!   rows per (topic, kind) so concurrent acks do not queue on one row lock.
+//!   rows per (topic, kind) so concurrent acks do not queue on one row lock;
+//! - `backlog` (version 2): pending deliveries per subscriber (what
+//!   `max_depth` bounds), kept like `counters` (16 shard rows per subscriber,
+//!   the sum is the backlog). Version 2 fills it from the pending deliveries
+//!   already stored, so it applies to a schema in use; instances of a version
+//!   before it do not keep it, so upgrade every instance sharing the schema
+//!   together (a mix leaves the backlog counts wrong).
 
 use tokio_postgres::Client;
 
@@ -26,8 +32,9 @@ use super::storage;
 
 /// Every migration, in order; index + 1 is its version.
 fn migrations(s: &str) -> Vec<String> {
-    vec![format!(
-        r#"
+    vec![
+        format!(
+            r#"
 CREATE TABLE {s}.messages (
   id text PRIMARY KEY,
   topic text NOT NULL,
@@ -78,7 +85,20 @@ CREATE TABLE {s}.counters (
   PRIMARY KEY (topic, kind, shard)
 );
 "#
-    )]
+        ),
+        format!(
+            r#"
+CREATE TABLE {s}.backlog (
+  subscriber text NOT NULL,
+  shard int NOT NULL,
+  n bigint NOT NULL DEFAULT 0,
+  PRIMARY KEY (subscriber, shard)
+);
+INSERT INTO {s}.backlog (subscriber, shard, n)
+  SELECT subscriber, 0, count(*) FROM {s}.deliveries WHERE state = 'p' GROUP BY subscriber;
+"#
+        ),
+    ]
 }
 
 /// Applies the migrations `schema` lacks; returns the versions applied now.

@@ -2,7 +2,9 @@
 //!
 //! Each state change is one statement (data-modifying CTEs), so it is atomic
 //! whatever other instances do, and costs one round trip. The counters they
-//! touch are upserted in the same statement.
+//! touch (`counters` per topic, `backlog` per subscriber) are upserted in the
+//! same statement; a publish, which runs several statements in one
+//! transaction, upserts them last, in key order (see `publish`).
 
 /// The statements, with the schema and wake-up channel spliced in.
 pub struct Sql {
@@ -17,12 +19,17 @@ pub struct Sql {
     pub purge: String,
     pub idem_find: String,
     pub idem_claim: String,
-    pub undelivered: String,
+    pub idem_release: String,
+    pub lock_subscribers: String,
+    pub backlog_of: String,
+    pub evict_oldest: String,
     pub insert_messages: String,
     pub insert_deliveries: String,
-    pub count_enqueued: String,
+    pub count_published: String,
+    pub backlog_published: String,
     pub notify: String,
     pub counters: String,
+    pub backlogs: String,
     pub message: String,
     pub message_deliveries: String,
     pub dlq_page: String,
@@ -39,13 +46,24 @@ const PUSH_HISTORY: &str =
       || jsonb_build_array(jsonb_build_object('attempt', attempts + 1, 'at_ms', $3::bigint,
            'duration_ms', $5::bigint) || ($4::text)::jsonb)";
 
-/// Upsert of counter deltas selected by `rows` (topic, kind, delta) into a
-/// random one of 16 shard rows (the depth sums them).
+/// Upsert of counter deltas selected by `rows` (topic, kind, delta; one row
+/// per (topic, kind)) into a random one of 16 shard rows (the depth sums
+/// them), in key order so that concurrent upserts cannot deadlock.
 fn bump(s: &str, rows: &str) -> String {
     format!(
         "INSERT INTO {s}.counters (topic, kind, n, shard)
-         SELECT b.*, floor(random() * 16)::int FROM ({rows}) AS b
+         SELECT b.*, floor(random() * 16)::int FROM ({rows}) AS b ORDER BY 1, 2
          ON CONFLICT (topic, kind, shard) DO UPDATE SET n = {s}.counters.n + excluded.n"
+    )
+}
+
+/// Upsert of backlog deltas selected by `rows` (subscriber, delta; one row per
+/// subscriber) into a random one of 16 shard rows, in subscriber order.
+fn bump_backlog(s: &str, rows: &str) -> String {
+    format!(
+        "INSERT INTO {s}.backlog (subscriber, n, shard)
+         SELECT b.*, floor(random() * 16)::int FROM ({rows}) AS b ORDER BY 1
+         ON CONFLICT (subscriber, shard) DO UPDATE SET n = {s}.backlog.n + excluded.n"
     )
 }
 
@@ -101,10 +119,12 @@ impl Sql {
                    WHERE message_id = $1 AND subscriber = $2 AND state = 'p'
                    RETURNING message_id),
                  m AS ({fm}),
-                 c AS ({b})
-                 SELECT topic FROM m WHERE left_count = 0",
+                 c AS ({b}),
+                 k AS ({k})
+                 SELECT topic, left_count FROM m",
                 fm = finish_message(false),
                 b = bump(s, "SELECT topic, 'u', -1 FROM m WHERE left_count = 0"),
+                k = bump_backlog(s, "SELECT $2::text, -1::bigint FROM d"),
             ),
             settle_retry: format!(
                 "WITH d AS (
@@ -121,13 +141,15 @@ impl Sql {
                    WHERE message_id = $1 AND subscriber = $2 AND state = 'p'
                    RETURNING message_id),
                  m AS ({fm}),
-                 c AS ({b})
+                 c AS ({b}),
+                 k AS ({k})
                  SELECT topic, left_count, pg_notify('{channel}', $2) FROM m",
                 fm = finish_message(true),
                 b = bump(
                     s,
                     "SELECT topic, 'x', 1 FROM m UNION ALL SELECT topic, 'u', -1 FROM m WHERE left_count = 0"
                 ),
+                k = bump_backlog(s, "SELECT $2::text, -1::bigint FROM d"),
             ),
             release: format!(
                 "UPDATE {s}.deliveries SET leased_until_ms = NULL
@@ -150,12 +172,14 @@ impl Sql {
                    UPDATE {s}.messages SET left_count = left_count + 1,
                      dead_count = dead_count - 1, completed_at_ms = NULL
                    FROM d WHERE id = d.message_id RETURNING topic, left_count),
-                 c AS ({b})
+                 c AS ({b}),
+                 k AS ({k})
                  SELECT topic, left_count, pg_notify('{channel}', $2) FROM m",
                 b = bump(
                     s,
                     "SELECT topic, 'x', -1 FROM m UNION ALL SELECT topic, 'u', 1 FROM m WHERE left_count = 1"
                 ),
+                k = bump_backlog(s, "SELECT $2::text, 1::bigint FROM d"),
             ),
             purge: format!(
                 "WITH d AS (
@@ -183,28 +207,72 @@ impl Sql {
                    expires_at_ms = CASE WHEN i.expires_at_ms <= $5 THEN excluded.expires_at_ms ELSE i.expires_at_ms END
                  RETURNING message_id"
             ),
-            undelivered: format!(
-                "SELECT coalesce(sum(n), 0)::bigint FROM {s}.counters WHERE kind = 'u'"
+            // Serializes the publishes to these subscribers across instances (while
+            // `max_depth` is checked), each lock taken in one global order.
+            idem_release: format!(
+                "DELETE FROM {s}.idempotency WHERE topic = $1 AND key = $2 AND message_id = $3"
+            ),
+            lock_subscribers: format!(
+                "SELECT count(pg_advisory_xact_lock(hashtext('{s}'), k)) FROM (
+                   SELECT DISTINCT hashtext(sub) AS k FROM unnest($1::text[]) AS t(sub)
+                   ORDER BY 1) AS l"
+            ),
+            backlog_of: format!(
+                "SELECT subscriber, sum(n)::bigint FROM {s}.backlog
+                 WHERE subscriber = ANY($1) GROUP BY subscriber"
+            ),
+            // Dead-letters `$1`'s oldest pending delivery nobody holds (by due
+            // time: the one it would be given next), with the attempt `$3..$5`
+            // and reason `$6` at `$2`; its message's row, for the counters.
+            evict_oldest: format!(
+                "WITH o AS (
+                   SELECT message_id FROM {s}.deliveries
+                   WHERE subscriber = $1 AND state = 'p'
+                     AND (leased_until_ms IS NULL OR leased_until_ms <= $2)
+                   ORDER BY due_at_ms, seq LIMIT 1
+                   FOR UPDATE SKIP LOCKED),
+                 d AS (
+                   UPDATE {s}.deliveries d SET state = 'x', leased_until_ms = NULL, in_dlq = true,
+                     reason = $6, dead_at_ms = $2, attempts = attempts + 1, {PUSH_HISTORY}
+                   FROM o WHERE d.message_id = o.message_id AND d.subscriber = $1
+                   RETURNING d.message_id)
+                 UPDATE {s}.messages SET left_count = left_count - 1, dead_count = dead_count + 1,
+                   completed_at_ms = CASE WHEN left_count = 1 THEN $2 END
+                 FROM d WHERE id = d.message_id RETURNING topic, left_count"
             ),
             insert_messages: format!(
                 "INSERT INTO {s}.messages (id, topic, body, content_type, headers, ordering_key,
-                   subscribers, enqueued_at_ms, left_count, completed_at_ms)
+                   subscribers, enqueued_at_ms, left_count, completed_at_ms, dead_count)
                  SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::jsonb[],
-                   $6::text[], $7::text[], $8::bigint[], $9::int[], $10::bigint[])
-                   AS t(id, topic, body, ct, h, ok, subs, at, n, done)"
+                   $6::text[], $7::text[], $8::bigint[], $9::int[], $10::bigint[], $11::int[])
+                   AS t(id, topic, body, ct, h, ok, subs, at, n, done, dead)"
             ),
+            // A delivery with a reason (`$5`) is dead on arrival (a full backlog
+            // shed it): in the dead-letter queue with the one attempt `$6`.
             insert_deliveries: format!(
-                "INSERT INTO {s}.deliveries (message_id, subscriber, state, seq, ordering_key, due_at_ms)
-                 SELECT id, sub, 'p', nextval('{s}.delivery_seq'), ok, at
-                 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) WITH ORDINALITY
-                   AS t(id, sub, ok, at, i) ORDER BY i"
+                "INSERT INTO {s}.deliveries (message_id, subscriber, state, seq, ordering_key,
+                   due_at_ms, in_dlq, reason, dead_at_ms, history)
+                 SELECT id, sub, CASE WHEN why IS NULL THEN 'p' ELSE 'x' END,
+                   nextval('{s}.delivery_seq'), ok, at, why IS NOT NULL, why,
+                   CASE WHEN why IS NOT NULL THEN at END,
+                   CASE WHEN why IS NULL THEN '[]'::jsonb ELSE ($6::text)::jsonb END
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[])
+                   WITH ORDINALITY AS t(id, sub, ok, at, why, i) ORDER BY i"
             ),
-            count_enqueued: bump(
+            count_published: bump(
                 s,
-                "SELECT topic, 'u', count(*) FROM unnest($1::text[]) AS t(topic) GROUP BY topic",
+                "SELECT topic, kind, sum(n)::bigint
+                 FROM unnest($1::text[], $2::text[], $3::bigint[]) AS t(topic, kind, n)
+                 GROUP BY topic, kind",
+            ),
+            backlog_published: bump_backlog(
+                s,
+                "SELECT sub, sum(n)::bigint FROM unnest($1::text[], $2::bigint[]) AS t(sub, n)
+                 GROUP BY sub",
             ),
             notify: format!("SELECT pg_notify('{channel}', sub) FROM unnest($1::text[]) AS t(sub)"),
             counters: format!("SELECT topic, kind, sum(n)::bigint FROM {s}.counters GROUP BY topic, kind"),
+            backlogs: format!("SELECT subscriber, sum(n)::bigint FROM {s}.backlog GROUP BY subscriber"),
             message: format!(
                 "SELECT id, topic, ordering_key, enqueued_at_ms, completed_at_ms
                  FROM {s}.messages WHERE id = $1"

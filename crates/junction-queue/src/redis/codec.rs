@@ -98,19 +98,46 @@ pub(super) fn parse_depth(reply: &Value) -> DepthSnapshot {
     };
     let mut topics = BTreeMap::new();
     let mut dlq = BTreeMap::new();
+    let mut subscribers = BTreeMap::new();
     for (field, n) in pairs {
         let n = n.max(0) as u64;
         if let Some(topic) = field.strip_prefix("u:") {
             topics.insert(topic.to_owned(), n);
         } else if let Some(topic) = field.strip_prefix("x:") {
             dlq.insert(topic.to_owned(), n);
+        } else if let Some(sub) = field.strip_prefix("s:") {
+            subscribers.insert(sub.to_owned(), n);
         }
     }
     snap.total = topics.values().sum();
     snap.dlq_total = dlq.values().sum();
     snap.topics = topics;
     snap.dlq = dlq;
+    snap.subscribers = subscribers;
     snap
+}
+
+/// The outcome recorded for a delivery a full backlog shed (never attempted).
+pub(super) const SHED_OUTCOME: &str = "not attempted: backlog full";
+
+/// [`backlog_full_reason`] for `max` and `on_full`, split around the backlog
+/// count (head, tail), for the enqueue script to put the count it reads between.
+pub(super) fn backlog_full_reason_parts(max: u64, on_full: OnFull) -> (String, String) {
+    // The count comes first in the reason, so the first occurrence is it.
+    let mark = u64::MAX.to_string();
+    let whole = backlog_full_reason(u64::MAX, max, on_full);
+    match whole.split_once(&mark) {
+        Some((head, tail)) => (head.to_owned(), tail.to_owned()),
+        None => (whole, String::new()),
+    }
+}
+
+/// How the enqueue script names `on_full`.
+pub(super) fn on_full_arg(on_full: OnFull) -> &'static str {
+    match on_full {
+        OnFull::Reject => "reject",
+        OnFull::DeadLetterOldest => "oldest",
+    }
 }
 
 /// The first element of a script reply (its status word).
@@ -154,7 +181,22 @@ mod tests {
     fn the_depth_hash_becomes_a_snapshot() {
         let reply = Value::Array(
             [
-                "u:orders", "2", "x:orders", "1", "u:users", "0", "_u", "2", "_x", "1",
+                "u:orders",
+                "2",
+                "x:orders",
+                "1",
+                "u:users",
+                "0",
+                "_u",
+                "2",
+                "_x",
+                "1",
+                "s:billing",
+                "2",
+                "s:a:b",
+                "0",
+                "s:old",
+                "-1",
             ]
             .iter()
             .map(|s| bulk(s))
@@ -165,6 +207,24 @@ mod tests {
         assert_eq!(snap.topics.get("orders"), Some(&2));
         assert_eq!(snap.topics.get("users"), Some(&0));
         assert_eq!(snap.dlq.get("orders"), Some(&1));
+        assert_eq!(snap.subscribers.get("billing"), Some(&2));
+        assert_eq!(snap.subscribers.get("a:b"), Some(&0));
+        assert_eq!(snap.subscribers.get("old"), Some(&0));
+        assert_eq!(snap.subscribers.len(), 3);
+    }
+
+    #[test]
+    fn the_backlog_full_reason_is_split_around_its_count() {
+        for on_full in [OnFull::Reject, OnFull::DeadLetterOldest] {
+            for max in [1, 2, 17, u64::MAX] {
+                let (head, tail) = backlog_full_reason_parts(max, on_full);
+                assert_eq!(
+                    format!("{head}{}{tail}", 42),
+                    backlog_full_reason(42, max, on_full)
+                );
+                assert!(head.starts_with(BACKLOG_FULL));
+            }
+        }
     }
 
     #[test]

@@ -21,7 +21,18 @@
 //!   `leases`); a delivery leased by an instance that died is
 //!   due again after that (at-least-once: it may be delivered twice).
 //! - [`IndexedStore::depth`] is exact for this instance's own changes at once and for
-//!   other instances' within [`DEPTH_REFRESH`]; `max_depth` is checked in Redis.
+//!   other instances' within [`DEPTH_REFRESH`], per topic and per subscriber
+//!   (its backlog: deliveries waiting, retrying or leased, across topics).
+//! - `max_depth` bounds each subscriber's backlog, not the whole queue, and
+//!   is decided inside the enqueue script, so it is exact whatever other
+//!   instances do at once. A subscriber at its limit sheds as
+//!   [`RedisConfig::on_full`] says: `reject` gets the new event as a dead letter
+//!   at once; `dead_letter_oldest` dead-letters its oldest pending delivery no
+//!   dispatcher holds and takes the new one (when it holds them all, the new
+//!   one is shed). Either way the reason starts with [`BACKLOG_FULL`] and the
+//!   event's other subscribers still get it; only when every subscriber of an
+//!   event sheds it is the enqueue refused ([`QueueError::Full`]), storing
+//!   nothing. A repeated idempotency key is answered as a duplicate first.
 //! - An outcome (ack, retry, dead letter, release) that cannot reach Redis is
 //!   kept in memory, in order, and recorded when Redis answers again (see
 //!   `backlog`); enqueues are not kept: they fail, and the gateway answers 503.
@@ -57,7 +68,10 @@ use tokio::sync::Notify;
 use crate::store::IndexedStore;
 use crate::types::*;
 use backlog::{Backlog, Held, Op};
-use codec::{bytes, message_from, num, parse_depth, status_of, storage, text, Meta};
+use codec::{
+    backlog_full_reason_parts, bytes, message_from, num, on_full_arg, parse_depth, status_of,
+    storage, text, Meta, SHED_OUTCOME,
+};
 use leases::HeldLeases;
 use scripts::Scripts;
 use tasks::{
@@ -80,8 +94,12 @@ pub struct RedisConfig {
     pub url: String,
     /// Key prefix; instances sharing a queue use the same one.
     pub prefix: String,
-    /// Undelivered messages past which enqueue fails with [`QueueError::Full`].
+    /// Most events waiting for one subscriber (its backlog); past it the
+    /// subscriber sheds as `on_full` says ([`QueueError::Full`] when every
+    /// subscriber of an event is full).
     pub max_depth: Option<u64>,
+    /// What a subscriber whose backlog is full does with a new event.
+    pub on_full: crate::types::OnFull,
     /// How long a completed message's record is kept.
     pub completed_retention: Duration,
     /// How long a lease lasts unless renewed; the instance holding it renews it
@@ -96,6 +114,7 @@ impl RedisConfig {
             url: url.into(),
             prefix: prefix.into(),
             max_depth: None,
+            on_full: crate::types::OnFull::Reject,
             completed_retention: Duration::from_secs(3600),
             lease_ttl: LEASE_TTL,
         }
@@ -289,6 +308,8 @@ impl IndexedStore for RedisBroker {
             subscribers: subscribers.clone(),
         };
         let meta = serde_json::to_vec(&meta).map_err(|e| storage("encoding a message", e))?;
+        let (why_head, why_tail) =
+            backlog_full_reason_parts(self.cfg.max_depth.unwrap_or(0), self.cfg.on_full);
         let mut args: Vec<Vec<u8>> = vec![
             id.clone().into_bytes(),
             req.topic.clone().into_bytes(),
@@ -300,6 +321,10 @@ impl IndexedStore for RedisBroker {
                 .to_string()
                 .into_bytes(),
             self.cfg.max_depth.unwrap_or(0).to_string().into_bytes(),
+            on_full_arg(self.cfg.on_full).into(),
+            why_head.into_bytes(),
+            why_tail.into_bytes(),
+            SHED_OUTCOME.into(),
         ];
         args.extend(subscribers.iter().map(|s| s.clone().into_bytes()));
         let reply = self

@@ -20,9 +20,16 @@
 //! - `P:c:{sub}:{key}` zset (all scores 0, so ordered by id = by time): the
 //!   undelivered messages of one ordering key; `P:kh:{sub}` hash key → the id
 //!   of that key currently in the due set or leased (only one per key);
+//! - `P:bl:{sub}` zset (scores 0, ordered by id = by enqueue time): the
+//!   subscriber's backlog, every id whose delivery to it is pending (waiting,
+//!   retrying or leased), whatever the topic; added by `ENQUEUE` and `REPLAY`,
+//!   removed when the delivery is delivered or dead (`SETTLE`, or `ENQUEUE`
+//!   dead-lettering the oldest to make room);
 //! - `P:dlq` zset (scores 0, ordered by dead-letter id = by message id);
 //! - `P:i:{topic}:{key}` idempotency keys; `P:depth` hash: `u:{topic}`
-//!   undelivered messages, `x:{topic}` dead letters, `_u` and `_x` totals;
+//!   undelivered messages, `x:{topic}` dead letters, `_u` and `_x` totals,
+//!   `s:{sub}` the size of `P:bl:{sub}` (set to its `ZCARD` after each change,
+//!   so it is exact and never negative; it stays at 0 once emptied);
 //! - `P:wake` pub/sub channel: a subscriber's name when it has new work.
 //!
 //! [`MAX_HISTORY`]: crate::MAX_HISTORY
@@ -87,6 +94,32 @@ local function finish(id)
     end
   end
 end
+-- A subscriber's backlog: its pending deliveries (ids, oldest first).
+local function blkey(sub) return P .. ':bl:' .. sub end
+-- Copies the size of a subscriber's backlog into the depth hash.
+local function sync_backlog(sub)
+  redis.call('HSET', DEPTH, 's:' .. sub, redis.call('ZCARD', blkey(sub)))
+end
+-- A delivery to `sub` is pending again (new or replayed): it joins its backlog.
+local function join_backlog(id, sub)
+  redis.call('ZADD', blkey(sub), 0, id)
+  sync_backlog(sub)
+end
+-- Appends an attempt (`at_ms|duration_ms|outcome`) to a delivery's history,
+-- numbered after the attempts so far; the newest 20 are kept.
+local function record_attempt(id, sub, attempt)
+  local n = redis.call('HINCRBY', dkey(id, sub), 'n', 1)
+  local h = hkey(id, sub)
+  if redis.call('RPUSH', h, n .. '|' .. attempt) > 20 then redis.call('LTRIM', h, -20, -1) end
+end
+-- Marks a delivery dead and lists it in the dead-letter queue.
+local function mark_dead(id, sub, topic, reason)
+  redis.call('HSET', dkey(id, sub), 'st', 'x', 'ls', 0, 'why', reason, 'dead_at', NOW)
+  redis.call('ZADD', P .. ':dlq', 0, id .. ':' .. sub)
+  count('x:' .. topic, 1)
+  count('_x', 1)
+  redis.call('HINCRBY', mkey(id), 'dead', 1)
+end
 -- Counts a delivery leaving (-1) or re-entering (+1) the pending state;
 -- true when that changed the depth counters.
 local function pending_delta(id, topic, by)
@@ -104,33 +137,104 @@ local function pending_delta(id, topic, by)
   end
   return false
 end
+-- A pending delivery became final (delivered or dead, its state already
+-- set): it leaves the due set, its key's chain (the key's next one becomes
+-- due) and its subscriber's backlog; true when the topic counters changed.
+local function leave_pending(id, sub, topic, okey)
+  redis.call('ZREM', P .. ':due:' .. sub, id)
+  if okey and okey ~= '' then
+    redis.call('ZREM', P .. ':c:' .. sub .. ':' .. okey, id)
+    promote(sub, okey)
+  end
+  redis.call('ZREM', blkey(sub), id)
+  sync_backlog(sub)
+  return pending_delta(id, topic, -1)
+end
 ";
 
 /// ARGV[4..]: id, topic, ordering key (''), meta, body, idempotency key (''),
-/// idempotency ttl ms, max depth (0: none), then the distinct subscribers.
-/// Reply: `{'ok', id, depth}`, `{'dup', prior id, depth}` or `{'full', undelivered, depth}`.
+/// idempotency ttl ms, max depth (0: none), on full (`reject` or `oldest`),
+/// the dead-letter reason of a full backlog split around its count (head,
+/// tail), the outcome recorded for a delivery shed unattempted, then the
+/// distinct subscribers.
+///
+/// With a max depth, each subscriber whose backlog (`P:bl:{sub}`) is at it
+/// sheds: `oldest` dead-letters its oldest pending delivery no dispatcher
+/// holds and takes the new one; `reject` (or `oldest` with every pending one
+/// leased) gets the new one as a dead letter at once. When every subscriber
+/// sheds the new one, nothing is stored. A repeated idempotency key is
+/// answered first, full or not.
+/// Reply: `{'ok', id, depth}`, `{'dup', prior id, depth}` or `{'full', smallest
+/// backlog of them, depth}`.
 const ENQUEUE: &str = r"
 local id, topic, okey, meta, body = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local ikey, ittl, maxd = ARGV[9], tonumber(ARGV[10]), tonumber(ARGV[11])
+local on_full, why_head, why_tail, shed_outcome = ARGV[12], ARGV[13], ARGV[14], ARGV[15]
 local idem = P .. ':i:' .. topic .. ':' .. ikey
 if ikey ~= '' then
   local prior = redis.call('GET', idem)
   if prior then return {'dup', prior, depth()} end
 end
 local subs = {}
-for i = 12, #ARGV do subs[#subs + 1] = ARGV[i] end
-if maxd > 0 and #subs > 0 then
-  local undelivered = tonumber(redis.call('HGET', DEPTH, '_u') or '0')
-  if undelivered >= maxd then return {'full', tostring(undelivered), depth()} end
+for i = 16, #ARGV do subs[#subs + 1] = ARGV[i] end
+-- The oldest of a subscriber's pending deliveries that no dispatcher holds.
+local function oldest_unleased(sub)
+  local from = 0
+  while true do
+    local ids = redis.call('ZRANGE', blkey(sub), from, from + 99)
+    if #ids == 0 then return nil end
+    for _, v in ipairs(ids) do
+      local d = redis.call('HMGET', dkey(v, sub), 'st', 'ls')
+      if d[1] == 'p' and d[2] ~= '1' then return v end
+    end
+    from = from + #ids
+  end
+end
+local shed, nshed, victims, least = {}, 0, {}, nil
+if maxd > 0 then
+  for _, sub in ipairs(subs) do
+    local backlog = redis.call('ZCARD', blkey(sub))
+    if backlog >= maxd then
+      local reason = why_head .. backlog .. why_tail
+      local victim = nil
+      if on_full == 'oldest' then victim = oldest_unleased(sub) end
+      if victim then
+        victims[#victims + 1] = {victim, sub, reason}
+      else
+        shed[sub] = reason
+        nshed = nshed + 1
+        if not least or backlog < least then least = backlog end
+      end
+    end
+  end
+  if #subs > 0 and nshed == #subs then return {'full', tostring(least), depth()} end
+end
+local unattempted = NOW .. '|0|' .. shed_outcome
+for _, v in ipairs(victims) do
+  local vid, sub, reason = v[1], v[2], v[3]
+  local f = redis.call('HMGET', mkey(vid), 'topic', 'okey')
+  record_attempt(vid, sub, unattempted)
+  mark_dead(vid, sub, f[1], reason)
+  leave_pending(vid, sub, f[1], f[2])
 end
 if ikey ~= '' and ittl > 0 then redis.call('SET', idem, id, 'PX', ittl) end
+local left = #subs - nshed
 redis.call('HSET', mkey(id), 'topic', topic, 'okey', okey, 'meta', meta, 'body', body,
-  'left', #subs, 'dead', 0, 'subs', table.concat(subs, '\n'))
+  'left', left, 'dead', 0, 'subs', table.concat(subs, '\n'))
 for _, sub in ipairs(subs) do
-  redis.call('HSET', dkey(id, sub), 'st', 'p', 'at', NOW, 'n', 0, 'ls', 0)
-  make_due(id, sub, okey)
+  if shed[sub] then
+    -- Dead on arrival: never attempted (attempt 0), straight to the dead letters.
+    redis.call('HSET', dkey(id, sub), 'at', NOW, 'n', 0)
+    redis.call('RPUSH', hkey(id, sub), '0|' .. unattempted)
+    mark_dead(id, sub, topic, shed[sub])
+    sync_backlog(sub)
+  else
+    redis.call('HSET', dkey(id, sub), 'st', 'p', 'at', NOW, 'n', 0, 'ls', 0)
+    make_due(id, sub, okey)
+    join_backlog(id, sub)
+  end
 end
-if #subs > 0 then
+if left > 0 then
   count('u:' .. topic, 1)
   count('_u', 1)
 else
@@ -170,15 +274,13 @@ return out
 
 /// ARGV[4..]: id, subscriber, mode (`ack`, `retry`, `dead`), the attempt as
 /// `at_ms|duration_ms|outcome[\x1f sample]`, next attempt time (retry), reason (dead).
-/// Reply: `{'ok' | 'noop', depth or false when it did not change}`.
+/// Reply: `{'ok' | 'noop', depth, or false when it did not change (a retry)}`.
 const SETTLE: &str = r"
 local id, sub, mode, attempt = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local dk, m = dkey(id, sub), mkey(id)
 redis.call('ZREM', P .. ':lease:' .. sub, id)
 if redis.call('HGET', dk, 'st') ~= 'p' then return {'noop', false} end
-local n = redis.call('HINCRBY', dk, 'n', 1)
-local h = hkey(id, sub)
-if redis.call('RPUSH', h, n .. '|' .. attempt) > 20 then redis.call('LTRIM', h, -20, -1) end
+record_attempt(id, sub, attempt)
 local f = redis.call('HMGET', m, 'topic', 'okey')
 local topic, okey = f[1], f[2]
 if mode == 'retry' then
@@ -187,24 +289,13 @@ if mode == 'retry' then
   wake(sub)
   return {'ok', false}
 end
-local changed = false
 if mode == 'ack' then
   redis.call('HSET', dk, 'st', 'd', 'ls', 0)
 else
-  redis.call('HSET', dk, 'st', 'x', 'ls', 0, 'why', ARGV[9], 'dead_at', NOW)
-  redis.call('ZADD', P .. ':dlq', 0, id .. ':' .. sub)
-  count('x:' .. topic, 1)
-  count('_x', 1)
-  redis.call('HINCRBY', m, 'dead', 1)
-  changed = true
+  mark_dead(id, sub, topic, ARGV[9])
 end
-if okey and okey ~= '' then
-  redis.call('ZREM', P .. ':c:' .. sub .. ':' .. okey, id)
-  promote(sub, okey)
-end
-if pending_delta(id, topic, -1) then changed = true end
-if changed then return {'ok', depth()} end
-return {'ok', false}
+leave_pending(id, sub, topic, okey)
+return {'ok', depth()}
 ";
 
 /// ARGV[4..]: id, subscriber. Gives a lease back; the delivery is due at its time.
@@ -232,6 +323,7 @@ count('_x', -1)
 redis.call('HINCRBY', m, 'dead', -1)
 pending_delta(id, topic, 1)
 make_due(id, sub, okey)
+join_backlog(id, sub)
 return {'ok', depth()}
 ";
 

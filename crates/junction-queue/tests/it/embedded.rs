@@ -623,3 +623,51 @@ async fn idempotency_keys_survive_a_crash_through_the_journal() {
     c.close().await.unwrap();
     b.close().await.unwrap();
 }
+
+/// Each subscriber's backlog survives a restart (counted again from redb's
+/// indexes: keyed chains and unkeyed deliveries alike) and matches the records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriber_backlogs_are_counted_again_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(&dir, None).await;
+    for i in 0..3 {
+        let mut keyed = request("t", &["a"], &format!("k{i}"));
+        keyed.ordering_key = Some(format!("key{}", i % 2));
+        b.enqueue(keyed).await.unwrap();
+    }
+    for i in 0..2 {
+        b.enqueue(request("t", &["a", "b"], &format!("{i}")))
+            .await
+            .unwrap();
+    }
+    let d = b.lease_due("b", now_ms(), 1).await.unwrap().remove(0);
+    b.ack(&d, attempt("status 200")).await.unwrap();
+    let want: Vec<(String, u64)> = vec![("a".into(), 5), ("b".into(), 1)];
+    let got = |b: &junction_queue::EmbeddedBroker| {
+        b.depth()
+            .subscribers
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(got(&b), want);
+    assert_eq!(b.verify().await.unwrap(), b.depth());
+    b.close().await.unwrap();
+    drop(b);
+    let b = open(&dir, Some(5)).await;
+    assert_eq!(got(&b), want);
+    assert_eq!(b.verify().await.unwrap(), b.depth());
+    // "a" is full: its copy is shed, "b" still gets the event.
+    let id = match b.enqueue(request("t", &["a", "b"], "x")).await.unwrap() {
+        junction_queue::EnqueueOutcome::Accepted(id) => id,
+        other => panic!("{other:?}"),
+    };
+    let st = b.message_status(id.as_str()).await.unwrap().unwrap();
+    assert!(matches!(
+        st.subscribers[0].state,
+        junction_queue::DeliveryState::Dead { .. }
+    ));
+    assert!(st.subscribers[1].next_attempt_at_ms.is_some());
+    assert_eq!(b.verify().await.unwrap(), b.depth());
+    b.close().await.unwrap();
+}

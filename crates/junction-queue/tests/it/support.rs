@@ -10,7 +10,7 @@ use tempfile::TempDir;
 /// A fresh embedded broker in its own temp dir (the dir lives as long as the harness).
 pub async fn embedded(opts: BrokerOptions) -> Harness {
     let dir = tempfile::tempdir().expect("temp dir");
-    let b = open(&dir, opts.max_depth).await;
+    let b = open_opts(&dir, &opts, junction_queue::embedded::HOT_MAX_MESSAGES).await;
     Harness::new(b, dir)
 }
 
@@ -18,7 +18,7 @@ pub async fn embedded(opts: BrokerOptions) -> Harness {
 /// most messages overflow into the journal and are loaded back later.
 pub async fn embedded_small_hot(opts: BrokerOptions) -> Harness {
     let dir = tempfile::tempdir().expect("temp dir");
-    let b = open_with(&dir, opts.max_depth, SMALL_HOT).await;
+    let b = open_opts(&dir, &opts, SMALL_HOT).await;
     Harness::new(b, dir)
 }
 
@@ -36,8 +36,18 @@ pub async fn open_with(
     max_depth: Option<u64>,
     hot_max: usize,
 ) -> Arc<EmbeddedBroker> {
+    let opts = BrokerOptions {
+        max_depth,
+        ..BrokerOptions::default()
+    };
+    open_opts(dir, &opts, hot_max).await
+}
+
+/// Opens the embedded broker stored in `dir` with `opts`, `hot_max` messages on the fast path.
+pub async fn open_opts(dir: &TempDir, opts: &BrokerOptions, hot_max: usize) -> Arc<EmbeddedBroker> {
     let mut cfg = EmbeddedConfig::new(dir.path().join("queue"));
-    cfg.max_depth = max_depth;
+    cfg.max_depth = opts.max_depth;
+    cfg.on_full = opts.on_full;
     cfg.hot_max_messages = hot_max;
     EmbeddedBroker::open(cfg)
         .await
@@ -60,6 +70,7 @@ pub fn attempt(outcome: &str) -> AttemptRecord {
 pub async fn redis(opts: BrokerOptions) -> Harness {
     let mut cfg = junction_queue::RedisConfig::new(redis_url(), unique_prefix());
     cfg.max_depth = opts.max_depth;
+    cfg.on_full = opts.on_full;
     let b = junction_queue::RedisBroker::connect(cfg)
         .await
         .expect("redis must be running for these tests");
@@ -140,6 +151,7 @@ pub async fn postgres(opts: BrokerOptions) -> Harness {
     let schema = unique_schema();
     let mut cfg = junction_queue::PostgresConfig::new(postgres_url(), &schema);
     cfg.max_depth = opts.max_depth;
+    cfg.on_full = opts.on_full;
     let b = junction_queue::PostgresBroker::connect(cfg)
         .await
         .expect("postgres must be running for these tests");

@@ -241,17 +241,21 @@
       disabled: ["Disabled", "open", "Failing for longer than disable_after: deliveries are dead-lettered without being sent"],
       rate_limited: ["Rate-limited", "half-open", "Waiting for its rate limit"],
     };
-    syncRows($("#subscribers"), ov.subscribers || [], "data-subscriber", (s) => s.name, 7, (td, s) => {
+    syncRows($("#subscribers"), ov.subscribers || [], "data-subscriber", (s) => s.name, 9, (td, s) => {
       set(td[0], s.name, "name");
       set(td[1], s.topic || "–", "sub");
       const [label, cls, why] = SUB_STATES[s.state] || [s.state || "–", "unknown", ""];
       const badge = td[2].firstChild;
       if (!badge || badge.textContent !== label || !badge.classList.contains(cls)) set(td[2], h("span", { class: `badge state ${cls}` }, label));
       td[2].title = why;
-      set(td[3], fmtInt(s.delivered), "num");
-      set(td[4], fmtInt(s.retrying), "num " + (s.retrying > 0 ? "err-some" : ""));
-      set(td[5], fmtInt(s.dead), "num " + (s.dead > 0 ? "err-high" : ""));
-      set(td[6], fmtMs(s.p99_ms), "num");
+      const known = (v) => v !== null && v !== undefined;
+      set(td[3], known(s.backlog) ? fmtInt(s.backlog) : "–", "num " + (s.backlog > 0 && s.state !== "delivering" ? "err-some" : ""));
+      set(td[4], known(s.oldest_pending_age_ms) ? fmtDuration(s.oldest_pending_age_ms) : "–",
+        "num " + (s.oldest_pending_age_ms > 60000 ? "err-some" : ""));
+      set(td[5], fmtInt(s.delivered), "num");
+      set(td[6], fmtInt(s.retrying), "num " + (s.retrying > 0 ? "err-some" : ""));
+      set(td[7], fmtInt(s.dead), "num " + (s.dead > 0 ? "err-high" : ""));
+      set(td[8], fmtMs(s.p99_ms), "num");
     }, "No subscribers.");
   }
 

@@ -444,3 +444,95 @@ async fn a_full_queue_answers_503_with_retry_after() {
     }
     assert_eq!(statuses, vec![202, 202, 202, 503, 503]);
 }
+
+/// `max_depth` bounds each subscriber's backlog: a subscriber whose upstream is
+/// down sheds its own events to its dead letters (reason "backlog full") while the
+/// topic's healthy subscriber gets every event and every producer gets 202; the
+/// backlog, its age and the state are per subscriber in /metrics and the overview.
+#[tokio::test]
+async fn a_dead_subscriber_sheds_its_own_backlog_and_never_blocks_the_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let down = closed_port().await;
+    let b = FakeUpstream::start().await;
+    let yaml = two_subscribers(
+        &format!("http://{down}"),
+        &b.url(),
+        ", retry: { backoff: 10s, max_backoff: 10s }",
+    );
+    let queue = format!(
+        "queue: {{ backend: embedded, path: {}, max_depth: 3, on_full: reject }}\n",
+        dir.path().join("q").display()
+    );
+    let gw = start(&format!("{queue}{yaml}")).await;
+    for i in 0..8 {
+        let r = client()
+            .post(format!("http://{}/orders", gw.data))
+            .body(format!("m{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "event {i}: {:?}", r.text().await);
+        // One at a time, so the healthy one's own backlog stays under 3.
+        eventually(
+            "the healthy subscriber got it",
+            Duration::from_secs(10),
+            || b.calls() == i + 1,
+        )
+        .await;
+    }
+    let url = format!("http://{}/admin/dlq?subscriber=sub-a", gw.admin);
+    let dlq = poll_json(&url, Duration::from_secs(5), |v| {
+        v["items"].as_array().is_some_and(|i| i.len() == 5)
+    })
+    .await;
+    for item in dlq["items"].as_array().unwrap() {
+        let reason = item["reason"].as_str().unwrap();
+        assert!(reason.starts_with("backlog full: 3 waiting"), "{reason}");
+    }
+    assert_eq!(
+        metric(
+            gw.admin,
+            r#"junction_subscriber_backlog{subscriber="sub-a"}"#
+        )
+        .await,
+        3.0
+    );
+    assert_eq!(
+        metric(
+            gw.admin,
+            r#"junction_subscriber_backlog{subscriber="sub-b"}"#
+        )
+        .await,
+        0.0
+    );
+    assert_eq!(
+        metric(
+            gw.admin,
+            r#"junction_subscriber_state{subscriber="sub-a",state="delivering"}"#
+        )
+        .await,
+        1.0
+    );
+    assert!(
+        metric(
+            gw.admin,
+            r#"junction_subscriber_oldest_age_seconds{subscriber="sub-a"}"#
+        )
+        .await
+            > 0.0
+    );
+    let ov: serde_json::Value = client()
+        .get(format!("http://{}/admin/overview", gw.admin))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let subs = ov["subscribers"].as_array().unwrap();
+    let a = subs.iter().find(|s| s["name"] == "sub-a").unwrap();
+    assert_eq!(a["backlog"], 3, "{a}");
+    assert!(a["oldest_pending_age_ms"].as_u64().is_some(), "{a}");
+    let bs = subs.iter().find(|s| s["name"] == "sub-b").unwrap();
+    assert_eq!(bs["backlog"], 0, "{bs}");
+}

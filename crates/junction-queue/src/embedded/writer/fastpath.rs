@@ -14,12 +14,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::limits::BatchOwed;
 use super::Core;
 use crate::embedded::behind;
 use crate::embedded::hot::HotMessage;
 use crate::embedded::journal::{JournalMessage, Pos};
 use crate::embedded::ops::{distinct_subscribers, idem_expiry, Batch};
-use crate::embedded::state::Counters;
+use crate::embedded::state::{Counters, OverflowSummary};
 use crate::embedded::tables::Res;
 use crate::types::{EnqueueOutcome, EnqueueRequest, MessageId, QueueError};
 
@@ -43,6 +44,17 @@ pub(crate) struct Overflow {
     pub subs: BTreeMap<String, u64>,
 }
 
+impl Overflow {
+    /// What the broker handle reads (cursor and counts).
+    pub fn summary(&self) -> OverflowSummary {
+        OverflowSummary {
+            cursor: self.cursor,
+            depth: self.depth.clone(),
+            subs: self.subs.clone(),
+        }
+    }
+}
+
 /// The fast-path work of one batch, kept until the batch commits. If it fails,
 /// spilled messages go back to the hot set (they are still only in the journal),
 /// recorded ones wait for a later batch, and fresh ones were never acknowledged.
@@ -50,6 +62,8 @@ pub(crate) struct Overflow {
 pub(crate) struct FastPath {
     /// Journaled in this batch; hot once the journal is synced.
     pub fresh: Vec<HotMessage>,
+    /// Per subscriber: this batch's journaled enqueues (fresh and overflowed).
+    pub owed: BatchOwed,
     bytes: usize,
     /// Journaled in this batch but overflowing: (topic, subscribers) of each, and the
     /// buffer offset of the first one when overflow starts in this batch.
@@ -69,13 +83,6 @@ impl FastPath {
 }
 
 impl Core {
-    /// Undelivered messages outside redb: in the hot set (`hot_n`), journaled in
-    /// this batch, and overflowed into the journal alone.
-    pub(super) fn fast_path_depth(&self, hot_n: usize, fast: &FastPath) -> u64 {
-        let overflowed = self.overflow.as_ref().map_or(0, |o| o.count);
-        (hot_n + fast.fresh.len() + fast.overflowed.len()) as u64 + overflowed
-    }
-
     /// Journals a fast-path enqueue; `None` if it must take the redb path (an
     /// ordering key, or no subscriber). An idempotency key is checked and recorded
     /// in `batch` (redb, committed without fsync: the journal holds it too).
@@ -94,22 +101,12 @@ impl Core {
                 return Ok(Some(Ok(EnqueueOutcome::Duplicate(MessageId::new(prior)))));
             }
         }
-        let (hot_n, room) = {
-            let hot = self.mem.hot.lock();
-            (
-                hot.len(),
-                hot.has_room(fast.fresh.len() + 1, fast.bytes + req.body.len()),
-            )
-        };
+        let room = self
+            .mem
+            .hot
+            .lock()
+            .has_room(fast.fresh.len() + 1, fast.bytes + req.body.len());
         let overflowing = self.overflow.is_some() || !fast.overflowed.is_empty();
-        if let Some(max) = self.max_depth {
-            // The batch's own count: a message spilled earlier in this batch has left
-            // the hot set already, and must still be counted once.
-            let depth = batch.pending_total() + self.fast_path_depth(hot_n, fast);
-            if depth >= max {
-                return Ok(Some(Err(QueueError::Full { depth, max })));
-            }
-        }
         let id = self.ids.next(now).to_string();
         let jm = JournalMessage {
             id: id.clone(),
@@ -130,6 +127,7 @@ impl Core {
             batch.idem_record(&jm.topic, key, &id, *expires_at_ms)?;
         }
         let offset = self.journal.append_enq(&jm);
+        fast.owed.add(&jm.subscribers);
         if overflowing || !room {
             if self.overflow.is_none() && fast.overflow_start.is_none() {
                 fast.overflow_start = Some(offset);
@@ -276,14 +274,20 @@ impl Core {
         for (topic, n) in hot.depth() {
             Counters::add(&mut published.depth, topic, *n as i64);
         }
+        for (sub, n) in hot.owed() {
+            Counters::add(&mut published.backlog, sub, *n as i64);
+        }
         if let Some(o) = &self.overflow {
             for (topic, n) in &o.depth {
                 Counters::add(&mut published.depth, topic, *n as i64);
             }
+            for (sub, n) in &o.subs {
+                Counters::add(&mut published.backlog, sub, *n as i64);
+            }
         }
         drop(hot);
         *self.mem.counters.write() = published;
-        *self.mem.overflow.lock() = self.overflow.as_ref().map(|o| (o.cursor, o.depth.clone()));
+        *self.mem.overflow.lock() = self.overflow.as_ref().map(Overflow::summary);
         for sub in &wake {
             self.mem.wake(sub);
         }
