@@ -128,7 +128,10 @@ impl Hot {
                     .entry(sub.clone())
                     .or_default()
                     .insert(id.clone());
-                *self.owed.entry(sub.clone()).or_insert(0) += 1;
+                match self.owed.get_mut(sub) {
+                    Some(n) => *n += 1,
+                    None => drop(self.owed.insert(sub.clone(), 1)),
+                }
             }
         }
         self.bytes += m.message.body.len();

@@ -127,7 +127,9 @@ impl Core {
             batch.idem_record(&jm.topic, key, &id, *expires_at_ms)?;
         }
         let offset = self.journal.append_enq(&jm);
-        fast.owed.add(&jm.subscribers);
+        if self.limit.is_some() {
+            fast.owed.add(&jm.subscribers); // read only by the limits
+        }
         if overflowing || !room {
             if self.overflow.is_none() && fast.overflow_start.is_none() {
                 fast.overflow_start = Some(offset);

@@ -39,7 +39,10 @@ pub(crate) struct BatchOwed(HashMap<String, u64>);
 impl BatchOwed {
     pub fn add(&mut self, subs: &[String]) {
         for sub in subs {
-            *self.0.entry(sub.clone()).or_insert(0) += 1;
+            match self.0.get_mut(sub) {
+                Some(n) => *n += 1,
+                None => drop(self.0.insert(sub.clone(), 1)),
+            }
         }
     }
 
