@@ -83,6 +83,17 @@ impl Model {
         ids.len()
     }
 
+    /// Pending deliveries per subscriber (its backlog).
+    fn backlog(&self) -> BTreeMap<String, u64> {
+        let mut backlog = BTreeMap::new();
+        for ((_, sub), st) in &self.state {
+            if matches!(st, St::Pending(_)) {
+                *backlog.entry(sub.clone()).or_insert(0) += 1;
+            }
+        }
+        backlog
+    }
+
     fn depth(&self) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
         let (mut depth, mut dlq) = (BTreeMap::new(), BTreeMap::new());
         let mut pending_msgs = HashSet::new();
@@ -281,6 +292,11 @@ async fn run(seed: u64, hot_max: usize) {
         };
         assert_eq!(nonzero(&depth.topics), want_depth, "{ctx}: depth");
         assert_eq!(nonzero(&depth.dlq), want_dlq, "{ctx}: dlq depth");
+        assert_eq!(
+            nonzero(&depth.subscribers),
+            m.backlog(),
+            "{ctx}: backlog per subscriber"
+        );
         assert_eq!(
             b.verify().await.unwrap(),
             depth,
