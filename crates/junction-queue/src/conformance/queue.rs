@@ -432,7 +432,8 @@ where
 }
 
 /// A subscriber that takes deliveries and never settles them (hung, or its
-/// instance stuck) delays no other subscriber of the topic.
+/// instance stuck) delays no other subscriber of the topic, and the backlog
+/// each one shows is its own.
 pub async fn a_stuck_subscriber_holds_up_no_other<F, Fut>(factory: &F)
 where
     F: Fn() -> Fut,
@@ -458,5 +459,33 @@ where
         }
     }
     assert_eq!(got, N, "the healthy subscriber got every message");
+    // Each subscriber's backlog is its own (brokers' counts are refreshed every
+    // few seconds): the stuck one's stays, the healthy one's drains. Exact
+    // counts include what it holds; RabbitMQ's ready count leaves out what
+    // consumers hold (at most the prefetch), so there only "some".
+    let want_stuck = if q.capabilities.exact_depth {
+        N as u64
+    } else {
+        1
+    };
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let d = q.ledger.depth();
+        let stuck_n = d.subscribers.get(&stuck).copied().unwrap_or(0);
+        let ok_n = d.subscribers.get(&healthy).copied().unwrap_or(0);
+        let stuck_ok = if q.capabilities.exact_depth {
+            stuck_n == want_stuck
+        } else {
+            stuck_n >= want_stuck
+        };
+        if stuck_ok && ok_n == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "backlogs: stuck {stuck_n} (want at least {want_stuck}), healthy {ok_n} (want 0)"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     drop(held); // never settled: redelivered later, to this or another consumer
 }

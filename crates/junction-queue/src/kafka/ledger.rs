@@ -223,7 +223,7 @@ impl KafkaLedger {
     }
 }
 
-/// Per topic the largest group lag, and the live dead letters.
+/// Per topic the largest group lag, per subscriber its groups' lag, and the live dead letters.
 pub async fn read_depth(s: &Arc<Shared>, dlq: &mut DlqCount) -> Result<DepthSnapshot, QueueError> {
     let members: Vec<((String, String), String)> = s
         .members
@@ -235,9 +235,9 @@ pub async fn read_depth(s: &Arc<Shared>, dlq: &mut DlqCount) -> Result<DepthSnap
     for ((topic, sub), group) in members {
         let (shared, name) = (s.clone(), s.topic_name(&topic));
         let lag = blocking(move || group_lag(&shared, &group, &name)).await??;
+        *snap.subscribers.entry(sub).or_default() += lag;
         let t = snap.topics.entry(topic).or_default();
         *t = (*t).max(lag);
-        let _ = sub;
     }
     snap.total = snap.topics.values().sum();
     let topics = dlq_topics(s).await?;

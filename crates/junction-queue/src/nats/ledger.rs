@@ -121,6 +121,7 @@ pub async fn read_depth(s: &Shared) -> Result<DepthSnapshot, QueueError> {
             .await
             .map_err(|e| storage("reading a consumer", e))?;
         let backlog = info.num_pending + info.num_ack_pending as u64;
+        *snap.subscribers.entry(sub).or_default() += backlog;
         let t = snap.topics.entry(topic).or_default();
         *t = (*t).max(backlog);
     }

@@ -90,7 +90,7 @@ impl RabbitLedger {
     }
 }
 
-/// Every declared queue's ready count: undelivered per topic (the largest
+/// Every declared queue's ready count: per subscriber its backlog, undelivered per topic (the largest
 /// subscriber backlog, delay queues not counted) and dead letters per topic.
 pub async fn read_depth(s: &Shared) -> Result<DepthSnapshot, QueueError> {
     let mut snap = DepthSnapshot::default();
@@ -99,6 +99,7 @@ pub async fn read_depth(s: &Shared) -> Result<DepthSnapshot, QueueError> {
         let dead = count(s, &s.topology.dlq(&topic, &sub)).await?;
         let t = snap.topics.entry(topic.clone()).or_default();
         *t = (*t).max(main);
+        *snap.subscribers.entry(sub).or_default() += main;
         *snap.dlq.entry(topic).or_default() += dead;
     }
     snap.total = snap.topics.values().sum();

@@ -224,8 +224,9 @@ pub async fn read_depth(s: &Shared) -> Result<DepthSnapshot, QueueError> {
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    for ((topic, _), url) in queues {
+    for ((topic, sub), url) in queues {
         let backlog = counts(url).await?;
+        *snap.subscribers.entry(sub).or_default() += backlog;
         let t = snap.topics.entry(topic).or_default();
         *t = (*t).max(backlog);
     }
