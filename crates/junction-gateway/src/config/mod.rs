@@ -292,9 +292,14 @@ pub enum QueueConfig {
         /// `quorum` (replicated, default) or `classic` subscriber queues.
         #[serde(default)]
         queue_type: RabbitQueueType,
-        /// Per-subscriber backlog past which new events get 503.
+        /// Per-subscriber backlog bound (`x-max-length` of its queue).
         #[serde(default)]
         max_depth: Option<u64>,
+        /// Past it: `reject` refuses the publish (503; RabbitMQ's
+        /// `reject-publish`), `dead_letter_oldest` moves the queue's oldest
+        /// message to its dead letters (`drop-head`), so no publish is refused.
+        #[serde(default)]
+        on_full: OnFull,
     },
     /// Apache Kafka: per topic a Kafka topic, per subscriber a consumer group
     /// (instances share its partitions) and a compacted dead-letter topic.

@@ -114,9 +114,11 @@ pub async fn open_queue(config: &Config) -> anyhow::Result<Queue> {
             prefix,
             queue_type,
             max_depth,
+            on_full,
         } => {
             let mut cfg = junction_queue::RabbitConfig::new(url.clone(), prefix.clone());
             cfg.max_depth = *max_depth;
+            cfg.on_full = (*on_full).into();
             cfg.queue_type = match queue_type {
                 crate::config::RabbitQueueType::Quorum => {
                     junction_queue::rabbitmq::topology::QueueType::Quorum
@@ -423,6 +425,10 @@ impl Dispatchers {
                 },
             );
         }
+        let running = &self.running;
+        ctx.live.retain_subscribers(|topic, name| {
+            running.contains_key(&(topic.to_owned(), name.to_owned()))
+        });
         Ok(changes)
     }
 

@@ -136,18 +136,24 @@ impl Live {
         s
     }
 
-    /// The subscribers of the running configuration: one per name (a reload
-    /// registers them again; the latest handle wins).
+    /// The subscribers of the running configuration (see [`Live::retain_subscribers`]).
     pub fn current_subscribers(&self) -> Vec<Arc<SubscriberLive>> {
-        let all = self.subscribers.read();
+        self.subscribers.read().clone()
+    }
+
+    /// After a reload: keeps the subscribers `keep` names (topic, name), the latest
+    /// handle of each, so removed ones leave the views and the gauges.
+    pub fn retain_subscribers(&self, keep: impl Fn(&str, &str) -> bool) {
+        let mut all = self.subscribers.write();
         let mut out: Vec<Arc<SubscriberLive>> = Vec::with_capacity(all.len());
         for s in all.iter().rev() {
-            if !out.iter().any(|o| o.name == s.name) {
+            let seen = out.iter().any(|o| o.name == s.name && o.topic == s.topic);
+            if !seen && keep(&s.topic, &s.name) {
                 out.push(Arc::clone(s));
             }
         }
         out.reverse();
-        out
+        *all = out;
     }
 
     /// Records one delivery attempt on the topic → subscriber edge.
@@ -180,12 +186,12 @@ impl SubscriberLive {
         }
     }
 
-    /// How old the event it is on is, while it has a backlog (`None` when the
-    /// backend counts none waiting, or it has not taken one yet). Deliveries are
+    /// How old the event it is on is, while it has a backlog (`None` when none
+    /// waits, the backend does not count it, or it has taken none since start). Deliveries are
     /// taken oldest first, so this is the age of its oldest waiting event within
     /// the few in flight.
     pub fn oldest_age_ms(&self, backlog: Option<u64>, now_ms: u64) -> Option<u64> {
-        if backlog == Some(0) {
+        if backlog.unwrap_or(0) == 0 {
             return None;
         }
         let taken = self.last_enqueued_ms.load(Ordering::Relaxed);
@@ -275,6 +281,29 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reload_leaves_one_handle_per_running_subscriber() {
+        let live = Live::new();
+        let old = live.subscriber("orders", "fulfillment");
+        live.subscriber("orders", "gone");
+        let new = live.subscriber("orders", "fulfillment");
+        live.retain_subscribers(|_, name| name != "gone");
+        let now = live.current_subscribers();
+        assert_eq!(now.len(), 1);
+        assert!(Arc::ptr_eq(&now[0], &new) && !Arc::ptr_eq(&now[0], &old));
+    }
+
+    #[test]
+    fn the_oldest_age_shows_only_while_a_backlog_waits() {
+        let live = Live::new();
+        let s = live.subscriber("orders", "fulfillment");
+        assert_eq!(s.oldest_age_ms(Some(5), 10_000), None, "took none yet");
+        s.last_enqueued_ms.store(4_000, Ordering::Relaxed);
+        assert_eq!(s.oldest_age_ms(Some(5), 10_000), Some(6_000));
+        assert_eq!(s.oldest_age_ms(Some(0), 10_000), None);
+        assert_eq!(s.oldest_age_ms(None, 10_000), None, "not counted");
+    }
 
     #[test]
     fn the_strongest_reason_not_to_deliver_is_shown() {

@@ -284,9 +284,15 @@ impl Hot {
         self.owed.get(sub).copied().unwrap_or(0)
     }
 
-    /// The oldest hot message `sub` has not received and holds no lease on.
-    pub fn oldest_unleased(&self, sub: &str) -> Option<&str> {
-        self.unleased.get(sub)?.first().map(String::as_str)
+    /// The oldest hot message `sub` has not received and holds no lease on
+    /// (`leases`: its lease set; a message put back after a failed batch is
+    /// listed as unleased while its lease may still be held).
+    pub fn oldest_unleased(&self, sub: &str, leases: &HashSet<String>) -> Option<&str> {
+        self.unleased
+            .get(sub)?
+            .iter()
+            .find(|id| !leases.contains(*id))
+            .map(String::as_str)
     }
 
     /// How many hot messages `sub` still has to receive and holds no lease on.

@@ -299,6 +299,9 @@ impl Core {
         let mut fast = FastPath::default();
         let res = self.commit_with(ops, &mut fast);
         if res.is_err() {
+            for (sub, id) in fast.marked.drain(..) {
+                self.mem.unlease(&sub, &id, true);
+            }
             let mut hot = self.mem.hot.lock();
             for m in fast.spilled.drain(..) {
                 hot.insert(m);

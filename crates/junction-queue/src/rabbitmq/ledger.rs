@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::Channel;
 
 use super::{storage, Shared};
@@ -50,7 +50,20 @@ impl RabbitLedger {
                 .map_err(|e| storage("reading a dead-letter queue", e))?;
             let Some(got) = got else { break };
             let d = got.delivery;
-            let env = super::envelope_of(&d.properties, topic);
+            let mut env = super::envelope_of(&d.properties, topic);
+            if env.reason.is_none() {
+                // Not dead-lettered by Junction: the broker dropped it off a full
+                // queue's head (`on_full: dead_letter_oldest`).
+                if let Some((why, at_ms)) = broker_death(&d.properties) {
+                    env.reason = Some(match (why.as_str(), self.shared.max_depth) {
+                        ("maxlen", Some(max)) => {
+                            backlog_full_reason(max, max, OnFull::DeadLetterOldest)
+                        }
+                        _ => format!("dead-lettered by RabbitMQ ({why})"),
+                    });
+                    env.dead_at_ms = Some(at_ms);
+                }
+            }
             let letter = DeadLetter {
                 id: dead_letter_id(env.id.as_str(), sub),
                 message: env.message(d.data),
@@ -88,6 +101,27 @@ impl RabbitLedger {
             .await
             .map_err(|e| storage("removing a dead letter", e))
     }
+}
+
+/// Why and when (unix ms) the broker dead-lettered a message, from its
+/// first `x-death` entry (the latest death).
+fn broker_death(props: &lapin::BasicProperties) -> Option<(String, u64)> {
+    let headers = props.headers().as_ref()?;
+    let AMQPValue::FieldArray(deaths) = headers.inner().get("x-death")? else {
+        return None;
+    };
+    let AMQPValue::FieldTable(first) = deaths.as_slice().first()? else {
+        return None;
+    };
+    let why = match first.inner().get("reason") {
+        Some(AMQPValue::LongString(s)) => s.to_string(),
+        _ => "unknown".to_owned(),
+    };
+    let at_ms = match first.inner().get("time") {
+        Some(AMQPValue::Timestamp(secs)) => secs.saturating_mul(1000),
+        _ => now_ms(),
+    };
+    Some((why, at_ms))
 }
 
 /// Every declared queue's ready count: per subscriber its backlog, undelivered per topic (the largest

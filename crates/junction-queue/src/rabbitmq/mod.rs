@@ -68,8 +68,13 @@ pub struct RabbitConfig {
     pub prefix: String,
     /// Type of subscriber and dead-letter queues.
     pub queue_type: QueueType,
-    /// Per-subscriber backlog bound: past it, publishes are refused (`Full`).
+    /// Per-subscriber backlog bound (`x-max-length` on each subscriber queue).
     pub max_depth: Option<u64>,
+    /// Past `max_depth`: `Reject` refuses the publish (`Full`; RabbitMQ's
+    /// `reject-publish`, which the other subscribers' queues still took), and
+    /// `DeadLetterOldest` drops the queue's head into its `.dlq` (`drop-head`
+    /// with a dead-letter route), so a dead subscriber never refuses a publish.
+    pub on_full: crate::types::OnFull,
 }
 
 impl RabbitConfig {
@@ -80,6 +85,7 @@ impl RabbitConfig {
             prefix: prefix.into(),
             queue_type: QueueType::Quorum,
             max_depth: None,
+            on_full: crate::types::OnFull::Reject,
         }
     }
 }
@@ -203,7 +209,7 @@ impl RabbitBroker {
         let shared = Arc::new(Shared {
             link,
             consume,
-            topology: Topology::new(&cfg.prefix, cfg.queue_type, cfg.max_depth),
+            topology: Topology::new(&cfg.prefix, cfg.queue_type, cfg.max_depth, cfg.on_full),
             max_depth: cfg.max_depth,
             depth: RwLock::default(),
             keys: LocalKeys::default(),

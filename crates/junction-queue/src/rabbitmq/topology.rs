@@ -1,6 +1,14 @@
 //! Names and declarations: per topic a fanout exchange, per subscriber a
 //! durable queue bound to it, its dead-letter queue, and its delay queues.
 //!
+//! `max_depth` is each subscriber queue's `x-max-length`. `on_full: reject` is
+//! `reject-publish` (the publish is nacked, so refused with 503, although the
+//! other subscribers' queues took it); `dead_letter_oldest` is `drop-head` with
+//! the queue's dead-letter route pointing at its `.dlq`, so a full subscriber
+//! sheds its oldest waiting message there and no publish is refused. RabbitMQ
+//! refuses to redeclare a queue with other arguments (406): changing either
+//! setting for existing queues needs them deleted (or a policy) first.
+//!
 //! Delayed retries use no plugin: a retry is published to one of a few delay
 //! queues whose fixed `x-message-ttl` dead-letters it back into the
 //! subscriber's queue. A fixed TTL per queue keeps expiry in FIFO order (a
@@ -16,7 +24,7 @@ use lapin::{Channel, ExchangeKind};
 use parking_lot::Mutex;
 
 use super::storage;
-use crate::types::QueueError;
+use crate::types::{OnFull, QueueError};
 
 /// Delay tiers of retries, in ms.
 pub const RETRY_TIERS_MS: [u64; 9] = [
@@ -36,19 +44,26 @@ pub enum QueueType {
 pub struct Topology {
     prefix: String,
     queue_type: QueueType,
-    /// Per-subscriber backlog bound (`x-max-length` with `reject-publish`).
+    /// Per-subscriber backlog bound (`x-max-length`) and what happens past it.
     max_length: Option<u64>,
+    on_full: OnFull,
     declared: Mutex<BTreeSet<String>>,
     /// Every (topic, subscriber) declared, for the ledger's scans.
     pairs: Mutex<BTreeSet<(String, String)>>,
 }
 
 impl Topology {
-    pub fn new(prefix: &str, queue_type: QueueType, max_length: Option<u64>) -> Self {
+    pub fn new(
+        prefix: &str,
+        queue_type: QueueType,
+        max_length: Option<u64>,
+        on_full: OnFull,
+    ) -> Self {
         Self {
             prefix: prefix.to_owned(),
             queue_type,
             max_length,
+            on_full,
             declared: Mutex::default(),
             pairs: Mutex::default(),
         }
@@ -111,12 +126,30 @@ impl Topology {
             if self.is_declared(&queue) {
                 continue;
             }
+            // The dead-letter queue first: with `drop-head` the main queue routes
+            // its dropped heads there.
+            let dlq = self.dlq(topic, sub);
+            declare_queue(ch, &dlq, self.queue_args()).await?;
             let mut args = self.queue_args();
             if let Some(max) = self.max_length {
                 args.insert("x-max-length".into(), AMQPValue::LongLongInt(max as i64));
+                let overflow = match self.on_full {
+                    OnFull::Reject => "reject-publish",
+                    OnFull::DeadLetterOldest => {
+                        args.insert(
+                            "x-dead-letter-exchange".into(),
+                            AMQPValue::LongString(LongString::from("")),
+                        );
+                        args.insert(
+                            "x-dead-letter-routing-key".into(),
+                            AMQPValue::LongString(LongString::from(dlq.as_str())),
+                        );
+                        "drop-head"
+                    }
+                };
                 args.insert(
                     "x-overflow".into(),
-                    AMQPValue::LongString(LongString::from("reject-publish")),
+                    AMQPValue::LongString(LongString::from(overflow)),
                 );
             }
             declare_queue(ch, &queue, args).await?;
@@ -129,8 +162,6 @@ impl Topology {
             )
             .await
             .map_err(|e| storage("binding a queue", e))?;
-            let dlq = self.dlq(topic, sub);
-            declare_queue(ch, &dlq, self.queue_args()).await?;
             let mut declared = self.declared.lock();
             declared.insert(queue);
             declared.insert(dlq);
@@ -202,7 +233,7 @@ mod tests {
 
     #[test]
     fn names_and_tiers() {
-        let t = Topology::new("junction", QueueType::Quorum, None);
+        let t = Topology::new("junction", QueueType::Quorum, None, OnFull::Reject);
         assert_eq!(t.exchange("orders"), "junction.orders");
         assert_eq!(t.queue("orders", "inv"), "junction.orders.inv");
         assert_eq!(t.dlq("orders", "inv"), "junction.orders.inv.dlq");

@@ -4,6 +4,7 @@ mod conformance;
 mod embedded;
 mod kafka;
 mod model;
+mod rabbitmq;
 mod redis;
 mod sqs;
 mod support;

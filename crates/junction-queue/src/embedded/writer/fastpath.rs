@@ -64,6 +64,9 @@ pub(crate) struct FastPath {
     pub fresh: Vec<HotMessage>,
     /// Per subscriber: this batch's journaled enqueues (fresh and overflowed).
     pub owed: BatchOwed,
+    /// (subscriber, id) marked leased by the limits until the batch commits
+    /// (dropped after the commit as the batch's effects; here if it fails).
+    pub marked: Vec<(String, String)>,
     bytes: usize,
     /// Journaled in this batch but overflowing: (topic, subscribers) of each, and the
     /// buffer offset of the first one when overflow starts in this batch.

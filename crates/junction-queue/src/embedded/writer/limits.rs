@@ -116,18 +116,25 @@ impl Core {
         batch: &mut Batch<'_>,
     ) -> Res<bool> {
         let state = self.mem.subscriber(sub);
-        // Held throughout, as leasing holds it (then the hot set): what is picked
-        // here cannot be leased before it is dead. A lease taken from an older
-        // redb snapshot may still deliver it: at-least-once allows that.
-        let leases = state.leases();
+        // Held throughout, as leasing holds it (then the hot set), and the victim
+        // is marked leased until this batch commits (`finish_delivery` drops that
+        // lease after the commit): no lease can take it from the state before.
+        let mut leases = state.leases();
         let in_redb = batch.next_due_of(sub, &leases)?;
-        let in_hot = self.mem.hot.lock().oldest_unleased(sub).map(str::to_owned);
+        let in_hot = self
+            .mem
+            .hot
+            .lock()
+            .oldest_unleased(sub, &leases)
+            .map(str::to_owned);
         let (id, hot) = match (in_redb, in_hot) {
             (Some(r), Some(h)) if h < r => (h, true),
             (Some(r), _) => (r, false),
             (None, Some(h)) => (h, true),
             (None, None) => return Ok(false),
         };
+        leases.insert(id.clone());
+        fast.marked.push((sub.to_owned(), id.clone()));
         if hot {
             self.spill(batch, fast, &id)?;
         }
