@@ -32,6 +32,7 @@
 # Markdown table for BENCHMARKS.md), every round in rounds.tsv.
 #
 # Env: SCENARIOS ("get cache post async"), ROUNDS (3), DURATION (8), CONNS (32),
+#      ASYNC_QUEUE_OPTS: more keys of the async run's queue (e.g. "max_depth: 100000000"),
 #      CONNS_ASYNC (64), WRK_THREADS (1), BENCH_PORT_BASE (18400), AMQP_URI,
 #      JUNCTION_REF (build a commit instead of the working tree).
 #      BINARY: a junction binary built already (no build).
@@ -148,7 +149,7 @@ JP_PID=$JUNCTION_PID
 cat >"$WORK/junction-async.yaml" <<EOF
 listen: 127.0.0.1:$JQ
 admin: { listen: 127.0.0.1:$JQA }
-queue: { backend: embedded, path: $WORK/queue-async }
+queue: { backend: embedded, path: $WORK/queue-async${ASYNC_QUEUE_OPTS:+, $ASYNC_QUEUE_OPTS} }
 upstreams:
   s1: { url: "http://127.0.0.1:$DEAD" }
   s2: { url: "http://127.0.0.1:$DEAD" }
