@@ -20,6 +20,7 @@ pub mod conformance;
 pub mod contract;
 pub mod embedded;
 mod envelope;
+mod idem_keys;
 pub mod kafka;
 mod local_keys;
 pub mod nats;

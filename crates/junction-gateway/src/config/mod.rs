@@ -300,6 +300,11 @@ pub enum QueueConfig {
         /// message to its dead letters (`drop-head`), so no publish is refused.
         #[serde(default)]
         on_full: OnFull,
+        /// Redis URL (`redis://host:6379`) where idempotency keys of async
+        /// routes are shared by every instance; each instance keeps its own
+        /// when absent.
+        #[serde(default)]
+        idempotency_redis: Option<String>,
     },
     /// Apache Kafka: per topic a Kafka topic, per subscriber a consumer group
     /// (instances share its partitions) and a compacted dead-letter topic.
@@ -322,6 +327,11 @@ pub enum QueueConfig {
         /// Extra librdkafka client settings (`security.protocol`, `sasl.mechanism`, ...).
         #[serde(default)]
         client: BTreeMap<String, String>,
+        /// Redis URL (`redis://host:6379`) where idempotency keys of async
+        /// routes are shared by every instance; each instance keeps its own
+        /// when absent.
+        #[serde(default)]
+        idempotency_redis: Option<String>,
     },
     /// Amazon SQS: per topic an SNS topic, per subscriber an SQS queue
     /// subscribed to it (competing consumers across instances) and a
@@ -347,6 +357,11 @@ pub enum QueueConfig {
         /// Approximate per-subscriber backlog past which new events get 503.
         #[serde(default)]
         max_depth: Option<u64>,
+        /// Redis URL (`redis://host:6379`) where idempotency keys of async
+        /// routes are shared by every instance; each instance keeps its own
+        /// when absent.
+        #[serde(default)]
+        idempotency_redis: Option<String>,
     },
 }
 

@@ -115,8 +115,10 @@ pub async fn open_queue(config: &Config) -> anyhow::Result<Queue> {
             queue_type,
             max_depth,
             on_full,
+            idempotency_redis,
         } => {
             let mut cfg = junction_queue::RabbitConfig::new(url.clone(), prefix.clone());
+            cfg.idempotency_redis = idempotency_redis.clone();
             cfg.max_depth = *max_depth;
             cfg.on_full = (*on_full).into();
             cfg.queue_type = match queue_type {
@@ -145,6 +147,7 @@ pub async fn open_queue(config: &Config) -> anyhow::Result<Queue> {
             replication_factor,
             session_timeout,
             client,
+            idempotency_redis,
         } => {
             let brokers = junction_queue::kafka::bootstrap_servers(url)
                 .with_context(|| format!("invalid Kafka URL {url:?}"))?;
@@ -153,6 +156,7 @@ pub async fn open_queue(config: &Config) -> anyhow::Result<Queue> {
             cfg.replication_factor = *replication_factor;
             cfg.session_timeout = session_timeout.0;
             cfg.client = client.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            cfg.idempotency_redis = idempotency_redis.clone();
             let broker = junction_queue::KafkaBroker::connect(cfg)
                 .await
                 .map_err(|e| {
@@ -170,12 +174,14 @@ pub async fn open_queue(config: &Config) -> anyhow::Result<Queue> {
             fifo,
             visibility_timeout,
             max_depth,
+            idempotency_redis,
         } => {
             let mut cfg = junction_queue::SqsConfig::new(region.clone(), prefix.clone());
             cfg.endpoint = endpoint.clone();
             cfg.fifo = *fifo;
             cfg.visibility_timeout = visibility_timeout.0;
             cfg.max_depth = *max_depth;
+            cfg.idempotency_redis = idempotency_redis.clone();
             let broker = junction_queue::SqsBroker::connect(cfg).await.map_err(|e| {
                 anyhow::anyhow!(
                     "cannot open the sqs queue{}: {}",

@@ -32,7 +32,7 @@
 //! addressed to that subscriber alone (the other groups skip it), and replay or
 //! purge writes a tombstone for the id. The ledger lists by reading the
 //! dead-letter topics to their end. Idempotency keys are remembered per
-//! instance; message status is not kept; depth is each group's lag (high
+//! instance, or shared in Redis with `idempotency_redis`; message status is not kept; depth is each group's lag (high
 //! watermark less committed offset), re-read every 2 s.
 //!
 //! Crate: `rdkafka` (librdkafka, built from its bundled source): consumer
@@ -58,7 +58,7 @@ use rdkafka::ClientConfig;
 
 use crate::contract::*;
 use crate::envelope::{self, Envelope};
-use crate::local_keys::LocalKeys;
+use crate::idem_keys::{Claim, IdemKeys};
 use crate::types::*;
 
 /// What the Kafka queue gives (see the module doc).
@@ -93,6 +93,9 @@ pub struct KafkaConfig {
     pub session_timeout: Duration,
     /// Extra librdkafka settings (`security.protocol`, `sasl.*`, ...).
     pub client: Vec<(String, String)>,
+    /// Redis URL where idempotency keys of async routes are shared by every
+    /// instance (`None`: each instance remembers its own).
+    pub idempotency_redis: Option<String>,
 }
 
 impl KafkaConfig {
@@ -105,6 +108,7 @@ impl KafkaConfig {
             replication_factor: None,
             session_timeout: Duration::from_secs(10),
             client: Vec::new(),
+            idempotency_redis: None,
         }
     }
 
@@ -192,7 +196,7 @@ pub(crate) struct Shared {
     /// Clients that read metadata, watermarks and a group's committed
     /// offsets for the depth, by group id ("" for none), kept between reads.
     readers: Mutex<HashMap<String, Arc<rdkafka::consumer::BaseConsumer>>>,
-    keys: LocalKeys,
+    keys: IdemKeys,
     depth: RwLock<DepthSnapshot>,
     closed: AtomicBool,
 }
@@ -329,6 +333,7 @@ impl KafkaBroker {
             .client_config()
             .create()
             .map_err(|e| storage("creating a kafka admin client", e))?;
+        let keys = IdemKeys::open(cfg.idempotency_redis.as_deref(), &cfg.prefix).await?;
         let shared = Arc::new(Shared {
             cfg,
             producer: RwLock::new(producer),
@@ -336,7 +341,7 @@ impl KafkaBroker {
             topics: Mutex::default(),
             members: Mutex::default(),
             readers: Mutex::default(),
-            keys: LocalKeys::default(),
+            keys,
             depth: RwLock::default(),
             closed: AtomicBool::new(false),
         });
@@ -379,22 +384,15 @@ impl KafkaBroker {
     }
 }
 
-#[async_trait]
-impl Publisher for KafkaBroker {
-    async fn publish(&self, req: EnqueueRequest) -> Result<EnqueueOutcome, QueueError> {
+impl KafkaBroker {
+    /// Publishes `req` as `id` and waits for the broker's confirmation.
+    async fn publish_as(&self, req: &EnqueueRequest, id: &MessageId) -> Result<(), QueueError> {
         let s = &self.shared;
-        s.check_open()?;
-        if let Some(key) = &req.idempotency_key {
-            if let Some(id) = s.keys.known(&req.topic, key) {
-                return Ok(EnqueueOutcome::Duplicate(id));
-            }
-        }
         let subs = req.distinct_subscribers();
-        let id = MessageId::from(uuid::Uuid::now_v7().to_string());
         if !subs.is_empty() {
             let topic = s.topic_name(&req.topic);
             s.ensure_topic(&topic, false).await?;
-            let env = Envelope::new(&id, &req, subs, now_ms());
+            let env = Envelope::new(id, req, subs, now_ms());
             s.produce(
                 &topic,
                 req.ordering_key.as_deref(),
@@ -403,10 +401,29 @@ impl Publisher for KafkaBroker {
             )
             .await?;
         }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Publisher for KafkaBroker {
+    async fn publish(&self, req: EnqueueRequest) -> Result<EnqueueOutcome, QueueError> {
+        let s = &self.shared;
+        s.check_open()?;
+        let id = MessageId::from(uuid::Uuid::now_v7().to_string());
         if let Some(key) = &req.idempotency_key {
-            s.keys.remember(&req.topic, key, &id, req.idempotency_ttl);
+            if let Claim::Duplicate(prior) = s.keys.claim(&req, key, &id).await? {
+                return Ok(EnqueueOutcome::Duplicate(prior));
+            }
         }
-        Ok(EnqueueOutcome::Accepted(id))
+        let published = self.publish_as(&req, &id).await;
+        if let Some(key) = &req.idempotency_key {
+            match &published {
+                Ok(()) => s.keys.confirm(&req, key, &id).await,
+                Err(_) => s.keys.abandon(&req, key, &id).await,
+            }
+        }
+        published.map(|()| EnqueueOutcome::Accepted(id))
     }
 
     async fn health(&self) -> Result<(), QueueError> {

@@ -20,7 +20,8 @@
 //! is the broker's ready-message counts, re-read every 2 s. Ordering keys are
 //! not honoured: several consumers of one queue may deliver a key's messages
 //! out of order (`ordering_per_key: false`). Idempotency keys are remembered per
-//! instance (bounded, in memory).
+//! instance (bounded, in memory), or shared in Redis with `idempotency_redis`
+//! (see `idem_keys.rs`).
 //!
 //! Crate: `lapin` (the maintained AMQP 0-9-1 client, on tokio here through its
 //! executor and reactor traits), without its TLS features.
@@ -42,7 +43,7 @@ use parking_lot::RwLock;
 
 use crate::contract::*;
 use crate::envelope::{self, Envelope};
-use crate::local_keys::LocalKeys;
+use crate::idem_keys::{Claim, IdemKeys};
 use crate::types::*;
 use link::Link;
 use topology::{QueueType, Topology};
@@ -75,6 +76,9 @@ pub struct RabbitConfig {
     /// `DeadLetterOldest` drops the queue's head into its `.dlq` (`drop-head`
     /// with a dead-letter route), so a dead subscriber never refuses a publish.
     pub on_full: crate::types::OnFull,
+    /// Redis URL where idempotency keys of async routes are shared by every
+    /// instance (`None`: each instance remembers its own).
+    pub idempotency_redis: Option<String>,
 }
 
 impl RabbitConfig {
@@ -86,6 +90,7 @@ impl RabbitConfig {
             queue_type: QueueType::Quorum,
             max_depth: None,
             on_full: crate::types::OnFull::Reject,
+            idempotency_redis: None,
         }
     }
 }
@@ -125,8 +130,8 @@ pub(crate) struct Shared {
     topology: Topology,
     max_depth: Option<u64>,
     depth: RwLock<DepthSnapshot>,
-    /// Idempotency keys: per instance.
-    keys: LocalKeys,
+    /// Idempotency keys: per instance, or shared in Redis.
+    keys: IdemKeys,
     closed: std::sync::atomic::AtomicBool,
 }
 
@@ -212,7 +217,7 @@ impl RabbitBroker {
             topology: Topology::new(&cfg.prefix, cfg.queue_type, cfg.max_depth, cfg.on_full),
             max_depth: cfg.max_depth,
             depth: RwLock::default(),
-            keys: LocalKeys::default(),
+            keys: IdemKeys::open(cfg.idempotency_redis.as_deref(), &cfg.prefix).await?,
             closed: std::sync::atomic::AtomicBool::new(false),
         });
         tokio::spawn(refresh_depth_forever(Arc::downgrade(&shared)));
@@ -250,18 +255,11 @@ impl RabbitBroker {
     }
 }
 
-#[async_trait]
-impl Publisher for RabbitBroker {
-    async fn publish(&self, req: EnqueueRequest) -> Result<EnqueueOutcome, QueueError> {
+impl RabbitBroker {
+    /// Publishes `req` as `id` and waits for the broker's confirmation.
+    async fn publish_as(&self, req: &EnqueueRequest, id: &MessageId) -> Result<(), QueueError> {
         let s = &self.shared;
-        s.check_open()?;
-        if let Some(key) = &req.idempotency_key {
-            if let Some(id) = s.keys.known(&req.topic, key) {
-                return Ok(EnqueueOutcome::Duplicate(id));
-            }
-        }
         let subs = req.distinct_subscribers();
-        let id = MessageId::from(uuid::Uuid::now_v7().to_string());
         if !subs.is_empty() {
             let ch = s.link.publisher().await?;
             if let Err(first) = s.topology.ensure(&ch, &req.topic, &subs).await {
@@ -272,14 +270,33 @@ impl Publisher for RabbitBroker {
                 let ch = s.link.publisher().await?;
                 s.topology.ensure(&ch, &req.topic, &subs).await?;
             }
-            let env = Envelope::new(&id, &req, subs, now_ms());
+            let env = Envelope::new(id, req, subs, now_ms());
             s.publish(&s.topology.exchange(&req.topic), "", &env, &req.body)
                 .await?;
         }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Publisher for RabbitBroker {
+    async fn publish(&self, req: EnqueueRequest) -> Result<EnqueueOutcome, QueueError> {
+        let s = &self.shared;
+        s.check_open()?;
+        let id = MessageId::from(uuid::Uuid::now_v7().to_string());
         if let Some(key) = &req.idempotency_key {
-            s.keys.remember(&req.topic, key, &id, req.idempotency_ttl);
+            if let Claim::Duplicate(prior) = s.keys.claim(&req, key, &id).await? {
+                return Ok(EnqueueOutcome::Duplicate(prior));
+            }
         }
-        Ok(EnqueueOutcome::Accepted(id))
+        let published = self.publish_as(&req, &id).await;
+        if let Some(key) = &req.idempotency_key {
+            match &published {
+                Ok(()) => s.keys.confirm(&req, key, &id).await,
+                Err(_) => s.keys.abandon(&req, key, &id).await,
+            }
+        }
+        published.map(|()| EnqueueOutcome::Accepted(id))
     }
 
     async fn health(&self) -> Result<(), QueueError> {

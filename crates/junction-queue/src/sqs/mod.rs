@@ -27,7 +27,8 @@
 //! group gives back all but the first).
 //!
 //! Bodies that are not text SQS accepts travel base64-encoded (the envelope
-//! says so). Idempotency keys are remembered per instance, message status is
+//! says so). Idempotency keys are remembered per instance (or shared in Redis
+//! with `idempotency_redis`), message status is
 //! not kept, and depth is SQS's approximate counts re-read every 2 s.
 //! Credentials come from the standard AWS chain (environment, profile, web
 //! identity, container or instance metadata).
@@ -51,7 +52,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::contract::*;
 use crate::envelope::{self, Envelope};
-use crate::local_keys::LocalKeys;
+use crate::idem_keys::{Claim, IdemKeys};
 use crate::types::*;
 
 /// How often queue backlogs are re-read.
@@ -76,6 +77,9 @@ pub struct SqsConfig {
     pub max_depth: Option<u64>,
     /// Explicit credentials (tests, embedding); the standard chain when `None`.
     pub credentials: Option<aws_sdk_sqs::config::Credentials>,
+    /// Redis URL where idempotency keys of async routes are shared by every
+    /// instance (`None`: each instance remembers its own).
+    pub idempotency_redis: Option<String>,
 }
 
 impl SqsConfig {
@@ -89,6 +93,7 @@ impl SqsConfig {
             visibility_timeout: Duration::from_secs(30),
             max_depth: None,
             credentials: None,
+            idempotency_redis: None,
         }
     }
 }
@@ -129,7 +134,7 @@ pub(crate) struct Shared {
     queues: Mutex<HashMap<(String, String), String>>,
     /// (topic, subscriber) → dead-letter queue URL.
     dlqs: Mutex<HashMap<(String, String), String>>,
-    keys: LocalKeys,
+    keys: IdemKeys,
     /// Releases per SQS message id (SQS counts them as receives, not
     /// attempts), with when the last was; see [`Shared::released`].
     released: Mutex<HashMap<String, (u32, u64)>>,
@@ -261,6 +266,7 @@ impl SqsBroker {
                 std::io::Error::other("no region"),
             )));
         }
+        let keys = IdemKeys::open(cfg.idempotency_redis.as_deref(), &cfg.prefix).await?;
         let shared = Arc::new(Shared {
             sqs: aws_sdk_sqs::Client::new(&sdk),
             sns: aws_sdk_sns::Client::new(&sdk),
@@ -268,7 +274,7 @@ impl SqsBroker {
             topics: Mutex::default(),
             queues: Mutex::default(),
             dlqs: Mutex::default(),
-            keys: LocalKeys::default(),
+            keys,
             released: Mutex::default(),
             depth: RwLock::default(),
             leases: leases::Leases::default(),
@@ -347,25 +353,18 @@ impl SqsBroker {
     }
 }
 
-#[async_trait]
-impl Publisher for SqsBroker {
-    async fn publish(&self, req: EnqueueRequest) -> Result<EnqueueOutcome, QueueError> {
+impl SqsBroker {
+    /// Publishes `req` as `id` and waits for the broker's confirmation.
+    async fn publish_as(&self, req: &EnqueueRequest, id: &MessageId) -> Result<(), QueueError> {
         let s = &self.shared;
-        s.check_open()?;
-        if let Some(key) = &req.idempotency_key {
-            if let Some(id) = s.keys.known(&req.topic, key) {
-                return Ok(EnqueueOutcome::Duplicate(id));
-            }
-        }
         self.over_max_depth(&req.topic)?;
         let subs = req.distinct_subscribers();
-        let id = MessageId::from(uuid::Uuid::now_v7().to_string());
         if !subs.is_empty() {
             for sub in &subs {
                 s.queue_url(&req.topic, sub).await?;
             }
             let arn = s.topic_arn(&req.topic).await?;
-            let mut env = Envelope::new(&id, &req, subs, now_ms());
+            let mut env = Envelope::new(id, req, subs, now_ms());
             let (text, attr) = s.encode(&mut env, &req.body)?;
             let mut publish = s
                 .sns
@@ -390,10 +389,29 @@ impl Publisher for SqsBroker {
                 .await
                 .map_err(|e| storage("publishing to sns", e))?;
         }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Publisher for SqsBroker {
+    async fn publish(&self, req: EnqueueRequest) -> Result<EnqueueOutcome, QueueError> {
+        let s = &self.shared;
+        s.check_open()?;
+        let id = MessageId::from(uuid::Uuid::now_v7().to_string());
         if let Some(key) = &req.idempotency_key {
-            s.keys.remember(&req.topic, key, &id, req.idempotency_ttl);
+            if let Claim::Duplicate(prior) = s.keys.claim(&req, key, &id).await? {
+                return Ok(EnqueueOutcome::Duplicate(prior));
+            }
         }
-        Ok(EnqueueOutcome::Accepted(id))
+        let published = self.publish_as(&req, &id).await;
+        if let Some(key) = &req.idempotency_key {
+            match &published {
+                Ok(()) => s.keys.confirm(&req, key, &id).await,
+                Err(_) => s.keys.abandon(&req, key, &id).await,
+            }
+        }
+        published.map(|()| EnqueueOutcome::Accepted(id))
     }
 
     async fn health(&self) -> Result<(), QueueError> {
