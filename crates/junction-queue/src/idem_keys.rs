@@ -17,7 +17,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::local_keys::LocalKeys;
-use crate::types::{EnqueueRequest, MessageId, QueueError, StorageError};
+use crate::types::{EnqueueOutcome, EnqueueRequest, MessageId, QueueError, StorageError};
 
 /// How long a claim waits for its publish to be confirmed before it lapses.
 const PENDING_TTL: Duration = Duration::from_secs(30);
@@ -27,7 +27,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 const PENDING: &str = "pending:";
 
 /// What a claim found.
-pub(crate) enum Claim {
+enum Claim {
     /// No live key: publish under the new id.
     Ours,
     /// The key's first event, to answer as a duplicate.
@@ -75,8 +75,31 @@ impl IdemKeys {
         })))
     }
 
+    /// Publishes `req` as `id` with `publish` (not started before this runs)
+    /// unless its idempotency key already names an event: the one place the
+    /// claim, the publish and the confirmation (or the claim's release) meet.
+    pub async fn publish_once(
+        &self,
+        req: &EnqueueRequest,
+        id: &MessageId,
+        publish: impl std::future::Future<Output = Result<(), QueueError>>,
+    ) -> Result<EnqueueOutcome, QueueError> {
+        let Some(key) = req.idempotency_key.as_deref() else {
+            return publish.await.map(|()| EnqueueOutcome::Accepted(id.clone()));
+        };
+        if let Claim::Duplicate(prior) = self.claim(req, key, id).await? {
+            return Ok(EnqueueOutcome::Duplicate(prior));
+        }
+        let published = publish.await;
+        match &published {
+            Ok(()) => self.confirm(req, key, id).await,
+            Err(_) => self.abandon(req, key, id).await,
+        }
+        published.map(|()| EnqueueOutcome::Accepted(id.clone()))
+    }
+
     /// Before publishing `req` (with an idempotency key) as `id`.
-    pub async fn claim(
+    async fn claim(
         &self,
         req: &EnqueueRequest,
         key: &str,
@@ -132,7 +155,7 @@ impl IdemKeys {
     /// The broker confirmed `id`: the key answers with it for `req`'s window.
     /// A key that cannot be recorded now is logged, not an error: the event is
     /// durable, so the 202 stands (a repeat may then be a second event).
-    pub async fn confirm(&self, req: &EnqueueRequest, key: &str, id: &MessageId) {
+    async fn confirm(&self, req: &EnqueueRequest, key: &str, id: &MessageId) {
         match self {
             Self::Local(keys) => keys.remember(&req.topic, key, id, req.idempotency_ttl),
             Self::Redis(r) => {
@@ -152,7 +175,7 @@ impl IdemKeys {
     }
 
     /// The publish of `id` failed: its claim goes (only if still its own).
-    pub async fn abandon(&self, req: &EnqueueRequest, key: &str, id: &MessageId) {
+    async fn abandon(&self, req: &EnqueueRequest, key: &str, id: &MessageId) {
         let Self::Redis(r) = self else {
             return;
         };

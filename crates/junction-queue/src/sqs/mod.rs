@@ -52,7 +52,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::contract::*;
 use crate::envelope::{self, Envelope};
-use crate::idem_keys::{Claim, IdemKeys};
+use crate::idem_keys::IdemKeys;
 use crate::types::*;
 
 /// How often queue backlogs are re-read.
@@ -399,19 +399,9 @@ impl Publisher for SqsBroker {
         let s = &self.shared;
         s.check_open()?;
         let id = MessageId::from(uuid::Uuid::now_v7().to_string());
-        if let Some(key) = &req.idempotency_key {
-            if let Claim::Duplicate(prior) = s.keys.claim(&req, key, &id).await? {
-                return Ok(EnqueueOutcome::Duplicate(prior));
-            }
-        }
-        let published = self.publish_as(&req, &id).await;
-        if let Some(key) = &req.idempotency_key {
-            match &published {
-                Ok(()) => s.keys.confirm(&req, key, &id).await,
-                Err(_) => s.keys.abandon(&req, key, &id).await,
-            }
-        }
-        published.map(|()| EnqueueOutcome::Accepted(id))
+        s.keys
+            .publish_once(&req, &id, self.publish_as(&req, &id))
+            .await
     }
 
     async fn health(&self) -> Result<(), QueueError> {
