@@ -10,11 +10,10 @@
 //! fast-path enqueue overflows too until the cursor catches up. After each batch the
 //! writer reads the next ones from the cursor into the hot set, oldest first.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::limits::BatchOwed;
 use super::Core;
 use crate::embedded::behind;
 use crate::embedded::hot::HotMessage;
@@ -52,6 +51,25 @@ impl Overflow {
             depth: self.depth.clone(),
             subs: self.subs.clone(),
         }
+    }
+}
+
+/// Fast-path enqueues of the current batch per subscriber (not in any count yet).
+#[derive(Debug, Default)]
+pub(crate) struct BatchOwed(HashMap<String, u64>);
+
+impl BatchOwed {
+    pub fn add(&mut self, subs: &[String]) {
+        for sub in subs {
+            match self.0.get_mut(sub) {
+                Some(n) => *n += 1,
+                None => drop(self.0.insert(sub.clone(), 1)),
+            }
+        }
+    }
+
+    pub fn get(&self, sub: &str) -> u64 {
+        self.0.get(sub).copied().unwrap_or(0)
     }
 }
 

@@ -7,8 +7,6 @@
 //! (the batch's counters), in the hot set, journaled in this batch, or overflowed
 //! into the journal alone.
 
-use std::collections::HashMap;
-
 use super::fastpath::FastPath;
 use super::Core;
 use crate::embedded::ops::{distinct_subscribers, shed_attempt, Batch, Finish};
@@ -30,25 +28,6 @@ pub(crate) enum Admit {
     Answer(Result<EnqueueOutcome, QueueError>),
     /// Store it; these (subscriber, reason) get it as a dead letter at once.
     Store(Vec<(String, String)>),
-}
-
-/// Fast-path enqueues of the current batch per subscriber (not in any count yet).
-#[derive(Debug, Default)]
-pub(crate) struct BatchOwed(HashMap<String, u64>);
-
-impl BatchOwed {
-    pub fn add(&mut self, subs: &[String]) {
-        for sub in subs {
-            match self.0.get_mut(sub) {
-                Some(n) => *n += 1,
-                None => drop(self.0.insert(sub.clone(), 1)),
-            }
-        }
-    }
-
-    fn get(&self, sub: &str) -> u64 {
-        self.0.get(sub).copied().unwrap_or(0)
-    }
 }
 
 impl Core {
