@@ -314,6 +314,20 @@ pub enum OnFull {
 /// Start of the dead-letter reason of an event shed by a full backlog.
 pub const BACKLOG_FULL: &str = "backlog full";
 
+/// The outcome recorded on a delivery a full backlog shed (never attempted).
+pub const SHED_OUTCOME: &str = "not attempted: backlog full";
+
+/// The one attempt record of a delivery a full backlog shed, at `now_ms`.
+pub fn shed_attempt(now_ms: u64) -> AttemptRecord {
+    AttemptRecord {
+        attempt: 0,
+        at_ms: now_ms,
+        outcome: SHED_OUTCOME.to_owned(),
+        duration_ms: 0,
+        response: None,
+    }
+}
+
 /// The dead-letter reason of an event a full backlog shed.
 pub fn backlog_full_reason(backlog: u64, max: u64, on_full: OnFull) -> String {
     let what = match on_full {

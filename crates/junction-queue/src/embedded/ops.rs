@@ -14,8 +14,8 @@ use redb::{ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 use super::state::{Counters, IdGen};
 use super::tables::*;
 use crate::types::{
-    dead_letter_id, AttemptRecord, DeliveryState, EnqueueOutcome, EnqueueRequest, MessageId,
-    QueueError,
+    dead_letter_id, shed_attempt, AttemptRecord, DeliveryState, EnqueueOutcome, EnqueueRequest,
+    MessageId, QueueError,
 };
 
 /// `req`'s subscribers, each once, in the order given.
@@ -47,17 +47,6 @@ pub(crate) struct Effects {
 pub(crate) enum Finish<'r> {
     Delivered,
     Dead(&'r str),
-}
-
-/// The attempt record of a delivery a full backlog shed (it was never attempted).
-pub(crate) fn shed_attempt(now: u64) -> AttemptRecord {
-    AttemptRecord {
-        attempt: 0,
-        at_ms: now,
-        outcome: "not attempted: backlog full".into(),
-        duration_ms: 0,
-        response: None,
-    }
 }
 
 /// All tables of one write transaction plus the batch's working state.

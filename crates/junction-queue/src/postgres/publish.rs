@@ -51,8 +51,6 @@ use crate::types::*;
 const BATCH: usize = 256;
 /// Publishes waiting for a transaction at most; more wait to be queued.
 const QUEUE: usize = 4096;
-/// The outcome recorded on a delivery a full backlog shed.
-const SHED_OUTCOME: &str = "not attempted: backlog full";
 
 type Answer = Result<(EnqueueOutcome, Vec<String>), QueueError>;
 
@@ -479,14 +477,8 @@ async fn store(
         )
         .await
         .map_err(fail("storing messages"))?;
-        let shed_history = serde_json::to_string(&[AttemptRecord {
-            attempt: 0,
-            at_ms: now as u64,
-            outcome: SHED_OUTCOME.to_owned(),
-            duration_ms: 0,
-            response: None,
-        }])
-        .unwrap_or_else(|_| "[]".to_owned());
+        let shed_history =
+            serde_json::to_string(&[shed_attempt(now as u64)]).unwrap_or_else(|_| "[]".to_owned());
         tx.execute(
             st.insert_deliveries.as_str(),
             &[

@@ -117,9 +117,6 @@ pub(super) fn parse_depth(reply: &Value) -> DepthSnapshot {
     snap
 }
 
-/// The outcome recorded for a delivery a full backlog shed (never attempted).
-pub(super) const SHED_OUTCOME: &str = "not attempted: backlog full";
-
 /// [`backlog_full_reason`] for `max` and `on_full`, split around the backlog
 /// count (head, tail), for the enqueue script to put the count it reads between.
 pub(super) fn backlog_full_reason_parts(max: u64, on_full: OnFull) -> (String, String) {

@@ -70,7 +70,7 @@ use crate::types::*;
 use backlog::{Backlog, Held, Op};
 use codec::{
     backlog_full_reason_parts, bytes, message_from, num, on_full_arg, parse_depth, status_of,
-    storage, text, Meta, SHED_OUTCOME,
+    storage, text, Meta,
 };
 use leases::HeldLeases;
 use scripts::Scripts;

@@ -9,10 +9,11 @@
 
 use super::fastpath::FastPath;
 use super::Core;
-use crate::embedded::ops::{distinct_subscribers, shed_attempt, Batch, Finish};
+use crate::embedded::ops::{distinct_subscribers, Batch, Finish};
 use crate::embedded::tables::Res;
 use crate::types::{
-    backlog_full_reason, EnqueueOutcome, EnqueueRequest, MessageId, OnFull, QueueError,
+    backlog_full_reason, shed_attempt, EnqueueOutcome, EnqueueRequest, MessageId, OnFull,
+    QueueError,
 };
 
 /// `max_depth` and what a full subscriber does.
