@@ -46,8 +46,8 @@ pub use embedded::{CommitStats, EmbeddedBroker, EmbeddedConfig};
 pub use response::ResponseSample;
 pub use store::IndexedStore;
 pub use types::{
-    backlog_full_reason, dead_letter_id, split_dead_letter_id, AttemptRecord, DeadLetter,
-    DeliveryState, DepthSnapshot, DlqAction, DlqFilter, DlqPage, EnqueueOutcome, EnqueueRequest,
-    Lease, Message, MessageId, MessageStatus, OnFull, QueueError, StorageError, SubscriberStatus,
-    BACKLOG_FULL, MAX_HISTORY,
+    backlog_full_reason, dead_letter_id, ordering_partition, split_dead_letter_id, AttemptRecord,
+    DeadLetter, DeliveryState, DepthSnapshot, DlqAction, DlqFilter, DlqPage, EnqueueOutcome,
+    EnqueueRequest, Lease, Message, MessageId, MessageStatus, OnFull, QueueError, StorageError,
+    SubscriberStatus, BACKLOG_FULL, DEFAULT_ORDERING_PARTITIONS, MAX_HISTORY,
 };

@@ -401,6 +401,23 @@ impl StorageError {
     }
 }
 
+/// Ordering partitions per subscriber on the brokers that order keys by
+/// partition (RabbitMQ, NATS) unless configured otherwise.
+pub const DEFAULT_ORDERING_PARTITIONS: u16 = 8;
+
+/// The partition (`0..partitions`) an ordering key goes through on the brokers
+/// that order keys by partition. Every instance must agree on it, whatever Rust
+/// built it, so it is FNV-1a (64 bit) written out rather than std's hasher,
+/// whose output may change between releases.
+pub fn ordering_partition(key: &str, partitions: u16) -> u16 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h % u64::from(partitions.max(1))) as u16
+}
+
 /// Dead-letter id of a (message, subscriber) delivery.
 pub fn dead_letter_id(message_id: &str, subscriber: &str) -> String {
     format!("{message_id}:{subscriber}")
@@ -414,6 +431,22 @@ pub fn split_dead_letter_id(id: &str) -> Option<(&str, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ordering_partitions_are_stable_and_in_range() {
+        // Fixed values: instances built by other compilers must agree.
+        assert_eq!(
+            ordering_partition("", 8),
+            (0xcbf2_9ce4_8422_2325u64 % 8) as u16
+        );
+        assert_eq!(ordering_partition("order-42", 1), 0);
+        assert_eq!(ordering_partition("order-42", 0), 0);
+        let spread: std::collections::HashSet<u16> = (0..200)
+            .map(|i| ordering_partition(&format!("order-{i}"), 8))
+            .collect();
+        assert_eq!(spread.len(), 8, "keys spread over every partition");
+        assert!(spread.iter().all(|p| *p < 8));
+    }
 
     #[test]
     fn dead_letter_ids_round_trip_even_with_colons_in_subscriber() {

@@ -279,6 +279,11 @@ pub enum QueueConfig {
         /// redelivers it (to this instance or another).
         #[serde(default = "defaults::lease_ttl")]
         ack_wait: Dur,
+        /// Partitions an ordering key hashes into, per subscriber: one key's
+        /// events go one at a time through its partition (so a retrying event
+        /// holds up the other keys of its partition). 1 to 256.
+        #[serde(default = "defaults::ordering_partitions")]
+        ordering_partitions: u16,
     },
     /// RabbitMQ: per topic a fanout exchange, per subscriber a durable queue
     /// (competing consumers across instances), delay queues for retries and a
@@ -305,6 +310,11 @@ pub enum QueueConfig {
         /// when absent.
         #[serde(default)]
         idempotency_redis: Option<String>,
+        /// Partitions an ordering key hashes into, per subscriber: one key's
+        /// events go one at a time through its partition (so a retrying event
+        /// holds up the other keys of its partition). 1 to 256.
+        #[serde(default = "defaults::ordering_partitions")]
+        ordering_partitions: u16,
     },
     /// Apache Kafka: per topic a Kafka topic, per subscriber a consumer group
     /// (instances share its partitions) and a compacted dead-letter topic.
@@ -984,6 +994,9 @@ mod defaults {
     }
     pub fn queue_prefix() -> String {
         "junction:q".into()
+    }
+    pub fn ordering_partitions() -> u16 {
+        junction_queue::DEFAULT_ORDERING_PARTITIONS
     }
     pub fn kafka_partitions() -> i32 {
         6

@@ -81,6 +81,25 @@ pub(super) fn check(
             );
         }
     }
+    if let Some(
+        QueueConfig::Nats {
+            ordering_partitions,
+            ..
+        }
+        | QueueConfig::Rabbitmq {
+            ordering_partitions,
+            ..
+        },
+    ) = queue
+    {
+        if !(1..=256).contains(ordering_partitions) {
+            errs.push(
+                pos_of(root, &["queue", "ordering_partitions"]),
+                "queue.ordering_partitions",
+                format!("{ordering_partitions} is out of range: between 1 and 256"),
+            );
+        }
+    }
     if let Some(QueueConfig::Rabbitmq { url, .. }) = queue {
         let scheme = url.split_once("://").map(|(s, _)| s);
         if !matches!(scheme, Some("amqp" | "amqps")) {

@@ -95,9 +95,11 @@ pub async fn open_queue(config: &Config) -> anyhow::Result<Queue> {
             url,
             prefix,
             ack_wait,
+            ordering_partitions,
         } => {
             let mut cfg = junction_queue::NatsConfig::new(url.clone(), prefix.clone());
             cfg.ack_wait = ack_wait.0;
+            cfg.ordering_partitions = *ordering_partitions;
             let broker = junction_queue::NatsBroker::connect(cfg)
                 .await
                 .map_err(|e| {
@@ -116,9 +118,11 @@ pub async fn open_queue(config: &Config) -> anyhow::Result<Queue> {
             max_depth,
             on_full,
             idempotency_redis,
+            ordering_partitions,
         } => {
             let mut cfg = junction_queue::RabbitConfig::new(url.clone(), prefix.clone());
             cfg.idempotency_redis = idempotency_redis.clone();
+            cfg.ordering_partitions = *ordering_partitions;
             cfg.max_depth = *max_depth;
             cfg.on_full = (*on_full).into();
             cfg.queue_type = match queue_type {

@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+pub use super::ordering::{ordering_per_key_across_consumers, ordering_per_key_one_at_a_time};
 use super::{answered, attempt, request};
 use crate::contract::*;
 use crate::types::*;
@@ -38,7 +39,8 @@ macro_rules! queue_conformance_suite {
         $crate::queue_conformance_suite!(@tests $factory;
             publish_fans_out_and_ack_completes, retry_waits_its_delay,
             dead_letter_list_replay_purge, release_redelivers_at_once,
-            ordering_per_key_one_at_a_time, competing_consumers_share_without_duplicates,
+            ordering_per_key_one_at_a_time, ordering_per_key_across_consumers,
+            competing_consumers_share_without_duplicates,
             idempotent_publish, a_stuck_subscriber_holds_up_no_other);
     };
     (@tests $factory:path; $($check:ident),*) => {$(
@@ -75,21 +77,21 @@ async fn nothing_for(sub: &mut dyn Subscription, quiet: Duration, why: &str) {
     assert!(got.is_empty(), "{why}: got {:?}", got.first());
 }
 
-async fn published(q: &Queue, req: EnqueueRequest) -> MessageId {
+pub(super) async fn published(q: &Queue, req: EnqueueRequest) -> MessageId {
     match q.publisher.publish(req).await.expect("publish") {
         EnqueueOutcome::Accepted(id) => id,
         other => panic!("expected Accepted, got {other:?}"),
     }
 }
 
-async fn subscribe(q: &Queue, topic: &str, sub: &str) -> Box<dyn Subscription> {
+pub(super) async fn subscribe(q: &Queue, topic: &str, sub: &str) -> Box<dyn Subscription> {
     q.consumer
         .subscribe(topic, sub, 16)
         .await
         .expect("subscribe")
 }
 
-const WAIT: Duration = Duration::from_secs(10);
+pub(super) const WAIT: Duration = Duration::from_secs(10);
 
 /// Every subscriber named at publish gets the message once; acks complete it.
 pub async fn publish_fans_out_and_ack_completes<F, Fut>(factory: &F)
@@ -314,56 +316,6 @@ where
         .expect("released deliveries come back promptly");
     assert_eq!((again.message.id.clone(), again.attempts), (id, 0));
     again.ack(attempt("status 200")).await.unwrap();
-}
-
-/// Where declared, one key's messages reach a subscriber one at a time, in order,
-/// even across a retry; other keys are not held up.
-pub async fn ordering_per_key_one_at_a_time<F, Fut>(factory: &F)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = QueueHarness>,
-{
-    let h = factory().await;
-    let q = &h.queue;
-    if !q.capabilities.ordering_per_key {
-        return;
-    }
-    let (topic, s) = (unique("t"), unique("s"));
-    let mut sub = subscribe(q, &topic, &s).await;
-    let keyed = |body: &str, key: &str| {
-        let mut r = request(&topic, &[&s], body);
-        r.ordering_key = Some(key.to_owned());
-        r
-    };
-    let m1 = published(q, keyed("1", "k")).await;
-    let m2 = published(q, keyed("2", "k")).await;
-    let other = published(q, keyed("x", "other")).await;
-    let first = take(sub.as_mut(), 2, Duration::from_secs(3)).await;
-    let ids: HashSet<_> = first.iter().map(|d| d.message.id.clone()).collect();
-    assert!(ids.contains(&m1), "the key's oldest comes first");
-    assert!(ids.contains(&other), "another key is not held up");
-    assert!(!ids.contains(&m2), "one at a time per key");
-    let mut first = first;
-    let d1 = first
-        .iter()
-        .position(|d| d.message.id == m1)
-        .map(|i| first.swap_remove(i))
-        .unwrap();
-    for d in first {
-        d.ack(attempt("status 200")).await.unwrap();
-    }
-    d1.retry(attempt("status 503"), Duration::from_millis(300))
-        .await
-        .unwrap();
-    let next = take(sub.as_mut(), 1, WAIT).await.pop().expect("next");
-    assert_eq!(
-        next.message.id, m1,
-        "a retry keeps its place in the key's order"
-    );
-    next.ack(attempt("status 200")).await.unwrap();
-    let last = take(sub.as_mut(), 1, WAIT).await.pop().expect("last");
-    assert_eq!(last.message.id, m2);
-    last.ack(attempt("status 200")).await.unwrap();
 }
 
 /// Two consumers of one subscriber (two instances) share its messages: each

@@ -67,6 +67,9 @@ pub struct NatsConfig {
     pub prefix: String,
     /// How long a taken delivery may stay unsettled before JetStream redelivers it.
     pub ack_wait: Duration,
+    /// Partitions ordering keys hash into (per subscriber, one delivery in
+    /// flight at a time each).
+    pub ordering_partitions: u16,
 }
 
 impl NatsConfig {
@@ -76,6 +79,7 @@ impl NatsConfig {
             url: url.into(),
             prefix: prefix.into(),
             ack_wait: Duration::from_secs(30),
+            ordering_partitions: DEFAULT_ORDERING_PARTITIONS,
         }
     }
 }

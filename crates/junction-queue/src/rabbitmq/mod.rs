@@ -79,6 +79,9 @@ pub struct RabbitConfig {
     /// Redis URL where idempotency keys of async routes are shared by every
     /// instance (`None`: each instance remembers its own).
     pub idempotency_redis: Option<String>,
+    /// Partitions ordering keys hash into: per subscriber one single-active-consumer
+    /// queue each, one delivery in flight at a time.
+    pub ordering_partitions: u16,
 }
 
 impl RabbitConfig {
@@ -91,6 +94,7 @@ impl RabbitConfig {
             max_depth: None,
             on_full: crate::types::OnFull::Reject,
             idempotency_redis: None,
+            ordering_partitions: DEFAULT_ORDERING_PARTITIONS,
         }
     }
 }
