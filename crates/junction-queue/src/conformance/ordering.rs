@@ -87,12 +87,27 @@ where
         return;
     }
     let (topic, s) = (unique("t"), unique("s"));
-    let subs = [
+    let mut subs = [
         subscribe(q, &topic, &s).await,
         subscribe(q, &topic, &s).await,
     ];
+    // An unkeyed event first: subscriptions already running when the topic's
+    // first keyed event arrives must pick the keyed ones up too.
+    let before = published(q, request(&topic, &[&s], "unkeyed")).await;
+    let end = Instant::now() + WAIT;
+    let mut first = Vec::new();
+    while first.is_empty() && Instant::now() < end {
+        for sub in subs.iter_mut() {
+            first.extend(sub.next(1).await.expect("subscription"));
+        }
+    }
+    assert_eq!(first.len(), 1, "the unkeyed event, once");
+    let d = first.pop().unwrap();
+    assert_eq!(d.message.id, before);
+    d.ack(attempt("status 200")).await.unwrap();
     const KEYS: usize = 4;
     const PER_KEY: usize = 6;
+    // Unkeyed events in between travel beside the keyed ones ("" below).
     let mut sent: HashMap<String, Vec<MessageId>> = HashMap::new();
     for i in 0..PER_KEY {
         for k in 0..KEYS {
@@ -101,6 +116,8 @@ where
             r.ordering_key = Some(key.clone());
             sent.entry(key).or_default().push(published(q, r).await);
         }
+        let r = request(&topic, &[&s], &format!("unkeyed/{i}"));
+        sent.entry(String::new()).or_default().push(published(q, r).await);
     }
     #[derive(Default)]
     struct Seen {
@@ -123,10 +140,12 @@ where
                     |s: &Seen| s.acked.values().map(Vec::len).sum::<usize>() == KEYS * PER_KEY;
                 while !done(&seen.lock()) && Instant::now() < end {
                     for d in sub.next(4).await.expect("subscription") {
-                        let key = d.message.ordering_key.clone().expect("keyed");
+                        let key = d.message.ordering_key.clone().unwrap_or_default();
                         let retry = {
                             let mut s = seen.lock();
-                            if let Some(other) = s.held.insert(key.clone(), who) {
+                            if key.is_empty() {
+                                // Unkeyed: any number at once.
+                            } else if let Some(other) = s.held.insert(key.clone(), who) {
                                 s.violations.push(format!(
                                     "{key} held by consumers {other} and {who} at once"
                                 ));
@@ -163,10 +182,15 @@ where
     assert!(seen.violations.is_empty(), "{:?}", seen.violations);
     assert!(seen.retried, "the retry happened");
     for (key, ids) in &sent {
-        assert_eq!(
-            seen.acked.get(key),
-            Some(ids),
-            "{key}: delivered once each, in the order published"
-        );
+        let mut got = seen.acked.get(key).cloned().unwrap_or_default();
+        if key.is_empty() {
+            // Unkeyed events have no order to keep.
+            got.sort();
+            let mut want = ids.clone();
+            want.sort();
+            assert_eq!(got, want, "unkeyed: delivered once each");
+        } else {
+            assert_eq!(&got, ids, "{key}: delivered once each, in the order published");
+        }
     }
 }

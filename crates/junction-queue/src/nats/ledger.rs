@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{now_ms, storage, token, Shared};
+use super::{now_ms, partition_consumer, storage, token, Shared};
 use crate::contract::Ledger;
 use crate::envelope::{self, Envelope};
 use crate::types::*;
@@ -120,7 +120,19 @@ pub async fn read_depth(s: &Shared) -> Result<DepthSnapshot, QueueError> {
             .info()
             .await
             .map_err(|e| storage("reading a consumer", e))?;
-        let backlog = info.num_pending + info.num_ack_pending as u64;
+        let mut backlog = info.num_pending + info.num_ack_pending as u64;
+        let ordered = s.ordered.lock().contains(&(topic.clone(), sub.clone()));
+        for i in (0..s.cfg.ordering_partitions).filter(|_| ordered) {
+            let mut c: async_nats::jetstream::consumer::PullConsumer = stream
+                .get_consumer(&partition_consumer(&sub, i))
+                .await
+                .map_err(|e| storage("opening a partition consumer", e))?;
+            let info = c
+                .info()
+                .await
+                .map_err(|e| storage("reading a partition consumer", e))?;
+            backlog += info.num_pending + info.num_ack_pending as u64;
+        }
         *snap.subscribers.entry(sub).or_default() += backlog;
         let t = snap.topics.entry(topic).or_default();
         *t = (*t).max(backlog);

@@ -19,7 +19,22 @@
 //! compare-and-set JetStream's key-value store is built on, written out here
 //! because the KV API of the current client does not speak to 2.9 servers), so
 //! a repeat reaching another instance gets the same id. Per-message status is not
-//! kept and ordering keys are not honoured (see [`CAPABILITIES`]).
+//! kept (see [`CAPABILITIES`]).
+//!
+//! Ordering keys: a keyed event is published on one of the topic's
+//! `ordering_partitions` subjects `{p}.{topic}.k.{i}` (`i` from the key's
+//! FNV-1a hash, the same in every instance), read per subscriber by a durable
+//! consumer `{sub}~{i}` with `max_ack_pending: 1`: JetStream hands out one
+//! message of a partition at a time across every instance and holds the next
+//! until it is acked or dead-lettered; a retry is a `nak` with delay, which
+//! keeps the message pending, so it keeps its place. So one key's events reach
+//! a subscriber one at a time, in the order JetStream stored them; a retrying
+//! event holds up the other keys of its partition too (more partitions, less of
+//! that), and a replayed dead letter goes to the subscriber outside its key's
+//! order. (Pinned consumers, which would allow several in flight per partition,
+//! need nats-server 2.11.) The subscriber's own consumer sees the keyed subjects
+//! too and acks them unread. Changing `ordering_partitions` moves keys between
+//! partitions: events published before and after may then overtake each other.
 //!
 //! Durability: JetStream acknowledges a publish once stored, before its
 //! periodic fsync (`sync_interval`, 2 min by default) unless the server runs
@@ -28,6 +43,7 @@
 //!
 //! Crate: `async-nats` (the NATS maintainers' client, tokio-native).
 
+mod feed;
 mod ledger;
 mod subscription;
 
@@ -45,7 +61,7 @@ use crate::types::*;
 
 /// What the NATS queue gives (see the module doc).
 pub const CAPABILITIES: Capabilities = Capabilities {
-    ordering_per_key: false,
+    ordering_per_key: true,
     exact_retry_delay: true,
     exact_depth: false,
     shared: true,
@@ -101,6 +117,12 @@ fn token(name: &str) -> String {
         .collect()
 }
 
+/// Durable name of `sub`'s consumer of ordering partition `i` (`~` keeps it
+/// apart from every subscriber's own consumer name).
+fn partition_consumer(sub: &str, i: u16) -> String {
+    format!("{}~{i}", token(sub))
+}
+
 /// What the publisher, consumers, settlers and ledger share.
 pub(crate) struct Shared {
     client: async_nats::Client,
@@ -111,6 +133,8 @@ pub(crate) struct Shared {
     declared: Mutex<BTreeSet<String>>,
     /// (topic, subscriber) pairs with a consumer.
     pairs: Mutex<BTreeSet<(String, String)>>,
+    /// (topic, subscriber) pairs with ordering-partition consumers.
+    ordered: Mutex<BTreeSet<(String, String)>>,
     depth: RwLock<DepthSnapshot>,
     closed: std::sync::atomic::AtomicBool,
 }
@@ -177,6 +201,69 @@ impl Shared {
             self.pairs.lock().insert((topic.to_owned(), sub.clone()));
         }
         Ok(())
+    }
+
+    /// Each subscriber's consumers of `topic`'s ordering partitions, created
+    /// once: partition `i` is the subject `k.{i}`, and `max_ack_pending: 1`
+    /// makes JetStream hand out one of its messages at a time, across every
+    /// instance, holding the next until this one is acked or dead (a `nak` with
+    /// delay keeps it pending, so a retry holds its place).
+    async fn ensure_ordered(&self, topic: &str, subs: &[String]) -> Result<(), QueueError> {
+        let missing: Vec<String> = {
+            let ordered = self.ordered.lock();
+            subs.iter()
+                .filter(|s| !ordered.contains(&(topic.to_owned(), (*s).clone())))
+                .cloned()
+                .collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let stream = self
+            .js
+            .get_stream(self.stream_name(topic))
+            .await
+            .map_err(|e| storage("opening a jetstream stream", e))?;
+        for sub in missing {
+            for i in 0..self.cfg.ordering_partitions {
+                let name = partition_consumer(&sub, i);
+                let _: consumer::PullConsumer = stream
+                    .get_or_create_consumer(
+                        &name,
+                        consumer::pull::Config {
+                            durable_name: Some(name.clone()),
+                            filter_subject: self.subject(topic, &format!("k.{i}")),
+                            ack_policy: consumer::AckPolicy::Explicit,
+                            ack_wait: self.cfg.ack_wait,
+                            max_deliver: -1,
+                            max_ack_pending: 1,
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .map_err(|e| storage("creating a jetstream partition consumer", e))?;
+            }
+            self.ordered.lock().insert((topic.to_owned(), sub));
+        }
+        Ok(())
+    }
+
+    /// Whether `sub` has partition consumers on `topic` (created by any instance).
+    async fn has_ordered(&self, topic: &str, sub: &str) -> bool {
+        if self
+            .ordered
+            .lock()
+            .contains(&(topic.to_owned(), sub.to_owned()))
+        {
+            return true;
+        }
+        match self.js.get_stream(self.stream_name(topic)).await {
+            Ok(stream) => stream
+                .consumer_info(partition_consumer(sub, 0))
+                .await
+                .is_ok(),
+            Err(_) => false,
+        }
     }
 
     /// Publishes `env` + `body` on `subject` and waits for JetStream's ack.
@@ -267,6 +354,7 @@ impl NatsBroker {
             keys,
             declared: Mutex::default(),
             pairs: Mutex::default(),
+            ordered: Mutex::default(),
             depth: RwLock::default(),
             closed: std::sync::atomic::AtomicBool::new(false),
         });
@@ -381,9 +469,16 @@ impl Publisher for NatsBroker {
         if !subs.is_empty() {
             let published = async {
                 s.ensure(&req.topic, &subs).await?;
+                let subject = match &req.ordering_key {
+                    Some(key) => {
+                        s.ensure_ordered(&req.topic, &subs).await?;
+                        let p = ordering_partition(key, s.cfg.ordering_partitions);
+                        s.subject(&req.topic, &format!("k.{p}"))
+                    }
+                    None => s.subject(&req.topic, "all"),
+                };
                 let env = Envelope::new(&id, &req, subs, now_ms());
-                s.publish(s.subject(&req.topic, "all"), &env, req.body.clone())
-                    .await
+                s.publish(subject, &env, req.body.clone()).await
             }
             .await;
             if let Err(e) = published {
@@ -428,7 +523,7 @@ impl Consumer for NatsBroker {
         &self,
         topic: &str,
         subscriber: &str,
-        _prefetch: usize,
+        prefetch: usize,
     ) -> Result<Box<dyn Subscription>, QueueError> {
         self.shared.check_open()?;
         self.shared.ensure(topic, &[subscriber.to_owned()]).await?;
@@ -436,6 +531,7 @@ impl Consumer for NatsBroker {
             self.shared.clone(),
             topic,
             subscriber,
+            prefetch,
         )))
     }
 }

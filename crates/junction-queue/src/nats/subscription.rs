@@ -1,14 +1,21 @@
 //! Pulls from a subscriber's durable consumer, and settles through JetStream acks.
+//!
+//! Until its topic carries keyed events a subscription asks for messages when
+//! the dispatcher does (a pull without waiting, then one that waits up to a
+//! second). Once the subscriber has ordering-partition consumers (looked for
+//! every few seconds, and at once when a keyed subject shows up), its pulls
+//! move to a [`Feed`], which also reads the partitions.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind};
 use async_trait::async_trait;
 use futures::StreamExt;
 use parking_lot::Mutex;
 
+use super::feed::Feed;
 use super::{now_ms, storage, token, Shared};
 use crate::contract::*;
 use crate::envelope::{self, Envelope};
@@ -18,6 +25,8 @@ use crate::types::*;
 const IDLE: Duration = Duration::from_secs(1);
 /// How much longer than asked a pull may take before it counts as lost.
 const PULL_SLACK: Duration = Duration::from_secs(2);
+/// How often a subscription without partition consumers looks for them.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
 
 /// What a delivery's ack handle holds.
 struct Token {
@@ -32,10 +41,15 @@ pub struct NatsSubscription {
     subscriber: String,
     consumer: Option<jetstream::consumer::PullConsumer>,
     settler: Arc<NatsSettler>,
+    prefetch: usize,
+    /// The pulls once the topic carries keyed events.
+    feed: Option<Feed>,
+    /// When to look for partition consumers next (while `feed` is `None`).
+    probe_at: Instant,
 }
 
 impl NatsSubscription {
-    pub fn new(shared: Arc<Shared>, topic: &str, subscriber: &str) -> Self {
+    pub fn new(shared: Arc<Shared>, topic: &str, subscriber: &str, prefetch: usize) -> Self {
         Self {
             settler: Arc::new(NatsSettler {
                 shared: shared.clone(),
@@ -45,7 +59,43 @@ impl NatsSubscription {
             topic: topic.to_owned(),
             subscriber: subscriber.to_owned(),
             consumer: None,
+            prefetch,
+            feed: None,
+            probe_at: Instant::now(),
         }
+    }
+
+    /// Starts the feed once the subscriber has partition consumers.
+    async fn probe(&mut self) -> Result<(), QueueError> {
+        if self.feed.is_some() || Instant::now() < self.probe_at {
+            return Ok(());
+        }
+        self.probe_at = Instant::now() + PROBE_EVERY;
+        if self.shared.has_ordered(&self.topic, &self.subscriber).await {
+            let feed = Feed::start(&self.shared, &self.topic, &self.subscriber, self.prefetch);
+            self.feed = Some(feed.await?);
+        }
+        Ok(())
+    }
+
+    /// Up to `max` messages, each with whether a partition consumer gave it.
+    async fn pull_some(
+        &mut self,
+        max: usize,
+    ) -> Result<Vec<(jetstream::Message, bool)>, QueueError> {
+        if let Some(feed) = &mut self.feed {
+            let got = feed.take(max, IDLE).await;
+            return Ok(got.into_iter().map(|p| (p.message, p.partition)).collect());
+        }
+        let mut raw = self.pull(max, None).await?;
+        if raw.is_empty() {
+            // Nothing now: wait for one, then take what else is there.
+            raw = self.pull(1, Some(IDLE)).await?;
+            if !raw.is_empty() && max > 1 {
+                raw.extend(self.pull(max - 1, None).await?);
+            }
+        }
+        Ok(raw.into_iter().map(|m| (m, false)).collect())
     }
 
     async fn consumer(&mut self) -> Result<jetstream::consumer::PullConsumer, QueueError> {
@@ -131,23 +181,22 @@ impl NatsSubscription {
 impl Subscription for NatsSubscription {
     async fn next(&mut self, max: usize) -> Result<Vec<Delivery>, QueueError> {
         tracing::trace!(subscriber = %self.subscriber, max, "jetstream next");
-        let mut raw = self.pull(max, None).await?;
-        if raw.is_empty() {
-            // Nothing now: wait for one, then take what else is there.
-            raw = self.pull(1, Some(IDLE)).await?;
-            if !raw.is_empty() && max > 1 {
-                raw.extend(self.pull(max - 1, None).await?);
-            }
-        }
+        self.probe().await?;
+        let raw = self.pull_some(max).await?;
         let mine = self
             .shared
             .subject(&self.topic, &format!("to.{}", token(&self.subscriber)));
         let all = self.shared.subject(&self.topic, "all");
+        let keyed = self.shared.subject(&self.topic, "k.");
         let mut out = Vec::with_capacity(raw.len());
-        for m in raw {
+        for (m, from_partition) in raw {
             let subject = m.subject.as_str();
-            if subject != all && subject != mine {
-                // A replay addressed to another subscriber of the topic.
+            if !from_partition && subject != all && subject != mine {
+                // A keyed event (its partition consumer delivers it), or a
+                // replay addressed to another subscriber of the topic.
+                if subject.starts_with(&keyed) && self.feed.is_none() {
+                    self.probe_at = Instant::now();
+                }
                 let _ = m.ack().await;
                 continue;
             }
