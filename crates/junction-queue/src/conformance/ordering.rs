@@ -117,7 +117,9 @@ where
             sent.entry(key).or_default().push(published(q, r).await);
         }
         let r = request(&topic, &[&s], &format!("unkeyed/{i}"));
-        sent.entry(String::new()).or_default().push(published(q, r).await);
+        sent.entry(String::new())
+            .or_default()
+            .push(published(q, r).await);
     }
     #[derive(Default)]
     struct Seen {
@@ -190,7 +192,10 @@ where
             want.sort();
             assert_eq!(got, want, "unkeyed: delivered once each");
         } else {
-            assert_eq!(&got, ids, "{key}: delivered once each, in the order published");
+            assert_eq!(
+                &got, ids,
+                "{key}: delivered once each, in the order published"
+            );
         }
     }
 }
