@@ -279,6 +279,14 @@ pub enum QueueConfig {
         /// redelivers it (to this instance or another).
         #[serde(default = "defaults::lease_ttl")]
         ack_wait: Dur,
+        /// Most events waiting for one subscriber (checked every 2 s); past it
+        /// its oldest waiting events move to its dead letters.
+        #[serde(default)]
+        max_depth: Option<u64>,
+        /// Past `max_depth`: only `dead_letter_oldest` on NATS (a publish
+        /// reaches every subscriber's consumer; one cannot refuse it alone).
+        #[serde(default)]
+        on_full: OnFull,
         /// Partitions an ordering key hashes into, per subscriber: one key's
         /// events go one at a time through its partition (so a retrying event
         /// holds up the other keys of its partition). 1 to 256.

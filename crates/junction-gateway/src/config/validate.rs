@@ -2,7 +2,7 @@
 
 use super::located::{pos_of, repeated, Errors};
 use super::yaml::Node;
-use super::{AdminConfig, QueueConfig, RouteConfig, UpstreamConfig};
+use super::{AdminConfig, OnFull, QueueConfig, RouteConfig, UpstreamConfig};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Largest `admin.payload_peek.max_bytes`: one read is held in memory whole.
@@ -71,6 +71,18 @@ pub(super) fn check(
         }
     }
 
+    if let Some(QueueConfig::Nats {
+        max_depth: Some(_),
+        on_full: OnFull::Reject,
+        ..
+    }) = queue
+    {
+        errs.push(
+            pos_of(root, &["queue", "max_depth"]),
+            "queue.max_depth",
+            "on NATS a full subscriber can only shed its oldest events: add `on_full: dead_letter_oldest` (a publish reaches every subscriber's consumer, so it cannot be refused for one alone)".into(),
+        );
+    }
     if let Some(QueueConfig::Nats { url, .. }) = queue {
         let scheme = url.split_once("://").map(|(s, _)| s);
         if !matches!(scheme, Some("nats" | "tls")) {

@@ -96,9 +96,12 @@ pub async fn open_queue(config: &Config) -> anyhow::Result<Queue> {
             prefix,
             ack_wait,
             ordering_partitions,
+            max_depth,
+            on_full: _, // only dead_letter_oldest passes the config check
         } => {
             let mut cfg = junction_queue::NatsConfig::new(url.clone(), prefix.clone());
             cfg.ack_wait = ack_wait.0;
+            cfg.max_depth = *max_depth;
             cfg.ordering_partitions = *ordering_partitions;
             let broker = junction_queue::NatsBroker::connect(cfg)
                 .await

@@ -138,8 +138,9 @@ where
         .map(|(who, mut sub)| {
             let seen = seen.clone();
             tokio::spawn(async move {
-                let done =
-                    |s: &Seen| s.acked.values().map(Vec::len).sum::<usize>() == KEYS * PER_KEY;
+                let done = |s: &Seen| {
+                    s.acked.values().map(Vec::len).sum::<usize>() >= (KEYS + 1) * PER_KEY
+                };
                 while !done(&seen.lock()) && Instant::now() < end {
                     for d in sub.next(4).await.expect("subscription") {
                         let key = d.message.ordering_key.clone().unwrap_or_default();

@@ -104,8 +104,16 @@ impl NatsLedger {
 
 /// Per topic: the largest subscriber backlog (pending + unacknowledged), and
 /// the dead letters.
-pub async fn read_depth(s: &Shared) -> Result<DepthSnapshot, QueueError> {
+/// One subscriber's backlog on one topic.
+pub struct PairBacklog {
+    pub topic: String,
+    pub subscriber: String,
+    pub backlog: u64,
+}
+
+pub async fn read_depth(s: &Shared) -> Result<(DepthSnapshot, Vec<PairBacklog>), QueueError> {
     let mut snap = DepthSnapshot::default();
+    let mut per_pair = Vec::new();
     let pairs: Vec<(String, String)> = s.pairs.lock().iter().cloned().collect();
     for (topic, sub) in pairs {
         let stream =
@@ -133,6 +141,11 @@ pub async fn read_depth(s: &Shared) -> Result<DepthSnapshot, QueueError> {
                 .map_err(|e| storage("reading a partition consumer", e))?;
             backlog += info.num_pending + info.num_ack_pending as u64;
         }
+        per_pair.push(PairBacklog {
+            topic: topic.clone(),
+            subscriber: sub.clone(),
+            backlog,
+        });
         *snap.subscribers.entry(sub).or_default() += backlog;
         let t = snap.topics.entry(topic).or_default();
         *t = (*t).max(backlog);
@@ -147,7 +160,7 @@ pub async fn read_depth(s: &Shared) -> Result<DepthSnapshot, QueueError> {
         .map_err(|e| storage("reading the dead-letter stream", e))?;
     snap.dlq_total = info.state.messages;
     snap.total = snap.topics.values().sum();
-    Ok(snap)
+    Ok((snap, per_pair))
 }
 
 #[async_trait]

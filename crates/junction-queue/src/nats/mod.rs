@@ -45,6 +45,7 @@
 
 mod feed;
 mod ledger;
+mod shed;
 mod subscription;
 
 use std::collections::BTreeSet;
@@ -86,6 +87,9 @@ pub struct NatsConfig {
     /// Partitions ordering keys hash into (per subscriber, one delivery in
     /// flight at a time each).
     pub ordering_partitions: u16,
+    /// Per-subscriber backlog bound: past it the refresher dead-letters the
+    /// subscriber's oldest waiting events (see `shed.rs`).
+    pub max_depth: Option<u64>,
 }
 
 impl NatsConfig {
@@ -96,6 +100,7 @@ impl NatsConfig {
             prefix: prefix.into(),
             ack_wait: Duration::from_secs(30),
             ordering_partitions: DEFAULT_ORDERING_PARTITIONS,
+            max_depth: None,
         }
     }
 }
@@ -544,7 +549,17 @@ async fn refresh_depth_forever(weak: std::sync::Weak<Shared>) {
             return;
         }
         match ledger::read_depth(&s).await {
-            Ok(d) => *s.depth.write() = d,
+            Ok((d, pairs)) => {
+                *s.depth.write() = d;
+                let Some(max) = s.cfg.max_depth else { continue };
+                for p in pairs.iter().filter(|p| p.backlog > max) {
+                    if let Err(e) =
+                        shed::shed_excess(&s, &p.topic, &p.subscriber, p.backlog, max).await
+                    {
+                        tracing::debug!(error = %e, subscriber = %p.subscriber, "could not shed a full backlog");
+                    }
+                }
+            }
             Err(e) => tracing::debug!(error = %e, "could not read jetstream backlogs"),
         }
     }

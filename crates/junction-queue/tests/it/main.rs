@@ -4,6 +4,7 @@ mod conformance;
 mod embedded;
 mod kafka;
 mod model;
+mod nats;
 mod rabbitmq;
 mod redis;
 mod sqs;

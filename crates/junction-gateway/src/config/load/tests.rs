@@ -222,6 +222,32 @@ fn kafka_settings_are_checked_where_they_are_written() {
 }
 
 #[test]
+fn nats_and_rabbitmq_settings_are_checked_where_they_are_written() {
+    let good = "queue: { backend: nats, url: \"nats://127.0.0.1:4222\", ordering_partitions: 16, max_depth: 1000, on_full: dead_letter_oldest }\n";
+    assert!(load_str(good, "n.yaml").is_ok());
+    let good = "queue: { backend: rabbitmq, url: \"amqp://127.0.0.1\", ordering_partitions: 1 }\n";
+    assert!(load_str(good, "q.yaml").is_ok());
+    let bad = "queue:\n  backend: nats\n  url: \"nats://127.0.0.1:4222\"\n  ordering_partitions: 0\n  max_depth: 10\n";
+    let errs = load_str(bad, "n.yaml").unwrap_err();
+    let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["queue.ordering_partitions", "queue.max_depth"],
+        "{errs:?}"
+    );
+    assert!(errs[0].to_string().starts_with("n.yaml:4:"), "{}", errs[0]);
+    assert!(errs[1].to_string().starts_with("n.yaml:5:"), "{}", errs[1]);
+    assert!(
+        errs[1].to_string().contains("dead_letter_oldest"),
+        "{}",
+        errs[1]
+    );
+    let bad = "queue: { backend: rabbitmq, url: \"amqp://127.0.0.1\", ordering_partitions: 300 }\n";
+    let errs = load_str(bad, "q.yaml").unwrap_err();
+    assert_eq!(errs[0].key, "queue.ordering_partitions", "{errs:?}");
+}
+
+#[test]
 fn sqs_settings_are_checked_where_they_are_written() {
     let good = "queue: { backend: sqs, region: eu-west-1, prefix: erp, fifo: true, visibility_timeout: 45s, max_depth: 1000 }\n";
     assert!(load_str(good, "s.yaml").is_ok());
