@@ -124,12 +124,18 @@ fn broker_death(props: &lapin::BasicProperties) -> Option<(String, u64)> {
     Some((why, at_ms))
 }
 
-/// Every declared queue's ready count: per subscriber its backlog, undelivered per topic (the largest
-/// subscriber backlog, delay queues not counted) and dead letters per topic.
+/// Every declared queue's ready count: per subscriber its backlog (main queue
+/// and ordering partitions), undelivered per topic (the largest subscriber
+/// backlog, delay queues not counted) and dead letters per topic.
 pub async fn read_depth(s: &Shared) -> Result<DepthSnapshot, QueueError> {
     let mut snap = DepthSnapshot::default();
     for (topic, sub) in s.topology.pairs() {
-        let main = count(s, &s.topology.queue(&topic, &sub)).await?;
+        let mut main = count(s, &s.topology.queue(&topic, &sub)).await?;
+        if s.topology.has_partitions(&topic, &sub) {
+            for queue in s.topology.partition_queues(&topic, &sub) {
+                main += count(s, &queue).await?;
+            }
+        }
         let dead = count(s, &s.topology.dlq(&topic, &sub)).await?;
         let t = snap.topics.entry(topic.clone()).or_default();
         *t = (*t).max(main);

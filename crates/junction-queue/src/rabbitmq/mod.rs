@@ -14,20 +14,54 @@
 //! acks. Both publish with confirms before the ack, so a crash in between
 //! duplicates, never loses.
 //!
+//! Ordering keys (`ordering_per_key`): a keyed event goes through one of
+//! `ordering_partitions` partitions (`ordering_partition(key, P)`, the same on
+//! every instance): to the topic's direct exchange `{topic}#ordered`, which
+//! routes it into the subscriber's partition queue `{topic}.{sub}#{i}`, a
+//! single-active-consumer queue each subscription consumes with a prefetch
+//! of one. So of all the lanes of all instances, one at a time holds a
+//! partition, and one delivery of it is out at a time: a key's events are
+//! delivered one at a time, in publish order, to each subscriber. The price:
+//! a partition's keys wait for each other, and a retrying event (held in
+//! place for `after`, unacked, rather than sent through a delay queue behind
+//! the key's later events, so its delay is exact) holds up the other keys of
+//! its partition.
+//! RabbitMQ's `consumer_timeout` (30 min by default) closes a channel holding
+//! a delivery longer, which requeues it: an ordered retry longer than that is
+//! redelivered early rather than held, and the attempt recorded while held is
+//! not in the requeued copy. Changing `ordering_partitions` under running
+//! traffic moves keys between partitions, so order holds only for events
+//! published after every instance runs the new value (an instance with fewer
+//! partitions does not consume the extra queues; after a decrease, the unused
+//! ones must be drained or deleted). Unkeyed events keep the fanout route and
+//! its competing consumers. A replayed keyed dead letter goes back to the main
+//! queue, outside its key's order.
+//!
+//! Why partitions of single-active-consumer queues: they need no plugin and
+//! keep the broker's own redelivery when an instance dies (the next consumer
+//! gets the partition, requeued delivery first). The consistent-hash exchange
+//! plugin would spread keys over queues too, but each queue would still need
+//! one consumer at a time, which is what single-active-consumer gives; it
+//! adds a plugin to install without ordering anything more. Partition queues
+//! are declared only for topics that get keyed events (by the publisher of
+//! the first one; the subscriptions of other instances find out through a
+//! marker queue, see [`topology`] and `ordered.rs`): they are quorum queues,
+//! not free.
+//!
 //! The ledger reads the dead-letter queues with `basic.get` on a channel it
 //! closes afterwards (what it did not settle goes back); per-message status
 //! is not kept (the capability says so, and the admin API answers 501). Depth
-//! is the broker's ready-message counts, re-read every 2 s. Ordering keys are
-//! not honoured: several consumers of one queue may deliver a key's messages
-//! out of order (`ordering_per_key: false`). Idempotency keys are remembered per
-//! instance (bounded, in memory), or shared in Redis with `idempotency_redis`
-//! (see `idem_keys.rs`).
+//! is the broker's ready-message counts (a subscriber's partitions included),
+//! re-read every 2 s. Idempotency keys are remembered per instance (bounded,
+//! in memory), or shared in Redis with `idempotency_redis` (see
+//! `idem_keys.rs`).
 //!
 //! Crate: `lapin` (the maintained AMQP 0-9-1 client, on tokio here through its
 //! executor and reactor traits), without its TLS features.
 
 mod ledger;
 mod link;
+mod ordered;
 mod subscription;
 pub mod topology;
 
@@ -53,7 +87,7 @@ const DEPTH_REFRESH: Duration = Duration::from_secs(2);
 
 /// What the RabbitMQ queue gives (see the module doc).
 pub const CAPABILITIES: Capabilities = Capabilities {
-    ordering_per_key: false,
+    ordering_per_key: true,
     exact_retry_delay: false,
     exact_depth: false,
     shared: true,
@@ -218,7 +252,13 @@ impl RabbitBroker {
         let shared = Arc::new(Shared {
             link,
             consume,
-            topology: Topology::new(&cfg.prefix, cfg.queue_type, cfg.max_depth, cfg.on_full),
+            topology: Topology::new(
+                &cfg.prefix,
+                cfg.queue_type,
+                cfg.max_depth,
+                cfg.on_full,
+                cfg.ordering_partitions,
+            ),
             max_depth: cfg.max_depth,
             depth: RwLock::default(),
             keys: IdemKeys::open(cfg.idempotency_redis.as_deref(), &cfg.prefix).await?,
@@ -244,15 +284,21 @@ impl RabbitBroker {
         self.shared.topology.declared()
     }
 
-    /// Deletes `names` (queues, then the exchanges among them) on the broker at `url`.
+    /// Deletes `names` (queues and exchanges) on the broker at `url`.
     pub async fn delete(url: &str, names: &[String]) -> Result<(), QueueError> {
         let link = Link::connect(url, "junction-admin").await?;
         for name in names {
+            // Each as a queue and as an exchange: the broker answers the
+            // deletion of a missing queue with success, so `queue.delete`
+            // does not tell an exchange apart (the exchanges were left behind).
             let ch = link.channel().await?;
-            if ch.queue_delete(name, Default::default()).await.is_err() {
-                let ch = link.channel().await?;
-                let _ = ch.exchange_delete(name, Default::default()).await;
-            }
+            let _ = ch.queue_delete(name, Default::default()).await;
+            let ch = if ch.status().connected() {
+                ch
+            } else {
+                link.channel().await?
+            };
+            let _ = ch.exchange_delete(name, Default::default()).await;
         }
         link.close().await;
         Ok(())
@@ -265,18 +311,47 @@ impl RabbitBroker {
         let s = &self.shared;
         let subs = req.distinct_subscribers();
         if !subs.is_empty() {
+            let key = req.ordering_key.as_deref();
             let ch = s.link.publisher().await?;
-            if let Err(first) = s.topology.ensure(&ch, &req.topic, &subs).await {
+            if let Err(first) = self.declare(&ch, &req.topic, &subs, key.is_some()).await {
                 // Declarations are idempotent and nothing was published yet:
                 // once more, on a new channel (and connection, if the broker
                 // closed this one under the declaration).
                 tracing::debug!(error = %first, "declaring a topic failed; trying once more");
                 let ch = s.link.publisher().await?;
-                s.topology.ensure(&ch, &req.topic, &subs).await?;
+                self.declare(&ch, &req.topic, &subs, key.is_some()).await?;
             }
             let env = Envelope::new(id, req, subs, now_ms());
-            s.publish(&s.topology.exchange(&req.topic), "", &env, &req.body)
-                .await?;
+            match key {
+                // Through its partition: one delivery of it in flight at a time.
+                Some(key) => {
+                    let partition = ordering_partition(key, s.topology.partitions());
+                    let exchange = s.topology.ordered_exchange(&req.topic);
+                    s.publish(&exchange, &partition.to_string(), &env, &req.body)
+                        .await?;
+                }
+                None => {
+                    s.publish(&s.topology.exchange(&req.topic), "", &env, &req.body)
+                        .await?
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The topic's exchange and the subscribers' queues; with `keyed`, also
+    /// the ordered exchange and the subscribers' partition queues.
+    async fn declare(
+        &self,
+        ch: &lapin::Channel,
+        topic: &str,
+        subs: &[String],
+        keyed: bool,
+    ) -> Result<(), QueueError> {
+        let topology = &self.shared.topology;
+        topology.ensure(ch, topic, subs).await?;
+        if keyed {
+            topology.ensure_ordered(ch, topic, subs).await?;
         }
         Ok(())
     }

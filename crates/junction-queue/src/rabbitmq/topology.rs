@@ -1,5 +1,7 @@
 //! Names and declarations: per topic a fanout exchange, per subscriber a
-//! durable queue bound to it, its dead-letter queue, and its delay queues.
+//! durable queue bound to it, its dead-letter queue, and its delay queues;
+//! for topics that get keyed events also a direct exchange and per subscriber
+//! its ordering partitions.
 //!
 //! `max_depth` is each subscriber queue's `x-max-length`. `on_full: reject` is
 //! `reject-publish` (the publish is nacked, so refused with 503, although the
@@ -15,8 +17,27 @@
 //! per-message TTL would only expire at the queue's head, so a long delay
 //! would hold up shorter ones behind it). `retry(after)` picks the shortest
 //! tier at least `after`, so a delay is rounded up, never down.
+//!
+//! Ordering partitions: keyed events go to the topic's direct exchange
+//! `{topic}#ordered` with routing key `ordering_partition(key, P)`, which
+//! routes them into each subscriber's queue `{topic}.{sub}#{i}` of that
+//! partition. Those queues take the main queue's type, bound and dead-letter
+//! route, plus `x-single-active-consumer`: the broker gives each to one
+//! consumer at a time, so with a prefetch of 1 one delivery of a partition is
+//! in flight across every instance (see the subscription). They are declared
+//! only once a topic gets a keyed event (by the publisher, or by a subscription
+//! that found the topic keyed): eight quorum queues per subscriber are not
+//! free, and most topics never carry a key. Last, the publisher declares the
+//! topic's marker `{topic}#keyed`, a classic queue that keeps nothing
+//! (`x-max-length: 0`): a subscription of another instance learns that the
+//! topic is keyed by publishing an empty probe to it, `mandatory`, which the
+//! broker routes (and drops) once the marker exists and returns unroutable
+//! before. A passive declare would tell too, but the broker answers a missing
+//! name by closing the channel, which lapin logs as an error: every 2 s for
+//! every topic that never gets a key.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
@@ -47,10 +68,21 @@ pub struct Topology {
     /// Per-subscriber backlog bound (`x-max-length`) and what happens past it.
     max_length: Option<u64>,
     on_full: OnFull,
+    /// Ordering partitions per subscriber of a topic that gets keyed events.
+    partitions: u16,
     declared: Mutex<BTreeSet<String>>,
     /// Every (topic, subscriber) declared, for the ledger's scans.
     pairs: Mutex<BTreeSet<(String, String)>>,
+    /// The pairs whose partition queues are declared.
+    ordered_pairs: Mutex<BTreeSet<(String, String)>>,
+    /// Per topic not (yet) known to get keyed events, when the broker may be
+    /// asked again whether another instance declared its marker.
+    next_ordered_check: Mutex<HashMap<String, Instant>>,
 }
+
+/// How often the subscriptions of a topic not known to get keyed events ask
+/// the broker whether it does now (one probe per topic per period).
+const ORDERED_CHECK: Duration = Duration::from_secs(2);
 
 impl Topology {
     pub fn new(
@@ -58,15 +90,24 @@ impl Topology {
         queue_type: QueueType,
         max_length: Option<u64>,
         on_full: OnFull,
+        partitions: u16,
     ) -> Self {
         Self {
             prefix: prefix.to_owned(),
             queue_type,
             max_length,
             on_full,
+            partitions: partitions.max(1),
             declared: Mutex::default(),
             pairs: Mutex::default(),
+            ordered_pairs: Mutex::default(),
+            next_ordered_check: Mutex::default(),
         }
+    }
+
+    /// Ordering partitions per subscriber.
+    pub fn partitions(&self) -> u16 {
+        self.partitions
     }
 
     pub fn exchange(&self, topic: &str) -> String {
@@ -83,6 +124,62 @@ impl Topology {
 
     pub fn delay_queue(&self, topic: &str, sub: &str, tier_ms: u64) -> String {
         format!("{}.{topic}.{sub}.retry.{tier_ms}", self.prefix)
+    }
+
+    /// The direct exchange keyed events of `topic` go to.
+    pub fn ordered_exchange(&self, topic: &str) -> String {
+        format!("{}.{topic}#ordered", self.prefix)
+    }
+
+    /// The queue that exists once `topic` got a keyed event (it keeps nothing).
+    pub fn keyed_marker(&self, topic: &str) -> String {
+        format!("{}.{topic}#keyed", self.prefix)
+    }
+
+    /// The queue of partition `i` of `sub`.
+    pub fn partition_queue(&self, topic: &str, sub: &str, i: u16) -> String {
+        format!("{}.{topic}.{sub}#{i}", self.prefix)
+    }
+
+    /// The partition queues of `sub`, in partition order.
+    pub fn partition_queues(&self, topic: &str, sub: &str) -> Vec<String> {
+        (0..self.partitions)
+            .map(|i| self.partition_queue(topic, sub, i))
+            .collect()
+    }
+
+    /// Whether the partition queues of (`topic`, `sub`) were declared here.
+    pub fn has_partitions(&self, topic: &str, sub: &str) -> bool {
+        self.ordered_pairs
+            .lock()
+            .contains(&(topic.to_owned(), sub.to_owned()))
+    }
+
+    /// Whether `topic` is known here to get keyed events (its marker was
+    /// declared or found).
+    pub fn is_ordered(&self, topic: &str) -> bool {
+        self.is_declared(&self.keyed_marker(topic))
+    }
+
+    /// Whether it is time to ask the broker again about `topic`'s marker; if
+    /// so, the next time is set, so one caller asks per period.
+    pub fn ordered_check_due(&self, topic: &str) -> bool {
+        let now = Instant::now();
+        let mut next = self.next_ordered_check.lock();
+        match next.get(topic) {
+            Some(at) if *at > now => false,
+            _ => {
+                next.insert(topic.to_owned(), now + ORDERED_CHECK);
+                true
+            }
+        }
+    }
+
+    /// Records that `topic`'s marker exists (another instance declared it,
+    /// after the ordered exchange).
+    pub fn found_ordered(&self, topic: &str) {
+        self.declared.lock().insert(self.keyed_marker(topic));
+        self.next_ordered_check.lock().remove(topic);
     }
 
     /// The (topic, subscriber) pairs declared so far.
@@ -130,29 +227,7 @@ impl Topology {
             // its dropped heads there.
             let dlq = self.dlq(topic, sub);
             declare_queue(ch, &dlq, self.queue_args()).await?;
-            let mut args = self.queue_args();
-            if let Some(max) = self.max_length {
-                args.insert("x-max-length".into(), AMQPValue::LongLongInt(max as i64));
-                let overflow = match self.on_full {
-                    OnFull::Reject => "reject-publish",
-                    OnFull::DeadLetterOldest => {
-                        args.insert(
-                            "x-dead-letter-exchange".into(),
-                            AMQPValue::LongString(LongString::from("")),
-                        );
-                        args.insert(
-                            "x-dead-letter-routing-key".into(),
-                            AMQPValue::LongString(LongString::from(dlq.as_str())),
-                        );
-                        "drop-head"
-                    }
-                };
-                args.insert(
-                    "x-overflow".into(),
-                    AMQPValue::LongString(LongString::from(overflow)),
-                );
-            }
-            declare_queue(ch, &queue, args).await?;
+            declare_queue(ch, &queue, self.subscriber_args(&dlq)).await?;
             ch.queue_bind(
                 &queue,
                 &exchange,
@@ -201,6 +276,100 @@ impl Topology {
         Ok(name)
     }
 
+    /// The ordered exchange of `topic`, for each of `subs` its partition
+    /// queues bound to it (routing key: the partition number), then the
+    /// topic's marker. The pairs must be [`ensure`](Self::ensure)d first
+    /// (their `.dlq` takes the partitions' dropped heads).
+    pub async fn ensure_ordered(
+        &self,
+        ch: &Channel,
+        topic: &str,
+        subs: &[String],
+    ) -> Result<(), QueueError> {
+        let exchange = self.ordered_exchange(topic);
+        if !self.is_declared(&exchange) {
+            ch.exchange_declare(
+                &exchange,
+                ExchangeKind::Direct,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| storage("declaring an exchange", e))?;
+            self.declared.lock().insert(exchange.clone());
+        }
+        for sub in subs {
+            if self.has_partitions(topic, sub) {
+                continue;
+            }
+            // The main queue's arguments, so a partition is bounded and sheds
+            // like it; one consumer at a time, so one instance holds a partition.
+            let mut args = self.subscriber_args(&self.dlq(topic, sub));
+            args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+            let queues = self.partition_queues(topic, sub);
+            for (i, queue) in queues.iter().enumerate() {
+                declare_queue(ch, queue, args.clone()).await?;
+                ch.queue_bind(
+                    queue,
+                    &exchange,
+                    &i.to_string(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| storage("binding a queue", e))?;
+            }
+            self.declared.lock().extend(queues);
+            self.ordered_pairs
+                .lock()
+                .insert((topic.to_owned(), sub.clone()));
+        }
+        // Last: other instances take the marker for a topic ready to consume.
+        let marker = self.keyed_marker(topic);
+        if !self.is_declared(&marker) {
+            let mut args = FieldTable::default();
+            args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString(LongString::from("classic")),
+            );
+            args.insert("x-max-length".into(), AMQPValue::LongLongInt(0));
+            declare_queue(ch, &marker, args).await?;
+            self.declared.lock().insert(marker);
+        }
+        Ok(())
+    }
+
+    /// Arguments of a subscriber's queues (main and partitions): type, bound,
+    /// and past it a refused publish or the head dropped into `dlq`.
+    fn subscriber_args(&self, dlq: &str) -> FieldTable {
+        let mut args = self.queue_args();
+        if let Some(max) = self.max_length {
+            args.insert("x-max-length".into(), AMQPValue::LongLongInt(max as i64));
+            let overflow = match self.on_full {
+                OnFull::Reject => "reject-publish",
+                OnFull::DeadLetterOldest => {
+                    args.insert(
+                        "x-dead-letter-exchange".into(),
+                        AMQPValue::LongString(LongString::from("")),
+                    );
+                    args.insert(
+                        "x-dead-letter-routing-key".into(),
+                        AMQPValue::LongString(LongString::from(dlq)),
+                    );
+                    "drop-head"
+                }
+            };
+            args.insert(
+                "x-overflow".into(),
+                AMQPValue::LongString(LongString::from(overflow)),
+            );
+        }
+        args
+    }
+
     fn queue_args(&self) -> FieldTable {
         let mut args = FieldTable::default();
         if self.queue_type == QueueType::Quorum {
@@ -233,14 +402,31 @@ mod tests {
 
     #[test]
     fn names_and_tiers() {
-        let t = Topology::new("junction", QueueType::Quorum, None, OnFull::Reject);
+        let t = Topology::new("junction", QueueType::Quorum, None, OnFull::Reject, 3);
         assert_eq!(t.exchange("orders"), "junction.orders");
+        assert_eq!(t.ordered_exchange("orders"), "junction.orders#ordered");
+        assert_eq!(t.keyed_marker("orders"), "junction.orders#keyed");
+        assert_eq!(
+            t.partition_queues("orders", "inv"),
+            [
+                "junction.orders.inv#0",
+                "junction.orders.inv#1",
+                "junction.orders.inv#2"
+            ]
+        );
         assert_eq!(t.queue("orders", "inv"), "junction.orders.inv");
         assert_eq!(t.dlq("orders", "inv"), "junction.orders.inv.dlq");
         assert_eq!(
             t.delay_queue("orders", "inv", 1000),
             "junction.orders.inv.retry.1000"
         );
+        // One look at the broker per topic and period, until found.
+        assert!(!t.is_ordered("orders"));
+        assert!(t.ordered_check_due("orders"));
+        assert!(!t.ordered_check_due("orders"), "asked already");
+        assert!(t.ordered_check_due("payments"), "per topic");
+        t.found_ordered("orders");
+        assert!(t.is_ordered("orders"));
         // Rounded up to a tier, never down; past the last, the last.
         let pick = |after: u64| RETRY_TIERS_MS.iter().copied().find(|t| *t >= after);
         assert_eq!(pick(1), Some(250));

@@ -1,14 +1,20 @@
 //! RabbitMQ on a real broker: the per-subscriber bound with
 //! `on_full: dead_letter_oldest` (a subscriber nobody consumes sheds its oldest
 //! messages into its dead letters and never refuses a publish, while the
-//! topic's other subscriber gets every one), and idempotency keys shared by
-//! instances through Redis.
+//! topic's other subscriber gets every one), idempotency keys shared by
+//! instances through Redis, and ordering partitions (declared only for keyed
+//! topics, counted in the backlog, and a key moving to another instance in
+//! order when the one holding it goes).
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use junction_queue::conformance::queue::unique;
+use junction_queue::conformance::queue::{take, unique};
 use junction_queue::conformance::request;
-use junction_queue::{DlqFilter, EnqueueOutcome, OnFull, RabbitBroker, RabbitConfig, BACKLOG_FULL};
+use junction_queue::{
+    DlqFilter, EnqueueOutcome, EnqueueRequest, MessageId, OnFull, RabbitBroker, RabbitConfig,
+    BACKLOG_FULL,
+};
 
 use crate::support::{attempt, rabbitmq_url, unique_prefix, DeleteTopology};
 
@@ -95,4 +101,122 @@ async fn idempotency_keys_in_redis_are_shared_by_instances() {
         qb.publisher.publish(plain).await.unwrap(),
         EnqueueOutcome::Accepted(_)
     ));
+}
+
+fn keyed(topic: &str, sub: &str, key: &str, body: &str) -> EnqueueRequest {
+    let mut r = request(topic, &[sub], body);
+    r.ordering_key = Some(key.to_owned());
+    r
+}
+
+/// Partition queues exist only for topics that got a keyed event, and what
+/// waits in them counts toward their subscriber's backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_only_for_keyed_topics_and_counted_in_the_backlog() {
+    let cfg = RabbitConfig::new(rabbitmq_url(), unique_prefix());
+    let b = RabbitBroker::connect(cfg).await.expect("rabbitmq running");
+    let _cleanup = DeleteTopology(b.clone());
+    let q = b.clone().into_queue();
+    let (topic, sub) = (unique("t"), unique("s"));
+    for i in 0..2 {
+        let r = request(&topic, &[&sub], &format!("plain/{i}"));
+        q.publisher.publish(r).await.unwrap();
+    }
+    let ordered = |b: &RabbitBroker| {
+        b.declared()
+            .into_iter()
+            .filter(|n| n.contains('#'))
+            .collect::<Vec<_>>()
+    };
+    assert!(ordered(&b).is_empty(), "{:?}", ordered(&b));
+    for i in 0..3 {
+        let r = keyed(&topic, &sub, &format!("k{i}"), &i.to_string());
+        q.publisher.publish(r).await.unwrap();
+    }
+    let names = ordered(&b);
+    assert_eq!(
+        names.len(),
+        1 + 8 + 1,
+        "the ordered exchange, 8 partitions and the marker: {names:?}"
+    );
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut backlog = 0;
+    while backlog != 5 && Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        backlog = q.ledger.depth().subscribers.get(&sub).copied().unwrap_or(0);
+    }
+    assert_eq!(backlog, 5, "2 in the main queue, 3 in the partitions");
+}
+
+/// Two instances (two connections) consume one subscriber's partitions; the
+/// one holding a key's delivery goes away without settling it, and the other
+/// gets that delivery and the rest of the key, in publish order, none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_held_by_an_instance_that_goes_continues_in_order_on_another() {
+    let cfg = RabbitConfig::new(rabbitmq_url(), unique_prefix());
+    let a = RabbitBroker::connect(cfg.clone()).await.expect("rabbitmq");
+    let b = RabbitBroker::connect(cfg).await.expect("rabbitmq");
+    let _cleanup = (DeleteTopology(a.clone()), DeleteTopology(b.clone()));
+    let (qa, qb) = (a.clone().into_queue(), b.clone().into_queue());
+    let (topic, sub) = (unique("t"), unique("s"));
+    const PER_KEY: usize = 5;
+    let keys = ["k0", "k1", "k2", "k3"];
+    let mut sent: HashMap<String, Vec<MessageId>> = HashMap::new();
+    for i in 0..PER_KEY {
+        for key in keys {
+            let r = keyed(&topic, &sub, key, &format!("{key}/{i}"));
+            let id = qa.publisher.publish(r).await.unwrap().id().clone();
+            sent.entry(key.to_owned()).or_default().push(id);
+        }
+    }
+    // A first: it is given every partition; B, found them on the broker, waits.
+    let mut sa = qa.consumer.subscribe(&topic, &sub, 16).await.unwrap();
+    let mut sb = qb.consumer.subscribe(&topic, &sub, 16).await.unwrap();
+    let mut acked: HashMap<String, Vec<MessageId>> = HashMap::new();
+    let mut held = None;
+    let end = Instant::now() + Duration::from_secs(10);
+    while held.is_none() && Instant::now() < end {
+        for d in take(sa.as_mut(), 4, Duration::from_secs(1)).await {
+            let key = d.message.ordering_key.clone().expect("keyed");
+            if key == "k0" && held.is_none() {
+                held = Some(d);
+            } else {
+                let id = d.message.id.clone();
+                d.ack(attempt("status 200")).await.unwrap();
+                acked.entry(key).or_default().push(id);
+            }
+        }
+    }
+    let held = held.expect("A got a delivery of k0");
+    assert_eq!(held.message.id, sent["k0"][0], "k0's first");
+    assert!(
+        take(sb.as_mut(), 1, Duration::from_millis(500))
+            .await
+            .is_empty(),
+        "B gets nothing while A holds the partitions"
+    );
+    // A goes, its delivery unsettled: its connections close.
+    qa.publisher.close().await.unwrap();
+    drop(sa);
+    drop(held);
+    let left = keys.len() * PER_KEY - acked.values().map(Vec::len).sum::<usize>();
+    let mut got = 0;
+    let end = Instant::now() + Duration::from_secs(15);
+    while got < left && Instant::now() < end {
+        for d in sb.next(8).await.unwrap() {
+            let key = d.message.ordering_key.clone().expect("keyed");
+            let id = d.message.id.clone();
+            d.ack(attempt("status 200")).await.unwrap();
+            acked.entry(key).or_default().push(id);
+            got += 1;
+        }
+    }
+    assert_eq!(got, left, "B got the rest");
+    for key in keys {
+        assert_eq!(
+            acked.get(key),
+            sent.get(key),
+            "{key}: each once, in the order published"
+        );
+    }
 }

@@ -1,7 +1,8 @@
 //! Async routes on the queues several instances share (Redis, PostgreSQL,
 //! RabbitMQ, NATS JetStream, SQS, Kafka):
 //! delivery through the gateway, two gateways sharing one queue (one stops; the
-//! other delivers what it accepted), and a broker outage (503, nothing lost).
+//! other delivers what it accepted), a broker outage (503, nothing lost), and
+//! ordering keys across two gateways (`order.rs`).
 //! Every check runs once per backend, each in a namespace of its own.
 
 use super::pipeline::{eventually, poll_json};
@@ -9,6 +10,9 @@ use super::{client, metric, redis_url, start};
 use junction_testkit::{Behavior, FakeUpstream, PrivateKafka, TcpGate};
 use std::collections::HashSet;
 use std::time::Duration;
+
+mod order;
+use order::keyed_events_arrive_in_order_across_two_gateways;
 
 /// A shared queue backend under test.
 #[derive(Clone, Copy, Debug)]
@@ -359,6 +363,7 @@ on_backends!(
     events_reach_every_subscriber_with_retries,
     two_gateways_share_one_queue_and_a_stopped_one_loses_nothing,
     an_outage_refuses_new_events_with_503_and_loses_no_accepted_one,
+    keyed_events_arrive_in_order_across_two_gateways,
 );
 
 /// Two `junction` processes on one queue; the one that accepted the events is
