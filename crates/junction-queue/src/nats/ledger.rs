@@ -128,7 +128,13 @@ pub async fn read_depth(s: &Shared) -> Result<(DepthSnapshot, Vec<PairBacklog>),
             .info()
             .await
             .map_err(|e| storage("reading a consumer", e))?;
-        let mut backlog = info.num_pending + info.num_ack_pending as u64;
+        // The subscriber's own consumer also holds the keyed events it has
+        // not yet passed (it acks them unread), so adding the partitions would
+        // count those twice. The larger of the two is exact while the
+        // subscriber is stopped (its own consumer then holds everything) and
+        // never above the truth otherwise, so `max_depth` never sheds early.
+        let own = info.num_pending + info.num_ack_pending as u64;
+        let mut keyed = 0;
         let ordered = s.ordered.lock().contains(&(topic.clone(), sub.clone()));
         for i in (0..s.cfg.ordering_partitions).filter(|_| ordered) {
             let mut c: async_nats::jetstream::consumer::PullConsumer = stream
@@ -139,8 +145,9 @@ pub async fn read_depth(s: &Shared) -> Result<(DepthSnapshot, Vec<PairBacklog>),
                 .info()
                 .await
                 .map_err(|e| storage("reading a partition consumer", e))?;
-            backlog += info.num_pending + info.num_ack_pending as u64;
+            keyed += info.num_pending + info.num_ack_pending as u64;
         }
+        let backlog = own.max(keyed);
         per_pair.push(PairBacklog {
             topic: topic.clone(),
             subscriber: sub.clone(),

@@ -528,7 +528,7 @@ impl Consumer for NatsBroker {
         &self,
         topic: &str,
         subscriber: &str,
-        prefetch: usize,
+        _prefetch: usize,
     ) -> Result<Box<dyn Subscription>, QueueError> {
         self.shared.check_open()?;
         self.shared.ensure(topic, &[subscriber.to_owned()]).await?;
@@ -536,7 +536,6 @@ impl Consumer for NatsBroker {
             self.shared.clone(),
             topic,
             subscriber,
-            prefetch,
         )))
     }
 }

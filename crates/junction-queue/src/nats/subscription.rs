@@ -1,21 +1,20 @@
 //! Pulls from a subscriber's durable consumer, and settles through JetStream acks.
 //!
-//! Until its topic carries keyed events a subscription asks for messages when
-//! the dispatcher does (a pull without waiting, then one that waits up to a
-//! second). Once the subscriber has ordering-partition consumers (looked for
-//! every few seconds, and at once when a keyed subject shows up), its pulls
-//! move to a [`Feed`], which also reads the partitions.
+//! A subscription asks its subscriber's own consumer for messages when the
+//! dispatcher does (a pull without waiting, then one that waits up to a
+//! second), so nothing is pulled ahead while the subscriber is paused. Once
+//! the subscriber has ordering-partition consumers (looked for every few
+//! seconds, and at once when a keyed subject shows up), a [`Feed`] also pulls
+//! its partitions, and the wait alternates between the two (see `pull_some`).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind};
 use async_trait::async_trait;
 use futures::StreamExt;
-use parking_lot::Mutex;
 
-use super::feed::Feed;
+use super::feed::{Feed, Released};
 use super::{now_ms, storage, token, Shared};
 use crate::contract::*;
 use crate::envelope::{self, Envelope};
@@ -27,6 +26,9 @@ const IDLE: Duration = Duration::from_secs(1);
 const PULL_SLACK: Duration = Duration::from_secs(2);
 /// How often a subscription without partition consumers looks for them.
 const PROBE_EVERY: Duration = Duration::from_secs(2);
+/// With partitions, how long a wait for them lasts before the subscriber's
+/// own consumer is asked again (the most an unkeyed event then waits).
+const ORDERED_SLICE: Duration = Duration::from_millis(100);
 
 /// What a delivery's ack handle holds.
 struct Token {
@@ -41,61 +43,87 @@ pub struct NatsSubscription {
     subscriber: String,
     consumer: Option<jetstream::consumer::PullConsumer>,
     settler: Arc<NatsSettler>,
-    prefetch: usize,
-    /// The pulls once the topic carries keyed events.
+    /// The pulls (see `feed.rs`).
     feed: Option<Feed>,
     /// When to look for partition consumers next (while `feed` is `None`).
     probe_at: Instant,
 }
 
 impl NatsSubscription {
-    pub fn new(shared: Arc<Shared>, topic: &str, subscriber: &str, prefetch: usize) -> Self {
+    pub fn new(shared: Arc<Shared>, topic: &str, subscriber: &str) -> Self {
         Self {
             settler: Arc::new(NatsSettler {
                 shared: shared.clone(),
-                released: Mutex::default(),
+                released: Released::default(),
             }),
             shared,
             topic: topic.to_owned(),
             subscriber: subscriber.to_owned(),
             consumer: None,
-            prefetch,
             feed: None,
             probe_at: Instant::now(),
         }
     }
 
-    /// Starts the feed once the subscriber has partition consumers.
+    /// Starts the partition feed once the subscriber has partition consumers
+    /// (looked for every few seconds until then).
     async fn probe(&mut self) -> Result<(), QueueError> {
         if self.feed.is_some() || Instant::now() < self.probe_at {
             return Ok(());
         }
         self.probe_at = Instant::now() + PROBE_EVERY;
         if self.shared.has_ordered(&self.topic, &self.subscriber).await {
-            let feed = Feed::start(&self.shared, &self.topic, &self.subscriber, self.prefetch);
+            let released = self.settler.released.clone();
+            let feed = Feed::start(&self.shared, &self.topic, &self.subscriber, released);
             self.feed = Some(feed.await?);
         }
         Ok(())
     }
 
-    /// Up to `max` messages, each with whether a partition consumer gave it.
+    /// Up to `max` messages, each with whether a partition consumer gave it:
+    /// what the partitions have now, then the subscriber's own consumer
+    /// without waiting; if neither had any, waits up to [`IDLE`] for either.
     async fn pull_some(
         &mut self,
         max: usize,
     ) -> Result<Vec<(jetstream::Message, bool)>, QueueError> {
-        if let Some(feed) = &mut self.feed {
-            let got = feed.take(max, IDLE).await;
-            return Ok(got.into_iter().map(|p| (p.message, p.partition)).collect());
+        if self.feed.is_none() {
+            let mut raw = self.pull(max, None).await?;
+            if raw.is_empty() {
+                // Nothing now: wait for one, then take what else is there.
+                raw = self.pull(1, Some(IDLE)).await?;
+                if !raw.is_empty() && max > 1 {
+                    raw.extend(self.pull(max - 1, None).await?);
+                }
+            }
+            return Ok(raw.into_iter().map(|m| (m, false)).collect());
         }
-        let mut raw = self.pull(max, None).await?;
-        if raw.is_empty() {
-            // Nothing now: wait for one, then take what else is there.
-            raw = self.pull(1, Some(IDLE)).await?;
-            if !raw.is_empty() && max > 1 {
-                raw.extend(self.pull(max - 1, None).await?);
+        let end = Instant::now() + IDLE;
+        loop {
+            let feed = self.feed.as_mut().expect("checked above");
+            let mut raw: Vec<_> = feed
+                .take(max, Duration::ZERO)
+                .await
+                .into_iter()
+                .map(|m| (m, true))
+                .collect();
+            if raw.len() < max {
+                let own = self.pull(max - raw.len(), None).await?;
+                raw.extend(own.into_iter().map(|m| (m, false)));
+            }
+            if !raw.is_empty() || Instant::now() >= end {
+                return Ok(raw);
+            }
+            // A long pull on the own consumer cannot be given up when a
+            // partition message comes (what it then received would wait for
+            // `ack_wait`), so the wait is the partitions' channel, in short
+            // slices between pulls without waiting.
+            let feed = self.feed.as_mut().expect("checked above");
+            let got = feed.take(max, ORDERED_SLICE).await;
+            if !got.is_empty() {
+                return Ok(got.into_iter().map(|m| (m, true)).collect());
             }
         }
-        Ok(raw.into_iter().map(|m| (m, false)).collect())
     }
 
     async fn consumer(&mut self) -> Result<jetstream::consumer::PullConsumer, QueueError> {
@@ -194,7 +222,7 @@ impl Subscription for NatsSubscription {
             if !from_partition && subject != all && subject != mine {
                 // A keyed event (its partition consumer delivers it), or a
                 // replay addressed to another subscriber of the topic.
-                if subject.starts_with(&keyed) && self.feed.is_none() {
+                if subject.starts_with(&keyed) {
                     self.probe_at = Instant::now();
                 }
                 let _ = m.ack().await;
@@ -233,8 +261,9 @@ impl Subscription for NatsSubscription {
 
 struct NatsSettler {
     shared: Arc<Shared>,
-    /// Releases per stream sequence (not attempts; JetStream counts them as deliveries).
-    released: Mutex<HashMap<u64, u32>>,
+    /// Releases per stream sequence (not attempts; JetStream counts them as
+    /// deliveries), shared with the partition feed's give-backs.
+    released: Released,
 }
 
 #[async_trait]

@@ -38,6 +38,9 @@ use crate::types::{Message, QueueError};
 /// message waits until the one out is settled.
 const PARTITION_PREFETCH: u16 = 1;
 
+/// How long a lane waits for the broker's answer to a marker probe.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// An ordered retry, handed back to its subscription once due.
 pub struct Held {
     pub message: Arc<Message>,
@@ -83,8 +86,11 @@ pub async fn is_ordered(shared: &Shared, topic: &str) -> bool {
         .await?
         .await
     };
-    // Routed (and dropped by the marker): it exists. Returned: not yet.
-    let found = matches!(probe.await, Ok(Confirmation::Ack(None)));
+    // Routed (and dropped by the marker): it exists. Returned: not yet. No
+    // answer in time (a blocked or half-open publishing connection): unknown,
+    // asked again later; a lane must not wait on it, its main queue flows.
+    let answer = tokio::time::timeout(PROBE_TIMEOUT, probe).await;
+    let found = matches!(answer, Ok(Ok(Confirmation::Ack(None))));
     if found {
         topology.found_ordered(topic);
     }

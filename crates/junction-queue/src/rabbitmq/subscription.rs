@@ -347,6 +347,23 @@ impl Settle for RabbitSettler {
                 ordered::hold(self.back.clone(), held, after);
                 return Ok(());
             }
+            // Not attempted (an open breaker, shutdown): handed back at once,
+            // still held, so the attempts recorded while held are kept (a
+            // requeue would restart from the broker's copy). A subscription
+            // gone by then drops it: its channel's close requeued it.
+            (Settlement::Release, Some(_)) => {
+                let token = Token {
+                    acker,
+                    envelope: env,
+                    ordered,
+                };
+                let held = Held {
+                    message: d.message,
+                    token,
+                };
+                ordered::hold(self.back.clone(), held, Duration::ZERO);
+                return Ok(());
+            }
             (how, _) => how,
         };
         let s = &self.shared;

@@ -31,7 +31,7 @@ pub(super) async fn keyed_events_arrive_in_order_across_two_gateways(backend: Ba
         r#"
 queue: {}
 upstreams:
-  s: {{ url: "{}", timeout: 2s, breaker: {{ min_requests: 100000 }} }}
+  s: {{ url: "{}", timeout: 500ms, breaker: {{ min_requests: 100000 }} }}
 routes:
   - name: orders
     match: {{ method: POST, path: /orders }}
