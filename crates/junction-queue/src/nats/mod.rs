@@ -140,6 +140,8 @@ pub(crate) struct Shared {
     pairs: Mutex<BTreeSet<(String, String)>>,
     /// (topic, subscriber) pairs with ordering-partition consumers.
     ordered: Mutex<BTreeSet<(String, String)>>,
+    /// When each (topic, subscriber) pair was last looked up for partitions.
+    probed: Mutex<std::collections::HashMap<(String, String), std::time::Instant>>,
     depth: RwLock<DepthSnapshot>,
     closed: std::sync::atomic::AtomicBool,
 }
@@ -253,14 +255,21 @@ impl Shared {
         Ok(())
     }
 
-    /// Whether `sub` has partition consumers on `topic` (created by any instance).
-    async fn has_ordered(&self, topic: &str, sub: &str) -> bool {
-        if self
-            .ordered
-            .lock()
-            .contains(&(topic.to_owned(), sub.to_owned()))
-        {
+    /// Whether `sub` has partition consumers on `topic` (created by any
+    /// instance). Asks the server at most once per `every` for all of this
+    /// instance's lanes of the pair.
+    async fn has_ordered(&self, topic: &str, sub: &str, every: Duration) -> bool {
+        let pair = (topic.to_owned(), sub.to_owned());
+        if self.ordered.lock().contains(&pair) {
             return true;
+        }
+        {
+            let mut probed = self.probed.lock();
+            let now = std::time::Instant::now();
+            match probed.get(&pair) {
+                Some(at) if now.duration_since(*at) < every => return false,
+                _ => probed.insert(pair, now),
+            };
         }
         match self.js.get_stream(self.stream_name(topic)).await {
             Ok(stream) => stream
@@ -360,6 +369,7 @@ impl NatsBroker {
             declared: Mutex::default(),
             pairs: Mutex::default(),
             ordered: Mutex::default(),
+            probed: Mutex::default(),
             depth: RwLock::default(),
             closed: std::sync::atomic::AtomicBool::new(false),
         });

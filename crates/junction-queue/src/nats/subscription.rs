@@ -72,7 +72,12 @@ impl NatsSubscription {
             return Ok(());
         }
         self.probe_at = Instant::now() + PROBE_EVERY;
-        if self.shared.has_ordered(&self.topic, &self.subscriber).await {
+        let every = PROBE_EVERY;
+        if self
+            .shared
+            .has_ordered(&self.topic, &self.subscriber, every)
+            .await
+        {
             let released = self.settler.released.clone();
             let feed = Feed::start(&self.shared, &self.topic, &self.subscriber, released);
             self.feed = Some(feed.await?);
