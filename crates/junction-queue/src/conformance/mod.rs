@@ -20,6 +20,7 @@ use crate::types::*;
 
 mod delivery;
 mod features;
+mod harness;
 mod ordering;
 pub mod queue;
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::queue::{published, subscribe, take, unique, QueueHarness, WAIT};
+use super::harness::{published, subscribe, take, unique, QueueHarness, WAIT};
 use super::{attempt, request};
 use crate::types::*;
 

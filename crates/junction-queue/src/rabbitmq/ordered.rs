@@ -20,7 +20,6 @@
 //! reopened meanwhile, the broker has requeued it already (to this instance or
 //! another), and the held one is dropped.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -28,11 +27,9 @@ use lapin::options::{BasicConsumeOptions, BasicPublishOptions, BasicQosOptions};
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel};
-use tokio::sync::mpsc;
 
-use super::subscription::Token;
 use super::{storage, Shared};
-use crate::types::{Message, QueueError};
+use crate::types::QueueError;
 
 /// Unacked deliveries per partition consumer: one, so a partition's next
 /// message waits until the one out is settled.
@@ -40,22 +37,6 @@ const PARTITION_PREFETCH: u16 = 1;
 
 /// How long a lane waits for the broker's answer to a marker probe.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
-
-/// An ordered retry, handed back to its subscription once due.
-pub struct Held {
-    pub message: Arc<Message>,
-    /// Its ack handle (still unacked) and envelope, the failed attempt recorded.
-    pub token: Token,
-}
-
-/// Hands `held` back through `back` after `after`. A subscription gone by
-/// then drops it: its channels closed, so the broker requeued the message.
-pub fn hold(back: mpsc::UnboundedSender<Held>, held: Held, after: Duration) {
-    tokio::spawn(async move {
-        tokio::time::sleep(after).await;
-        let _ = back.send(held);
-    });
-}
 
 /// Whether `topic` gets keyed events: known here, or found on the broker now
 /// (asked at most once per topic per period).

@@ -36,7 +36,7 @@ use lapin::types::FieldTable;
 use lapin::Channel;
 use tokio::sync::mpsc;
 
-use super::ordered::{self, Held};
+use super::ordered;
 use super::{now_ms, storage, Shared};
 use crate::contract::*;
 use crate::envelope::Envelope;
@@ -55,6 +55,22 @@ pub struct Token {
     /// it was taken: its retries are held in place, and handed back only
     /// while the channel it came on is still the one consumed.
     ordered: Option<u64>,
+}
+
+/// An ordered retry (see [`super::ordered`]), handed back to its subscription once due.
+pub struct Held {
+    pub message: Arc<Message>,
+    /// Its ack handle (still unacked) and envelope, the failed attempt recorded.
+    pub token: Token,
+}
+
+/// Hands `held` back through `back` after `after`. A subscription gone by
+/// then drops it: its channels closed, so the broker requeued the message.
+pub fn hold(back: mpsc::UnboundedSender<Held>, held: Held, after: Duration) {
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        let _ = back.send(held);
+    });
 }
 
 /// Which queue a consumer reads.
@@ -344,7 +360,7 @@ impl Settle for RabbitSettler {
                     message: d.message,
                     token,
                 };
-                ordered::hold(self.back.clone(), held, after);
+                hold(self.back.clone(), held, after);
                 return Ok(());
             }
             // Not attempted (an open breaker, shutdown): handed back at once,
@@ -361,7 +377,7 @@ impl Settle for RabbitSettler {
                     message: d.message,
                     token,
                 };
-                ordered::hold(self.back.clone(), held, Duration::ZERO);
+                hold(self.back.clone(), held, Duration::ZERO);
                 return Ok(());
             }
             (how, _) => how,
