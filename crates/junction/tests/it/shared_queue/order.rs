@@ -62,9 +62,11 @@ routes:
             .collect()
     };
     let want: Vec<u64> = (0..PER_KEY).collect();
-    eventually("every key's events delivered", Duration::from_secs(30), || {
-        (0..KEYS).all(|k| collapse(arrived(k)).len() >= want.len())
-    })
+    eventually(
+        "every key's events delivered",
+        Duration::from_secs(30),
+        || (0..KEYS).all(|k| collapse(arrived(k)).len() >= want.len()),
+    )
     .await;
     for k in 0..KEYS {
         assert_eq!(
