@@ -347,41 +347,33 @@ impl Settle for RabbitSettler {
             envelope: mut env,
             ordered,
         } = *token;
-        let how = match (how, ordered) {
-            // Held in place: a delay queue would put it behind later events of its key.
-            (Settlement::Retry { attempt, after }, Some(_)) => {
-                env.record(attempt);
-                let token = Token {
-                    acker,
-                    envelope: env,
-                    ordered,
-                };
-                let held = Held {
-                    message: d.message,
-                    token,
-                };
-                hold(self.back.clone(), held, after);
-                return Ok(());
-            }
-            // Not attempted (an open breaker, shutdown): handed back at once,
-            // still held, so the attempts recorded while held are kept (a
-            // requeue would restart from the broker's copy). A subscription
-            // gone by then drops it: its channel's close requeued it.
-            (Settlement::Release, Some(_)) => {
-                let token = Token {
-                    acker,
-                    envelope: env,
-                    ordered,
-                };
-                let held = Held {
-                    message: d.message,
-                    token,
-                };
-                hold(self.back.clone(), held, Duration::ZERO);
-                return Ok(());
-            }
-            (how, _) => how,
+        // A keyed delivery is held in place: retried after `after` (a delay
+        // queue would put it behind later events of its key), or, not
+        // attempted (an open breaker, shutdown), handed back at once with the
+        // attempts recorded while held (a requeue would restart from the
+        // broker's copy). A subscription gone by then drops it: its channel's
+        // close requeued it.
+        let hold_for = match (&how, ordered) {
+            (Settlement::Retry { after, .. }, Some(_)) => Some(*after),
+            (Settlement::Release, Some(_)) => Some(Duration::ZERO),
+            _ => None,
         };
+        if let Some(after) = hold_for {
+            if let Settlement::Retry { attempt, .. } = how {
+                env.record(attempt);
+            }
+            let token = Token {
+                acker,
+                envelope: env,
+                ordered,
+            };
+            let held = Held {
+                message: d.message,
+                token,
+            };
+            hold(self.back.clone(), held, after);
+            return Ok(());
+        }
         let s = &self.shared;
         let topology = &s.topology;
         let forwarded = match how {

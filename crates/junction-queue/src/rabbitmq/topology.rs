@@ -196,6 +196,31 @@ impl Topology {
         self.declared.lock().contains(name)
     }
 
+    /// A durable exchange `name` of `kind`, declared once.
+    async fn ensure_exchange(
+        &self,
+        ch: &Channel,
+        name: &str,
+        kind: ExchangeKind,
+    ) -> Result<(), QueueError> {
+        if self.is_declared(name) {
+            return Ok(());
+        }
+        ch.exchange_declare(
+            name,
+            kind,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| storage("declaring an exchange", e))?;
+        self.declared.lock().insert(name.to_owned());
+        Ok(())
+    }
+
     /// The exchange of `topic`, each subscriber's queue bound to it, and its DLQ.
     pub async fn ensure(
         &self,
@@ -204,20 +229,8 @@ impl Topology {
         subs: &[String],
     ) -> Result<(), QueueError> {
         let exchange = self.exchange(topic);
-        if !self.is_declared(&exchange) {
-            ch.exchange_declare(
-                &exchange,
-                ExchangeKind::Fanout,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| storage("declaring an exchange", e))?;
-            self.declared.lock().insert(exchange.clone());
-        }
+        self.ensure_exchange(ch, &exchange, ExchangeKind::Fanout)
+            .await?;
         for sub in subs {
             let queue = self.queue(topic, sub);
             if self.is_declared(&queue) {
@@ -287,20 +300,8 @@ impl Topology {
         subs: &[String],
     ) -> Result<(), QueueError> {
         let exchange = self.ordered_exchange(topic);
-        if !self.is_declared(&exchange) {
-            ch.exchange_declare(
-                &exchange,
-                ExchangeKind::Direct,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| storage("declaring an exchange", e))?;
-            self.declared.lock().insert(exchange.clone());
-        }
+        self.ensure_exchange(ch, &exchange, ExchangeKind::Direct)
+            .await?;
         for sub in subs {
             if self.has_partitions(topic, sub) {
                 continue;
