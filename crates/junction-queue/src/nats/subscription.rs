@@ -98,7 +98,8 @@ impl NatsSubscription {
                 // Nothing now: wait for one, then take what else is there.
                 raw = self.pull(1, Some(IDLE)).await?;
                 if !raw.is_empty() && max > 1 {
-                    raw.extend(self.pull(max - 1, None).await?);
+                    // What else there is; an error here leaves the one taken.
+                    raw.extend(self.pull(max - 1, None).await.unwrap_or_default());
                 }
             }
             return Ok(raw.into_iter().map(|m| (m, false)).collect());
@@ -113,8 +114,13 @@ impl NatsSubscription {
                 .map(|m| (m, true))
                 .collect();
             if raw.len() < max {
-                let own = self.pull(max - raw.len(), None).await?;
-                raw.extend(own.into_iter().map(|m| (m, false)));
+                match self.pull(max - raw.len(), None).await {
+                    Ok(own) => raw.extend(own.into_iter().map(|m| (m, false))),
+                    // The partition messages taken are handed out all the
+                    // same (dropped, they would hold their partitions).
+                    Err(_) if !raw.is_empty() => return Ok(raw),
+                    Err(e) => return Err(e),
+                }
             }
             if !raw.is_empty() || Instant::now() >= end {
                 return Ok(raw);
