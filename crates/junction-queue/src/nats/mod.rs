@@ -113,6 +113,16 @@ pub(crate) fn storage(context: &str, e: impl std::fmt::Display) -> QueueError {
     ))
 }
 
+/// The envelope a message carries in its header.
+fn envelope_of(m: &jetstream::Message, topic: &str) -> Envelope {
+    let header = m
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(envelope::HEADER))
+        .map(|v| v.as_str().as_bytes());
+    Envelope::parse(header, None, None, topic, now_ms())
+}
+
 /// A subject token for a name (dots and wildcards would change the subject's shape).
 fn token(name: &str) -> String {
     name.chars()
@@ -185,6 +195,16 @@ impl Shared {
             .await
             .map_err(|e| storage("waiting for jetstream's ack", e))?;
         Ok(())
+    }
+
+    /// The subjects a subscriber's own consumer delivers: the topic's unkeyed
+    /// events and replays addressed to it (keyed events come through its
+    /// partitions; other replays are another subscriber's).
+    fn own_subjects(&self, topic: &str, sub: &str) -> [String; 2] {
+        [
+            self.subject(topic, "all"),
+            self.subject(topic, &format!("to.{}", token(sub))),
+        ]
     }
 
     fn check_open(&self) -> Result<(), QueueError> {

@@ -16,8 +16,8 @@
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
 
-use super::{now_ms, partition_consumer, storage, token, Shared};
-use crate::envelope::{self, Envelope};
+use super::{envelope_of, now_ms, partition_consumer, storage, token, Shared};
+
 use crate::types::*;
 
 /// Most messages one instance sheds per subscriber per refresh.
@@ -48,8 +48,7 @@ pub async fn shed_excess(
     {
         names.extend((0..s.cfg.ordering_partitions).map(|i| partition_consumer(sub, i)));
     }
-    let mine = s.subject(topic, &format!("to.{}", token(sub)));
-    let all = s.subject(topic, "all");
+    let own = s.own_subjects(topic, sub);
     let mut shed = 0;
     for (n, name) in names.iter().enumerate() {
         if shed >= excess {
@@ -72,7 +71,7 @@ pub async fn shed_excess(
             .map_err(|e| storage("pulling backlog to shed", e))?;
         while let Some(Ok(m)) = batch.next().await {
             let subject = m.subject.as_str();
-            let ours = partition || subject == all || subject == mine;
+            let ours = partition || own.iter().any(|o| o == subject);
             if !ours {
                 // Not this subscriber's to deliver (its partition consumer has
                 // the keyed ones): acked unread, as its subscription would.
@@ -102,13 +101,8 @@ async fn dead_letter(
     backlog: u64,
     max: u64,
 ) -> Result<(), QueueError> {
-    let header = m
-        .headers
-        .as_ref()
-        .and_then(|h| h.get(envelope::HEADER))
-        .map(|v| v.as_str().as_bytes().to_vec());
     let now = now_ms();
-    let mut env = Envelope::parse(header.as_deref(), None, None, topic, now);
+    let mut env = envelope_of(m, topic);
     env.record(shed_attempt(now));
     env.subscriber = Some(sub.to_owned());
     env.reason = Some(backlog_full_reason(backlog, max, OnFull::DeadLetterOldest));

@@ -15,9 +15,9 @@ use async_trait::async_trait;
 use futures::StreamExt;
 
 use super::feed::{Feed, Released};
-use super::{now_ms, storage, token, Shared};
+use super::{envelope_of, now_ms, storage, token, Shared};
 use crate::contract::*;
-use crate::envelope::{self, Envelope};
+use crate::envelope::Envelope;
 use crate::types::*;
 
 /// Longest wait for a delivery before `next` returns an empty batch.
@@ -222,15 +222,12 @@ impl Subscription for NatsSubscription {
         tracing::trace!(subscriber = %self.subscriber, max, "jetstream next");
         self.probe().await?;
         let raw = self.pull_some(max).await?;
-        let mine = self
-            .shared
-            .subject(&self.topic, &format!("to.{}", token(&self.subscriber)));
-        let all = self.shared.subject(&self.topic, "all");
+        let own = self.shared.own_subjects(&self.topic, &self.subscriber);
         let keyed = self.shared.subject(&self.topic, "k.");
         let mut out = Vec::with_capacity(raw.len());
         for (m, from_partition) in raw {
             let subject = m.subject.as_str();
-            if !from_partition && subject != all && subject != mine {
+            if !from_partition && !own.iter().any(|o| o == subject) {
                 // A keyed event (its partition consumer delivers it), or a
                 // replay addressed to another subscriber of the topic.
                 if subject.starts_with(&keyed) {
@@ -244,12 +241,7 @@ impl Subscription for NatsSubscription {
                 continue;
             };
             let (seq, delivered) = (info.stream_sequence, info.delivered.max(1) as u32);
-            let header = m
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(envelope::HEADER))
-                .map(|v| v.as_str().as_bytes().to_vec());
-            let env = Envelope::parse(header.as_deref(), None, None, &self.topic, now_ms());
+            let env = envelope_of(&m, &self.topic);
             let released = self.settler.released.lock().get(&seq).copied().unwrap_or(0);
             let attempts = (delivered - 1).saturating_sub(released);
             let message = Arc::new(env.message(m.payload.to_vec()));
