@@ -147,7 +147,8 @@ pub async fn read_depth(s: &Shared) -> Result<DepthSnapshot, QueueError> {
     Ok(snap)
 }
 
-async fn count(s: &Shared, queue: &str) -> Result<u64, QueueError> {
+/// `queue`'s ready count (recorded for `on_full: reject`, see `fill.rs`).
+pub(super) async fn count(s: &Shared, queue: &str) -> Result<u64, QueueError> {
     // A passive declare of a missing queue closes the channel: one per queue.
     let ch = s.consume.channel().await?;
     let q = ch
@@ -162,7 +163,9 @@ async fn count(s: &Shared, queue: &str) -> Result<u64, QueueError> {
         .await
         .map_err(|e| storage("reading a queue's depth", e))?;
     let _ = ch.close(200, "done").await;
-    Ok(u64::from(q.message_count()))
+    let ready = u64::from(q.message_count());
+    s.fill.read(queue, ready);
+    Ok(ready)
 }
 
 /// Closes a ledger channel: what it took and did not settle goes back.

@@ -59,9 +59,11 @@
 //! Crate: `lapin` (the maintained AMQP 0-9-1 client, on tokio here through its
 //! executor and reactor traits), without its TLS features.
 
+mod fill;
 mod ledger;
 mod link;
 mod ordered;
+mod publish;
 mod subscription;
 pub mod topology;
 
@@ -105,10 +107,11 @@ pub struct RabbitConfig {
     pub queue_type: QueueType,
     /// Per-subscriber backlog bound (`x-max-length` on each subscriber queue).
     pub max_depth: Option<u64>,
-    /// Past `max_depth`: `Reject` refuses the publish (`Full`; RabbitMQ's
-    /// `reject-publish`, which the other subscribers' queues still took), and
-    /// `DeadLetterOldest` drops the queue's head into its `.dlq` (`drop-head`
-    /// with a dead-letter route), so a dead subscriber never refuses a publish.
+    /// Past `max_depth`: `Reject` sheds the event into that subscriber's `.dlq`
+    /// while the others get it (see `fill.rs`; refused with `Full` only when
+    /// every subscriber is full), and `DeadLetterOldest` drops the queue's head
+    /// into its `.dlq` (`drop-head` with a dead-letter route). Either way a
+    /// dead subscriber never refuses a publish for the healthy ones.
     pub on_full: crate::types::OnFull,
     /// Redis URL where idempotency keys of async routes are shared by every
     /// instance (`None`: each instance remembers its own).
@@ -167,6 +170,9 @@ pub(crate) struct Shared {
     consume: Link,
     topology: Topology,
     max_depth: Option<u64>,
+    on_full: OnFull,
+    /// Target queues' ready counts, for `on_full: reject` (see [`fill`]).
+    fill: fill::Fill,
     depth: RwLock<DepthSnapshot>,
     /// Idempotency keys: per instance, or shared in Redis.
     keys: IdemKeys,
@@ -183,12 +189,33 @@ impl Shared {
         env: &Envelope,
         body: &[u8],
     ) -> Result<(), QueueError> {
+        self.publish_routed(exchange, routing_key, &[], env, body)
+            .await
+    }
+
+    /// [`publish`](Self::publish) with more routing keys in the `BCC` header
+    /// (sender-selected distribution: routed by each, removed before delivery).
+    async fn publish_routed(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        bcc: &[&str],
+        env: &Envelope,
+        body: &[u8],
+    ) -> Result<(), QueueError> {
         let ch = self.link.publisher().await?;
         let mut headers = FieldTable::default();
         headers.insert(
             envelope::HEADER.into(),
             AMQPValue::LongString(LongString::from(env.to_json())),
         );
+        if !bcc.is_empty() {
+            let keys: Vec<AMQPValue> = bcc
+                .iter()
+                .map(|k| AMQPValue::LongString(LongString::from(*k)))
+                .collect();
+            headers.insert("BCC".into(), AMQPValue::FieldArray(keys.into()));
+        }
         let mut props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_message_id(env.id.as_str().into())
@@ -260,6 +287,8 @@ impl RabbitBroker {
                 cfg.ordering_partitions,
             ),
             max_depth: cfg.max_depth,
+            on_full: cfg.on_full,
+            fill: fill::Fill::default(),
             depth: RwLock::default(),
             keys: IdemKeys::open(cfg.idempotency_redis.as_deref(), &cfg.prefix).await?,
             closed: std::sync::atomic::AtomicBool::new(false),
@@ -301,58 +330,6 @@ impl RabbitBroker {
             let _ = ch.exchange_delete(name, Default::default()).await;
         }
         link.close().await;
-        Ok(())
-    }
-}
-
-impl RabbitBroker {
-    /// Publishes `req` as `id` and waits for the broker's confirmation.
-    async fn publish_as(&self, req: &EnqueueRequest, id: &MessageId) -> Result<(), QueueError> {
-        let s = &self.shared;
-        let subs = req.distinct_subscribers();
-        if !subs.is_empty() {
-            let key = req.ordering_key.as_deref();
-            let ch = s.link.publisher().await?;
-            if let Err(first) = self.declare(&ch, &req.topic, &subs, key.is_some()).await {
-                // Declarations are idempotent and nothing was published yet:
-                // once more, on a new channel (and connection, if the broker
-                // closed this one under the declaration).
-                tracing::debug!(error = %first, "declaring a topic failed; trying once more");
-                let ch = s.link.publisher().await?;
-                self.declare(&ch, &req.topic, &subs, key.is_some()).await?;
-            }
-            let env = Envelope::new(id, req, subs, now_ms());
-            match key {
-                // Through its partition: one delivery of it in flight at a time.
-                Some(key) => {
-                    let partition = ordering_partition(key, s.topology.partitions());
-                    let exchange = s.topology.ordered_exchange(&req.topic);
-                    s.publish(&exchange, &partition.to_string(), &env, &req.body)
-                        .await?;
-                }
-                None => {
-                    s.publish(&s.topology.exchange(&req.topic), "", &env, &req.body)
-                        .await?
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The topic's exchange and the subscribers' queues; with `keyed`, also
-    /// the ordered exchange and the subscribers' partition queues.
-    async fn declare(
-        &self,
-        ch: &lapin::Channel,
-        topic: &str,
-        subs: &[String],
-        keyed: bool,
-    ) -> Result<(), QueueError> {
-        let topology = &self.shared.topology;
-        topology.ensure(ch, topic, subs).await?;
-        if keyed {
-            topology.ensure_ordered(ch, topic, subs).await?;
-        }
         Ok(())
     }
 }

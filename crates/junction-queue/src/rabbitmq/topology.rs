@@ -4,7 +4,8 @@
 //! its ordering partitions.
 //!
 //! `max_depth` is each subscriber queue's `x-max-length`. `on_full: reject` is
-//! `reject-publish` (the publish is nacked, so refused with 503, although the
+//! `reject-publish`, the hard bound behind the publisher's own per-subscriber
+//! check (`fill.rs`; the broker's would nack the whole publish, although the
 //! other subscribers' queues took it); `dead_letter_oldest` is `drop-head` with
 //! the queue's dead-letter route pointing at its `.dlq`, so a full subscriber
 //! sheds its oldest waiting message there and no publish is refused. RabbitMQ

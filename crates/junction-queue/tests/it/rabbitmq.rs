@@ -1,7 +1,8 @@
 //! RabbitMQ on a real broker: the per-subscriber bound with
 //! `on_full: dead_letter_oldest` (a subscriber nobody consumes sheds its oldest
 //! messages into its dead letters and never refuses a publish, while the
-//! topic's other subscriber gets every one), idempotency keys shared by
+//! topic's other subscriber gets every one) and with `reject` (the full one
+//! sheds the new event alone), idempotency keys shared by
 //! instances through Redis, and ordering partitions (declared only for keyed
 //! topics, counted in the backlog, and a key moving to another instance in
 //! order when the one holding it goes).
@@ -12,8 +13,8 @@ use std::time::{Duration, Instant};
 use junction_queue::conformance::queue::{take, unique};
 use junction_queue::conformance::request;
 use junction_queue::{
-    DlqFilter, EnqueueOutcome, EnqueueRequest, MessageId, OnFull, RabbitBroker, RabbitConfig,
-    BACKLOG_FULL,
+    DlqFilter, EnqueueOutcome, EnqueueRequest, MessageId, OnFull, QueueError, RabbitBroker,
+    RabbitConfig, BACKLOG_FULL,
 };
 
 use crate::support::{attempt, rabbitmq_url, unique_prefix, DeleteTopology};
@@ -67,6 +68,99 @@ async fn a_full_subscriber_queue_sheds_its_oldest_without_refusing_a_publish() {
         assert!(d.reason.starts_with(BACKLOG_FULL), "{}", d.reason);
         assert!(d.dead_at_ms > 0);
     }
+}
+
+/// With `on_full: reject` a full subscriber sheds the new event into its own
+/// dead letters while the topic's healthy subscriber gets it (RabbitMQ's own
+/// `reject-publish` would refuse the whole publish); keyed events too (their
+/// partition queues are bounded alike); only an event for full subscribers
+/// alone is refused. Another instance whose count is behind publishes once
+/// more through the broker's own bound, then routes on a fresh count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_subscriber_under_reject_sheds_only_its_own_copy() {
+    let mut cfg = RabbitConfig::new(rabbitmq_url(), unique_prefix());
+    cfg.max_depth = Some(2);
+    cfg.on_full = OnFull::Reject;
+    let b = RabbitBroker::connect(cfg.clone())
+        .await
+        .expect("rabbitmq running");
+    let other = RabbitBroker::connect(cfg).await.expect("rabbitmq running");
+    let _cleanup = (DeleteTopology(b.clone()), DeleteTopology(other.clone()));
+    let (q, q2) = (b.clone().into_queue(), other.clone().into_queue());
+    let (topic, dead, live) = (unique("t"), unique("dead"), unique("live"));
+    let mut sub = q.consumer.subscribe(&topic, &live, 16).await.unwrap();
+    // The other instance publishes first: it reads the dead queue's count (0).
+    let warm = request(&topic, &[&dead, &live], "warm");
+    let mut ids = vec![q2.publisher.publish(warm).await.unwrap().id().to_string()];
+    for i in 0..5 {
+        let mut r = request(&topic, &[&dead, &live], &i.to_string());
+        if i >= 3 {
+            r.ordering_key = Some("k".into());
+        }
+        let out = q.publisher.publish(r).await.expect("never refused");
+        ids.push(out.id().to_string());
+    }
+    // Acked as they come: the keyed ones arrive one at a time.
+    let mut got_ids = Vec::new();
+    let end = Instant::now() + Duration::from_secs(10);
+    while got_ids.len() < ids.len() && Instant::now() < end {
+        for d in take(sub.as_mut(), 1, Duration::from_secs(1)).await {
+            got_ids.push(d.message.id.to_string());
+            d.ack(attempt("status 200")).await.unwrap();
+        }
+    }
+    got_ids.sort();
+    assert_eq!(got_ids, ids, "the healthy subscriber got every event");
+    let filter = DlqFilter {
+        topic: None,
+        subscriber: Some(dead.clone()),
+    };
+    let page = q.ledger.dlq_list(filter.clone(), None, 50).await.unwrap();
+    let mut shed: Vec<String> = page
+        .items
+        .iter()
+        .map(|d| d.message.id.to_string())
+        .collect();
+    shed.sort();
+    // "warm" and event 0 fill its queue, 1 and 2 are shed; keyed 3 and 4 fill
+    // its partition queue (bounded alike), none shed.
+    assert_eq!(shed, ids[2..4].to_vec(), "only events 1 and 2 are shed");
+    for letter in &page.items {
+        assert!(letter.reason.starts_with(BACKLOG_FULL), "{}", letter.reason);
+        assert!(letter.reason.contains("refused"), "{}", letter.reason);
+        assert_eq!(letter.attempts.len(), 1, "one 'not attempted' record");
+        assert!(letter.dead_at_ms > 0);
+    }
+    match q
+        .publisher
+        .publish(request(&topic, &[&dead], "alone"))
+        .await
+    {
+        Err(QueueError::Full { depth, max }) => assert_eq!((depth, max), (2, 2)),
+        other => panic!("expected Full, got {other:?}"),
+    }
+    // The other instance still counts 1 in the dead queue, so it publishes
+    // through the exchange: the broker's own bound decides (a quorum queue was
+    // seen to take one past it; a refusal would be a 503). Either way the
+    // count is read again, and the next is routed around the full queue.
+    let racing = request(&topic, &[&dead, &live], "racing");
+    let racing = q2.publisher.publish(racing).await;
+    assert!(
+        matches!(racing, Ok(_) | Err(QueueError::Full { .. })),
+        "{racing:?}"
+    );
+    let after = request(&topic, &[&dead, &live], "after");
+    let after = q2.publisher.publish(after).await.expect("routed around");
+    let page = q.ledger.dlq_list(filter, None, 50).await.unwrap();
+    assert!(
+        page.items.iter().any(|d| d.message.id == *after.id()),
+        "shed for the full one"
+    );
+    let got = take(sub.as_mut(), 2, Duration::from_secs(10)).await;
+    assert!(
+        got.iter().any(|d| d.message.id == *after.id()),
+        "and delivered to the healthy one"
+    );
 }
 
 /// With `idempotency_redis`, a repeat reaching another instance of the same
