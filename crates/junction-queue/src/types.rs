@@ -31,6 +31,12 @@ impl MessageId {
         Self(id.into())
     }
 
+    /// A fresh id for a new event: a UUIDv7, so ids sort by creation time
+    /// (the backends that page or order by id rely on it).
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::now_v7().to_string())
+    }
+
     /// The id as a string slice.
     pub fn as_str(&self) -> &str {
         &self.0

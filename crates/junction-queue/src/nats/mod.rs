@@ -380,7 +380,7 @@ impl Publisher for NatsBroker {
     async fn publish(&self, req: EnqueueRequest) -> Result<EnqueueOutcome, QueueError> {
         let s = &self.shared;
         s.check_open()?;
-        let id = MessageId::from(uuid::Uuid::now_v7().to_string());
+        let id = MessageId::generate();
         if let Some(key) = &req.idempotency_key {
             if let Some(prior) = self
                 .claim_key(&req.topic, key, &id, req.idempotency_ttl)

@@ -3,6 +3,7 @@
 //! records and expired idempotency keys, and re-reads the counters (other
 //! instances' changes reach the depth snapshot here).
 
+use super::prepared;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
@@ -48,9 +49,12 @@ async fn renew(b: &PostgresBroker, held: &[(String, String)]) -> Result<(), Queu
         by_sub.entry(sub).or_default().push(id);
     }
     for (sub, ids) in by_sub {
-        conn.execute(b.sql.renew.as_str(), &[&ids, &vec![sub], &until])
-            .await
-            .map_err(|e| storage("renewing claims", e))?;
+        conn.execute(
+            &prepared(&conn, &b.sql.renew).await?,
+            &[&ids, &vec![sub], &until],
+        )
+        .await
+        .map_err(|e| storage("renewing claims", e))?;
     }
     Ok(())
 }
@@ -59,10 +63,10 @@ async fn prune(b: &PostgresBroker) -> Result<(), QueueError> {
     let conn = b.conn().await?;
     let now = now_ms();
     let cutoff = now.saturating_sub(b.cfg.completed_retention.as_millis() as u64) as i64;
-    conn.execute(b.sql.prune_messages.as_str(), &[&cutoff])
+    conn.execute(&prepared(&conn, &b.sql.prune_messages).await?, &[&cutoff])
         .await
         .map_err(|e| storage("pruning completed messages", e))?;
-    conn.execute(b.sql.prune_keys.as_str(), &[&(now as i64)])
+    conn.execute(&prepared(&conn, &b.sql.prune_keys).await?, &[&(now as i64)])
         .await
         .map_err(|e| storage("pruning idempotency keys", e))?;
     drop(conn);

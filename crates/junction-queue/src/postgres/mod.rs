@@ -1,7 +1,7 @@
 //! The PostgreSQL backend: the queue inside the database a team already backs up.
 //!
-//! An [`IndexedStore`] (Junction schedules, PostgreSQL stores): deliveries are
-//! rows claimed with `FOR UPDATE SKIP LOCKED` under a visibility timeout
+//! An [`IndexedStore`](crate::store::IndexedStore) (Junction schedules,
+//! PostgreSQL stores; its methods are in `store.rs`): deliveries are rows claimed with `FOR UPDATE SKIP LOCKED` under a visibility timeout
 //! (`leased_until_ms`, renewed while this instance holds the claim, so a
 //! crashed instance's claims come due again after `lease_ttl`); publishes are
 //! group-committed (every publish waiting at that moment goes into one
@@ -18,8 +18,11 @@
 //! a publish every subscriber would shed is refused with [`QueueError::Full`].
 //! Publishes to a subscriber are serialized across instances while the limit
 //! is checked, so it holds with several instances (see `publish.rs`).
-//! [`IndexedStore::depth`] reports every subscriber's backlog next to the
-//! per-topic counts.
+//! [`IndexedStore::depth`](crate::store::IndexedStore::depth) reports every
+//! subscriber's backlog next to the per-topic counts.
+//!
+//! Every statement on the hot paths (publish, claim, outcome, renewal) is
+//! prepared once per pooled connection ([`prepared`]).
 //!
 //! Crates: `tokio-postgres` with `deadpool-postgres` for the pool. `sqlx` was
 //! the other candidate; its compile-time checked queries need a database at
@@ -38,19 +41,18 @@ mod publish;
 mod read;
 pub mod schema;
 mod sql;
+mod store;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 use tokio_postgres::NoTls;
 
-use crate::store::IndexedStore;
 use crate::types::*;
 use sql::Sql;
 
@@ -105,7 +107,7 @@ impl PostgresConfig {
     }
 }
 
-/// An [`IndexedStore`] in PostgreSQL; cheap to share (`Arc`).
+/// An [`IndexedStore`](crate::store::IndexedStore) in PostgreSQL; cheap to share (`Arc`).
 pub struct PostgresBroker {
     /// Publishes and admin changes: committed durably.
     pool: Pool,
@@ -192,6 +194,20 @@ pub(crate) fn storage(
 /// its transactions commit without waiting for the WAL flush: for claims and
 /// outcomes, where a change lost in a database crash only means a redelivery
 /// (at-least-once allows it), never for publishes.
+/// `sql` prepared once per pooled connection (deadpool keeps the cache; the
+/// pool recycles connections without `DISCARD`, so the statements stay):
+/// given text, tokio-postgres would parse and plan the statement on every call,
+/// one more round trip each.
+pub(crate) async fn prepared<C: deadpool_postgres::GenericClient>(
+    client: &C,
+    sql: &str,
+) -> Result<tokio_postgres::Statement, QueueError> {
+    client
+        .prepare_cached(sql)
+        .await
+        .map_err(|e| storage("preparing a statement", e))
+}
+
 fn pool(url: &str, async_commit: bool) -> Result<Pool, QueueError> {
     let mut pg: tokio_postgres::Config = url
         .parse()
@@ -310,11 +326,11 @@ impl PostgresBroker {
     async fn refresh_depth(&self) -> Result<(), QueueError> {
         let conn = self.conn().await?;
         let rows = conn
-            .query(self.sql.counters.as_str(), &[])
+            .query(&prepared(&conn, &self.sql.counters).await?, &[])
             .await
             .map_err(|e| storage("reading the counters", e))?;
         let backlogs = conn
-            .query(self.sql.backlogs.as_str(), &[])
+            .query(&prepared(&conn, &self.sql.backlogs).await?, &[])
             .await
             .map_err(|e| storage("reading the backlogs", e))?;
         let mut snap = DepthSnapshot::default();
@@ -380,6 +396,7 @@ impl PostgresBroker {
         self.held.lock().remove(&(id.to_owned(), sub.to_owned()));
         self.check_open()?;
         let conn = self.settle_conn().await?;
+        let stmt = prepared(&conn, stmt).await?;
         {
             let (at, took) = (attempt.at_ms as i64, attempt.duration_ms as i64);
             // The outcome and response sample, as one JSON object (see `sql::PUSH_HISTORY`).
@@ -391,16 +408,16 @@ impl PostgresBroker {
             let now = now_ms() as i64;
             match extra {
                 None => {
-                    conn.query(stmt, &[&id, &sub, &at, &what_happened, &took, &now])
+                    conn.query(&stmt, &[&id, &sub, &at, &what_happened, &took, &now])
                         .await
                 }
                 Some((when, None)) => {
-                    conn.query(stmt, &[&id, &sub, &at, &what_happened, &took, &when])
+                    conn.query(&stmt, &[&id, &sub, &at, &what_happened, &took, &when])
                         .await
                 }
                 Some((when, Some(reason))) => {
                     conn.query(
-                        stmt,
+                        &stmt,
                         &[&id, &sub, &at, &what_happened, &took, &when, &reason],
                     )
                     .await
@@ -420,10 +437,16 @@ impl PostgresBroker {
         let conn = self.conn().await?;
         let rows = match action {
             DlqAction::Replay => {
-                conn.query(self.sql.replay.as_str(), &[&id, &sub, &(now_ms() as i64)])
+                conn.query(
+                    &prepared(&conn, &self.sql.replay).await?,
+                    &[&id, &sub, &(now_ms() as i64)],
+                )
+                .await
+            }
+            DlqAction::Purge => {
+                conn.query(&prepared(&conn, &self.sql.purge).await?, &[&id, &sub])
                     .await
             }
-            DlqAction::Purge => conn.query(self.sql.purge.as_str(), &[&id, &sub]).await,
         }
         .map_err(|e| storage("settling a dead letter", e))?;
         let Some(row) = rows.first() else {
@@ -443,216 +466,5 @@ impl PostgresBroker {
             DlqAction::Purge => self.bump_local(DepthDelta::default().topic(&topic, 0, -1)),
         }
         Ok(true)
-    }
-}
-
-#[async_trait]
-impl IndexedStore for PostgresBroker {
-    async fn health(&self) -> Result<(), QueueError> {
-        self.check_open()?;
-        let conn = self.conn().await?;
-        conn.simple_query("SELECT 1")
-            .await
-            .map_err(|e| storage("checking postgres", e))?;
-        Ok(())
-    }
-
-    async fn enqueue(&self, req: EnqueueRequest) -> Result<EnqueueOutcome, QueueError> {
-        self.check_open()?;
-        // The publisher applies the batch's counts to the snapshot itself.
-        let (outcome, subscribers) = self.publisher.publish(req).await?;
-        if let EnqueueOutcome::Accepted(_) = &outcome {
-            for s in &subscribers {
-                self.wake_local(s);
-            }
-        }
-        Ok(outcome)
-    }
-
-    async fn lease_due(
-        &self,
-        subscriber: &str,
-        now_ms: u64,
-        max: usize,
-    ) -> Result<Vec<Lease>, QueueError> {
-        self.check_open()?;
-        let conn = self.settle_conn().await?;
-        let until = (now_ms + self.cfg.lease_ttl.as_millis() as u64) as i64;
-        let rows = conn
-            .query(
-                self.sql.lease.as_str(),
-                &[&subscriber, &(now_ms as i64), &(max as i64), &until],
-            )
-            .await
-            .map_err(|e| storage("claiming deliveries", e))?;
-        let leases: Vec<Lease> = rows
-            .iter()
-            .map(|row| read::lease_from(row, subscriber))
-            .collect::<Result<_, _>>()?;
-        let mut held = self.held.lock();
-        for l in &leases {
-            held.insert((l.message.id.as_str().to_owned(), subscriber.to_owned()));
-        }
-        Ok(leases)
-    }
-
-    async fn next_due_at(&self, subscriber: &str) -> Result<Option<u64>, QueueError> {
-        self.check_open()?;
-        let conn = self.conn().await?;
-        let row = conn
-            .query_one(
-                self.sql.next_due.as_str(),
-                &[&subscriber, &(now_ms() as i64)],
-            )
-            .await
-            .map_err(|e| storage("reading the next due time", e))?;
-        Ok(row.get::<_, Option<i64>>(0).map(|v| v.max(0) as u64))
-    }
-
-    async fn ack(&self, d: &Lease, attempt: AttemptRecord) -> Result<(), QueueError> {
-        let rows = self
-            .settle(
-                "recording a delivery",
-                &self.sql.settle_ack,
-                d,
-                &attempt,
-                None,
-            )
-            .await?;
-        // A row: it was pending (its message is finished when none is left).
-        if let Some(row) = rows.first() {
-            let left: i32 = row.get(1);
-            self.bump_local(
-                DepthDelta::default()
-                    .topic(&row.get::<_, String>(0), -i64::from(left == 0), 0)
-                    .subscriber(&d.subscriber, -1),
-            );
-        }
-        Ok(())
-    }
-
-    async fn retry_later(
-        &self,
-        d: &Lease,
-        attempt: AttemptRecord,
-        next_attempt_at_ms: u64,
-    ) -> Result<(), QueueError> {
-        let at = next_attempt_at_ms as i64;
-        self.settle(
-            "scheduling a retry",
-            &self.sql.settle_retry,
-            d,
-            &attempt,
-            Some((at, None)),
-        )
-        .await?;
-        self.wake_local(&d.subscriber);
-        Ok(())
-    }
-
-    async fn dead_letter(
-        &self,
-        d: &Lease,
-        attempt: AttemptRecord,
-        reason: String,
-    ) -> Result<(), QueueError> {
-        let now = now_ms() as i64;
-        let rows = self
-            .settle(
-                "dead-lettering a delivery",
-                &self.sql.settle_dead,
-                d,
-                &attempt,
-                Some((now, Some(&reason))),
-            )
-            .await?;
-        if let Some(row) = rows.first() {
-            let left: i32 = row.get(1);
-            self.bump_local(
-                DepthDelta::default()
-                    .topic(&row.get::<_, String>(0), -i64::from(left == 0), 1)
-                    .subscriber(&d.subscriber, -1),
-            );
-        }
-        Ok(())
-    }
-
-    async fn release(&self, d: &Lease) {
-        let (id, sub) = (d.message.id.as_str(), d.subscriber.as_str());
-        self.held.lock().remove(&(id.to_owned(), sub.to_owned()));
-        let released = async {
-            let conn = self.settle_conn().await?;
-            conn.execute(self.sql.release.as_str(), &[&id, &sub])
-                .await
-                .map_err(|e| storage("releasing a claim", e))
-        };
-        match released.await {
-            Ok(_) => self.wake_local(sub),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not release a claim; it comes due after the visibility timeout")
-            }
-        }
-    }
-
-    async fn message_status(&self, id: &str) -> Result<Option<MessageStatus>, QueueError> {
-        let conn = self.conn().await?;
-        read::message_status(&conn, &self.sql, id, now_ms()).await
-    }
-
-    async fn dlq_list(
-        &self,
-        filter: DlqFilter,
-        after: Option<String>,
-        limit: usize,
-    ) -> Result<DlqPage, QueueError> {
-        let conn = self.conn().await?;
-        read::dlq_page(&conn, &self.sql, &filter, after.as_deref(), limit).await
-    }
-
-    async fn dlq_apply(&self, dead_letter_id: &str, action: DlqAction) -> Result<(), QueueError> {
-        self.check_open()?;
-        let (id, sub) = split_dead_letter_id(dead_letter_id).ok_or(QueueError::NotFound)?;
-        if self.settle_dead(id, sub, action).await? {
-            Ok(())
-        } else {
-            Err(QueueError::NotFound)
-        }
-    }
-
-    async fn dlq_apply_all(&self, filter: DlqFilter, action: DlqAction) -> Result<u64, QueueError> {
-        self.check_open()?;
-        let (mut after, mut done) = (None::<String>, 0u64);
-        loop {
-            let page = self.dlq_list(filter.clone(), after.clone(), 500).await?;
-            for letter in &page.items {
-                if self
-                    .settle_dead(letter.message.id.as_str(), &letter.subscriber, action)
-                    .await?
-                {
-                    done += 1;
-                }
-            }
-            match page.next {
-                Some(next) => after = Some(next),
-                None => return Ok(done),
-            }
-        }
-    }
-
-    fn depth(&self) -> DepthSnapshot {
-        self.depth.read().clone()
-    }
-
-    fn notifier(&self, subscriber: &str) -> Arc<Notify> {
-        self.notifier_of(subscriber)
-    }
-
-    async fn close(&self) -> Result<(), QueueError> {
-        // Every publish already answered is committed; later ones are refused.
-        self.closed.store(true, Ordering::Release);
-        self.publisher.close().await;
-        self.pool.close();
-        self.settle_pool.close();
-        Ok(())
     }
 }

@@ -35,6 +35,7 @@
 //! stored (its idempotency key, claimed just before, is released); otherwise
 //! the event is accepted for the others.
 
+use super::prepared;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -203,7 +204,7 @@ impl Batch {
         let outcome = serde_json::json!({ "outcome": SHED_OUTCOME }).to_string();
         let row = tx
             .query_opt(
-                st.evict_oldest.as_str(),
+                &prepared(tx, &st.evict_oldest).await?,
                 &[&sub, &now, &now, &outcome, &0i64, &reason],
             )
             .await
@@ -281,11 +282,11 @@ async fn commit(
         all.sort_unstable();
         all.dedup();
         if !all.is_empty() {
-            tx.execute(st.lock_subscribers.as_str(), &[&all])
+            tx.execute(&prepared(&tx, &st.lock_subscribers).await?, &[&all])
                 .await
                 .map_err(fail("locking the subscribers' backlogs"))?;
             for row in tx
-                .query(st.backlog_of.as_str(), &[&all])
+                .query(&prepared(&tx, &st.backlog_of).await?, &[&all])
                 .await
                 .map_err(fail("reading the backlogs"))?
             {
@@ -299,7 +300,10 @@ async fn commit(
         let subs = req.distinct_subscribers();
         if let Some(key) = &req.idempotency_key {
             let prior = tx
-                .query_opt(st.idem_find.as_str(), &[&req.topic, key, &now])
+                .query_opt(
+                    &prepared(&tx, &st.idem_find).await?,
+                    &[&req.topic, key, &now],
+                )
                 .await
                 .map_err(fail("reading an idempotency key"))?;
             if let Some(prior) = prior {
@@ -331,7 +335,7 @@ async fn commit(
             let expires = now + req.idempotency_ttl.as_millis() as i64;
             let claimed: String = tx
                 .query_one(
-                    st.idem_claim.as_str(),
+                    &prepared(&tx, &st.idem_claim).await?,
                     &[&req.topic, key, &id, &expires, &now],
                 )
                 .await
@@ -359,9 +363,12 @@ async fn commit(
             // Every copy shed: no room was made anywhere, so only the key is undone.
             if !subs.is_empty() && shed.iter().all(Option::is_some) {
                 if let Some(key) = &req.idempotency_key {
-                    tx.execute(st.idem_release.as_str(), &[&req.topic, key, &id])
-                        .await
-                        .map_err(fail("releasing an idempotency key"))?;
+                    tx.execute(
+                        &prepared(&tx, &st.idem_release).await?,
+                        &[&req.topic, key, &id],
+                    )
+                    .await
+                    .map_err(fail("releasing an idempotency key"))?;
                 }
                 answers.push(Err(QueueError::Full {
                     depth: least_full,
@@ -460,7 +467,7 @@ async fn store(
     }
     if !rows.ids.is_empty() {
         tx.execute(
-            st.insert_messages.as_str(),
+            &prepared(tx, &st.insert_messages).await?,
             &[
                 &rows.ids,
                 &rows.topics,
@@ -480,7 +487,7 @@ async fn store(
         let shed_history =
             serde_json::to_string(&[shed_attempt(now as u64)]).unwrap_or_else(|_| "[]".to_owned());
         tx.execute(
-            st.insert_deliveries.as_str(),
+            &prepared(tx, &st.insert_deliveries).await?,
             &[
                 &rows.d_ids,
                 &rows.d_subs,
@@ -494,19 +501,25 @@ async fn store(
         .map_err(fail("storing deliveries"))?;
     }
     if !c_topics.is_empty() {
-        tx.execute(st.count_published.as_str(), &[&c_topics, &c_kinds, &c_n])
-            .await
-            .map_err(fail("counting messages"))?;
+        tx.execute(
+            &prepared(tx, &st.count_published).await?,
+            &[&c_topics, &c_kinds, &c_n],
+        )
+        .await
+        .map_err(fail("counting messages"))?;
     }
     if !b_subs.is_empty() {
-        tx.execute(st.backlog_published.as_str(), &[&b_subs, &b_n])
-            .await
-            .map_err(fail("counting backlogs"))?;
+        tx.execute(
+            &prepared(tx, &st.backlog_published).await?,
+            &[&b_subs, &b_n],
+        )
+        .await
+        .map_err(fail("counting backlogs"))?;
     }
     if !woken.is_empty() {
         woken.sort_unstable();
         woken.dedup();
-        tx.execute(st.notify.as_str(), &[&woken])
+        tx.execute(&prepared(tx, &st.notify).await?, &[&woken])
             .await
             .map_err(fail("announcing messages"))?;
     }

@@ -398,7 +398,7 @@ impl Publisher for SqsBroker {
     async fn publish(&self, req: EnqueueRequest) -> Result<EnqueueOutcome, QueueError> {
         let s = &self.shared;
         s.check_open()?;
-        let id = MessageId::from(uuid::Uuid::now_v7().to_string());
+        let id = MessageId::generate();
         s.keys
             .publish_once(&req, &id, self.publish_as(&req, &id))
             .await
