@@ -32,7 +32,7 @@
 # divided by the events it accepted, is reported as CPU per accepted event.
 #
 # Env: CONNS DURATION WARMUP THREADS, DRAIN_LIMIT (120 s), BENCH_PORT_BASE (18000), SUBSCRIBERS (http1),
-# QUEUE (embedded).
+# QUEUE (embedded), BINARY (a junction binary instead of building this tree).
 source "$(dirname "$0")/lib.sh"
 
 BASE="${BENCH_PORT_BASE:-18000}"
@@ -63,7 +63,7 @@ ensure_tool nginx nginx-light
 ensure_tool jq jq
 ensure_tool curl curl
 machine_info
-build_junction
+if [ -n "${BINARY:-}" ]; then JUNCTION_BIN="$BINARY"; else build_junction; fi
 log "building bench/rabbit-peer (release)"
 (cd "$BENCH_DIR/rabbit-peer" && cargo build --release -q) || die "rabbit-peer build failed"
 PEER_BIN="$CARGO_TARGET_DIR/release/rabbit-peer"

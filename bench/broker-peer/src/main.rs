@@ -5,6 +5,8 @@
 //! does per event). `--publishers` tasks, each awaiting its ack before the
 //! next, for `--duration` after `--warmup`. Prints one `PEERJSON {...}` line,
 //! like bench/rabbit-peer and bench/nats-peer, and removes what it created.
+//! `--rate R` paces the publishers to R messages/s in total (0, the default,
+//! is the closed loop).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +20,7 @@ struct Args {
     size: usize,
     partitions: i32,
     fanout: usize,
+    rate: f64,
 }
 
 fn parse_args() -> Args {
@@ -30,6 +33,7 @@ fn parse_args() -> Args {
         size: 207,
         partitions: 6,
         fanout: 3,
+        rate: 0.0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -44,6 +48,7 @@ fn parse_args() -> Args {
             "--size" => a.size = value.parse().expect("bytes"),
             "--partitions" => a.partitions = value.parse().expect("a count"),
             "--fanout" => a.fanout = value.parse().expect("a count"),
+            "--rate" => a.rate = value.parse().expect("messages per second"),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -65,7 +70,14 @@ async fn kafka(args: &Args, name: &str) -> (Publish, Box<dyn FnOnce() + Send>) {
         .expect("kafka admin");
     let opts = AdminOptions::new();
     admin
-        .create_topics([&NewTopic::new(name, args.partitions, TopicReplication::Fixed(1))], &opts)
+        .create_topics(
+            [&NewTopic::new(
+                name,
+                args.partitions,
+                TopicReplication::Fixed(1),
+            )],
+            &opts,
+        )
         .await
         .expect("create topic");
     let producer: FutureProducer = ClientConfig::new()
@@ -86,16 +98,28 @@ async fn kafka(args: &Args, name: &str) -> (Publish, Box<dyn FnOnce() + Send>) {
     let name = name.to_owned();
     let cleanup = Box::new(move || {
         let rt = tokio::runtime::Handle::current();
-        let _ = std::thread::spawn(move || rt.block_on(admin.delete_topics(&[&name], &AdminOptions::new())))
-            .join();
+        let _ = std::thread::spawn(move || {
+            rt.block_on(admin.delete_topics(&[&name], &AdminOptions::new()))
+        })
+        .join();
     });
     (publish, cleanup)
 }
 
 async fn sqs(args: &Args, name: &str) -> (Publish, Box<dyn FnOnce() + Send>) {
     let sdk = aws_config::from_env().endpoint_url(&args.url).load().await;
-    let (sns, sqs) = (aws_sdk_sns::Client::new(&sdk), aws_sdk_sqs::Client::new(&sdk));
-    let arn = sns.create_topic().name(name).send().await.expect("topic").topic_arn.unwrap();
+    let (sns, sqs) = (
+        aws_sdk_sns::Client::new(&sdk),
+        aws_sdk_sqs::Client::new(&sdk),
+    );
+    let arn = sns
+        .create_topic()
+        .name(name)
+        .send()
+        .await
+        .expect("topic")
+        .topic_arn
+        .unwrap();
     let mut queues = Vec::new();
     for i in 0..args.fanout {
         let url = sqs
@@ -130,7 +154,14 @@ async fn sqs(args: &Args, name: &str) -> (Publish, Box<dyn FnOnce() + Send>) {
     let (client, topic) = (sns.clone(), arn.clone());
     let publish: Publish = Arc::new(move || {
         let (sns, arn, body) = (client.clone(), topic.clone(), body.clone());
-        Box::pin(async move { sns.publish().topic_arn(arn).message(body).send().await.is_ok() })
+        Box::pin(async move {
+            sns.publish()
+                .topic_arn(arn)
+                .message(body)
+                .send()
+                .await
+                .is_ok()
+        })
     });
     let cleanup = Box::new(move || {
         let rt = tokio::runtime::Handle::current();
@@ -159,12 +190,22 @@ async fn main() {
     let start = Instant::now();
     let measure_from = start + args.warmup;
     let end = measure_from + args.duration;
+    let every =
+        (args.rate > 0.0).then(|| Duration::from_secs_f64(args.publishers as f64 / args.rate));
     let mut tasks = Vec::with_capacity(args.publishers);
-    for _ in 0..args.publishers {
+    for i in 0..args.publishers {
         let publish = publish.clone();
+        let mut slots = every.map(|e| {
+            // Spread the publishers' first slots over one interval.
+            let first = tokio::time::Instant::now() + e.mul_f64(i as f64 / args.publishers as f64);
+            tokio::time::interval_at(first, e)
+        });
         tasks.push(tokio::spawn(async move {
             let (mut lat, mut errors) = (Vec::new(), 0u64);
             while Instant::now() < end {
+                if let Some(slots) = &mut slots {
+                    slots.tick().await;
+                }
                 let t0 = Instant::now();
                 let acked = publish().await;
                 if t0 >= measure_from && Instant::now() <= end {
@@ -193,7 +234,7 @@ async fn main() {
     };
     let secs = args.duration.as_secs_f64();
     println!(
-        "PEERJSON {{\"confirmed\":{},\"seconds\":{:.3},\"rps\":{:.1},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"max_us\":{},\"nacks\":{},\"publishers\":{},\"size\":{}}}",
+        "PEERJSON {{\"confirmed\":{},\"seconds\":{:.3},\"rps\":{:.1},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"max_us\":{},\"nacks\":{},\"publishers\":{},\"size\":{},\"rate\":{}}}",
         all.len(),
         secs,
         all.len() as f64 / secs,
@@ -203,7 +244,8 @@ async fn main() {
         all.last().copied().unwrap_or(0),
         errors,
         args.publishers,
-        args.size
+        args.size,
+        args.rate
     );
     tokio::task::spawn_blocking(cleanup).await.expect("cleanup");
 }

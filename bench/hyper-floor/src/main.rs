@@ -22,7 +22,8 @@ use tokio::net::{TcpListener, TcpSocket};
 type Body = BoxBody<Bytes, hyper::Error>;
 
 async fn serve(listener: TcpListener, upstream: String) {
-    let client: Client<HttpConnector, Incoming> = Client::builder(TokioExecutor::new()).build_http();
+    let client: Client<HttpConnector, Incoming> =
+        Client::builder(TokioExecutor::new()).build_http();
     loop {
         let (stream, _) = listener.accept().await.unwrap();
         stream.set_nodelay(true).unwrap();
@@ -31,7 +32,11 @@ async fn serve(listener: TcpListener, upstream: String) {
         tokio::spawn(async move {
             let svc = service_fn(move |mut req: Request<Incoming>| {
                 let client = client.clone();
-                let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+                let pq = req
+                    .uri()
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or("/");
                 let uri: Uri = format!("{upstream}{pq}").parse().unwrap();
                 *req.uri_mut() = uri;
                 async move {
@@ -44,7 +49,9 @@ async fn serve(listener: TcpListener, upstream: String) {
                     })
                 }
             });
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
         });
     }
 }
@@ -67,8 +74,13 @@ fn main() {
                 .map(|_| {
                     let (listen, upstream) = (listen.clone(), upstream.clone());
                     std::thread::spawn(move || {
-                        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-                        rt.block_on(async move { serve(reuseport_listener(&listen), upstream).await })
+                        let rt = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .unwrap();
+                        rt.block_on(
+                            async move { serve(reuseport_listener(&listen), upstream).await },
+                        )
                     })
                 })
                 .collect();
@@ -78,7 +90,9 @@ fn main() {
         }
         _ => {
             let rt = tokio::runtime::Runtime::new().unwrap();
-            rt.block_on(async move { serve(TcpListener::bind(&listen).await.unwrap(), upstream).await });
+            rt.block_on(
+                async move { serve(TcpListener::bind(&listen).await.unwrap(), upstream).await },
+            );
         }
     }
 }

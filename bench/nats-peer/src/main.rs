@@ -2,6 +2,8 @@
 //! publishing a `--size`-byte message to a file-storage stream and awaiting its
 //! ack before the next, for `--duration` after `--warmup`. Prints one
 //! `PEERJSON {...}` line (rate, latency percentiles), like bench/rabbit-peer.
+//! `--rate R` paces the publishers to R messages/s in total (0, the default,
+//! is the closed loop).
 
 use async_nats::jetstream::{self, stream};
 use std::time::{Duration, Instant};
@@ -13,6 +15,7 @@ struct Args {
     warmup: Duration,
     size: usize,
     stream: String,
+    rate: f64,
 }
 
 fn parse_args() -> Args {
@@ -23,6 +26,7 @@ fn parse_args() -> Args {
         warmup: Duration::from_secs(2),
         size: 207,
         stream: "junction_bench_peer".into(),
+        rate: 0.0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -35,6 +39,7 @@ fn parse_args() -> Args {
             "--warmup" => a.warmup = secs(&value),
             "--size" => a.size = value.parse().expect("bytes"),
             "--stream" => a.stream = value,
+            "--rate" => a.rate = value.parse().expect("messages per second"),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -59,13 +64,23 @@ async fn main() -> Result<(), async_nats::Error> {
     let start = Instant::now();
     let measure_from = start + args.warmup;
     let end = measure_from + args.duration;
+    let every =
+        (args.rate > 0.0).then(|| Duration::from_secs_f64(args.publishers as f64 / args.rate));
     let mut tasks = Vec::with_capacity(args.publishers);
-    for _ in 0..args.publishers {
+    for i in 0..args.publishers {
         let (js, subject, payload) = (js.clone(), subject.clone(), payload.clone());
+        let mut slots = every.map(|e| {
+            // Spread the publishers' first slots over one interval.
+            let first = tokio::time::Instant::now() + e.mul_f64(i as f64 / args.publishers as f64);
+            tokio::time::interval_at(first, e)
+        });
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut errors = 0u64;
             while Instant::now() < end {
+                if let Some(slots) = &mut slots {
+                    slots.tick().await;
+                }
                 let t0 = Instant::now();
                 let acked = match js.publish(subject.clone(), payload.clone().into()).await {
                     Ok(ack) => ack.await.is_ok(),
@@ -98,7 +113,7 @@ async fn main() -> Result<(), async_nats::Error> {
     };
     let secs = args.duration.as_secs_f64();
     println!(
-        "PEERJSON {{\"confirmed\":{},\"seconds\":{:.3},\"rps\":{:.1},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"max_us\":{},\"nacks\":{},\"publishers\":{},\"size\":{}}}",
+        "PEERJSON {{\"confirmed\":{},\"seconds\":{:.3},\"rps\":{:.1},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"max_us\":{},\"nacks\":{},\"publishers\":{},\"size\":{},\"rate\":{}}}",
         all.len(),
         secs,
         all.len() as f64 / secs,
@@ -108,7 +123,8 @@ async fn main() -> Result<(), async_nats::Error> {
         all.last().copied().unwrap_or(0),
         errors,
         args.publishers,
-        args.size
+        args.size,
+        args.rate
     );
     let _ = js.delete_stream(&args.stream).await;
     Ok(())

@@ -6,14 +6,22 @@
 //! each awaiting the confirm of its message before sending the next (the same
 //! closed loop as an HTTP client awaiting a 202). Prints one `PEERJSON` line.
 //!
+//! `--fanout N` publishes to a fanout exchange bound to N queues (what
+//! Junction's RabbitMQ backend does for a topic with N subscribers) and
+//! `--queue-type quorum` makes them quorum queues (its default). `--rate R`
+//! paces the publishers to R messages/s in total (each publisher waits for
+//! its next slot; 0, the default, is the closed loop).
+//!
 //! Usage: rabbit-peer [--uri U] [--publishers N] [--duration S] [--warmup S] [--size B] [--queue Q]
+//!                    [--fanout N] [--queue-type classic|quorum] [--rate R]
 
 use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::publisher_confirm::Confirmation;
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
 use std::time::{Duration, Instant};
 
 /// Command-line settings.
@@ -24,6 +32,11 @@ struct Args {
     warmup: Duration,
     size: usize,
     queue: String,
+    /// Queues bound to a fanout exchange (0: publish to one queue directly).
+    fanout: usize,
+    quorum: bool,
+    /// Messages per second in total (0: as fast as confirms come back).
+    rate: f64,
 }
 
 fn parse_args() -> Args {
@@ -34,6 +47,9 @@ fn parse_args() -> Args {
         warmup: Duration::from_secs(2),
         size: 207,
         queue: "junction-bench-peer".into(),
+        fanout: 0,
+        quorum: false,
+        rate: 0.0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -46,6 +62,9 @@ fn parse_args() -> Args {
             "--warmup" => a.warmup = secs(&value),
             "--size" => a.size = value.parse().expect("bytes"),
             "--queue" => a.queue = value,
+            "--fanout" => a.fanout = value.parse().expect("a count"),
+            "--queue-type" => a.quorum = value == "quorum",
+            "--rate" => a.rate = value.parse().expect("messages per second"),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -68,13 +87,55 @@ async fn main() -> Result<(), lapin::Error> {
         durable: true,
         ..QueueDeclareOptions::default()
     };
-    // Start from an empty queue so earlier runs do not weigh on this one.
-    setup
-        .queue_delete(&args.queue, QueueDeleteOptions::default())
-        .await?;
-    setup
-        .queue_declare(&args.queue, durable, FieldTable::default())
-        .await?;
+    let mut queue_args = FieldTable::default();
+    if args.quorum {
+        queue_args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString(LongString::from("quorum")),
+        );
+    }
+    // Start from empty queues so earlier runs do not weigh on this one.
+    let queues: Vec<String> = match args.fanout {
+        0 => vec![args.queue.clone()],
+        n => (0..n).map(|i| format!("{}.{i}", args.queue)).collect(),
+    };
+    let exchange = if args.fanout > 0 {
+        format!("{}.x", args.queue)
+    } else {
+        String::new()
+    };
+    for q in &queues {
+        setup.queue_delete(q, QueueDeleteOptions::default()).await?;
+        setup.queue_declare(q, durable, queue_args.clone()).await?;
+    }
+    if args.fanout > 0 {
+        let options = ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        setup
+            .exchange_declare(
+                &exchange,
+                ExchangeKind::Fanout,
+                options,
+                FieldTable::default(),
+            )
+            .await?;
+        for q in &queues {
+            setup
+                .queue_bind(
+                    q,
+                    &exchange,
+                    "",
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+    }
+    // Each publisher's slot interval at `--rate`.
+    let every =
+        (args.rate > 0.0).then(|| Duration::from_secs_f64(args.publishers as f64 / args.rate));
 
     let payload = vec![b'x'; args.size];
     let start = Instant::now();
@@ -86,17 +147,30 @@ async fn main() -> Result<(), lapin::Error> {
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        let queue = args.queue.clone();
+        let (exchange, key) = if args.fanout > 0 {
+            (exchange.clone(), String::new())
+        } else {
+            (String::new(), args.queue.clone())
+        };
         let payload = payload.clone();
+        let mut slots = every.map(|e| {
+            // Spread the publishers' first slots over one interval.
+            let first = tokio::time::Instant::now()
+                + e.mul_f64(tasks.len() as f64 / args.publishers as f64);
+            tokio::time::interval_at(first, e)
+        });
         tasks.push(tokio::spawn(async move {
             let mut tally = Tally::default();
             let props = BasicProperties::default().with_delivery_mode(2);
             while Instant::now() < end {
+                if let Some(slots) = &mut slots {
+                    slots.tick().await;
+                }
                 let t0 = Instant::now();
                 let confirm = channel
                     .basic_publish(
-                        "",
-                        &queue,
+                        &exchange,
+                        &key,
                         BasicPublishOptions::default(),
                         &payload,
                         props.clone(),
@@ -131,7 +205,7 @@ async fn main() -> Result<(), lapin::Error> {
     };
     let secs = args.duration.as_secs_f64();
     println!(
-        "PEERJSON {{\"confirmed\":{},\"seconds\":{:.3},\"rps\":{:.1},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"max_us\":{},\"nacks\":{},\"publishers\":{},\"size\":{}}}",
+        "PEERJSON {{\"confirmed\":{},\"seconds\":{:.3},\"rps\":{:.1},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"max_us\":{},\"nacks\":{},\"publishers\":{},\"size\":{},\"rate\":{}}}",
         all.len(),
         secs,
         all.len() as f64 / secs,
@@ -141,11 +215,17 @@ async fn main() -> Result<(), lapin::Error> {
         all.last().copied().unwrap_or(0),
         nacks,
         args.publishers,
-        args.size
+        args.size,
+        args.rate
     );
-    setup
-        .queue_delete(&args.queue, QueueDeleteOptions::default())
-        .await?;
+    for q in &queues {
+        setup.queue_delete(q, QueueDeleteOptions::default()).await?;
+    }
+    if args.fanout > 0 {
+        setup
+            .exchange_delete(&exchange, ExchangeDeleteOptions::default())
+            .await?;
+    }
     conn.close(200, "bye").await?;
     Ok(())
 }

@@ -62,6 +62,8 @@ pub const LEASE_TTL: Duration = Duration::from_secs(30);
 const POOL_SIZE: usize = 16;
 /// Bound on waiting for a pooled connection.
 const POOL_WAIT: Duration = Duration::from_secs(5);
+/// How many times an outcome statement PostgreSQL aborted as a deadlock runs again.
+const SETTLE_DEADLOCK_RETRIES: u32 = 3;
 /// How often completed records and expired keys are pruned, and counters re-read.
 const HOUSEKEEPING: Duration = Duration::from_secs(2);
 
@@ -397,16 +399,17 @@ impl PostgresBroker {
         self.check_open()?;
         let conn = self.settle_conn().await?;
         let stmt = prepared(&conn, stmt).await?;
-        {
-            let (at, took) = (attempt.at_ms as i64, attempt.duration_ms as i64);
-            // The outcome and response sample, as one JSON object (see `sql::PUSH_HISTORY`).
-            let mut what_happened = serde_json::json!({ "outcome": attempt.outcome });
-            if let Some(response) = &attempt.response {
-                what_happened["response"] = serde_json::json!(response);
-            }
-            let what_happened = what_happened.to_string();
-            let now = now_ms() as i64;
-            match extra {
+        let (at, took) = (attempt.at_ms as i64, attempt.duration_ms as i64);
+        // The outcome and response sample, as one JSON object (see `sql::PUSH_HISTORY`).
+        let mut what_happened = serde_json::json!({ "outcome": attempt.outcome });
+        if let Some(response) = &attempt.response {
+            what_happened["response"] = serde_json::json!(response);
+        }
+        let what_happened = what_happened.to_string();
+        let now = now_ms() as i64;
+        let mut deadlocks = 0;
+        loop {
+            let ran = match extra {
                 None => {
                     conn.query(&stmt, &[&id, &sub, &at, &what_happened, &took, &now])
                         .await
@@ -422,8 +425,25 @@ impl PostgresBroker {
                     )
                     .await
                 }
+            };
+            match ran {
+                // The statement's counter and backlog upserts may meet a
+                // publish's in the other order; PostgreSQL then aborts one
+                // (the whole statement, so running it again is safe) rather
+                // than have the outcome wait for the lease to expire.
+                Err(e)
+                    if deadlocks < SETTLE_DEADLOCK_RETRIES
+                        && e.code()
+                            == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) =>
+                {
+                    deadlocks += 1;
+                    tracing::debug!(
+                        attempt = deadlocks,
+                        "outcome statement deadlocked; running it again"
+                    );
+                }
+                ran => return ran.map_err(|e| storage(what, e)),
             }
-            .map_err(|e| storage(what, e))
         }
     }
 
