@@ -192,10 +192,6 @@ pub(crate) fn storage(
     QueueError::Storage(StorageError::new(context, e))
 }
 
-/// Connects a pool to `url` (no connection is made yet). With `async_commit`,
-/// its transactions commit without waiting for the WAL flush: for claims and
-/// outcomes, where a change lost in a database crash only means a redelivery
-/// (at-least-once allows it), never for publishes.
 /// `sql` prepared once per pooled connection (deadpool keeps the cache; the
 /// pool recycles connections without `DISCARD`, so the statements stay):
 /// given text, tokio-postgres would parse and plan the statement on every call,
@@ -210,6 +206,10 @@ pub(crate) async fn prepared<C: deadpool_postgres::GenericClient>(
         .map_err(|e| storage("preparing a statement", e))
 }
 
+/// Connects a pool to `url` (no connection is made yet). With `async_commit`,
+/// its transactions commit without waiting for the WAL flush: for claims and
+/// outcomes, where a change lost in a database crash only means a redelivery
+/// (at-least-once allows it), never for publishes.
 fn pool(url: &str, async_commit: bool) -> Result<Pool, QueueError> {
     let mut pg: tokio_postgres::Config = url
         .parse()

@@ -5,15 +5,17 @@
 //! the producer gets a 503 and its retry duplicates the event for the healthy
 //! subscribers (quorum queues have no `reject-publish-dlx` either). So the
 //! publisher decides before publishing: it keeps each target queue's ready
-//! count (read from the broker, plus what this instance published since), and
-//! when that reaches `max_depth` it reads the queue's count again (a full
-//! queue at most every [`FRESH`]) and, if the broker says full, publishes the
+//! count (read from the broker, plus what this instance published or is
+//! publishing since), and when that reaches `max_depth` it reads the queue's
+//! count again (a queue the broker said full stays full for [`FRESH`]; a
+//! burst may read it several times at once) and, if the broker says full, publishes the
 //! event for that subscriber into its `.dlq` (reason "backlog full", one "not
 //! attempted" attempt) and for the others straight to their queues: one publish through
 //! the default exchange, the first queue as routing key and the rest in the
 //! `BCC` header (RabbitMQ's sender-selected distribution; the broker removes
-//! `BCC` before delivery). Only an event whose every subscriber is full is
-//! refused (`Full`, 503 + Retry-After).
+//! `BCC` before delivery). An event whose every subscriber is full is refused
+//! (`Full`, 503 + Retry-After); so is one the broker refused (below). A count
+//! that cannot be read leaves the decision to the broker's bound.
 //!
 //! The count is approximate: consumption is seen at the next read (the depth
 //! refresher's, every 2 s, or the re-read of a queue that looks full), and
@@ -62,12 +64,15 @@ pub enum Verdict {
 }
 
 impl Fill {
-    /// Whether `queue` has room below `max`.
+    /// Whether `queue` has room below `max`; `Room` counts the event as
+    /// published to it at once (a reservation: concurrent publishes each see
+    /// the ones before them, so they do not all walk into the broker's bound).
     pub fn verdict(&self, queue: &str, max: u64) -> Verdict {
-        match self.queues.lock().get(queue) {
+        match self.queues.lock().get_mut(queue) {
             None | Some(Seen { at: None, .. }) => Verdict::Read,
             Some(s) => {
                 if s.ready + s.since < max {
+                    s.since += 1;
                     Verdict::Room
                 } else if s.since == 0 && s.at.is_some_and(|at| at.elapsed() < FRESH) {
                     // The broker itself said full, lately.
@@ -92,16 +97,6 @@ impl Fill {
                 since: 0,
             },
         );
-    }
-
-    /// Counts one event published here to each of `queues`.
-    pub fn published<'a>(&self, queues: impl IntoIterator<Item = &'a str>) {
-        let mut map = self.queues.lock();
-        for q in queues {
-            if let Some(s) = map.get_mut(q) {
-                s.since += 1;
-            }
-        }
     }
 
     /// The broker refused a publish to `queues` (one of them at the bound):
@@ -129,10 +124,8 @@ mod tests {
     fn publishes_here_count_until_the_next_read() {
         let f = Fill::default();
         f.read("q", 1);
-        assert_eq!(f.verdict("q", 3), Verdict::Room);
-        f.published(["q", "other"]);
-        assert_eq!(f.verdict("q", 3), Verdict::Room);
-        f.published(["q"]);
+        assert_eq!(f.verdict("q", 3), Verdict::Room, "reserves the 2nd place");
+        assert_eq!(f.verdict("q", 3), Verdict::Room, "and the 3rd");
         assert_eq!(f.verdict("q", 3), Verdict::Read, "full only by our count");
         f.read("q", 0);
         assert_eq!(f.verdict("q", 3), Verdict::Room, "consumed meanwhile");

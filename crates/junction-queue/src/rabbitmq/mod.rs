@@ -111,7 +111,9 @@ pub struct RabbitConfig {
     /// while the others get it (see `fill.rs`; refused with `Full` only when
     /// every subscriber is full), and `DeadLetterOldest` drops the queue's head
     /// into its `.dlq` (`drop-head` with a dead-letter route). Either way a
-    /// dead subscriber never refuses a publish for the healthy ones.
+    /// dead subscriber does not refuse publishes for the healthy ones (with
+    /// `Reject`, bar an instance whose count is behind meeting the broker's
+    /// bound: see `fill.rs`).
     pub on_full: crate::types::OnFull,
     /// Redis URL where idempotency keys of async routes are shared by every
     /// instance (`None`: each instance remembers its own).

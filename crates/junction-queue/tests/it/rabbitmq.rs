@@ -88,29 +88,36 @@ async fn a_full_subscriber_under_reject_sheds_only_its_own_copy() {
     let _cleanup = (DeleteTopology(b.clone()), DeleteTopology(other.clone()));
     let (q, q2) = (b.clone().into_queue(), other.clone().into_queue());
     let (topic, dead, live) = (unique("t"), unique("dead"), unique("live"));
+    let live2 = unique("live2");
     let mut sub = q.consumer.subscribe(&topic, &live, 16).await.unwrap();
+    let mut sub2 = q.consumer.subscribe(&topic, &live2, 16).await.unwrap();
     // The other instance publishes first: it reads the dead queue's count (0).
-    let warm = request(&topic, &[&dead, &live], "warm");
+    let all = [dead.as_str(), live.as_str(), live2.as_str()];
+    let warm = request(&topic, &all, "warm");
     let mut ids = vec![q2.publisher.publish(warm).await.unwrap().id().to_string()];
     for i in 0..5 {
-        let mut r = request(&topic, &[&dead, &live], &i.to_string());
+        let mut r = request(&topic, &all, &i.to_string());
         if i >= 3 {
             r.ordering_key = Some("k".into());
         }
         let out = q.publisher.publish(r).await.expect("never refused");
         ids.push(out.id().to_string());
     }
-    // Acked as they come: the keyed ones arrive one at a time.
-    let mut got_ids = Vec::new();
-    let end = Instant::now() + Duration::from_secs(10);
-    while got_ids.len() < ids.len() && Instant::now() < end {
-        for d in take(sub.as_mut(), 1, Duration::from_secs(1)).await {
-            got_ids.push(d.message.id.to_string());
-            d.ack(attempt("status 200")).await.unwrap();
+    // Both healthy ones get every event (around the full one: one publish,
+    // the second queue named in `BCC`), acked as they come: the keyed ones
+    // arrive one at a time.
+    for (s, name) in [(&mut sub, "live"), (&mut sub2, "live2")] {
+        let mut got_ids = Vec::new();
+        let end = Instant::now() + Duration::from_secs(10);
+        while got_ids.len() < ids.len() && Instant::now() < end {
+            for d in take(s.as_mut(), 1, Duration::from_secs(1)).await {
+                got_ids.push(d.message.id.to_string());
+                d.ack(attempt("status 200")).await.unwrap();
+            }
         }
+        got_ids.sort();
+        assert_eq!(got_ids, ids, "{name} got every event");
     }
-    got_ids.sort();
-    assert_eq!(got_ids, ids, "the healthy subscriber got every event");
     let filter = DlqFilter {
         topic: None,
         subscriber: Some(dead.clone()),
@@ -139,10 +146,11 @@ async fn a_full_subscriber_under_reject_sheds_only_its_own_copy() {
         Err(QueueError::Full { depth, max }) => assert_eq!((depth, max), (2, 2)),
         other => panic!("expected Full, got {other:?}"),
     }
-    // The other instance still counts 1 in the dead queue, so it publishes
-    // through the exchange: the broker's own bound decides (a quorum queue was
-    // seen to take one past it; a refusal would be a 503). Either way the
-    // count is read again, and the next is routed around the full queue.
+    // The other instance still counts 1 in the dead queue (unless its depth
+    // refresher, every 2 s, read it meanwhile), so it publishes through the
+    // exchange: the broker's own bound decides (a quorum queue was seen to
+    // take one past it; a refusal would be a 503). Either way the count is
+    // read again, and the next is routed around the full queue.
     let racing = request(&topic, &[&dead, &live], "racing");
     let racing = q2.publisher.publish(racing).await;
     assert!(
