@@ -119,6 +119,21 @@ impl Envelope {
         trim_history(&mut self.history);
     }
 
+    /// Makes it `subscriber`'s dead letter: `attempt` recorded last, why, and
+    /// when (unix ms).
+    pub fn mark_dead(
+        &mut self,
+        attempt: AttemptRecord,
+        subscriber: &str,
+        reason: String,
+        now: u64,
+    ) {
+        self.record(attempt);
+        self.subscriber = Some(subscriber.to_owned());
+        self.reason = Some(reason);
+        self.dead_at_ms = Some(now);
+    }
+
     /// Drops every response sample (a dead letter too large for its queue
     /// with them); whether there was any.
     pub fn drop_samples(&mut self) -> bool {

@@ -396,10 +396,7 @@ impl Settle for Member {
                 let mut env = Envelope::of(&p.message);
                 env.attempts = p.attempts;
                 env.history = p.history.clone();
-                env.record(attempt);
-                env.subscriber = Some(self.subscriber.clone());
-                env.reason = Some(reason);
-                env.dead_at_ms = Some(now_ms());
+                env.mark_dead(attempt, &self.subscriber, reason, now_ms());
                 // One record key per dead-lettering: a replay's tombstone then
                 // removes exactly the letter replayed, never a later one.
                 let key = super::ledger::record_key(

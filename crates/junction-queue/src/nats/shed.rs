@@ -103,10 +103,12 @@ async fn dead_letter(
 ) -> Result<(), QueueError> {
     let now = now_ms();
     let mut env = envelope_of(m, topic);
-    env.record(shed_attempt(now));
-    env.subscriber = Some(sub.to_owned());
-    env.reason = Some(backlog_full_reason(backlog, max, OnFull::DeadLetterOldest));
-    env.dead_at_ms = Some(now);
+    env.mark_dead(
+        shed_attempt(now),
+        sub,
+        backlog_full_reason(backlog, max, OnFull::DeadLetterOldest),
+        now,
+    );
     s.publish(s.dlq_subject(topic, sub), &env, m.payload.clone())
         .await
 }

@@ -295,10 +295,7 @@ impl Settle for NatsSettler {
             }
             Settlement::Dead { attempt, reason } => {
                 env.attempts = d.attempts;
-                env.record(attempt);
-                env.subscriber = Some(d.subscriber.clone());
-                env.reason = Some(reason);
-                env.dead_at_ms = Some(now_ms());
+                env.mark_dead(attempt, &d.subscriber, reason, now_ms());
                 let subject = self.shared.dlq_subject(&env.topic, &d.subscriber);
                 if let Err(e) = self
                     .shared

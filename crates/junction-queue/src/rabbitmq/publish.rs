@@ -127,10 +127,12 @@ impl RabbitBroker {
         let now = now_ms();
         for (i, waiting) in full {
             let mut dead = env.clone();
-            dead.record(shed_attempt(now));
-            dead.subscriber = Some(subs[*i].clone());
-            dead.reason = Some(backlog_full_reason(*waiting, max, OnFull::Reject));
-            dead.dead_at_ms = Some(now);
+            dead.mark_dead(
+                shed_attempt(now),
+                &subs[*i],
+                backlog_full_reason(*waiting, max, OnFull::Reject),
+                now,
+            );
             s.publish("", &s.topology.dlq(&env.topic, &subs[*i]), &dead, body)
                 .await?;
         }

@@ -401,10 +401,7 @@ impl Settle for RabbitSettler {
                 }
             }
             Settlement::Dead { attempt, reason } => {
-                env.record(attempt);
-                env.subscriber = Some(d.subscriber.clone());
-                env.reason = Some(reason);
-                env.dead_at_ms = Some(now_ms());
+                env.mark_dead(attempt, &d.subscriber, reason, now_ms());
                 let dlq = topology.dlq(&env.topic, &d.subscriber);
                 s.publish("", &dlq, &env, &d.message.body).await
             }

@@ -197,10 +197,7 @@ impl Settle for SqsSettler {
             Settlement::Release => return self.hide(&receipt, &sqs_id, Duration::ZERO, true).await,
             Settlement::Dead { attempt, reason } => {
                 env.attempts = d.attempts;
-                env.record(attempt);
-                env.subscriber = Some(d.subscriber.clone());
-                env.reason = Some(reason);
-                env.dead_at_ms = Some(now_ms());
+                env.mark_dead(attempt, &d.subscriber, reason, now_ms());
                 let moved = async {
                     let dlq = self.shared.dlq_url(&env.topic, &d.subscriber).await?;
                     match self
