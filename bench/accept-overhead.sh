@@ -9,7 +9,8 @@
 # per event:
 #   rabbitmq  bench/rabbit-peer --fanout 3 --queue-type quorum (a fanout
 #             exchange bound to 3 quorum queues, publisher confirms)
-#   nats      bench/nats-peer (one file-storage stream, awaiting each ack)
+#   nats      bench/nats-peer --consumers 3 (one file-storage stream with interest
+#             retention and 3 durable pull consumers, awaiting each ack)
 #   kafka     bench/broker-peer --broker kafka (idempotent, acks=all, 6 partitions)
 # Two shapes, Junction and peer alternating, ROUNDS times:
 #   closed loop: CONNS HTTP connections (wrk) against CONNS publishers, each
@@ -17,6 +18,9 @@
 #     shared cores (wrk, Junction, the peer and the broker all share them);
 #   fixed rate: RATE events/s in total (oha -q; the peer's --rate) with CONNS
 #     connections/publishers: latency at the same offered load, below saturation.
+# For nats also the HTTP floor: bench/nats-peer --serve --shape tpc (the
+# smallest HTTP front to the same publish, thread per core like Junction's data
+# plane), driven like Junction: what any HTTP gateway pays above the bare client.
 # Per run: events/s, p50/p99, CPU per event of the client side (Junction's
 # process, or the peer's) and of the broker (utime + stime from /proc over
 # the measured window divided by the events answered in it).
@@ -29,12 +33,13 @@ QUEUES="${QUEUES:-rabbitmq nats kafka}"
 RATE="${RATE:-2000}"
 ROUNDS="${ROUNDS:-2}"
 BASE="${BENCH_PORT_BASE:-18400}"
-J_PORT=$((BASE + 1)) J_ADMIN=$((BASE + 2)) DEAD=$((BASE + 3))
+J_PORT=$((BASE + 1)) J_ADMIN=$((BASE + 2)) DEAD=$((BASE + 3)) FLOOR=$((BASE + 4))
 AMQP_URI="${AMQP_URI:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 NATS_URL="${NATS_URL:-nats://127.0.0.1:4222}"
 KAFKA_BROKERS="${KAFKA_BROKERS:-127.0.0.1:9092}"
 WORK="$OUT_DIR/accept-overhead"
 URL="http://127.0.0.1:$J_PORT/orders"
+FLOOR_URL="http://127.0.0.1:$FLOOR/orders"
 BODY='{"orderId":"o-000000123456","customerId":"c-98765","items":[{"sku":"SKU-1001","qty":2,"price":19.99},{"sku":"SKU-2002","qty":1,"price":5.5}],"currency":"EUR","total":45.48,"createdAt":"2024-05-01T12:00:00Z"}'
 HZ=$(getconf CLK_TCK)
 
@@ -52,7 +57,7 @@ for peer in rabbit-peer nats-peer broker-peer; do
     esac
 done
 rm -rf "$WORK" && mkdir -p "$WORK"
-for p in $J_PORT $J_ADMIN $DEAD; do require_free_port "$p"; done
+for p in $J_PORT $J_ADMIN $DEAD $FLOOR; do require_free_port "$p"; done
 
 broker_pid() {
     case "$1" in
@@ -72,7 +77,8 @@ peer_run() {
     case "$backend" in
         rabbitmq) cmd=("$CARGO_TARGET_DIR/release/rabbit-peer" --uri "$AMQP_URI" --fanout 3 --queue-type quorum
                        --queue "junction-bench-overhead-$$") ;;
-        nats) cmd=("$CARGO_TARGET_DIR/release/nats-peer" --url "$NATS_URL" --stream "junction_bench_overhead_$$") ;;
+        nats) cmd=("$CARGO_TARGET_DIR/release/nats-peer" --url "$NATS_URL" --consumers 3
+                   --stream "junction_bench_overhead_$$") ;;
         kafka) cmd=("$CARGO_TARGET_DIR/release/broker-peer" --broker kafka --url "$KAFKA_BROKERS" --partitions 6) ;;
     esac
     "${cmd[@]}" --publishers "$CONNS" --duration "$DURATION" --warmup "$WARMUP" --size 207 --rate "$rate" \
@@ -93,24 +99,25 @@ peer_run() {
         '{rps: $p.rps, p50_us: $p.p50_us, p99_us: $p.p99_us, client_us: $c, broker_us: $b}'
 }
 
-# Junction at RATE (0: wrk's closed loop), CPU over the measured run.
-# junction_run RATE LABEL BROKER_PID -> the same JSON line as peer_run
-junction_run() {
-    local rate="$1" label="$2" bpid="$3" c0 b0 c1 b1 json n
+# An HTTP server (Junction, or the NATS floor) at RATE (0: wrk's closed loop),
+# CPU over the measured run.
+# http_run RATE LABEL BROKER_PID SERVER_PID URL -> the same JSON line as peer_run
+http_run() {
+    local rate="$1" label="$2" bpid="$3" spid="$4" url="$5" c0 b0 c1 b1 json n
     if [ "$rate" = 0 ]; then
-        run_wrk "$label-warmup" "$WARMUP" "$CONNS" "$THREADS" "$URL" "$BENCH_DIR/lua/post.lua" >/dev/null
-        c0=$(ticks "$JUNCTION_PID") b0=$(ticks "$bpid")
-        json=$(run_wrk "$label" "$DURATION" "$CONNS" "$THREADS" "$URL" "$BENCH_DIR/lua/post.lua")
-        c1=$(ticks "$JUNCTION_PID") b1=$(ticks "$bpid")
+        run_wrk "$label-warmup" "$WARMUP" "$CONNS" "$THREADS" "$url" "$BENCH_DIR/lua/post.lua" >/dev/null
+        c0=$(ticks "$spid") b0=$(ticks "$bpid")
+        json=$(run_wrk "$label" "$DURATION" "$CONNS" "$THREADS" "$url" "$BENCH_DIR/lua/post.lua")
+        c1=$(ticks "$spid") b1=$(ticks "$bpid")
         n=$(( $(json_get "$json" requests) - $(json_get "$json" non2xx) ))
         json=$(jq -nc --argjson w "$json" --argjson n "$n" '{rps: ($n / $w.seconds), p50_us: $w.p50_us, p99_us: $w.p99_us}')
     else
         local oha_args=(-c "$CONNS" -q "$rate" -m POST -H 'content-type: application/json' -d "$BODY" --no-tui --output-format json)
-        oha -z "${WARMUP}s" "${oha_args[@]}" "$URL" >/dev/null 2>&1 || die "oha warm-up failed"
-        c0=$(ticks "$JUNCTION_PID") b0=$(ticks "$bpid")
-        oha -z "${DURATION}s" "${oha_args[@]}" "$URL" >"$WORK/$label.oha.json" 2>"$WORK/$label.oha.err" ||
+        oha -z "${WARMUP}s" "${oha_args[@]}" "$url" >/dev/null 2>&1 || die "oha warm-up failed"
+        c0=$(ticks "$spid") b0=$(ticks "$bpid")
+        oha -z "${DURATION}s" "${oha_args[@]}" "$url" >"$WORK/$label.oha.json" 2>"$WORK/$label.oha.err" ||
             { cat "$WORK/$label.oha.err" >&2; die "oha failed ($label)"; }
-        c1=$(ticks "$JUNCTION_PID") b1=$(ticks "$bpid")
+        c1=$(ticks "$spid") b1=$(ticks "$bpid")
         n=$(jq '[.statusCodeDistribution | to_entries[] | select(.key == "202") | .value] | add // 0' "$WORK/$label.oha.json")
         json=$(jq -c --argjson n "$n" --argjson d "$DURATION" '{rps: ($n / $d),
             p50_us: ((.latencyPercentiles.p50 // 0) * 1e6 | floor), p99_us: ((.latencyPercentiles.p99 // 0) * 1e6 | floor)}' \
@@ -161,10 +168,23 @@ EOF
             r=0; [ "$shape" = rate ] && r="$RATE"
             wait_quiet
             log "$backend round $round, $shape: junction"
-            record "$backend" "$round" "$shape" junction "$(junction_run "$r" "$backend-$round-$shape-junction" "$bpid")"
+            record "$backend" "$round" "$shape" junction \
+                "$(http_run "$r" "$backend-$round-$shape-junction" "$bpid" "$JUNCTION_PID" "$URL")"
             wait_quiet
             log "$backend round $round, $shape: peer"
             record "$backend" "$round" "$shape" peer "$(peer_run "$backend" "$r" "$backend-$round-$shape-peer" "$bpid")"
+            if [ "$backend" = nats ]; then
+                wait_quiet
+                log "$backend round $round, $shape: http floor (nats-peer --serve, thread per core)"
+                "$CARGO_TARGET_DIR/release/nats-peer" --url "$NATS_URL" --consumers 3 --serve "127.0.0.1:$FLOOR" \
+                    --shape tpc --stream "junction_bench_floor_$$" >"$WORK/floor.log" 2>&1 &
+                fpid=$!
+                STARTED_PIDS+=("$fpid")
+                for _ in $(seq 1 50); do curl -fs -o /dev/null -d '{}' "$FLOOR_URL" && break; sleep 0.1; done
+                record "$backend" "$round" "$shape" floor \
+                    "$(http_run "$r" "$backend-$round-$shape-floor" "$bpid" "$fpid" "$FLOOR_URL")"
+                stop_pid "$fpid"
+            fi
         done
     done
     stop_pid "$JUNCTION_PID"
@@ -173,9 +193,9 @@ EOF
             log "deleting this run's queues ($NS.*)"
             for q in $(rabbitmqctl -q list_queues name 2>/dev/null | grep "^$NS\."); do rabbitmqctl -q delete_queue "$q" >/dev/null; done ;;
         nats)
-            for st in orders dlq idem; do
+            for st in "${NS}_orders" "${NS}_dlq" "${NS}_idem" "junction_bench_floor_$$"; do
                 "$CARGO_TARGET_DIR/release/nats-peer" --url "$NATS_URL" --publishers 0 --duration 0 --warmup 0 \
-                    --stream "${NS}_${st}" >/dev/null 2>&1 || true
+                    --stream "$st" >/dev/null 2>&1 || true
             done ;;
     esac
 done
@@ -195,6 +215,10 @@ done
                 j = f[1] "\t" f[2] "\tjunction"; p = f[1] "\t" f[2] "\tpeer"
                 a = med(rps, j, n[j]); b = med(rps, p, n[p]); c = med(p50, j, n[j]); d = med(p50, p, n[p])
                 printf "%-10s %-7s %10.0f/%-10.0f %8d/%-6d %+5.0f%% %10d/%-10d %11.1f/%-11.1f\n", f[1], f[2], a, b, c, d,
-                    (d > 0 ? 100 * (c - d) / d : 0), med(p99, j, n[j]), med(p99, p, n[p]), med(cpu, j, n[j]), med(cpu, p, n[p]) } }' "$RESULTS" | sort
+                    (d > 0 ? 100 * (c - d) / d : 0), med(p99, j, n[j]), med(p99, p, n[p]), med(cpu, j, n[j]), med(cpu, p, n[p])
+                fl = f[1] "\t" f[2] "\tfloor"; if (!(fl in n)) continue
+                e = med(rps, fl, n[fl]); g = med(p50, fl, n[fl])
+                printf "%-10s %-7s %10.0f/%-10.0f %8d/%-6d %+5.0f%% %10d/%-10d %11.1f/%-11.1f  (http floor / peer)\n", f[1], f[2] "-floor", e, b, g, d,
+                    (d > 0 ? 100 * (g - d) / d : 0), med(p99, fl, n[fl]), med(p99, p, n[p]), med(cpu, fl, n[fl]), med(cpu, p, n[p]) } }' "$RESULTS" | sort
     echo "raw: $RESULTS"
 } | tee "$OUT_DIR/accept-overhead.txt"

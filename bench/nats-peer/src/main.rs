@@ -3,9 +3,15 @@
 //! ack before the next, for `--duration` after `--warmup`. Prints one
 //! `PEERJSON {...}` line (rate, latency percentiles), like bench/rabbit-peer.
 //! `--rate R` paces the publishers to R messages/s in total (0, the default,
-//! is the closed loop).
+//! is the closed loop). `--consumers N` gives the stream interest retention and
+//! N durable pull consumers with explicit acks (nobody pulls): the topology
+//! Junction's NATS backend publishes into for a topic with N subscribers.
+//! `--serve ADDR [--shape mt|tpc]` creates the stream and serves HTTP instead
+//! (see `serve.rs`): the floor under an HTTP front to the same publish.
 
-use async_nats::jetstream::{self, stream};
+mod serve;
+
+use async_nats::jetstream::{self, consumer, stream};
 use std::time::{Duration, Instant};
 
 struct Args {
@@ -16,6 +22,9 @@ struct Args {
     size: usize,
     stream: String,
     rate: f64,
+    consumers: usize,
+    serve: Option<String>,
+    shape: String,
 }
 
 fn parse_args() -> Args {
@@ -27,6 +36,9 @@ fn parse_args() -> Args {
         size: 207,
         stream: "junction_bench_peer".into(),
         rate: 0.0,
+        consumers: 0,
+        serve: None,
+        shape: "mt".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -40,26 +52,66 @@ fn parse_args() -> Args {
             "--size" => a.size = value.parse().expect("bytes"),
             "--stream" => a.stream = value,
             "--rate" => a.rate = value.parse().expect("messages per second"),
+            "--consumers" => a.consumers = value.parse().expect("a count"),
+            "--serve" => a.serve = Some(value),
+            "--shape" => a.shape = value,
             other => panic!("unknown flag {other}"),
         }
     }
     a
 }
 
-#[tokio::main]
-async fn main() -> Result<(), async_nats::Error> {
+fn main() -> Result<(), async_nats::Error> {
     let args = parse_args();
+    let rt = tokio::runtime::Runtime::new()?;
+    let (js, subject) = rt.block_on(create_stream(&args))?;
+    if let Some(addr) = &args.serve {
+        drop((js, rt));
+        serve::run(addr, &args.shape, &args.url, &subject);
+        return Ok(());
+    }
+    rt.block_on(publish_loop(args, js, subject))
+}
+
+/// (Re)creates the stream (with `--consumers` consumers); its context and subject.
+async fn create_stream(args: &Args) -> Result<(jetstream::Context, String), async_nats::Error> {
     let client = async_nats::connect(&args.url).await?;
     let js = jetstream::new(client);
     let _ = js.delete_stream(&args.stream).await;
     let subject = format!("{}.events", args.stream);
-    js.create_stream(stream::Config {
-        name: args.stream.clone(),
-        subjects: vec![subject.clone()],
-        storage: stream::StorageType::File,
-        ..Default::default()
-    })
-    .await?;
+    let retention = if args.consumers > 0 {
+        stream::RetentionPolicy::Interest
+    } else {
+        stream::RetentionPolicy::Limits
+    };
+    let created = js
+        .create_stream(stream::Config {
+            name: args.stream.clone(),
+            subjects: vec![format!("{}.>", args.stream)],
+            retention,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await?;
+    for i in 0..args.consumers {
+        let name = format!("sub-{i}");
+        created
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some(name),
+                ack_policy: consumer::AckPolicy::Explicit,
+                max_ack_pending: 10_000,
+                ..Default::default()
+            })
+            .await?;
+    }
+    Ok((js, subject))
+}
+
+async fn publish_loop(
+    args: Args,
+    js: jetstream::Context,
+    subject: String,
+) -> Result<(), async_nats::Error> {
     let payload = vec![b'x'; args.size];
     let start = Instant::now();
     let measure_from = start + args.warmup;

@@ -12,32 +12,43 @@ const SAMPLED_ATTEMPTS: usize = 3;
 /// The header holding the envelope.
 pub const HEADER: &str = "x-junction";
 
+/// A message's metadata and delivery state, as one JSON header.
+///
+/// Empty and absent fields are left out of the JSON (a fresh event's header is
+/// a third shorter: the broker stores and moves it with every copy), and read
+/// back as their defaults.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Envelope {
     pub id: MessageId,
     pub topic: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ordering_key: Option<String>,
     pub enqueued_at_ms: u64,
     #[serde(default)]
     pub subscribers: Vec<String>,
     /// Attempts since the last replay.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub attempts: u32,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<AttemptRecord>,
     /// Set in dead-letter queues: who gave up, why, when.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscriber: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_at_ms: Option<u64>,
     /// The body travels base64-encoded (brokers whose bodies must be text: SQS).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub body_base64: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Envelope {
@@ -194,5 +205,27 @@ mod tests {
         assert_eq!(env.history.last().unwrap().attempt, 6);
         let back = Envelope::parse(Some(env.to_json().as_bytes()), None, None, "orders", 0);
         assert_eq!(back.history, env.history, "samples survive the header");
+    }
+
+    #[test]
+    fn a_fresh_envelope_leaves_its_empty_fields_out_and_older_headers_still_read() {
+        let env = Envelope::parse(None, Some("m-1".into()), None, "orders", 7);
+        let json = env.to_json();
+        assert_eq!(
+            json,
+            r#"{"id":"m-1","topic":"orders","enqueued_at_ms":7,"subscribers":[]}"#
+        );
+        let back = Envelope::parse(Some(json.as_bytes()), None, None, "other", 0);
+        assert_eq!(
+            (back.id.as_str(), back.attempts, back.reason),
+            ("m-1", 0, None)
+        );
+        // What earlier versions wrote (every field, nulls included) reads the same.
+        let older = r#"{"id":"m-2","topic":"orders","content_type":null,"headers":[],"ordering_key":null,"enqueued_at_ms":7,"subscribers":["a"],"attempts":2,"history":[],"subscriber":null,"reason":null,"dead_at_ms":null}"#;
+        let back = Envelope::parse(Some(older.as_bytes()), None, None, "other", 0);
+        assert_eq!(
+            (back.id.as_str(), back.attempts, back.subscribers),
+            ("m-2", 2, vec!["a".to_string()])
+        );
     }
 }

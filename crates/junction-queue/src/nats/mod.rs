@@ -45,6 +45,7 @@
 
 mod feed;
 mod ledger;
+mod local;
 mod shed;
 mod subscription;
 mod topology;
@@ -179,16 +180,17 @@ impl Shared {
         )
     }
 
-    /// Publishes `env` + `body` on `subject` and waits for JetStream's ack.
+    /// Publishes `env` + `body` on `subject` and waits for JetStream's ack
+    /// (through this thread's connection on a data thread: `local.rs`).
     async fn publish(
-        &self,
+        self: &Arc<Self>,
         subject: String,
         env: &Envelope,
         body: bytes::Bytes,
     ) -> Result<(), QueueError> {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(envelope::HEADER, env.to_json().as_str());
-        self.js
+        local::context(self)
             .publish_with_headers(subject, headers, body)
             .await
             .map_err(|e| storage("publishing to jetstream", e))?
@@ -228,15 +230,26 @@ struct KeyRecord {
     expires_at_ms: u64,
 }
 
+/// How every connection of this backend is made: reconnecting for ever.
+fn connect_options() -> async_nats::ConnectOptions {
+    async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(3))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+}
+
+/// JetStream over `client`, each request bounded by [`REQUEST_TIMEOUT`].
+fn context_of(client: async_nats::Client) -> jetstream::Context {
+    jetstream::context::ContextBuilder::new()
+        .timeout(REQUEST_TIMEOUT)
+        .build(client)
+}
+
 impl NatsBroker {
     /// Connects (an unreachable server is an error), creates the dead-letter
     /// stream and the idempotency bucket, starts the depth refresher.
     pub async fn connect(cfg: NatsConfig) -> Result<Arc<Self>, QueueError> {
-        let client = async_nats::ConnectOptions::new()
-            .connection_timeout(Duration::from_secs(3))
-            .retry_on_initial_connect()
-            .max_reconnects(None)
-            .connect(cfg.url.as_str());
+        let client = connect_options().connect(cfg.url.as_str());
         let client = tokio::time::timeout(Duration::from_secs(5), client)
             .await
             .map_err(|_| storage("connecting to nats", "no answer within 5s"))?
@@ -247,9 +260,7 @@ impl NatsBroker {
                 .await
                 .map_err(|e| storage("connecting to nats", e))?;
         }
-        let js = jetstream::context::ContextBuilder::new()
-            .timeout(REQUEST_TIMEOUT)
-            .build(client.clone());
+        let js = context_of(client.clone());
         let prefix = token(&cfg.prefix);
         js.get_or_create_stream(stream::Config {
             name: format!("{prefix}_dlq"),
@@ -297,6 +308,16 @@ impl NatsBroker {
             ledger: Arc::new(ledger::NatsLedger::new(self.shared.clone())),
             capabilities: CAPABILITIES,
         }
+    }
+
+    /// Messages sent through the shared connection so far (a publish made on
+    /// a data thread goes through that thread's own: `local.rs`).
+    pub fn sent_through_shared_connection(&self) -> u64 {
+        self.shared
+            .client
+            .statistics()
+            .out_messages
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Streams this instance created (for test cleanup).

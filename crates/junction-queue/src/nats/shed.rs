@@ -13,6 +13,8 @@
 //! (2 s), at most [`MAX_PER_ROUND`] per subscriber and round, and instances
 //! sharing the queue each shed what they see (together at most that many more).
 
+use std::sync::Arc;
+
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
 
@@ -25,7 +27,7 @@ pub const MAX_PER_ROUND: u64 = 200;
 
 /// Sheds the excess of `sub` (of `topic`) whose backlog is `backlog`.
 pub async fn shed_excess(
-    s: &Shared,
+    s: &Arc<Shared>,
     topic: &str,
     sub: &str,
     backlog: u64,
@@ -94,7 +96,7 @@ pub async fn shed_excess(
 
 /// Publishes `m` to `sub`'s dead letters with the backlog-full reason.
 async fn dead_letter(
-    s: &Shared,
+    s: &Arc<Shared>,
     topic: &str,
     sub: &str,
     m: &jetstream::Message,

@@ -1,7 +1,8 @@
 //! NATS JetStream on a real server: `max_depth` with `on_full:
 //! dead_letter_oldest` (a subscriber nobody consumes sheds its oldest waiting
 //! events into its dead letters, within a few depth refreshes, while the
-//! topic's other subscriber gets every one and no publish is refused).
+//! topic's other subscriber gets every one and no publish is refused); a data
+//! thread's publishes going through its own connection, one per runtime.
 
 use std::time::{Duration, Instant};
 
@@ -82,4 +83,74 @@ async fn a_full_subscriber_sheds_its_oldest_into_its_dead_letters() {
         assert!(Instant::now() < end, "backlogs: dead {d:?}, live {l:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A data thread (a current-thread runtime) publishes through a connection of
+/// its own once connected, not the broker's shared one; when its runtime is
+/// gone, the next runtime on that thread gets a new connection (the old one's
+/// tasks died with the runtime) and nothing published is lost.
+#[test]
+fn a_data_thread_publishes_through_its_own_connection_one_per_runtime() {
+    let main = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let prefix = format!("jqt{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let b = main
+        .block_on(NatsBroker::connect(NatsConfig::new(nats_url(), prefix)))
+        .expect("nats running");
+    let cleanup = DeleteStreams(b.clone());
+    let q = b.clone().into_queue();
+    let (topic, sub) = (unique("t"), unique("s"));
+    let mut published = 0;
+    for round in 0..2 {
+        let data_thread = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        data_thread.block_on(async {
+            let publish = |i: usize| {
+                let q = q.clone();
+                let req = request(&topic, &[&sub], &i.to_string());
+                async move {
+                    tokio::time::timeout(Duration::from_secs(5), q.publisher.publish(req))
+                        .await
+                        .expect("a publish answers")
+                        .expect("accepted")
+                }
+            };
+            // The first one goes through the shared connection while this
+            // thread's own connects.
+            publish(published).await;
+            published += 1;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let before = b.sent_through_shared_connection();
+            for _ in 0..20 {
+                publish(published).await;
+                published += 1;
+            }
+            let shared = b.sent_through_shared_connection() - before;
+            // The depth refresher's few requests may fall in between; 20
+            // publishes through it would not.
+            assert!(
+                shared < 10,
+                "round {round}: {shared} messages went through the shared connection"
+            );
+        });
+        drop(data_thread);
+    }
+    main.block_on(async {
+        let mut s = q.consumer.subscribe(&topic, &sub, 64).await.unwrap();
+        let mut got = std::collections::BTreeSet::new();
+        let end = Instant::now() + Duration::from_secs(10);
+        while got.len() < published && Instant::now() < end {
+            for d in s.next(64).await.unwrap() {
+                got.insert(String::from_utf8(d.message.body.to_vec()).unwrap());
+                d.ack(attempt("status 200")).await.unwrap();
+            }
+        }
+        assert_eq!(got.len(), published, "every published event is delivered");
+    });
+    drop(cleanup);
 }
