@@ -18,8 +18,12 @@
 # On a 2-core machine the instances, the broker, nginx and wrk share the same
 # two cores, so the totals cannot grow with N; what the run shows is whether
 # the CPU an event costs stays flat as instances compete for the same queues.
+# Past saturation (the closed loop) that CPU also measures the contention of
+# more threads on the same cores, so RATE=R offers R events/s in total instead
+# (oha -q, R/N per instance): the same load below saturation for every N.
+# INSTANCES may repeat counts ("1 2 3 1 2 3") to interleave rounds.
 #
-# Env: QUEUES, INSTANCES, CONNS (64), DURATION (10), DRAIN_LIMIT (120),
+# Env: QUEUES, INSTANCES, CONNS (64), DURATION (10), DRAIN_LIMIT (120), RATE,
 #      BENCH_PORT_BASE (18600), AMQP_URI, NATS_URL, BINARY (a junction binary
 #      built already; else a release build of the working tree).
 # Output: bench/out/instances/summary.txt (table) and summary.md.
@@ -33,11 +37,13 @@ DRAIN_LIMIT="${DRAIN_LIMIT:-120}"
 AMQP_URI="${AMQP_URI:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 NATS_URL="${NATS_URL:-nats://127.0.0.1:4222}"
 WORK="$OUT_DIR/instances"
+BODY='{"orderId":"o-000000123456","customerId":"c-98765","items":[{"sku":"SKU-1001","qty":2,"price":19.99},{"sku":"SKU-2002","qty":1,"price":5.5}],"currency":"EUR","total":45.48,"createdAt":"2024-05-01T12:00:00Z"}'
 
 ensure_tool wrk wrk
 ensure_tool nginx nginx-light
 ensure_tool jq jq
 ensure_tool curl curl
+[ -n "${RATE:-}" ] && ensure_oha
 machine_info
 if [ -n "${BINARY:-}" ]; then JUNCTION_BIN="$BINARY"; else build_junction; fi
 case " $QUEUES " in *" nats "*)
@@ -134,22 +140,35 @@ EOF
         wait_quiet
         d0=$(sum_all junction_deliveries_total 'outcome="delivered"')
         c0=$(cpu_all) b0=$(cpu_ticks "$bpid") t0=$(now)
-        log "$queue, $n instance(s): ${DURATION}s of POSTs on $CONNS connections"
+        log "$queue, $n instance(s): ${DURATION}s of POSTs on $CONNS connections${RATE:+, $RATE/s in total}"
         per=$(( CONNS / n ))
         wpids=()
         for i in $(seq 1 "$n"); do
-            run_wrk "instances-$queue-$n-$i" "$DURATION" "$per" 1 "http://127.0.0.1:${PORTS[$((i - 1))]}/orders" \
-                "$BENCH_DIR/lua/post.lua" >"$WORK/$queue-$n-$i.wrk.json" &
+            url="http://127.0.0.1:${PORTS[$((i - 1))]}/orders"
+            if [ -n "${RATE:-}" ]; then
+                oha -z "${DURATION}s" -c "$per" -q "$(awk -v r="$RATE" -v n="$n" 'BEGIN {print r / n}')" -m POST \
+                    -H 'content-type: application/json' -d "$BODY" --no-tui --output-format json "$url" \
+                    >"$WORK/$queue-$n-$i.oha.json" 2>"$WORK/$queue-$n-$i.oha.err" &
+            else
+                run_wrk "instances-$queue-$n-$i" "$DURATION" "$per" 1 "$url" "$BENCH_DIR/lua/post.lua" \
+                    >"$WORK/$queue-$n-$i.wrk.json" &
+            fi
             wpids+=($!)
         done
-        for p in "${wpids[@]}"; do wait "$p" || die "wrk failed"; done
+        for p in "${wpids[@]}"; do wait "$p" || die "the load generator failed"; done
         t_load=$(now)
         accepted=0 p99=0
         for i in $(seq 1 "$n"); do
-            w=$(cat "$WORK/$queue-$n-$i.wrk.json")
-            ok=$(( $(json_get "$w" requests) - $(json_get "$w" non2xx) ))
+            if [ -n "${RATE:-}" ]; then
+                f="$WORK/$queue-$n-$i.oha.json"
+                ok=$(jq '[.statusCodeDistribution | to_entries[] | select(.key == "202") | .value] | add // 0' "$f")
+                p=$(jq '(.latencyPercentiles.p99 // 0) * 1e6 | floor' "$f")
+            else
+                w=$(cat "$WORK/$queue-$n-$i.wrk.json")
+                ok=$(( $(json_get "$w" requests) - $(json_get "$w" non2xx) ))
+                p=$(json_get "$w" p99_us)
+            fi
             accepted=$((accepted + ok))
-            p=$(json_get "$w" p99_us)
             [ "$p" -gt "$p99" ] && p99=$p
         done
         want=$((d0 + 3 * accepted))
@@ -172,7 +191,7 @@ EOF
 done
 
 {
-    echo "== $(basename "$0"): N instances on one broker, wrk ${DURATION}s, $CONNS connections in total; junction $(git -C "$REPO_DIR" rev-parse --short HEAD)"
+    echo "== $(basename "$0"): N instances on one broker, ${DURATION}s, $CONNS connections in total${RATE:+, $RATE events/s offered}; junction $(git -C "$REPO_DIR" rev-parse --short HEAD)"
     column -t -s $'\t' "$WORK/rows.tsv"
 } | tee "$WORK/summary.txt"
 {
