@@ -35,6 +35,7 @@
 //! Durability: a publish is answered after `COMMIT`, i.e. after PostgreSQL's
 //! WAL flush under the default `synchronous_commit = on`.
 
+mod deadlock;
 mod housekeeping;
 mod listen;
 mod publish;
@@ -62,8 +63,6 @@ pub const LEASE_TTL: Duration = Duration::from_secs(30);
 const POOL_SIZE: usize = 16;
 /// Bound on waiting for a pooled connection.
 const POOL_WAIT: Duration = Duration::from_secs(5);
-/// How many times an outcome statement PostgreSQL aborted as a deadlock runs again.
-const SETTLE_DEADLOCK_RETRIES: u32 = 3;
 /// How often completed records and expired keys are pruned, and counters re-read.
 const HOUSEKEEPING: Duration = Duration::from_secs(2);
 
@@ -428,14 +427,8 @@ impl PostgresBroker {
             };
             match ran {
                 // The statement's counter and backlog upserts may meet a
-                // publish's in the other order; PostgreSQL then aborts one
-                // (the whole statement, so running it again is safe) rather
-                // than have the outcome wait for the lease to expire.
-                Err(e)
-                    if deadlocks < SETTLE_DEADLOCK_RETRIES
-                        && e.code()
-                            == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) =>
-                {
+                // publish's in the other order (see `deadlock.rs`).
+                Err(e) if deadlocks < deadlock::RETRIES && deadlock::is_deadlock(&e) => {
                     deadlocks += 1;
                     tracing::debug!(
                         attempt = deadlocks,

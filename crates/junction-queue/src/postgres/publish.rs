@@ -45,7 +45,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::sql::Sql;
-use super::{now_ms, storage, DepthDelta};
+use super::{deadlock, now_ms, storage, DepthDelta};
 use crate::types::*;
 
 /// Most publishes in one transaction.
@@ -148,7 +148,21 @@ async fn run(
     while rx.recv_many(&mut jobs, BATCH).await > 0 {
         let batch: Vec<Job> = std::mem::take(&mut jobs);
         let (reqs, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|j| (j.req, j.reply)).unzip();
-        match commit(&pool, &st, limit, reqs).await {
+        let mut deadlocks = 0;
+        let committed = loop {
+            // Cloned for another run should PostgreSQL abort this one (`deadlock.rs`).
+            match commit(&pool, &st, limit, reqs.clone()).await {
+                Err(e) if deadlocks < deadlock::RETRIES && deadlock::was_deadlock(&e) => {
+                    deadlocks += 1;
+                    tracing::debug!(
+                        attempt = deadlocks,
+                        "publish batch deadlocked; running it again"
+                    );
+                }
+                committed => break committed,
+            }
+        };
+        match committed {
             Ok((answers, delta)) => {
                 // Before answering, so a publisher sees its own publish counted.
                 delta.apply(&mut depth.write());
