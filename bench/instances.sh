@@ -21,9 +21,15 @@
 # Past saturation (the closed loop) that CPU also measures the contention of
 # more threads on the same cores, so RATE=R offers R events/s in total instead
 # (oha -q, R/N per instance): the same load below saturation for every N.
+# RATE_PER_INSTANCE=R offers R events/s to each instance instead (N x R in
+# total), as when instances are added because the load grew: each instance
+# then does the same work per second whatever N is.
 # INSTANCES may repeat counts ("1 2 3 1 2 3") to interleave rounds.
 #
-# Env: QUEUES, INSTANCES, CONNS (64), DURATION (10), DRAIN_LIMIT (120), RATE,
+# Before each load the instances' idle CPU is read over IDLE_WINDOW (5) s; the
+# "net" column takes that background rate out of the per-event CPU.
+#
+# Env: QUEUES, INSTANCES, CONNS (64), DURATION (10), DRAIN_LIMIT (120), RATE, IDLE_WINDOW,
 #      BENCH_PORT_BASE (18600), AMQP_URI, NATS_URL, BINARY (a junction binary
 #      built already; else a release build of the working tree).
 # Output: bench/out/instances/summary.txt (table) and summary.md.
@@ -34,6 +40,7 @@ S1=$((BASE + 1)) S2=$((BASE + 2)) S3=$((BASE + 3))
 QUEUES="${QUEUES:-rabbitmq nats}"
 INSTANCES="${INSTANCES:-1 2 3}"
 DRAIN_LIMIT="${DRAIN_LIMIT:-120}"
+IDLE_WINDOW="${IDLE_WINDOW:-5}"
 AMQP_URI="${AMQP_URI:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 NATS_URL="${NATS_URL:-nats://127.0.0.1:4222}"
 WORK="$OUT_DIR/instances"
@@ -43,7 +50,8 @@ ensure_tool wrk wrk
 ensure_tool nginx nginx-light
 ensure_tool jq jq
 ensure_tool curl curl
-[ -n "${RATE:-}" ] && ensure_oha
+[ -n "${RATE_PER_INSTANCE:-}" ] && [ -n "${RATE:-}" ] && die "set RATE or RATE_PER_INSTANCE, not both"
+[ -n "${RATE:-}${RATE_PER_INSTANCE:-}" ] && ensure_oha
 machine_info
 if [ -n "${BINARY:-}" ]; then JUNCTION_BIN="$BINARY"; else build_junction; fi
 case " $QUEUES " in *" nats "*)
@@ -95,7 +103,7 @@ cleanup_run() {
     esac
 }
 
-printf 'backend\tinstances\taccepted\taccepted_per_s\tdeliveries_per_s\tp99_ms\tjunction_cpu_us_per_event\tbroker_cpu_us_per_event\tdrained\n' >"$WORK/rows.tsv"
+printf 'backend\tinstances\taccepted\taccepted_per_s\tdeliveries_per_s\tp99_ms\tjunction_cpu_us_per_event\tidle_cpu_ms_per_s\tnet_cpu_us_per_event\tbroker_cpu_us_per_event\tdrained\n' >"$WORK/rows.tsv"
 for queue in $QUEUES; do
     bpid=$(broker_pid "$queue" || true)
     [ -n "$bpid" ] || die "no $queue broker process found (is it running?)"
@@ -132,21 +140,34 @@ EOF
             PIDS+=("$JUNCTION_PID") ADMINS+=("$admin") PORTS+=("$port")
         done
         # One event through each instance declares the topology before the clock starts.
+        # (A 503 is retried, as a producer would: declaring quorum queues right
+        # after others were deleted has failed once on RabbitMQ 3.10.)
         for port in "${PORTS[@]}"; do
-            code=$(curl -s -o /dev/null -w '%{http_code}' -H 'content-type: application/json' -d '{"probe":1}' "http://127.0.0.1:$port/orders")
+            for _ in 1 2 3 4 5; do
+                code=$(curl -s -o /dev/null -w '%{http_code}' -H 'content-type: application/json' -d '{"probe":1}' "http://127.0.0.1:$port/orders")
+                [ "$code" = 503 ] || break
+                sleep 1
+            done
             [ "$code" = 202 ] || die "$queue: instance on $port answered $code"
         done
         sleep 2
         wait_quiet
+        # The instances' own CPU with no load (refreshers, waiting pulls): over
+        # IDLE_WINDOW s, to take out of the per-event figure as "net".
+        i0=$(cpu_all); sleep "$IDLE_WINDOW"; i1=$(cpu_all)
         d0=$(sum_all junction_deliveries_total 'outcome="delivered"')
         c0=$(cpu_all) b0=$(cpu_ticks "$bpid") t0=$(now)
-        log "$queue, $n instance(s): ${DURATION}s of POSTs on $CONNS connections${RATE:+, $RATE/s in total}"
+        # Events/s offered to each instance (empty: wrk's closed loop).
+        each=""
+        [ -n "${RATE:-}" ] && each=$(awk -v r="$RATE" -v n="$n" 'BEGIN {print r / n}')
+        [ -n "${RATE_PER_INSTANCE:-}" ] && each="$RATE_PER_INSTANCE"
+        log "$queue, $n instance(s): ${DURATION}s of POSTs on $CONNS connections${each:+, $each/s per instance}"
         per=$(( CONNS / n ))
         wpids=()
         for i in $(seq 1 "$n"); do
             url="http://127.0.0.1:${PORTS[$((i - 1))]}/orders"
-            if [ -n "${RATE:-}" ]; then
-                oha -z "${DURATION}s" -c "$per" -q "$(awk -v r="$RATE" -v n="$n" 'BEGIN {print r / n}')" -m POST \
+            if [ -n "$each" ]; then
+                oha -z "${DURATION}s" -c "$per" -q "$each" -m POST \
                     -H 'content-type: application/json' -d "$BODY" --no-tui --output-format json "$url" \
                     >"$WORK/$queue-$n-$i.oha.json" 2>"$WORK/$queue-$n-$i.oha.err" &
             else
@@ -159,7 +180,7 @@ EOF
         t_load=$(now)
         accepted=0 p99=0
         for i in $(seq 1 "$n"); do
-            if [ -n "${RATE:-}" ]; then
+            if [ -n "$each" ]; then
                 f="$WORK/$queue-$n-$i.oha.json"
                 ok=$(jq '[.statusCodeDistribution | to_entries[] | select(.key == "202") | .value] | add // 0' "$f")
                 p=$(jq '(.latencyPercentiles.p99 // 0) * 1e6 | floor' "$f")
@@ -181,8 +202,10 @@ EOF
         d1=$(sum_all junction_deliveries_total 'outcome="delivered"')
         row=$(awk -v q="$queue" -v n="$n" -v a="$accepted" -v t0="$t0" -v tl="$t_load" -v t1="$t1" \
             -v dd="$((d1 - d0))" -v p99="$p99" -v c="$((c1 - c0))" -v b="$((b1 - b0))" -v hz="$HZ" -v dr="$drained" \
-            'BEGIN { printf "%s\t%d\t%d\t%.0f\t%.0f\t%.1f\t%.1f\t%.1f\t%s\n", q, n, a, a / (tl - t0), dd / (t1 - t0),
-                     p99 / 1000, c / hz * 1e6 / a, b / hz * 1e6 / a, (dr ? "yes" : "no") }')
+            -v idle="$((i1 - i0))" -v iw="$IDLE_WINDOW" \
+            'BEGIN { idle_per_s = idle / hz / iw; net = c / hz - idle_per_s * (t1 - t0)
+                     printf "%s\t%d\t%d\t%.0f\t%.0f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%s\n", q, n, a, a / (tl - t0), dd / (t1 - t0),
+                     p99 / 1000, c / hz * 1e6 / a, idle_per_s * 1000, net * 1e6 / a, b / hz * 1e6 / a, (dr ? "yes" : "no") }')
         printf '%s\n' "$row" >>"$WORK/rows.tsv"
         log "$row"
         for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
@@ -191,11 +214,11 @@ EOF
 done
 
 {
-    echo "== $(basename "$0"): N instances on one broker, ${DURATION}s, $CONNS connections in total${RATE:+, $RATE events/s offered}; junction $(git -C "$REPO_DIR" rev-parse --short HEAD)"
+    echo "== $(basename "$0"): N instances on one broker, ${DURATION}s, $CONNS connections in total${RATE:+, $RATE events/s offered in total}${RATE_PER_INSTANCE:+, $RATE_PER_INSTANCE events/s offered per instance}; junction $(git -C "$REPO_DIR" rev-parse --short HEAD)"
     column -t -s $'\t' "$WORK/rows.tsv"
 } | tee "$WORK/summary.txt"
 {
-    echo "| backend | instances | accepted | accepted/s | deliveries/s | p99 accept | Junction CPU per event | broker CPU per event | drained |"
-    echo "|---|---|---|---|---|---|---|---|---|"
-    tail -n +2 "$WORK/rows.tsv" | awk -F'\t' '{printf "| %s | %s | %s | %s | %s | %s ms | %s µs | %s µs | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9}'
+    echo "| backend | instances | accepted | accepted/s | deliveries/s | p99 accept | Junction CPU per event | idle CPU of the instances | net of idle, per event | broker CPU per event | drained |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|"
+    tail -n +2 "$WORK/rows.tsv" | awk -F'\t' '{printf "| %s | %s | %s | %s | %s | %s ms | %s µs | %s ms/s | %s µs | %s µs | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11}'
 } >"$WORK/summary.md"

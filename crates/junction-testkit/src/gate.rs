@@ -80,6 +80,12 @@ impl TcpGate {
         }
     }
 
+    /// Refuses new connections and keeps the open ones (a server at its
+    /// connection limit).
+    pub fn refuse_new(&self) {
+        self.shared.open.store(false, Ordering::SeqCst);
+    }
+
     /// Forwards new connections again.
     pub fn restore(&self) {
         self.shared.open.store(true, Ordering::SeqCst);

@@ -13,6 +13,7 @@ mod queue;
 mod schema;
 mod upstream;
 mod validate;
+mod validate_queue;
 mod values;
 mod yaml;
 

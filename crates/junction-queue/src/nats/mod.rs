@@ -230,11 +230,17 @@ struct KeyRecord {
     expires_at_ms: u64,
 }
 
-/// How every connection of this backend is made: reconnecting for ever.
+/// How the broker's shared connection is made: reconnecting for ever, from
+/// the first attempt on.
 fn connect_options() -> async_nats::ConnectOptions {
+    connect_options_without_initial_retry().retry_on_initial_connect()
+}
+
+/// A connection whose first attempt may fail (a data thread's own: `local.rs`),
+/// reconnecting for ever once made.
+fn connect_options_without_initial_retry() -> async_nats::ConnectOptions {
     async_nats::ConnectOptions::new()
         .connection_timeout(Duration::from_secs(3))
-        .retry_on_initial_connect()
         .max_reconnects(None)
 }
 

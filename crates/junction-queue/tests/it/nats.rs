@@ -2,7 +2,8 @@
 //! dead_letter_oldest` (a subscriber nobody consumes sheds its oldest waiting
 //! events into its dead letters, within a few depth refreshes, while the
 //! topic's other subscriber gets every one and no publish is refused); a data
-//! thread's publishes going through its own connection, one per runtime.
+//! thread's publishes going through its own connection, one per runtime, and
+//! through the shared one while the server refuses the thread its own.
 
 use std::time::{Duration, Instant};
 
@@ -153,4 +154,84 @@ fn a_data_thread_publishes_through_its_own_connection_one_per_runtime() {
         assert_eq!(got.len(), published, "every published event is delivered");
     });
     drop(cleanup);
+}
+
+/// A server that refuses a data thread its own connection (at its connection
+/// limit) costs no publish: they go through the shared connection, and the
+/// thread's own is tried again later and used once the server takes it.
+#[test]
+fn a_data_thread_refused_its_own_connection_publishes_through_the_shared_one() {
+    let main = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let gate = main.block_on(junction_testkit::TcpGate::in_front_of(&nats_url()));
+    let prefix = format!("jqt{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let url = format!("nats://{}", gate.addr());
+    let b = main
+        .block_on(NatsBroker::connect(NatsConfig::new(url, prefix)))
+        .expect("nats running");
+    let cleanup = DeleteStreams(b.clone());
+    let q = b.clone().into_queue();
+    let (topic, sub) = (unique("t"), unique("s"));
+    let data_thread = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let publish = |i: usize| {
+        let q = q.clone();
+        let req = request(&topic, &[&sub], &i.to_string());
+        async move {
+            tokio::time::timeout(Duration::from_secs(5), q.publisher.publish(req))
+                .await
+                .expect("a publish answers")
+                .expect("accepted")
+        }
+    };
+    gate.refuse_new();
+    data_thread.block_on(async {
+        publish(0).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = b.sent_through_shared_connection();
+        for i in 1..=20 {
+            publish(i).await;
+        }
+        let shared = b.sent_through_shared_connection() - before;
+        assert!(
+            shared >= 20,
+            "only {shared} of 20 went through the shared connection"
+        );
+    });
+    gate.restore();
+    data_thread.block_on(async {
+        // The refused connect is tried again after 5 s.
+        tokio::time::sleep(Duration::from_millis(5_500)).await;
+        publish(21).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = b.sent_through_shared_connection();
+        for i in 22..42 {
+            publish(i).await;
+        }
+        let shared = b.sent_through_shared_connection() - before;
+        assert!(
+            shared < 10,
+            "{shared} of 20 went through the shared connection after the restore"
+        );
+    });
+    drop(data_thread);
+    main.block_on(async {
+        let mut s = q.consumer.subscribe(&topic, &sub, 64).await.unwrap();
+        let mut got = std::collections::BTreeSet::new();
+        let end = Instant::now() + Duration::from_secs(10);
+        while got.len() < 42 && Instant::now() < end {
+            for d in s.next(64).await.unwrap() {
+                got.insert(String::from_utf8(d.message.body.to_vec()).unwrap());
+                d.ack(attempt("status 200")).await.unwrap();
+            }
+        }
+        assert_eq!(got.len(), 42, "every published event is delivered");
+    });
+    drop(cleanup);
+    main.block_on(async { drop(gate) });
 }
